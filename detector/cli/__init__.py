@@ -1,0 +1,51 @@
+"""Command line: ``detector COMMAND ...``. Each command's module is imported only when it runs,
+so ``--help`` and usage errors answer at once."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from detector import __version__
+
+COMMANDS = {
+    "flows": ("detector.cli.flows", "turn captures into flow records (Parquet, CSV or Zeek conn.log)"),
+    "synth": ("detector.cli.synth", "write labelled synthetic captures of an HPC site"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="detector",
+        description="GPU-accelerated network traffic anomaly detector for HPC sites.",
+    )
+    parser.add_argument("--version", action="version", version=f"detector {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import importlib
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="detector: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.run(args)

@@ -1,0 +1,160 @@
+"""FlowTable: bounded, stateful flow accounting across batches and files.
+
+A thin owner of the arrays that :mod:`kernels.flowtable` works on. It keeps the kernels
+resumable: when their output buffer fills up it parks the emitted rows and calls again; when
+the table is full it evicts the least recently seen flows (counted, and reported).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detector.config import FlowConfig
+from kernels import flowstate as fsd
+from kernels import flowtable as kft
+from kernels.flowkey import KEY_WORDS
+
+NS = 1_000_000_000
+EVICT_FRACTION = 16  # a full table evicts 1/16 of its flows at once, oldest first
+SCAN_INTERVAL_NS = NS  # capture time between two expiry scans
+
+
+def config_vector(cfg: FlowConfig) -> np.ndarray:
+    v = np.zeros(fsd.N_CFG, dtype=np.int64)
+    v[fsd.C_IDLE_TCP] = int(cfg.tcp_idle_timeout * NS)
+    v[fsd.C_IDLE_UDP] = int(cfg.udp_idle_timeout * NS)
+    v[fsd.C_IDLE_ICMP] = int(cfg.icmp_idle_timeout * NS)
+    v[fsd.C_IDLE_OTHER] = int(cfg.other_idle_timeout * NS)
+    v[fsd.C_ACTIVE] = int(cfg.active_timeout * NS)
+    v[fsd.C_ATTEMPT] = int(cfg.tcp_attempt_timeout * NS)
+    v[fsd.C_CLOSE_DELAY] = int(cfg.tcp_close_delay * NS)
+    return v
+
+
+def server_port_map(ports) -> np.ndarray:
+    m = np.zeros(65536, dtype=np.uint8)
+    m[np.asarray(ports, dtype=np.int64)] = 1
+    return m
+
+
+class EmittedFlows:
+    """Rows of ended flows: keys, integer and float state, history, end reason."""
+
+    __slots__ = ("keys", "st", "fs", "hist", "reason")
+
+    def __init__(self, keys, st, fs, hist, reason):
+        self.keys, self.st, self.fs, self.hist, self.reason = keys, st, fs, hist, reason
+
+    def __len__(self) -> int:
+        return len(self.reason)
+
+    @staticmethod
+    def concat(parts: list[EmittedFlows]) -> EmittedFlows:
+        return EmittedFlows(*(np.concatenate([getattr(p, a) for p in parts]) for a in EmittedFlows.__slots__))
+
+
+class FlowTable:
+    """One shard of flow state. ``capacity`` flows at most; ``out_capacity`` rows buffered."""
+
+    def __init__(self, cfg: FlowConfig, capacity: int | None = None, out_capacity: int = 32768):
+        self.cfg = cfg
+        cap = int(capacity or cfg.max_flows)
+        self.capacity = cap
+        nslots = 1 << max(4, (2 * cap - 1).bit_length())
+        self.cfgv = config_vector(cfg)
+        self.likely = server_port_map(cfg.server_ports)
+        self.keys = np.empty((cap, KEY_WORDS), dtype=np.uint64)
+        self.fhash = np.empty(cap, dtype=np.uint64)
+        self.st = np.empty((cap, fsd.NI), dtype=np.int64)
+        self.fs = np.empty((cap, fsd.NF), dtype=np.float64)
+        self.hist = np.empty((cap, fsd.HIST_LEN), dtype=np.uint8)
+        self.used = np.zeros(cap, dtype=np.uint8)
+        self.slots = np.full(nslots, -1, dtype=np.int32)
+        self.free = np.arange(cap - 1, -1, -1, dtype=np.int32)
+        self.meta = np.zeros(fsd.N_META, dtype=np.int64)
+        self.meta[fsd.M_NFREE] = cap
+        self.okeys = np.empty((out_capacity, KEY_WORDS), dtype=np.uint64)
+        self.ost = np.empty((out_capacity, fsd.NI), dtype=np.int64)
+        self.ofs = np.empty((out_capacity, fsd.NF), dtype=np.float64)
+        self.ohist = np.empty((out_capacity, fsd.HIST_LEN), dtype=np.uint8)
+        self.oreason = np.empty(out_capacity, dtype=np.uint8)
+        self._parked: list[EmittedFlows] = []
+        self._last_scan = None
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def active(self) -> int:
+        return int(self.meta[fsd.M_ACTIVE])
+
+    @property
+    def evicted(self) -> int:
+        return int(self.meta[fsd.M_EVICTED])
+
+    @property
+    def created(self) -> int:
+        return int(self.meta[fsd.M_CREATED])
+
+    def _tables(self):
+        return (self.keys, self.fhash, self.st, self.fs, self.hist, self.used, self.slots, self.free, self.meta)
+
+    def _outputs(self):
+        return (self.okeys, self.ost, self.ofs, self.ohist, self.oreason)
+
+    def _park(self) -> None:
+        n = int(self.meta[fsd.M_OUT_N])
+        if n:
+            self._parked.append(EmittedFlows(self.okeys[:n].copy(), self.ost[:n].copy(), self.ofs[:n].copy(),
+                                             self.ohist[:n].copy(), self.oreason[:n].copy()))
+            self.meta[fsd.M_OUT_N] = 0
+
+    # -- operations ------------------------------------------------------------------------
+    def update(self, cols, pkt_hash: np.ndarray, n: int, shard: int = 0, nshards: int = 1) -> None:
+        """Account the flow packets among the first ``n`` rows of ``cols`` (this shard's share)."""
+        i = 0
+        while True:
+            i, code = kft.update_flows(cols, pkt_hash, i, n, shard, nshards, self.likely, self.cfgv,
+                                       *self._tables(), *self._outputs())
+            if code == kft.DONE:
+                return
+            if code == kft.OUT_FULL:
+                self._park()
+            else:
+                self.evict_oldest(max(1, self.capacity // EVICT_FRACTION))
+
+    def maybe_expire(self, now_ns: int) -> None:
+        """Emit idle flows, at most once per second of capture time."""
+        if self._last_scan is None or now_ns - self._last_scan >= SCAN_INTERVAL_NS or now_ns < self._last_scan:
+            self._last_scan = now_ns
+            self._expire(now_ns, -1)
+
+    def flush(self, reason: int = fsd.END_EOF) -> None:
+        """End every flow (end of input)."""
+        self._expire(0, reason)
+
+    def _expire(self, now_ns: int, reason: int) -> None:
+        row = 0
+        while row < self.capacity:
+            row = kft.expire_flows(now_ns, row, reason, *self._tables(), *self._outputs())
+            if row < self.capacity:
+                self._park()
+
+    def evict_oldest(self, k: int) -> None:
+        rows = np.flatnonzero(self.used)
+        if len(rows) == 0:
+            return
+        k = min(k, len(rows))
+        last = self.st[rows, fsd.LAST_SEEN]
+        victims = rows[np.argpartition(last, k - 1)[:k]] if k < len(rows) else rows
+        j = 0
+        while j < len(victims):
+            j = kft.evict_flows(victims, j, *self._tables(), *self._outputs())
+            if j < len(victims):
+                self._park()
+
+    def drain(self) -> EmittedFlows | None:
+        """Take every row emitted since the last call (None if there are none)."""
+        self._park()
+        if not self._parked:
+            return None
+        parts, self._parked = self._parked, []
+        return parts[0] if len(parts) == 1 else EmittedFlows.concat(parts)

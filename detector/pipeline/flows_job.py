@@ -1,0 +1,97 @@
+"""The ``detector flows`` job: captures in, flow records out, and a summary."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from detector.config import FlowConfig
+from detector.errors import DetectorError, OutputError
+from detector.flows.engine import FlowEngine
+from detector.output.flow_writers import open_flow_writer
+from detector.pipeline.ingest import Ingest
+from detector.progress import Progress
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_UNUSABLE = 2
+
+
+@dataclass
+class FlowsResult:
+    exit_code: int
+    summary: dict
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
+              progress: bool | None = None) -> FlowsResult:
+    t0 = time.perf_counter()
+    ingest = Ingest(inputs, cfg.batch_size)
+    writer = open_flow_writer(out_path, fmt)
+    engine = FlowEngine(cfg)
+    bar = Progress(ingest.total_bytes(), enabled=progress)
+    output_error: OutputError | None = None
+    interrupted = False
+    try:
+        try:
+            for batch in ingest.batches():
+                for rb in engine.process(batch):
+                    writer.write(rb)
+                bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
+        except KeyboardInterrupt:
+            interrupted = True
+        for rb in engine.finish():
+            writer.write(rb)
+    except OutputError as exc:
+        output_error = exc
+    finally:
+        bar.close()
+        try:
+            writer.close()
+        except OutputError as exc:
+            output_error = output_error or exc
+    elapsed = time.perf_counter() - t0
+    c = engine.counts
+    summary = {
+        "inputs": len(ingest.inputs),
+        "packets": c.records,
+        "ip_packets": c.ip,
+        "non_ip_packets": c.non_ip,
+        "bad_packets": c.bad,
+        "wire_bytes": c.wire_bytes,
+        "flows": engine.flows_out,
+        "flows_written": writer.rows_written,
+        "evicted_flows": engine.evicted,
+        "fragments": engine.fragment_stats,
+        "threads": engine.threads,
+        "seconds": round(elapsed, 6),
+        "packets_per_s": round(c.records / elapsed, 1) if elapsed > 0 else 0.0,
+        "bad_inputs": len(ingest.errors),
+        "output": out_path,
+        "format": fmt,
+    }
+    errors = [str(e) for e in ingest.errors]
+    warnings = [w for s in ingest.inputs for w in s.warnings]
+    if output_error is not None:
+        errors.append(str(output_error))
+    if interrupted:
+        warnings.append("interrupted: flows seen so far were written")
+    if ingest.unusable and c.records == 0:
+        code = EXIT_UNUSABLE
+    elif errors or warnings or interrupted:
+        code = EXIT_PARTIAL
+    else:
+        code = EXIT_OK
+    return FlowsResult(code, summary, errors, warnings)
+
+
+def summary_line(s: dict) -> str:
+    return (f"{s['packets']:,} packets ({s['ip_packets']:,} IP, {s['non_ip_packets']:,} other, "
+            f"{s['bad_packets']:,} malformed) from {s['inputs']} input(s) -> {s['flows']:,} flows "
+            f"in {s['seconds']:.2f} s ({s['packets_per_s'] / 1e6:.2f} M packets/s, {s['threads']} thread(s)); "
+            f"{s['evicted_flows']:,} evicted, {s['bad_inputs']} bad input(s)")
+
+
+__all__ = ["run_flows", "summary_line", "FlowsResult", "DetectorError"]

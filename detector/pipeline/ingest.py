@@ -1,0 +1,84 @@
+"""Ingest: every input, in order, as record batches; unreadable parts are reported, not fatal.
+
+A capture that fails part-way yields everything before the fault, then its error is recorded
+and the next input is read. The caller decides the exit status from :attr:`Ingest.errors`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from detector.errors import CaptureError
+from detector.sources import expand_inputs, open_capture
+from detector.sources import linktypes
+from detector.sources.batch import RawBatch
+
+
+@dataclass
+class InputStatus:
+    path: str
+    format: str = "?"
+    records: int = 0
+    error: CaptureError | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class Ingest:
+    def __init__(self, paths: list[str], batch_size: int):
+        self.files = expand_inputs(paths)
+        self.batch_size = batch_size
+        self.inputs: list[InputStatus] = []
+        self._current = None
+        self._done_bytes = 0
+
+    @property
+    def errors(self) -> list[CaptureError]:
+        return [s.error for s in self.inputs if s.error is not None]
+
+    @property
+    def unusable(self) -> bool:
+        """True when nothing at all could be read."""
+        return all(s.records == 0 and s.error is not None for s in self.inputs) and bool(self.inputs)
+
+    def total_bytes(self) -> int:
+        total = 0
+        for f in self.files:
+            try:
+                total += os.path.getsize(f) if f != "-" else 0
+            except OSError:
+                pass
+        return total
+
+    def done_bytes(self) -> int:
+        cur = self._current.src.consumed() if self._current is not None else 0
+        return self._done_bytes + cur
+
+    def batches(self) -> Iterator[RawBatch]:
+        for path in self.files:
+            status = InputStatus(path)
+            self.inputs.append(status)
+            try:
+                reader = open_capture(path, self.batch_size)
+            except CaptureError as exc:
+                status.error = exc
+                continue
+            status.format = reader.format
+            self._current = reader
+            try:
+                for batch in reader.batches():
+                    status.records += batch.n
+                    yield batch
+            except CaptureError as exc:
+                status.error = exc
+            finally:
+                self._current = None
+                try:
+                    self._done_bytes += os.path.getsize(path) if path != "-" else 0
+                except OSError:
+                    pass
+                reader.src.close()
+            for lt, count in getattr(reader, "unsupported", {}).items():
+                status.warnings.append(
+                    f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; their packets were skipped")

@@ -1,0 +1,45 @@
+"""RawBatch: captured records located in a byte buffer, before decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RawBatch:
+    """``n`` records; record ``i`` is ``buf[off[i] : off[i] + caplen[i]]``.
+
+    The arrays are views into buffers the reader reuses: a batch is valid until the reader
+    is asked for the next one.
+    """
+
+    buf: np.ndarray  # uint8
+    off: np.ndarray  # int64
+    caplen: np.ndarray  # uint32
+    wirelen: np.ndarray  # uint32
+    ts_ns: np.ndarray  # int64
+    link: np.ndarray  # uint16
+    path: str
+    file_offset: int  # file offset of the first record's header, for messages
+
+    @property
+    def n(self) -> int:
+        return len(self.off)
+
+
+class RecordArrays:
+    """Reusable per-record arrays, sized once per reader."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.off = np.empty(capacity, dtype=np.int64)
+        self.caplen = np.empty(capacity, dtype=np.uint32)
+        self.wirelen = np.empty(capacity, dtype=np.uint32)
+        self.ts_ns = np.empty(capacity, dtype=np.int64)
+        self.link = np.empty(capacity, dtype=np.uint16)
+
+    def batch(self, buf: np.ndarray, n: int, path: str, file_offset: int) -> RawBatch:
+        return RawBatch(buf, self.off[:n], self.caplen[:n], self.wirelen[:n], self.ts_ns[:n],
+                        self.link[:n], path, file_offset)

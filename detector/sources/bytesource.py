@@ -1,0 +1,211 @@
+"""Windows of capture bytes in bounded memory.
+
+A reader sees ``buf[0:end]``, which holds the file's bytes ``[base, base + end)``. Regular
+files are memory-mapped whole (no copy; pages already walked are dropped from the process with
+``madvise`` so a 50 GB capture does not grow the resident set). Compressed files, pipes and
+stdin are read in chunks into one reusable buffer; :meth:`refill` keeps the unread tail and
+reads more behind it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import mmap
+import os
+import zlib
+from typing import BinaryIO
+
+import numpy as np
+
+from detector.errors import CaptureError
+
+CHUNK = 8 << 20  # bytes read per refill for streamed inputs
+RELEASE_EVERY = 256 << 20  # mapped bytes walked between two madvise(DONTNEED) calls
+MAX_WINDOW = 1 << 30  # a single record or block larger than this is corrupt
+
+MAGIC_GZIP = b"\x1f\x8b"
+MAGIC_BZ2 = b"BZh"
+MAGIC_XZ = b"\xfd7zXZ\x00"
+
+
+class ByteSource:
+    """Common interface. ``buf``, ``end``, ``base`` and ``eof`` describe the current window."""
+
+    path: str
+    buf: np.ndarray
+    end: int
+    base: int
+    eof: bool
+
+    def refill(self, keep_from: int) -> int:
+        """Drop ``buf[:keep_from]``, read more. Returns where ``keep_from`` now is in ``buf``."""
+        raise NotImplementedError
+
+    def release(self, upto: int) -> None:
+        """Tell the source that ``buf[:upto]`` will not be read again."""
+
+    def ensure(self, pos: int, n: int) -> int:
+        """Make ``buf[pos:pos+n]`` available; returns the (possibly moved) ``pos``, or -1 at EOF."""
+        while pos + n > self.end:
+            if self.eof:
+                return -1
+            pos = self.refill(pos)
+        return pos
+
+    def consumed(self) -> int:
+        """Bytes of the underlying file read so far (compressed bytes for compressed input)."""
+        return self.base + self.end
+
+    def close(self) -> None:
+        pass
+
+
+class MappedSource(ByteSource):
+    """A regular file, mapped whole and read-only."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.base = 0
+        self.eof = True
+        self._released = 0
+        self._fh = open(path, "rb")
+        size = os.fstat(self._fh.fileno()).st_size
+        self.end = size
+        if size == 0:
+            self._mm = None
+            self.buf = np.zeros(0, dtype=np.uint8)
+        else:
+            self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+            if hasattr(mmap, "MADV_SEQUENTIAL"):
+                self._mm.madvise(mmap.MADV_SEQUENTIAL)
+            self.buf = np.frombuffer(self._mm, dtype=np.uint8)
+        self._walked = 0
+
+    def refill(self, keep_from: int) -> int:
+        return keep_from
+
+    def consumed(self) -> int:
+        return self._walked
+
+    def release(self, upto: int) -> None:
+        self._walked = upto
+        if self._mm is None or upto - self._released < RELEASE_EVERY or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        stop = (upto // page) * page
+        if stop > self._released:
+            self._mm.madvise(mmap.MADV_DONTNEED, self._released, stop - self._released)
+            self._released = stop
+
+    def close(self) -> None:
+        # the numpy view must go before the map can close
+        self.buf = np.zeros(0, dtype=np.uint8)
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a batch still references the map; the GC will close it
+                pass
+        self._fh.close()
+
+
+class StreamSource(ByteSource):
+    """Any readable binary stream: decompressors, pipes, stdin."""
+
+    def __init__(self, stream: BinaryIO, path: str, raw: BinaryIO | None = None, kind: str = "stream"):
+        self.path = path
+        self._stream = stream
+        self._raw = raw  # the compressed file underneath, for progress
+        self._kind = kind
+        self.buf = np.empty(CHUNK, dtype=np.uint8)
+        self.base = 0
+        self.end = 0
+        self.eof = False
+        self._fill()
+
+    def _read_into(self, view: memoryview) -> int:
+        try:
+            return self._stream.readinto(view)
+        except EOFError as exc:
+            raise CaptureError(
+                self.path, self.base + self.end,
+                f"{self._kind} stream ends before its end marker: the file was cut short ({exc})",
+            ) from None
+        except (OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
+            raise CaptureError(self.path, self.base + self.end, f"{self._kind} data is corrupt: {exc}") from None
+
+    def _fill(self) -> None:
+        while self.end < len(self.buf):
+            got = self._read_into(memoryview(self.buf)[self.end:])
+            if not got:
+                self.eof = True
+                return
+            self.end += got
+
+    def refill(self, keep_from: int) -> int:
+        tail = self.end - keep_from
+        if keep_from == 0 and self.end == len(self.buf):
+            if len(self.buf) * 2 > MAX_WINDOW:
+                raise CaptureError(self.path, self.base, "a single record is larger than 1 GiB (corrupt)")
+            bigger = np.empty(len(self.buf) * 2, dtype=np.uint8)
+            bigger[:tail] = self.buf[:tail]
+            self.buf = bigger
+        elif keep_from:
+            self.buf[:tail] = self.buf[keep_from:self.end]
+        self.base += keep_from
+        self.end = tail
+        self._fill()
+        return 0
+
+    def consumed(self) -> int:
+        if self._raw is not None:
+            try:
+                return self._raw.tell()
+            except (OSError, ValueError):
+                pass
+        return self.base + self.end
+
+    def close(self) -> None:
+        self._stream.close()
+        if self._raw is not None:
+            self._raw.close()
+
+
+def _decompressor(head: bytes, fh: BinaryIO):
+    if head.startswith(MAGIC_GZIP):
+        return gzip.GzipFile(fileobj=fh, mode="rb"), "gzip"
+    if head.startswith(MAGIC_BZ2):
+        return bz2.BZ2File(fh, mode="rb"), "bzip2"
+    if head.startswith(MAGIC_XZ):
+        return lzma.LZMAFile(fh, mode="rb"), "xz"
+    return None, None
+
+
+def open_source(path: str) -> ByteSource:
+    """Open a capture file, a compressed capture, or ``-`` for stdin."""
+    if path == "-":
+        import sys
+
+        stdin = sys.stdin.buffer
+        head = stdin.peek(6)[:6] if hasattr(stdin, "peek") else b""
+        stream, kind = _decompressor(head, stdin)
+        if stream is not None:
+            return StreamSource(stream, "<stdin>", kind=kind)
+        return StreamSource(stdin, "<stdin>")
+    try:
+        fh = open(path, "rb")
+        is_regular = os.path.isfile(path)
+    except OSError as exc:
+        raise CaptureError(path, None, f"cannot open: {exc.strerror}") from None
+    if not is_regular:  # a FIFO or device: peek without consuming
+        head = fh.peek(6)[:6]
+        stream, kind = _decompressor(head, fh)
+        return StreamSource(stream or fh, path, kind=kind or "stream")
+    head = fh.read(6)
+    fh.seek(0)
+    stream, kind = _decompressor(head, fh)
+    if stream is not None:
+        return StreamSource(stream, path, raw=fh, kind=kind)
+    fh.close()
+    return MappedSource(path)

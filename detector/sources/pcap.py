@@ -1,0 +1,89 @@
+"""Classic libpcap files: microsecond or nanosecond timestamps, either byte order."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+
+from detector.errors import CaptureError
+from detector.sources import linktypes
+from detector.sources.batch import RawBatch, RecordArrays
+from detector.sources.bytesource import ByteSource
+from kernels import capture_scan as cs
+
+MAGIC_US = 0xA1B2C3D4
+MAGIC_NS = 0xA1B23C4D
+MAGIC_KUZNETZOV = 0xA1B2CD34
+HEADER_LEN = 24
+ABSURD_CAPLEN = 256 << 10  # above any snap length tcpdump, dumpcap or libpcap will write
+
+
+class PcapReader:
+    """Reads records from a :class:`ByteSource` holding a classic pcap file."""
+
+    format = "pcap"
+
+    def __init__(self, src: ByteSource, batch_size: int):
+        self.src = src
+        self.path = src.path
+        pos = src.ensure(0, HEADER_LEN)
+        if pos < 0:
+            raise CaptureError(self.path, 0, f"file ends inside the {HEADER_LEN}-byte pcap header")
+        head = bytes(src.buf[pos:pos + HEADER_LEN])
+        (magic_le,) = struct.unpack("<I", head[:4])
+        (magic_be,) = struct.unpack(">I", head[:4])
+        if magic_le in (MAGIC_US, MAGIC_NS):
+            self.little, magic = True, magic_le
+        elif magic_be in (MAGIC_US, MAGIC_NS):
+            self.little, magic = False, magic_be
+        elif MAGIC_KUZNETZOV in (magic_le, magic_be):
+            raise CaptureError(self.path, 0, "Kuznetzov's modified pcap format is not supported; "
+                               "convert it with 'editcap -F pcap'")
+        else:
+            raise CaptureError(self.path, 0, f"bad magic 0x{magic_be:08x}: not a pcap file")
+        self.nanosecond = magic == MAGIC_NS
+        order = "<" if self.little else ">"
+        _, _, _, _, snaplen, network = struct.unpack(order + "HHiIII", head[4:])
+        # the upper bits of the link-type field carry FCS information, not the type
+        self.link_type = network & 0xFFFF
+        if not linktypes.is_supported(self.link_type):
+            raise CaptureError(self.path, 20, linktypes.unsupported_message(self.link_type))
+        self.snaplen = snaplen
+        self.max_caplen = snaplen if 0 < snaplen <= (16 << 20) else ABSURD_CAPLEN
+        self.interfaces = {0: self.link_type}
+        self._pos = pos + HEADER_LEN
+        self._rec = RecordArrays(batch_size)
+        self.records = 0
+
+    def batches(self) -> Iterator[RawBatch]:
+        src, rec = self.src, self._rec
+        pos = self._pos
+        ts_mult = 1 if self.nanosecond else 1000
+        while True:
+            start = pos
+            n, pos, code = cs.scan_pcap(src.buf, pos, src.end, self.little, ts_mult, self.max_caplen,
+                                        rec.capacity, rec.off, rec.caplen, rec.wirelen, rec.ts_ns)
+            if n:
+                rec.link[:n] = self.link_type
+                self.records += n
+                yield rec.batch(src.buf, n, self.path, src.base + start)
+                src.release(pos)
+            if code == cs.SCAN_FULL:
+                continue
+            if code == cs.SCAN_NEED_MORE:
+                if src.eof:
+                    if pos < src.end:
+                        raise CaptureError(
+                            self.path, src.base + pos,
+                            f"truncated final record: only {src.end - pos} bytes of it are in the file "
+                            f"(the capture was cut short)")
+                    return
+                pos = src.refill(pos)
+                continue
+            detail = cs.ERROR_TEXT[code]
+            if code == cs.ERR_CAPLEN:
+                incl = int(np.frombuffer(bytes(src.buf[pos + 8:pos + 12]), dtype="<u4" if self.little else ">u4")[0])
+                detail = f"record claims {incl} captured bytes, above the snap length {self.max_caplen}: corrupt record header"
+            raise CaptureError(self.path, src.base + pos, detail)

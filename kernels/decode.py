@@ -1,0 +1,31 @@
+"""CPU decode driver: packet columns for a range of records, plus each packet's flow hash."""
+
+from __future__ import annotations
+
+from numba import literal_unroll
+
+from kernels._jit import cpu_kernel
+from kernels.flowkey import is_flow_packet, packet_flow_hash
+from kernels.parse import parse_packet
+
+
+@cpu_kernel
+def clear_rows(cols, start, stop):
+    """Zero rows ``start..stop`` of every column (``parse_packet`` writes only what it finds)."""
+    for col in literal_unroll(cols):
+        col[start:stop] = 0
+
+
+@cpu_kernel
+def decode_records(buf, off, caplen, wirelen, ts_ns, link, start, stop, cols, pkt_hash):
+    """Decode records ``start..stop`` into the same rows of ``cols``; hash their flow keys."""
+    clear_rows(cols, start, stop)
+    for i in range(start, stop):
+        parse_packet(buf, off[i], caplen[i], wirelen[i], link[i], cols, i)
+        cols.ts_ns[i] = ts_ns[i]
+        cols.wire_len[i] = wirelen[i]
+        cols.cap_len[i] = caplen[i]
+        if is_flow_packet(cols, i):
+            pkt_hash[i] = packet_flow_hash(cols, i)
+        else:
+            pkt_hash[i] = 0

@@ -1,0 +1,119 @@
+"""From emitted flow-state rows to record fields: orientation, ``conn_state``, and the text
+columns (addresses, uid, Community ID, history) as byte buffers with offsets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels._jit import cpu_kernel, device_fn
+from kernels.flowkey import mix64
+from kernels.flowstate import (
+    D_BYTES, D_PKTS, F_A_IS_ORIG, FIRST_TS, FLAGS, HIST_N, O_STATE, ORIG, R_STATE, RESP,
+)
+from kernels.parse import icmp_counterpart
+from kernels.sha1 import sha1_short
+from kernels.tcp_state import CS_OTH, tcp_conn_state, udp_conn_state
+from kernels.textfmt import is_v4_mapped, write_base62_u64, write_base64, write_ip
+
+IP_TEXT_MAX = 39  # longest textual IPv6 address
+UID_LEN = 12  # 'C' + 11 base62 digits (a full 64-bit value)
+CID_LEN = 30  # '1:' + base64 of 20 bytes
+
+
+@device_fn
+def _put_addr(msg, pos, hi, lo, v4):
+    if v4:
+        a = lo & np.uint64(0xFFFFFFFF)
+        for k in range(4):
+            msg[pos + k] = (a >> np.uint64(24 - 8 * k)) & np.uint64(0xFF)
+        return pos + 4
+    for k in range(8):
+        msg[pos + k] = (hi >> np.uint64(56 - 8 * k)) & np.uint64(0xFF)
+        msg[pos + 8 + k] = (lo >> np.uint64(56 - 8 * k)) & np.uint64(0xFF)
+    return pos + 16
+
+
+@device_fn
+def community_id(o_hi, o_lo, r_hi, r_lo, o_port, r_port, proto, seed, msg, w, digest, dst, pos):
+    """Community ID v1 of a flow, written as text at ``dst[pos:]``; returns the new position."""
+    v4 = is_v4_mapped(o_hi, o_lo)
+    has_ports = proto == 6 or proto == 17 or proto == 132 or proto == 1 or proto == 58
+    one_way = False
+    if proto == 1 or proto == 58:
+        one_way = icmp_counterpart(o_port, proto == 58) < 0
+    swap = False
+    if not one_way:
+        if o_hi != r_hi:
+            swap = o_hi > r_hi
+        elif o_lo != r_lo:
+            swap = o_lo > r_lo
+        else:
+            swap = has_ports and o_port > r_port
+    if swap:
+        o_hi, o_lo, r_hi, r_lo = r_hi, r_lo, o_hi, o_lo
+        o_port, r_port = r_port, o_port
+    msg[0] = (seed >> 8) & 0xFF
+    msg[1] = seed & 0xFF
+    p = _put_addr(msg, 2, o_hi, o_lo, v4)
+    p = _put_addr(msg, p, r_hi, r_lo, v4)
+    msg[p] = proto
+    msg[p + 1] = 0
+    p += 2
+    if has_ports:
+        msg[p] = (o_port >> 8) & 0xFF
+        msg[p + 1] = o_port & 0xFF
+        msg[p + 2] = (r_port >> 8) & 0xFF
+        msg[p + 3] = r_port & 0xFF
+        p += 4
+    sha1_short(msg, p, w, digest, 0)
+    dst[pos] = 49  # '1'
+    dst[pos + 1] = 58  # ':'
+    return write_base64(dst, pos + 2, digest, 0, 20)
+
+
+@cpu_kernel
+def finalize(okeys, ost, ohist, n, cid_seed,
+             o_hi, o_lo, r_hi, r_lo, o_port, r_port, proto, vlan, conn_state,
+             oh_buf, oh_off, rh_buf, rh_off, uid_buf, cid_buf, hist_buf, hist_off, msg, w, digest):
+    """``msg`` (uint8, 64), ``w`` (int64, 80) and ``digest`` (uint8, 20) are scratch space."""
+    oh_pos = 0
+    rh_pos = 0
+    h_pos = 0
+    oh_off[0] = 0
+    rh_off[0] = 0
+    hist_off[0] = 0
+    for k in range(n):
+        w4 = okeys[k, 4]
+        a_port = np.int64(w4 >> np.uint64(48))
+        b_port = np.int64((w4 >> np.uint64(32)) & np.uint64(0xFFFF))
+        pr = np.int64((w4 >> np.uint64(16)) & np.uint64(0xFF))
+        proto[k] = pr
+        vlan[k] = np.int64(w4 & np.uint64(0xFFFF))
+        if ost[k, FLAGS] & F_A_IS_ORIG:
+            o_hi[k], o_lo[k], r_hi[k], r_lo[k] = okeys[k, 0], okeys[k, 1], okeys[k, 2], okeys[k, 3]
+            o_port[k], r_port[k] = a_port, b_port
+        else:
+            o_hi[k], o_lo[k], r_hi[k], r_lo[k] = okeys[k, 2], okeys[k, 3], okeys[k, 0], okeys[k, 1]
+            o_port[k], r_port[k] = b_port, a_port
+        nh = ost[k, HIST_N]
+        if pr == 6:
+            conn_state[k] = tcp_conn_state(ost[k, O_STATE], ost[k, R_STATE], ost[k, ORIG + D_BYTES],
+                                           ost[k, RESP + D_BYTES], ohist[k], nh)
+        elif pr == 17:
+            conn_state[k] = udp_conn_state(ost[k, ORIG + D_PKTS], ost[k, RESP + D_PKTS])
+        else:
+            conn_state[k] = CS_OTH
+        oh_pos = write_ip(oh_buf, oh_pos, o_hi[k], o_lo[k])
+        oh_off[k + 1] = oh_pos
+        rh_pos = write_ip(rh_buf, rh_pos, r_hi[k], r_lo[k])
+        rh_off[k + 1] = rh_pos
+        for j in range(nh):
+            hist_buf[h_pos + j] = ohist[k, j]
+        h_pos += nh
+        hist_off[k + 1] = h_pos
+        u = mix64(okeys[k, 0] ^ mix64(okeys[k, 1] ^ mix64(okeys[k, 2] ^ mix64(
+            okeys[k, 3] ^ mix64(okeys[k, 4] ^ np.uint64(ost[k, FIRST_TS]))))))
+        uid_buf[k * UID_LEN] = 67  # 'C'
+        write_base62_u64(uid_buf, k * UID_LEN + 1, u, UID_LEN - 1)
+        community_id(o_hi[k], o_lo[k], r_hi[k], r_lo[k], np.int64(o_port[k]), np.int64(r_port[k]), pr,
+                      cid_seed, msg, w, digest, cid_buf, k * CID_LEN)

@@ -1,0 +1,353 @@
+"""The flow table's compiled core: an open-addressing hash table of flow state.
+
+Flows live in preallocated arrays (one row per flow, see :mod:`kernels.flowstate`); the hash
+table maps a key to a row with linear probing and backward-shift deletion, so lookups stay
+short without tombstones. Ended flows are copied to an output buffer ("emitted") and their row
+returns to a free list.
+
+Every expiry decision is made per packet from the flow's own ``EXPIRE_AT``, so a record's
+content does not depend on batch boundaries; periodic scans only emit flows that no packet
+touches again. The kernels stop early (returning the index reached and a code) when the output
+buffer or the table is full, and the caller drains or evicts, then calls again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels._jit import cpu_kernel, row_fn
+from kernels.flowkey import canonical_key, is_flow_packet
+from kernels.flowstate import (
+    C_ACTIVE, C_ATTEMPT, C_CLOSE_DELAY, C_IDLE_ICMP, C_IDLE_OTHER, C_IDLE_TCP, C_IDLE_UDP, CLOSE_TS,
+    D_ACK, D_CWR, D_ECE, D_FIN, D_IAT_MAX, D_IAT_MIN, D_IAT_SUM, D_IP_BYTES, D_LAST_PKT, D_PKTS,
+    D_PSH, D_RST, D_SEQ_LAST, D_SYN, D_SZ_MAX, D_SZ_MIN, D_SZ_SUM, D_SZ_SUMSQ, D_TTL_MAX, D_TTL_MIN,
+    D_URG, D_BYTES, END_ACTIVE, END_EVICTED, END_FIN, END_IDLE, END_RST, EXPIRE_AT, F_A_IS_ORIG,
+    F_CLOSED, F_FLIPPED, F_INTERIM, F_O_DID_CLOSE, F_R_DID_CLOSE, FIRST_TS, FLAGS, FO_IAT_SUMSQ,
+    FR_IAT_SUMSQ, H_DATA, HIST_N, ICMP_CODE, LAST_SEEN, LAST_TS, M_ACTIVE, M_CREATED, M_EVICTED, M_NFREE,
+    M_OUT_N, M_PROBE_MAX, N_DIR, O_STATE, ORIG, R_STATE, RESP, TCP_RESET,
+)
+from kernels.packet_columns import ST_OK, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG
+from kernels.tcp_state import (
+    add_history, close_complete, record_once, is_attempt, is_closed_or_reset, update_history, update_seq,
+    update_state, zero_window,
+)
+
+DONE = 0
+OUT_FULL = 1  # the output buffer needs draining
+TABLE_FULL = 2  # no free row: evict, then call again
+
+_BIG = np.int64(1) << np.int64(62)
+
+
+@row_fn
+def _find(slots, fhash, keys, h, a_hi, a_lo, b_hi, b_lo, w4, meta):
+    """Row of the key, or -1."""
+    mask = np.uint64(slots.shape[0] - 1)
+    s = h & mask
+    probes = 0
+    while True:
+        f = slots[s]
+        if f < 0:
+            return -1
+        if (fhash[f] == h and keys[f, 0] == a_hi and keys[f, 1] == a_lo and keys[f, 2] == b_hi
+                and keys[f, 3] == b_lo and keys[f, 4] == w4):
+            return f
+        s = (s + np.uint64(1)) & mask
+        probes += 1
+        if probes > meta[M_PROBE_MAX]:
+            meta[M_PROBE_MAX] = probes
+
+
+@row_fn
+def _insert(slots, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4):
+    nfree = meta[M_NFREE] - 1
+    f = free[nfree]
+    meta[M_NFREE] = nfree
+    meta[M_ACTIVE] += 1
+    meta[M_CREATED] += 1
+    mask = np.uint64(slots.shape[0] - 1)
+    s = h & mask
+    while slots[s] >= 0:
+        s = (s + np.uint64(1)) & mask
+    slots[s] = f
+    fhash[f] = h
+    keys[f, 0] = a_hi
+    keys[f, 1] = a_lo
+    keys[f, 2] = b_hi
+    keys[f, 3] = b_lo
+    keys[f, 4] = w4
+    used[f] = 1
+    return f
+
+
+@row_fn
+def remove_flow(slots, fhash, used, free, meta, f):
+    mask = np.uint64(slots.shape[0] - 1)
+    s = fhash[f] & mask
+    while slots[s] != f:
+        s = (s + np.uint64(1)) & mask
+    j = s
+    while True:
+        j = (j + np.uint64(1)) & mask
+        g = slots[j]
+        if g < 0:
+            break
+        home = fhash[g] & mask
+        # g may move back to the hole at s unless its home lies cyclically in (s, j]
+        if s <= j:
+            stays = s < home <= j
+        else:
+            stays = home > s or home <= j
+        if not stays:
+            slots[s] = g
+            s = j
+    slots[s] = -1
+    used[f] = 0
+    free[meta[M_NFREE]] = f
+    meta[M_NFREE] += 1
+    meta[M_ACTIVE] -= 1
+
+
+@row_fn
+def emit_flow(keys, st, fs, hist, f, reason, okeys, ost, ofs, ohist, oreason, meta):
+    k = meta[M_OUT_N]
+    for c in range(keys.shape[1]):
+        okeys[k, c] = keys[f, c]
+    for c in range(st.shape[1]):
+        ost[k, c] = st[f, c]
+    for c in range(fs.shape[1]):
+        ofs[k, c] = fs[f, c]
+    for c in range(hist.shape[1]):
+        ohist[k, c] = hist[f, c]
+    oreason[k] = reason
+    meta[M_OUT_N] = k + 1
+
+
+@row_fn
+def closed_reason(st, f):
+    if (st[f, O_STATE] & 0xFF) == TCP_RESET or (st[f, R_STATE] & 0xFF) == TCP_RESET:
+        return END_RST
+    return END_FIN
+
+
+@row_fn
+def expiry_reason(st, f):
+    if st[f, FLAGS] & F_CLOSED:
+        return closed_reason(st, f)
+    return END_IDLE
+
+
+@row_fn
+def _reset_counters(st, fs, f):
+    for base in (ORIG, RESP):
+        for c in range(N_DIR):
+            if c != D_SEQ_LAST:
+                st[f, base + c] = 0
+        st[f, base + D_SZ_MIN] = _BIG
+        st[f, base + D_IAT_MIN] = _BIG
+        st[f, base + D_TTL_MIN] = 256
+    for c in range(fs.shape[1]):
+        fs[f, c] = 0.0
+
+
+@row_fn
+def _init_flow(st, fs, hist, f, cols, i, from_a, likely):
+    for c in range(st.shape[1]):
+        st[f, c] = 0
+    _reset_counters(st, fs, f)
+    proto = cols.proto[i]
+    flags = cols.tcp_flags[i]
+    sp = cols.sport[i]
+    dp = cols.dport[i]
+    flip = False
+    if proto == 6:
+        pure_syn = cols.status[i] == ST_OK and (flags & TH_SYN) != 0 and (flags & TH_ACK) == 0
+        # Zeek's guess for a connection seen mid-stream: the side on a server port responds
+        if not pure_syn and likely[sp] and (not likely[dp] or sp < dp):
+            flip = True
+    elif proto == 17 or proto == 132:
+        flip = likely[sp] != 0 and likely[dp] == 0
+    fl = 0
+    if from_a != flip:
+        fl |= F_A_IS_ORIG
+    if flip:
+        fl |= F_FLIPPED
+        add_history(hist, st, f, ord("^"))
+    st[f, FLAGS] = fl
+    st[f, FIRST_TS] = cols.ts_ns[i]
+    st[f, ICMP_CODE] = cols.icmp_code[i]
+
+
+@row_fn
+def _idle_timeout(cfg, proto):
+    if proto == 6:
+        return cfg[C_IDLE_TCP]
+    if proto == 17 or proto == 132:
+        return cfg[C_IDLE_UDP]
+    if proto == 1 or proto == 58:
+        return cfg[C_IDLE_ICMP]
+    return cfg[C_IDLE_OTHER]
+
+
+@row_fn
+def _update_flow(st, fs, hist, f, cols, i, from_a, cfg):
+    ts = cols.ts_ns[i]
+    proto = cols.proto[i]
+    is_orig = from_a == ((st[f, FLAGS] & F_A_IS_ORIG) != 0)
+    base = ORIG if is_orig else RESP
+    plen = np.int64(cols.payload_len[i])
+    fl = st[f, FLAGS]
+    if not ((fl & F_O_DID_CLOSE) and (fl & F_R_DID_CLOSE)):
+        st[f, LAST_TS] = ts
+    if proto == 6 and cols.status[i] == ST_OK:
+        flags = cols.tcp_flags[i]
+        seq = np.int64(cols.tcp_seq[i])
+        ep_state = st[f, O_STATE if is_orig else R_STATE] & 0xFF
+        update_history(hist, st, f, is_orig, flags, seq, plen)
+        zero_window(hist, st, f, is_orig, flags, cols.tcp_win[i])
+        new_bytes = update_seq(hist, st, f, is_orig, flags, seq, plen, ep_state)
+        update_state(st, f, is_orig, flags, plen)
+        st[f, base + D_SYN] += (flags & TH_SYN) != 0
+        st[f, base + D_ACK] += (flags & TH_ACK) != 0
+        st[f, base + D_FIN] += (flags & TH_FIN) != 0
+        st[f, base + D_RST] += (flags & TH_RST) != 0
+        st[f, base + D_PSH] += (flags & TH_PSH) != 0
+        st[f, base + D_URG] += (flags & TH_URG) != 0
+        st[f, base + D_ECE] += (flags & TH_ECE) != 0
+        st[f, base + D_CWR] += (flags & TH_CWR) != 0
+    else:
+        new_bytes = plen
+        if proto == 17:  # Zeek marks every UDP conversation's sides with D / d
+            record_once(hist, st, f, base, H_DATA, ord("D") if is_orig else ord("d"))
+    if ts > st[f, LAST_SEEN]:
+        st[f, LAST_SEEN] = ts
+    if st[f, base + D_PKTS] > 0:
+        iat = ts - st[f, base + D_LAST_PKT]
+        if iat < 0:  # reordered capture
+            iat = 0
+        if iat < st[f, base + D_IAT_MIN]:
+            st[f, base + D_IAT_MIN] = iat
+        if iat > st[f, base + D_IAT_MAX]:
+            st[f, base + D_IAT_MAX] = iat
+        st[f, base + D_IAT_SUM] += iat
+        sec = iat * 1e-9
+        fs[f, FO_IAT_SUMSQ if is_orig else FR_IAT_SUMSQ] += sec * sec
+    st[f, base + D_LAST_PKT] = ts
+    st[f, base + D_PKTS] += 1
+    st[f, base + D_BYTES] += new_bytes
+    size = np.int64(cols.ip_len[i])
+    st[f, base + D_IP_BYTES] += size
+    if size < st[f, base + D_SZ_MIN]:
+        st[f, base + D_SZ_MIN] = size
+    if size > st[f, base + D_SZ_MAX]:
+        st[f, base + D_SZ_MAX] = size
+    st[f, base + D_SZ_SUM] += size
+    st[f, base + D_SZ_SUMSQ] += size * size
+    ttl = np.int64(cols.ttl[i])
+    if ttl < st[f, base + D_TTL_MIN]:
+        st[f, base + D_TTL_MIN] = ttl
+    if ttl > st[f, base + D_TTL_MAX]:
+        st[f, base + D_TTL_MAX] = ttl
+    if proto == 6:
+        if not (st[f, FLAGS] & F_CLOSED) and close_complete(st, f):
+            st[f, FLAGS] |= F_CLOSED
+            st[f, CLOSE_TS] = ts
+        if st[f, FLAGS] & F_CLOSED:
+            st[f, EXPIRE_AT] = st[f, CLOSE_TS] + cfg[C_CLOSE_DELAY]
+        elif is_attempt(st, f):
+            st[f, EXPIRE_AT] = st[f, FIRST_TS] + cfg[C_ATTEMPT]
+        else:
+            st[f, EXPIRE_AT] = st[f, LAST_SEEN] + cfg[C_IDLE_TCP]
+    else:
+        st[f, EXPIRE_AT] = st[f, LAST_SEEN] + _idle_timeout(cfg, proto)
+
+
+@cpu_kernel
+def update_flows(cols, pkt_hash, start, stop, shard, nshards, likely, cfg,
+                 keys, fhash, st, fs, hist, used, slots, free, meta,
+                 okeys, ost, ofs, ohist, oreason):
+    """Account packets ``start..stop`` whose flow hash falls in ``shard``.
+
+    Returns ``(next_index, code)``; ``code`` is DONE, OUT_FULL or TABLE_FULL.
+    """
+    ocap = okeys.shape[0]
+    ns = np.uint64(nshards)
+    sh = np.uint64(shard)
+    for i in range(start, stop):
+        if not is_flow_packet(cols, i):
+            continue
+        h = pkt_hash[i]
+        if nshards > 1 and h % ns != sh:
+            continue
+        if meta[M_OUT_N] >= ocap:
+            return i, OUT_FULL
+        a_hi, a_lo, b_hi, b_lo, w4, from_a = canonical_key(cols, i)
+        f = _find(slots, fhash, keys, h, a_hi, a_lo, b_hi, b_lo, w4, meta)
+        ts = cols.ts_ns[i]
+        if f >= 0:
+            reason = -1
+            flags = cols.tcp_flags[i]
+            if ts > st[f, EXPIRE_AT]:
+                reason = expiry_reason(st, f)
+            elif (cols.proto[i] == 6 and cols.status[i] == ST_OK and (flags & TH_SYN) and not (flags & TH_ACK)
+                  and is_closed_or_reset(st, f)):
+                reason = closed_reason(st, f)  # the port pair is reused by a new connection
+            if reason >= 0:
+                emit_flow(keys, st, fs, hist, f, reason, okeys, ost, ofs, ohist, oreason, meta)
+                remove_flow(slots, fhash, used, free, meta, f)
+                f = -1
+            elif cfg[C_ACTIVE] > 0 and ts - st[f, FIRST_TS] >= cfg[C_ACTIVE]:
+                emit_flow(keys, st, fs, hist, f, END_ACTIVE, okeys, ost, ofs, ohist, oreason, meta)
+                _reset_counters(st, fs, f)
+                st[f, HIST_N] = 0
+                st[f, FIRST_TS] = ts
+                st[f, FLAGS] |= F_INTERIM
+        if f < 0:
+            if meta[M_NFREE] == 0:
+                return i, TABLE_FULL
+            f = _insert(slots, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
+            _init_flow(st, fs, hist, f, cols, i, from_a, likely)
+        _update_flow(st, fs, hist, f, cols, i, from_a, cfg)
+    return stop, DONE
+
+
+@cpu_kernel
+def expire_flows(now, start, flush_reason, keys, fhash, st, fs, hist, used, slots, free, meta,
+                 okeys, ost, ofs, ohist, oreason):
+    """Emit flows whose ``EXPIRE_AT`` is before ``now`` (or every flow, with reason
+    ``flush_reason`` when it is >= 0), scanning rows from ``start``.
+
+    Returns the row reached: the table's size when done, less when the output filled up.
+    """
+    ocap = okeys.shape[0]
+    for f in range(start, used.shape[0]):
+        if not used[f]:
+            continue
+        if flush_reason >= 0:
+            reason = flush_reason
+        elif st[f, EXPIRE_AT] < now:
+            reason = expiry_reason(st, f)
+        else:
+            continue
+        if meta[M_OUT_N] >= ocap:
+            return f
+        emit_flow(keys, st, fs, hist, f, reason, okeys, ost, ofs, ohist, oreason, meta)
+        remove_flow(slots, fhash, used, free, meta, f)
+    return used.shape[0]
+
+
+@cpu_kernel
+def evict_flows(victims, start, keys, fhash, st, fs, hist, used, slots, free, meta,
+                okeys, ost, ofs, ohist, oreason):
+    """Emit and remove the rows in ``victims`` (from index ``start``); returns the index reached."""
+    ocap = okeys.shape[0]
+    for j in range(start, victims.shape[0]):
+        f = victims[j]
+        if not used[f]:
+            continue
+        if meta[M_OUT_N] >= ocap:
+            return j
+        emit_flow(keys, st, fs, hist, f, END_EVICTED, okeys, ost, ofs, ohist, oreason, meta)
+        remove_flow(slots, fhash, used, free, meta, f)
+        meta[M_EVICTED] += 1
+    return victims.shape[0]
