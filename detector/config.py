@@ -41,7 +41,7 @@ class FlowConfig:
     server_ports: tuple[int, ...] = DEFAULT_SERVER_PORTS
     community_id_seed: int = 0
     local_nets: tuple[str, ...] = ()  # CIDRs; sets local_orig / local_resp when given
-    batch_size: int = 65536  # records decoded per batch
+    batch_size: int = 262144  # records decoded per batch
     threads: int = 1  # decode and flow-table threads (0: one per available core)
 
     def validate(self, path: str | None = None) -> FlowConfig:

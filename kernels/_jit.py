@@ -11,7 +11,29 @@ which adds ``nogil`` so several threads can run them at once.
 
 from __future__ import annotations
 
-import numba
+import sys
+
+
+def _import_numba_without_blas_probe():
+    """Import numba's array math with SciPy hidden.
+
+    The first kernel a process loads makes Numba import ``numba.np.arraymath``, which imports
+    ``scipy.linalg`` (0.4 s) only to learn whether ``np.dot`` can use BLAS. No kernel here uses
+    BLAS, so SciPy is hidden for that one import unless something already loaded it.
+    """
+    import numba
+
+    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return numba
+    sys.modules["scipy.linalg"] = None  # makes "import scipy.linalg..." raise ImportError at once
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg"]
+    return numba
+
+
+numba = _import_numba_without_blas_probe()
 
 __all__ = ["device_fn", "row_fn", "cpu_kernel"]
 
@@ -26,10 +48,10 @@ def device_fn(fn):
 
 
 def row_fn(fn):
-    """A per-element function that takes a whole column tuple (``PacketColumns``).
+    """A per-element function that takes a column tuple or flow-state arrays.
 
-    Inlined by Numba into its caller: passed to a real call, the tuple of ~40 array structs
-    would be copied at every packet.
+    Inlined by Numba into its caller: as a real call, the tuple of ~40 array structs would be
+    copied for every packet, and the flow update would lose a factor of four.
     """
     return numba.njit(cache=True, inline="always")(fn)
 

@@ -117,4 +117,5 @@ M_OUT_N = 2
 M_CREATED = 3
 M_EVICTED = 4
 M_PROBE_MAX = 5
-N_META = 6
+M_HWM = 6  # rows [0, M_HWM) have ever been used: expiry scans stop there
+N_META = 7

@@ -24,7 +24,7 @@ from kernels.flowstate import (
     D_URG, D_BYTES, END_ACTIVE, END_EVICTED, END_FIN, END_IDLE, END_RST, EXPIRE_AT, F_A_IS_ORIG,
     F_CLOSED, F_FLIPPED, F_INTERIM, F_O_DID_CLOSE, F_R_DID_CLOSE, FIRST_TS, FLAGS, FO_IAT_SUMSQ,
     FR_IAT_SUMSQ, H_DATA, HIST_N, ICMP_CODE, LAST_SEEN, LAST_TS, M_ACTIVE, M_CREATED, M_EVICTED, M_NFREE,
-    M_OUT_N, M_PROBE_MAX, N_DIR, O_STATE, ORIG, R_STATE, RESP, TCP_RESET,
+    M_HWM, M_OUT_N, M_PROBE_MAX, N_DIR, O_STATE, ORIG, R_STATE, RESP, TCP_RESET,
 )
 from kernels.packet_columns import ST_OK, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG
 from kernels.tcp_state import (
@@ -35,27 +35,41 @@ from kernels.tcp_state import (
 DONE = 0
 OUT_FULL = 1  # the output buffer needs draining
 TABLE_FULL = 2  # no free row: evict, then call again
+SLOTS_FULL = 3  # the slot table is half full: grow it, then call again
 
 _BIG = np.int64(1) << np.int64(62)
 
 
 @row_fn
-def _find(slots, fhash, keys, h, a_hi, a_lo, b_hi, b_lo, w4, meta):
-    """Row of the key, or -1."""
+def _find(slots, keys, h, a_hi, a_lo, b_hi, b_lo, w4, meta):
+    """Row of the key, or -1. A slot is ``[hash, row + 1]``; 0 in the second word is empty,
+    so a probe compares hashes without touching the flow rows."""
     mask = np.uint64(slots.shape[0] - 1)
     s = h & mask
     probes = 0
     while True:
-        f = slots[s]
-        if f < 0:
+        r = slots[s, 1]
+        if r == 0:
             return -1
-        if (fhash[f] == h and keys[f, 0] == a_hi and keys[f, 1] == a_lo and keys[f, 2] == b_hi
-                and keys[f, 3] == b_lo and keys[f, 4] == w4):
-            return f
+        if slots[s, 0] == h:
+            f = np.int64(r) - 1
+            if (keys[f, 0] == a_hi and keys[f, 1] == a_lo and keys[f, 2] == b_hi and keys[f, 3] == b_lo
+                    and keys[f, 4] == w4):
+                return f
         s = (s + np.uint64(1)) & mask
         probes += 1
         if probes > meta[M_PROBE_MAX]:
             meta[M_PROBE_MAX] = probes
+
+
+@row_fn
+def _place(slots, h, f):
+    mask = np.uint64(slots.shape[0] - 1)
+    s = h & mask
+    while slots[s, 1] != 0:
+        s = (s + np.uint64(1)) & mask
+    slots[s, 0] = h
+    slots[s, 1] = np.uint64(f + 1)
 
 
 @row_fn
@@ -65,11 +79,7 @@ def _insert(slots, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
     meta[M_NFREE] = nfree
     meta[M_ACTIVE] += 1
     meta[M_CREATED] += 1
-    mask = np.uint64(slots.shape[0] - 1)
-    s = h & mask
-    while slots[s] >= 0:
-        s = (s + np.uint64(1)) & mask
-    slots[s] = f
+    _place(slots, h, f)
     fhash[f] = h
     keys[f, 0] = a_hi
     keys[f, 1] = a_lo
@@ -77,35 +87,47 @@ def _insert(slots, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
     keys[f, 3] = b_lo
     keys[f, 4] = w4
     used[f] = 1
+    if f >= meta[M_HWM]:
+        meta[M_HWM] = f + 1
     return f
 
 
 @row_fn
 def remove_flow(slots, fhash, used, free, meta, f):
     mask = np.uint64(slots.shape[0] - 1)
+    target = np.uint64(f + 1)
     s = fhash[f] & mask
-    while slots[s] != f:
+    while slots[s, 1] != target:
         s = (s + np.uint64(1)) & mask
     j = s
     while True:
         j = (j + np.uint64(1)) & mask
-        g = slots[j]
-        if g < 0:
+        if slots[j, 1] == 0:
             break
-        home = fhash[g] & mask
-        # g may move back to the hole at s unless its home lies cyclically in (s, j]
+        home = slots[j, 0] & mask
+        # the entry at j may move back to the hole at s unless its home lies cyclically in (s, j]
         if s <= j:
             stays = s < home <= j
         else:
             stays = home > s or home <= j
         if not stays:
-            slots[s] = g
+            slots[s, 0] = slots[j, 0]
+            slots[s, 1] = slots[j, 1]
             s = j
-    slots[s] = -1
+    slots[s, 0] = 0
+    slots[s, 1] = 0
     used[f] = 0
     free[meta[M_NFREE]] = f
     meta[M_NFREE] += 1
     meta[M_ACTIVE] -= 1
+
+
+@cpu_kernel
+def rehash(old, new):
+    """Move every entry of the slot table ``old`` into the (larger, empty) table ``new``."""
+    for s in range(old.shape[0]):
+        if old[s, 1] != 0:
+            _place(new, old[s, 0], np.int64(old[s, 1]) - 1)
 
 
 @row_fn
@@ -277,12 +299,13 @@ def update_flows(cols, pkt_hash, start, stop, shard, nshards, likely, cfg,
         if not is_flow_packet(cols, i):
             continue
         h = pkt_hash[i]
-        if nshards > 1 and h % ns != sh:
+        # the shard comes from the hash's high bits: the slot index uses the low ones
+        if nshards > 1 and (h >> np.uint64(40)) % ns != sh:
             continue
         if meta[M_OUT_N] >= ocap:
             return i, OUT_FULL
         a_hi, a_lo, b_hi, b_lo, w4, from_a = canonical_key(cols, i)
-        f = _find(slots, fhash, keys, h, a_hi, a_lo, b_hi, b_lo, w4, meta)
+        f = _find(slots, keys, h, a_hi, a_lo, b_hi, b_lo, w4, meta)
         ts = cols.ts_ns[i]
         if f >= 0:
             reason = -1
@@ -305,6 +328,8 @@ def update_flows(cols, pkt_hash, start, stop, shard, nshards, likely, cfg,
         if f < 0:
             if meta[M_NFREE] == 0:
                 return i, TABLE_FULL
+            if 2 * (meta[M_ACTIVE] + 1) > slots.shape[0]:
+                return i, SLOTS_FULL
             f = _insert(slots, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
             _init_flow(st, fs, hist, f, cols, i, from_a, likely)
         _update_flow(st, fs, hist, f, cols, i, from_a, cfg)
@@ -320,7 +345,7 @@ def expire_flows(now, start, flush_reason, keys, fhash, st, fs, hist, used, slot
     Returns the row reached: the table's size when done, less when the output filled up.
     """
     ocap = okeys.shape[0]
-    for f in range(start, used.shape[0]):
+    for f in range(start, meta[M_HWM]):
         if not used[f]:
             continue
         if flush_reason >= 0:
@@ -333,7 +358,7 @@ def expire_flows(now, start, flush_reason, keys, fhash, st, fs, hist, used, slot
             return f
         emit_flow(keys, st, fs, hist, f, reason, okeys, ost, ofs, ohist, oreason, meta)
         remove_flow(slots, fhash, used, free, meta, f)
-    return used.shape[0]
+    return used.shape[0]  # done: the rows past the high-water mark were never used
 
 
 @cpu_kernel

@@ -25,6 +25,9 @@ from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
 
 
+RECORD_GROUP = 16384  # ended flows gathered before their records are built
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -102,6 +105,9 @@ class FlowEngine:
         self.last_ts = ts_max if self.last_ts is None else max(self.last_ts, ts_max)
         for shard in self.shards:
             shard.maybe_expire(self.last_ts)
+        # records are built in large groups: building has a fixed cost per column and group
+        if sum(s.pending for s in self.shards) < RECORD_GROUP:
+            return []
         return self._drain()
 
     def finish(self) -> list[pa.RecordBatch]:

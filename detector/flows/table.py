@@ -17,6 +17,7 @@ from kernels.flowkey import KEY_WORDS
 NS = 1_000_000_000
 EVICT_FRACTION = 16  # a full table evicts 1/16 of its flows at once, oldest first
 SCAN_INTERVAL_NS = NS  # capture time between two expiry scans
+INITIAL_SLOTS = 1 << 14
 
 
 def config_vector(cfg: FlowConfig) -> np.ndarray:
@@ -60,7 +61,7 @@ class FlowTable:
         self.cfg = cfg
         cap = int(capacity or cfg.max_flows)
         self.capacity = cap
-        nslots = 1 << max(4, (2 * cap - 1).bit_length())
+        self.max_slots = 1 << max(4, (2 * cap - 1).bit_length())
         self.cfgv = config_vector(cfg)
         self.likely = server_port_map(cfg.server_ports)
         self.keys = np.empty((cap, KEY_WORDS), dtype=np.uint64)
@@ -69,7 +70,9 @@ class FlowTable:
         self.fs = np.empty((cap, fsd.NF), dtype=np.float64)
         self.hist = np.empty((cap, fsd.HIST_LEN), dtype=np.uint8)
         self.used = np.zeros(cap, dtype=np.uint8)
-        self.slots = np.full(nslots, -1, dtype=np.int32)
+        # the slot table starts small (it is probed at random, so its size is cache misses)
+        # and doubles whenever it is half full
+        self.slots = np.zeros((min(self.max_slots, INITIAL_SLOTS), 2), dtype=np.uint64)
         self.free = np.arange(cap - 1, -1, -1, dtype=np.int32)
         self.meta = np.zeros(fsd.N_META, dtype=np.int64)
         self.meta[fsd.M_NFREE] = cap
@@ -85,6 +88,11 @@ class FlowTable:
     @property
     def active(self) -> int:
         return int(self.meta[fsd.M_ACTIVE])
+
+    @property
+    def pending(self) -> int:
+        """Ended flows not drained yet."""
+        return int(self.meta[fsd.M_OUT_N]) + sum(len(p) for p in self._parked)
 
     @property
     def evicted(self) -> int:
@@ -118,6 +126,10 @@ class FlowTable:
                 return
             if code == kft.OUT_FULL:
                 self._park()
+            elif code == kft.SLOTS_FULL and len(self.slots) < self.max_slots:
+                bigger = np.zeros((2 * len(self.slots), 2), dtype=np.uint64)
+                kft.rehash(self.slots, bigger)
+                self.slots = bigger
             else:
                 self.evict_oldest(max(1, self.capacity // EVICT_FRACTION))
 

@@ -156,7 +156,8 @@ def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_n
 
 
 def hpc_mix(packets: int = 200_000, seed: int = 1) -> Scenario:
-    """About ``packets`` packets (at least that many) of benign HPC-site traffic."""
+    """``packets`` packets of benign HPC-site traffic: the first ones of a longer generated
+    period, as a capture window would cut it (so some flows are still open at its end)."""
     rng = np.random.default_rng(seed)
     site = Site()
     pool = PayloadPool()
@@ -165,12 +166,13 @@ def hpc_mix(packets: int = 200_000, seed: int = 1) -> Scenario:
     parts, total, t0 = [], 0, T0_NS
     per_flow = 45.0  # packets per flow of the mix, measured; refined after each chunk
     while total < packets:
-        n_flows = max(50, int((packets - total) / per_flow) + 1)
+        n_flows = max(50, int((packets - total) / per_flow * 1.2) + 1)
         chunk = _mix_chunk(site, rng, pool, n_flows, t0, span_ns, dns_t)
         parts.append(chunk)
         total += len(chunk)
         per_flow = max(5.0, len(chunk) / n_flows)
     spec = PacketSpec.concat(parts).sorted_by_time()
+    spec = spec.take(np.arange(packets))
     labels = {
         "scenario": "hpc-mix",
         "seed": seed,
