@@ -31,6 +31,7 @@ def open_capture(path: str, batch_size: int = 65536):
 def _reader_for(src: ByteSource, batch_size: int):
     pos = src.ensure(0, 4)
     if pos < 0:
+        src.raise_pending()
         if src.end == 0:
             raise CaptureError(src.path, 0, "empty file: no capture header")
         raise CaptureError(src.path, 0, f"file is {src.end} bytes long, too short for any capture header")

@@ -10,7 +10,6 @@ reads more behind it.
 from __future__ import annotations
 
 import bz2
-import gzip
 import lzma
 import mmap
 import os
@@ -38,6 +37,13 @@ class ByteSource:
     end: int
     base: int
     eof: bool
+    error: CaptureError | None = None  # why the stream ended early, raised once its data is read
+
+    def raise_pending(self) -> None:
+        """At the end of the data: raise the error that cut the stream short, if any."""
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
 
     def refill(self, keep_from: int) -> int:
         """Drop ``buf[:keep_from]``, read more. Returns where ``keep_from`` now is in ``buf``."""
@@ -125,15 +131,17 @@ class StreamSource(ByteSource):
         self._fill()
 
     def _read_into(self, view: memoryview) -> int:
+        """Bytes read; 0 at the end. A damaged stream ends the data and leaves ``error`` set,
+        so what was decompressed before the damage is still processed."""
         try:
             return self._stream.readinto(view)
         except EOFError as exc:
-            raise CaptureError(
-                self.path, self.base + self.end,
-                f"{self._kind} stream ends before its end marker: the file was cut short ({exc})",
-            ) from None
+            self.error = CaptureError(
+                self.path, self.consumed(),
+                f"{self._kind} stream ends before its end marker: the file was cut short ({exc})")
         except (OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
-            raise CaptureError(self.path, self.base + self.end, f"{self._kind} data is corrupt: {exc}") from None
+            self.error = CaptureError(self.path, self.consumed(), f"{self._kind} data is corrupt: {exc}")
+        return 0
 
     def _fill(self) -> None:
         while self.end < len(self.buf):
@@ -172,13 +180,67 @@ class StreamSource(ByteSource):
             self._raw.close()
 
 
+class DecompressStream:
+    """A readable stream of decompressed bytes (gzip, bzip2 or xz; several members in a row
+    are fine). Unlike ``gzip.GzipFile``, it hands out everything decompressed before a damaged
+    or cut stream, and only then raises ``EOFError`` (cut) or ``ValueError`` (corrupt)."""
+
+    IN_CHUNK = 1 << 20
+
+    def __init__(self, raw: BinaryIO, factory):
+        self._raw = raw
+        self._factory = factory
+        self._dec = factory()
+        self._out = bytearray()
+        self._in_member = False
+        self._done = False
+
+    def _more(self) -> bool:
+        chunk = self._raw.read(self.IN_CHUNK)
+        if not chunk:
+            if self._in_member:
+                raise EOFError("compressed data ends in the middle of a stream")
+            self._done = True
+            return False
+        while chunk:
+            try:
+                self._out += self._dec.decompress(chunk)
+            except (zlib.error, OSError, lzma.LZMAError) as exc:
+                raise ValueError(str(exc)) from None
+            self._in_member = not self._dec.eof
+            if self._dec.eof:  # a member ended: the rest of the chunk starts the next one
+                chunk = self._dec.unused_data
+                self._dec = self._factory()
+                self._in_member = bool(chunk)
+            else:
+                chunk = b""
+        return True
+
+    def readinto(self, view: memoryview) -> int:
+        while len(self._out) < len(view) and not self._done:
+            try:
+                if not self._more():
+                    break
+            except (EOFError, ValueError):
+                if self._out:  # hand out what we have; the error comes with the next read
+                    break
+                raise
+        n = min(len(view), len(self._out))
+        view[:n] = self._out[:n]
+        del self._out[:n]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 def _decompressor(head: bytes, fh: BinaryIO):
     if head.startswith(MAGIC_GZIP):
-        return gzip.GzipFile(fileobj=fh, mode="rb"), "gzip"
+        return DecompressStream(fh, lambda: zlib.decompressobj(wbits=31)), "gzip"
     if head.startswith(MAGIC_BZ2):
-        return bz2.BZ2File(fh, mode="rb"), "bzip2"
+        return DecompressStream(fh, bz2.BZ2Decompressor), "bzip2"
     if head.startswith(MAGIC_XZ):
-        return lzma.LZMAFile(fh, mode="rb"), "xz"
+        return DecompressStream(fh, lzma.LZMADecompressor), "xz"
     return None, None
 
 

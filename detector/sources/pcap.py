@@ -30,6 +30,7 @@ class PcapReader:
         self.path = src.path
         pos = src.ensure(0, HEADER_LEN)
         if pos < 0:
+            src.raise_pending()
             raise CaptureError(self.path, 0, f"file ends inside the {HEADER_LEN}-byte pcap header")
         head = bytes(src.buf[pos:pos + HEADER_LEN])
         (magic_le,) = struct.unpack("<I", head[:4])
@@ -74,6 +75,7 @@ class PcapReader:
                 continue
             if code == cs.SCAN_NEED_MORE:
                 if src.eof:
+                    src.raise_pending()
                     if pos < src.end:
                         raise CaptureError(
                             self.path, src.base + pos,

@@ -65,6 +65,7 @@ class PcapngReader:
         self.unsupported: dict[int, int] = {}  # link type -> interface count, for the summary
         pos = src.ensure(0, 12)
         if pos < 0:
+            src.raise_pending()
             raise CaptureError(self.path, 0, "file ends inside the first pcapng block header")
         if struct.unpack("<I", bytes(src.buf[pos:pos + 4]))[0] != SHB:
             raise CaptureError(self.path, 0, "bad magic: a pcapng file must start with a Section Header Block")
@@ -88,6 +89,7 @@ class PcapngReader:
         start = src.base + pos
         pos = src.ensure(pos, blen)
         if pos < 0:
+            src.raise_pending()
             raise CaptureError(self.path, start, f"truncated final block: the file ends inside a {blen}-byte block "
                                f"(the capture was cut short)")
         if self._u32(pos + blen - 4) != blen:
@@ -166,6 +168,7 @@ class PcapngReader:
         while True:
             if pos + 12 > src.end:
                 if src.eof:
+                    src.raise_pending()
                     if pos < src.end:
                         raise CaptureError(self.path, src.base + pos,
                                            f"truncated final block: only {src.end - pos} bytes of its header "
