@@ -80,6 +80,8 @@ def icmp_counterpart(icmp_type, is_v6):
             return 15
         if t == 10:
             return 9
+        if t == 9:
+            return 10
         if t == 17:
             return 18
         if t == 18:

@@ -1,0 +1,112 @@
+"""The command line: outputs in every format, the summary, exit statuses, and CPU mode's imports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from detector.cli import main
+from detector.flows.records import FLOW_SCHEMA
+from detector.output.flow_writers import ZEEK_FIELDS
+
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory):
+    d = tmp_path_factory.mktemp("synth")
+    assert main(["synth", "hpc-mix", "-o", str(d), "--packets", "5000", "--seed", "3"]) == 0
+    return d / "hpc-mix.pcap"
+
+
+def test_synth_is_deterministic_and_labelled(tmp_path, mix):
+    assert main(["synth", "hpc-mix", "-o", str(tmp_path), "--packets", "5000", "--seed", "3"]) == 0
+    assert (tmp_path / "hpc-mix.pcap").read_bytes() == mix.read_bytes()
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    assert labels["hpc-mix"]["benign"] is True and labels["hpc-mix"]["packets"] == 5000
+    assert {h["role"] for h in labels["hpc-mix"]["hosts"]} >= {"login", "dtn", "compute", "gateway"}
+    assert main(["synth", "hpc-mix", "-o", str(tmp_path), "--packets", "5000", "--seed", "4"]) == 0
+    assert (tmp_path / "hpc-mix.pcap").read_bytes() != mix.read_bytes()
+
+
+def test_parquet_output_and_stats(tmp_path, mix, capsys):
+    out, stats = tmp_path / "f.parquet", tmp_path / "s.json"
+    assert main(["flows", str(mix), "-o", str(out), "--stats", str(stats)]) == 0
+    err = capsys.readouterr().err
+    assert "5,000 packets" in err and "flows in" in err and "M packets/s" in err
+    table = pq.read_table(out)
+    assert table.schema.equals(FLOW_SCHEMA)
+    s = json.loads(stats.read_text())
+    assert s["packets"] == 5000 and s["flows"] == table.num_rows == s["flows_written"]
+    assert sum(table["orig_pkts"].to_pylist()) + sum(table["resp_pkts"].to_pylist()) == s["ip_packets"]
+    assert len(set(table["uid"].to_pylist())) == table.num_rows
+
+
+def test_csv_output(tmp_path, mix):
+    out = tmp_path / "f.csv"
+    assert main(["flows", str(mix), "-o", str(out), "-q"]) == 0
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and set(rows[0]) == set(FLOW_SCHEMA.names)
+    assert rows[0]["proto"] in ("tcp", "udp", "icmp")
+
+
+def test_zeek_conn_log(tmp_path, mix):
+    out = tmp_path / "conn.log"
+    assert main(["flows", str(mix), "-o", str(out), "-q"]) == 0  # format from the suffix
+    lines = out.read_text().splitlines()
+    assert lines[0] == "#separator \\x09"
+    fields = next(line for line in lines if line.startswith("#fields")).split("\t")[1:]
+    types = next(line for line in lines if line.startswith("#types")).split("\t")[1:]
+    assert fields == [f for f, _ in ZEEK_FIELDS] and len(types) == len(fields)
+    assert lines[-1].startswith("#close")
+    data = [line.split("\t") for line in lines if not line.startswith("#")]
+    assert data and all(len(row) == len(fields) for row in data)
+    rec = dict(zip(fields, data[0]))
+    float(rec["ts"])
+    assert rec["proto"] in ("tcp", "udp", "icmp") and rec["uid"].startswith("C")
+    for row in data:
+        r = dict(zip(fields, row))
+        assert r["duration"] == "-" or float(r["duration"]) > 0
+        assert r["history"] != ""
+
+
+def test_python_dash_m_and_help():
+    proc = subprocess.run([sys.executable, "-m", "detector", "--help"], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0 and "flows" in proc.stdout and "synth" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "detector", "flows"], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_gpu_backend_request_is_refused_clearly(tmp_path, mix, capsys):
+    assert main(["flows", str(mix), "-o", str(tmp_path / "x.parquet"), "--backend", "gpu"]) == 2
+    assert "GPU backend is not available" in capsys.readouterr().err
+
+
+def test_cpu_mode_imports_no_gpu_package(tmp_path, mix):
+    code = (f"import sys; from detector.cli import main; "
+            f"rc = main(['flows', {str(mix)!r}, '-o', {str(tmp_path / 'o.parquet')!r}, '--backend', 'cpu', '-q']); "
+            f"bad = [m for m in ('cupy', 'cudf', 'cuml', 'numba.cuda') if m in sys.modules]; "
+            f"print(rc, bad)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.stdout.strip() == "0 []", proc.stderr
+
+
+def test_threads_give_the_same_flows(tmp_path, mix):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    assert main(["flows", str(mix), "-o", str(a), "-q", "--threads", "1"]) == 0
+    assert main(["flows", str(mix), "-o", str(b), "-q", "--threads", "2"]) == 0
+    ta = pq.read_table(a).sort_by("uid")
+    tb = pq.read_table(b).sort_by("uid")
+    assert ta.equals(tb)
+
+
+def test_progress_bar_when_asked(tmp_path, mix, capsys):
+    assert main(["flows", str(mix), "-o", str(tmp_path / "p.parquet"), "--progress"]) == 0
+    assert "pkts" in capsys.readouterr().err
