@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--top", type=int, default=0, metavar="N",
+                   help="after the summary line, print flows per protocol and state and the N top talkers")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
 
 
@@ -46,10 +48,12 @@ def run(args: argparse.Namespace) -> int:
         suffix = "." + args.output.rsplit(".", 1)[-1].lower() if "." in args.output else ""
         fmt = FORMAT_BY_SUFFIX.get(suffix, "parquet")
 
+    from detector.pipeline.flow_summary import FlowSummary
     from detector.pipeline.flows_job import run_flows, summary_line
 
+    report = FlowSummary() if args.top > 0 else None
     try:
-        result = run_flows(args.inputs, args.output, fmt, cfg, progress=args.progress)
+        result = run_flows(args.inputs, args.output, fmt, cfg, progress=args.progress, summary=report)
     except DetectorError as exc:
         return fail(str(exc), 2)
     for msg in result.errors:
@@ -58,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"detector: warning: {msg}", file=sys.stderr)
     if not args.quiet:
         print(f"detector flows: {summary_line(result.summary)}", file=sys.stderr)
+        if report is not None:
+            print(report.render(args.top), file=sys.stderr)
     if args.stats:
         try:
             with open(args.stats, "w", encoding="utf-8") as fh:

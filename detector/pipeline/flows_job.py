@@ -9,6 +9,7 @@ from detector.config import FlowConfig
 from detector.errors import DetectorError, OutputError
 from detector.flows.engine import FlowEngine
 from detector.output.flow_writers import open_flow_writer
+from detector.pipeline.flow_summary import FlowSummary
 from detector.pipeline.ingest import Ingest
 from detector.progress import Progress
 
@@ -26,7 +27,9 @@ class FlowsResult:
 
 
 def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
-              progress: bool | None = None) -> FlowsResult:
+              progress: bool | None = None, summary: FlowSummary | None = None) -> FlowsResult:
+    """Read ``inputs``, write their flow records to ``out_path``; ``summary`` (optional) sees
+    every record batch too."""
     t0 = time.perf_counter()
     ingest = Ingest(inputs, cfg.batch_size)
     writer = open_flow_writer(out_path, fmt)
@@ -39,11 +42,15 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
             for batch in ingest.batches():
                 for rb in engine.process(batch):
                     writer.write(rb)
+                    if summary is not None:
+                        summary.add(rb)
                 bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
         except KeyboardInterrupt:
             interrupted = True
         for rb in engine.finish():
             writer.write(rb)
+            if summary is not None:
+                summary.add(rb)
     except OutputError as exc:
         output_error = exc
     finally:

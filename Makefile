@@ -1,0 +1,30 @@
+# Quick start:  make demo   (set up, generate a capture, turn it into flows, print a summary)
+#               make test   (set up with the test extras, run the test suite)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+
+.PHONY: demo test bench clean-cache
+
+$(BIN)/detector: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(BIN)/detector
+	$(BIN)/detector synth hpc-mix -o $(DEMO) --packets 200000
+	$(BIN)/detector flows $(DEMO)/hpc-mix.pcap -o $(DEMO)/flows.parquet --top 5
+
+# pytest exits 5 when a selection collects no test: not a failure here
+test: $(BIN)/detector
+	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+bench: $(BIN)/detector
+	$(BIN)/python -m pip install -q nfstream || true
+	$(BIN)/python benchmarks/ingest.py
+
+# compiled kernels are cached next to the sources; after editing a kernel's helpers, clear them
+clean-cache:
+	find detector kernels models -name '*.nbi' -delete -o -name '*.nbc' -delete

@@ -1,0 +1,38 @@
+"""Configuration files: the shipped example is valid, and mistakes name their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detector.config import FlowConfig, load_config
+from detector.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_is_valid():
+    cfg = load_config(str(REPO / "deploy" / "detector.example.toml"))
+    assert cfg.flows.tcp_idle_timeout == FlowConfig().tcp_idle_timeout
+    assert cfg.flows.local_nets == ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
+def test_defaults_without_a_file():
+    assert load_config(None).flows == FlowConfig()
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[flows]\nthreads = true\n", "flows.threads"),
+    ("[flows]\nlocal_nets = '10.0.0.0/8'\n", "flows.local_nets"),
+    ("[flows]\nlocal_nets = ['10.0.0.0/33']\n", "flows.local_nets"),
+    ("[flows]\nfragment_slots = 1000\n", "flows.fragment_slots"),
+    ("[flows]\nserver_ports = [70000]\n", "flows.server_ports"),
+    ("flows = 3\n", "flows"),
+])
+def test_bad_values_name_the_key(tmp_path, text, key):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(p))
+    assert f"key '{key}'" in str(info.value) and str(p) in str(info.value)
