@@ -13,10 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
 from detector.config import FlowConfig
-from detector.flows.records import RecordBuilder
 from detector.flows.table import EmittedFlows, FlowTable
 from detector.sources.batch import RawBatch
 from kernels import packet_columns as pc
@@ -25,7 +23,7 @@ from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
 
 
-RECORD_GROUP = 16384  # ended flows gathered before their records are built
+RECORD_GROUP = 16384  # ended flows gathered before they are handed on (records cost per group)
 
 
 def available_cores() -> int:
@@ -66,7 +64,6 @@ class FlowEngine:
         per_shard = max(16, -(-cfg.max_flows // self.threads))
         self.shards = [FlowTable(cfg, capacity=per_shard) for _ in range(self.threads)]
         self.frags = FragmentCache(cfg.fragment_slots, int(cfg.fragment_timeout * 1e9))
-        self.builder = RecordBuilder(cfg)
         self.counts = PacketCounts()
         self.flows_out = 0
         self.last_ts: int | None = None
@@ -84,8 +81,8 @@ class FlowEngine:
             for fut in [self._pool.submit(fn, *args) for args in args_list]:
                 fut.result()
 
-    def process(self, b: RawBatch) -> list[pa.RecordBatch]:
-        """Account one batch; returns the records of flows that ended."""
+    def process(self, b: RawBatch) -> list[EmittedFlows]:
+        """Account one batch; returns the flows that ended (in groups, see RECORD_GROUP)."""
         n = b.n
         if n == 0:
             return []
@@ -110,7 +107,7 @@ class FlowEngine:
             return []
         return self._drain()
 
-    def finish(self) -> list[pa.RecordBatch]:
+    def finish(self) -> list[EmittedFlows]:
         """End of input: every open flow is ended (reason ``eof``)."""
         for shard in self.shards:
             shard.flush()
@@ -120,13 +117,13 @@ class FlowEngine:
             self._pool = None
         return out
 
-    def _drain(self) -> list[pa.RecordBatch]:
+    def _drain(self) -> list[EmittedFlows]:
         parts = [e for e in (s.drain() for s in self.shards) if e is not None]
         if not parts:
             return []
         em = parts[0] if len(parts) == 1 else EmittedFlows.concat(parts)
         self.flows_out += len(em)
-        return [self.builder.build(em)]
+        return [em]
 
     # -- reporting -------------------------------------------------------------------------
     @property

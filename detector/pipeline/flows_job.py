@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from detector.config import FlowConfig
 from detector.errors import DetectorError, OutputError
 from detector.flows.engine import FlowEngine
+from detector.flows.records import RecordBuilder
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.flow_summary import FlowSummary
 from detector.pipeline.ingest import Ingest
+from detector.pipeline.record_sink import RecordSink
 from detector.progress import Progress
 
 EXIT_OK = 0
@@ -34,27 +36,29 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
     ingest = Ingest(inputs, cfg.batch_size)
     writer = open_flow_writer(out_path, fmt)
     engine = FlowEngine(cfg)
+    sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error: OutputError | None = None
     interrupted = False
     try:
         try:
             for batch in ingest.batches():
-                for rb in engine.process(batch):
-                    writer.write(rb)
-                    if summary is not None:
-                        summary.add(rb)
+                for em in engine.process(batch):
+                    sink.put(em)
                 bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
         except KeyboardInterrupt:
             interrupted = True
-        for rb in engine.finish():
-            writer.write(rb)
-            if summary is not None:
-                summary.add(rb)
+        for em in engine.finish():
+            sink.put(em)
+        sink.close()
     except OutputError as exc:
         output_error = exc
     finally:
         bar.close()
+        try:
+            sink.close()
+        except OutputError as exc:
+            output_error = output_error or exc
         try:
             writer.close()
         except OutputError as exc:
