@@ -8,7 +8,16 @@ import numpy as np
 from kernels._jit import cpu_kernel, device_fn
 from kernels.flowkey import mix64
 from kernels.flowstate import (
-    D_BYTES, D_PKTS, F_A_IS_ORIG, FIRST_TS, FLAGS, HIST_N, O_STATE, ORIG, R_STATE, RESP,
+    D_BYTES,
+    D_PKTS,
+    F_A_IS_ORIG,
+    FIRST_TS,
+    FLAGS,
+    HIST_N,
+    O_STATE,
+    ORIG,
+    R_STATE,
+    RESP,
 )
 from kernels.parse import icmp_counterpart
 from kernels.sha1 import sha1_short

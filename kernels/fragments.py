@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels._jit import cpu_kernel, device_fn, row_fn
+from kernels._jit import cpu_kernel, row_fn
 from kernels.flowkey import mix64
 from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED
 

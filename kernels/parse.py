@@ -114,6 +114,16 @@ def icmp_counterpart(icmp_type, is_v6):
     return -1
 
 
+@device_fn
+def _frag_bits(foff, more):
+    bits = FRAG_IS_FRAGMENT
+    if foff == 0:
+        bits |= FRAG_FIRST
+    if more:
+        bits |= FRAG_MORE
+    return bits
+
+
 @row_fn
 def _after_ethertype(buf, off, caplen, p, et, cols, i):
     """Follow VLAN tags, MPLS labels and PPPoE from offset ``p`` (ethertype ``et``).
@@ -316,12 +326,7 @@ def _ipv4(buf, off, caplen, wire_len, p, cols, i):
     cols.dst_ip_lo[i] = _V4_MAPPED | np.uint64(be32(buf, o + 16))
     l4len = tot - ihl
     if foff != 0 or more:
-        bits = FRAG_IS_FRAGMENT
-        if foff == 0:
-            bits |= FRAG_FIRST
-        if more:
-            bits |= FRAG_MORE
-        cols.frag[i] = bits
+        cols.frag[i] = _frag_bits(foff, more)
         cols.frag_off[i] = foff
         if foff != 0:
             cols.payload_off[i] = p + ihl
@@ -368,12 +373,7 @@ def _ipv6(buf, off, caplen, wire_len, p, cols, i):
             more = (offlg & 1) != 0
             cols.ip_id[i] = be32(buf, off + q + 4)
             if foff != 0 or more:
-                bits = FRAG_IS_FRAGMENT
-                if foff == 0:
-                    bits |= FRAG_FIRST
-                if more:
-                    bits |= FRAG_MORE
-                cols.frag[i] = bits
+                cols.frag[i] = _frag_bits(foff, more)
                 cols.frag_off[i] = foff
             nh = nxt
             q += hlen

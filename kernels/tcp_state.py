@@ -10,10 +10,41 @@ from __future__ import annotations
 
 from kernels._jit import row_fn
 from kernels.flowstate import (
-    D_H_FIN, D_H_RST, D_H_SYN, D_HSEEN, D_PKTS, D_RXMIT, D_SEQ_LAST, D_T_NEXT, D_W_NEXT, D_ZWIN,
-    F_CLOSED, F_O_DID_CLOSE, F_R_DID_CLOSE, FLAGS, H_ACK, H_DATA, H_FIN, H_FINRST, H_MULTI, H_RST,
-    H_SYN, H_SYNACK, HIST_LEN, HIST_N, O_STATE, ORIG, R_STATE, RESP, TCP_CLOSED, TCP_ESTABLISHED,
-    TCP_INACTIVE, TCP_PARTIAL, TCP_RESET, TCP_SYN_ACK_SENT, TCP_SYN_SENT,
+    D_H_FIN,
+    D_H_RST,
+    D_H_SYN,
+    D_HSEEN,
+    D_PKTS,
+    D_RXMIT,
+    D_SEQ_LAST,
+    D_T_NEXT,
+    D_W_NEXT,
+    D_ZWIN,
+    F_CLOSED,
+    F_O_DID_CLOSE,
+    F_R_DID_CLOSE,
+    FLAGS,
+    H_ACK,
+    H_DATA,
+    H_FIN,
+    H_FINRST,
+    H_MULTI,
+    H_RST,
+    H_SYN,
+    H_SYNACK,
+    HIST_LEN,
+    HIST_N,
+    O_STATE,
+    ORIG,
+    R_STATE,
+    RESP,
+    TCP_CLOSED,
+    TCP_ESTABLISHED,
+    TCP_INACTIVE,
+    TCP_PARTIAL,
+    TCP_RESET,
+    TCP_SYN_ACK_SENT,
+    TCP_SYN_SENT,
 )
 from kernels.packet_columns import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
@@ -165,8 +196,8 @@ def update_state(st, fi, is_orig, flags, plen):
     rst = (flags & TH_RST) != 0
     new = es
     closes = False
-    if es == TCP_INACTIVE:
-        if syn:
+    if es == TCP_INACTIVE or es == TCP_SYN_SENT or es == TCP_SYN_ACK_SENT:
+        if es == TCP_INACTIVE and syn:
             if is_orig:
                 new = TCP_SYN_ACK_SENT if ack else TCP_SYN_SENT
             else:
@@ -175,11 +206,10 @@ def update_state(st, fi, is_orig, flags, plen):
                 new = TCP_ESTABLISHED
         if fin:
             new = TCP_CLOSED
-            closes = True
         if rst:
             new = TCP_RESET
-            closes = True
-        if new == TCP_INACTIVE:
+        closes = fin or rst
+        if new == TCP_INACTIVE:  # no control flag moved it
             orig_state = st[fi, O_STATE] & 0xFF
             if (not is_orig) and plen == 0 and orig_state == TCP_SYN_SENT:
                 pass  # an ACK of the SYN before the SYN-ACK: not a partial connection
@@ -187,13 +217,6 @@ def update_state(st, fi, is_orig, flags, plen):
                 new = TCP_ESTABLISHED
             else:
                 new = TCP_PARTIAL
-    elif es == TCP_SYN_SENT or es == TCP_SYN_ACK_SENT:
-        if fin:
-            new = TCP_CLOSED
-            closes = True
-        if rst:
-            new = TCP_RESET
-            closes = True
     elif es == TCP_ESTABLISHED or es == TCP_PARTIAL:
         if syn and es == TCP_PARTIAL and ps == TCP_INACTIVE and not ack:
             new = TCP_SYN_SENT

@@ -26,7 +26,7 @@ def _packets(path):
     try:
         reader = dpkt.pcap.Reader(f)
         dl = reader.datalink()
-        for ts, buf in reader:
+        for _ts, buf in reader:
             yield dl, buf
         return
     except ValueError:
@@ -34,7 +34,7 @@ def _packets(path):
     reader = dpkt.pcapng.Reader(f)
     # dpkt's pcapng reader knows one link type per file: enough for single-interface captures
     dl = reader.datalink()
-    for ts, buf in reader:
+    for _ts, buf in reader:
         yield dl, buf
 
 

@@ -22,7 +22,6 @@ from kernels.decode import decode_records
 from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
 
-
 RECORD_GROUP = 16384  # ended flows gathered before they are handed on (records cost per group)
 
 

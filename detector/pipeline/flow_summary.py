@@ -31,8 +31,8 @@ class FlowSummary:
 
     def render(self, top: int) -> str:
         total = sum(self.protos.values())
-        lines = [f"flows by protocol: " + ", ".join(f"{k} {v:,}" for k, v in self.protos.most_common()),
-                 f"flows by state:    " + ", ".join(f"{k} {v:,}" for k, v in self.states.most_common(8))]
+        lines = ["flows by protocol: " + ", ".join(f"{k} {v:,}" for k, v in self.protos.most_common()),
+                 "flows by state:    " + ", ".join(f"{k} {v:,}" for k, v in self.states.most_common(8))]
         if total and top:
             lines.append(f"top {top} talkers (by IP bytes, both directions):")
             ranked = sorted(self.pairs.items(), key=lambda kv: kv[1][2], reverse=True)[:top]

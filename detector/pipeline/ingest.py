@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from detector.errors import CaptureError
-from detector.sources import expand_inputs, open_capture
-from detector.sources import linktypes
+from detector.sources import expand_inputs, linktypes, open_capture
 from detector.sources.batch import RawBatch
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from detector.errors import CaptureError
 
 CHUNK = 8 << 20  # bytes read per refill for streamed inputs
-RELEASE_EVERY = 256 << 20  # mapped bytes walked between two madvise(DONTNEED) calls
+RELEASE_EVERY = 32 << 20  # mapped bytes walked between two madvise(DONTNEED) calls
 MAX_WINDOW = 1 << 30  # a single record or block larger than this is corrupt
 
 MAGIC_GZIP = b"\x1f\x8b"

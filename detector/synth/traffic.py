@@ -58,6 +58,16 @@ def _exclusive_group_cumsum(values: np.ndarray, sess: np.ndarray, starts: np.nda
     return excl - excl[starts][sess]
 
 
+def _ports_and_addresses(ep: Endpoints, sess: np.ndarray, c2s: np.ndarray, spec: PacketSpec, proto: int,
+                         server_ttl: int, id_step: int) -> None:
+    spec.proto[:] = proto
+    spec.sport[:] = np.where(c2s, ep.cport[sess], ep.sport[sess])
+    spec.dport[:] = np.where(c2s, ep.sport[sess], ep.cport[sess])
+    spec.ttl[:] = np.where(c2s, 64, server_ttl)
+    spec.ip_id[:] = (np.arange(len(sess)) * id_step) & 0xFFFF
+    _orient(ep, sess, c2s, spec)
+
+
 def _orient(ep: Endpoints, sess: np.ndarray, c2s: np.ndarray, spec: PacketSpec) -> None:
     spec.src_hi[:] = np.where(c2s, ep.c_hi[sess], ep.s_hi[sess])
     spec.src_lo[:] = np.where(c2s, ep.c_lo[sess], ep.s_lo[sess])
@@ -149,12 +159,7 @@ def tcp_sessions(rng: np.random.Generator, ep: Endpoints, start_ns: np.ndarray, 
     spec.ack[:] = np.where(flags & TH_ACK, np.where(c2s, seq_s, seq_c), 0)
     spec.win[:] = 502
     spec.flags[:] = flags
-    spec.proto[:] = 6
-    spec.sport[:] = np.where(c2s, ep.cport[sess], ep.sport[sess])
-    spec.dport[:] = np.where(c2s, ep.sport[sess], ep.cport[sess])
-    spec.ttl[:] = np.where(c2s, 64, 52)
-    spec.ip_id[:] = (np.arange(n) * 7919) & 0xFFFF
-    _orient(ep, sess, c2s, spec)
+    _ports_and_addresses(ep, sess, c2s, spec, 6, 52, 7919)
     return spec
 
 
@@ -182,12 +187,7 @@ def udp_exchanges(rng: np.random.Generator, ep: Endpoints, start_ns: np.ndarray,
     gap[pos == 0] = 0
     spec.ts_ns[:] = start_ns[sess] + _exclusive_group_cumsum(gap.astype(np.int64), sess, starts) + gap.astype(
         np.int64)
-    spec.proto[:] = 17
-    spec.sport[:] = np.where(c2s, ep.cport[sess], ep.sport[sess])
-    spec.dport[:] = np.where(c2s, ep.sport[sess], ep.cport[sess])
-    spec.ttl[:] = np.where(c2s, 64, 57)
-    spec.ip_id[:] = (np.arange(n) * 104729) & 0xFFFF
-    _orient(ep, sess, c2s, spec)
+    _ports_and_addresses(ep, sess, c2s, spec, 17, 57, 104729)
     return spec
 
 
