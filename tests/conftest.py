@@ -4,7 +4,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-import pyarrow.parquet as pq  # noqa: I001
+import pyarrow.parquet as pq
 import pytest
 
 from detector.config import FlowConfig
@@ -32,10 +32,11 @@ class FlowRun:
     def __init__(self, result, table):
         self.result = result
         self.table = table
-        self.rows = table.to_pylist()
-        # exact integer nanoseconds, whatever type to_pylist gives timestamps
-        for row, ns in zip(self.rows, table["ts"].cast("int64").to_pylist()):
-            row["ts_ns"] = ns
+        # timestamps as integer nanoseconds: exact, and Python's datetime cannot hold them
+        ts = table["ts"].cast("int64")
+        self.rows = table.set_column(table.schema.get_field_index("ts"), "ts", ts).to_pylist()
+        for row in self.rows:
+            row["ts_ns"] = row["ts"]
 
     @property
     def summary(self) -> dict:
