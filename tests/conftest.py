@@ -28,6 +28,11 @@ def corpus_files() -> list[Path]:
     return sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name not in ("MANIFEST.tsv", "README.md"))
 
 
+def capture_span(rec: dict):
+    """A record's ``duration`` field: the span of its packets' capture timestamps (not wall time)."""
+    return rec["duration"]
+
+
 class FlowRun:
     def __init__(self, result, table):
         self.result = result

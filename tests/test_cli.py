@@ -73,7 +73,8 @@ def test_zeek_conn_log(tmp_path, mix):
     assert rec["proto"] in ("tcp", "udp", "icmp") and rec["uid"].startswith("C")
     for row in data:
         r = dict(zip(fields, row))
-        assert r["duration"] == "-" or float(r["duration"]) > 0
+        span = r["duration"]  # Zeek leaves it unset for zero-length flows
+        assert span == "-" or float(span) > 0
         assert r["history"] != ""
 
 
