@@ -72,6 +72,11 @@ F_O_DID_CLOSE = 8
 F_R_DID_CLOSE = 16
 F_INTERIM = 32  # continues a record ended by the active timeout
 
+# history letters, as byte values (upper case for the originator; +LOWER for the responder)
+LOWER = 32
+L_S, L_H, L_A, L_D, L_F, L_R, L_T, L_W, L_I, L_Q, L_G = (ord(c) for c in "SHADFRTWIQG")
+L_FLIP = ord("^")
+
 # history letters seen (per direction bit masks)
 H_SYN = 1
 H_SYNACK = 2

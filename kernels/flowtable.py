@@ -67,8 +67,11 @@ from kernels.flowstate import (
     H_DATA,
     HIST_N,
     ICMP_CODE,
+    L_D,
+    L_FLIP,
     LAST_SEEN,
     LAST_TS,
+    LOWER,
     M_ACTIVE,
     M_CREATED,
     M_EVICTED,
@@ -225,7 +228,7 @@ def expiry_reason(st, f):
 
 @row_fn
 def _reset_counters(st, fs, f):
-    for base in (ORIG, RESP):
+    for base in range(ORIG, RESP + 1, N_DIR):
         for c in range(N_DIR):
             if c != D_SEQ_LAST:
                 st[f, base + c] = 0
@@ -237,7 +240,7 @@ def _reset_counters(st, fs, f):
 
 
 @row_fn
-def _init_flow(st, fs, hist, f, cols, i, from_a, likely):
+def init_flow(st, fs, hist, f, cols, i, from_a, likely):
     for c in range(st.shape[1]):
         st[f, c] = 0
     _reset_counters(st, fs, f)
@@ -258,7 +261,7 @@ def _init_flow(st, fs, hist, f, cols, i, from_a, likely):
         fl |= F_A_IS_ORIG
     if flip:
         fl |= F_FLIPPED
-        add_history(hist, st, f, ord("^"))
+        add_history(hist, st, f, L_FLIP)
     st[f, FLAGS] = fl
     st[f, FIRST_TS] = cols.ts_ns[i]
     st[f, ICMP_CODE] = cols.icmp_code[i]
@@ -276,7 +279,7 @@ def _idle_timeout(cfg, proto):
 
 
 @row_fn
-def _update_flow(st, fs, hist, f, cols, i, from_a, cfg):
+def update_flow(st, fs, hist, f, cols, i, from_a, cfg):
     ts = cols.ts_ns[i]
     proto = cols.proto[i]
     is_orig = from_a == ((st[f, FLAGS] & F_A_IS_ORIG) != 0)
@@ -304,7 +307,7 @@ def _update_flow(st, fs, hist, f, cols, i, from_a, cfg):
     else:
         new_bytes = plen
         if proto == 17:  # Zeek marks every UDP conversation's sides with D / d
-            record_once(hist, st, f, base, H_DATA, ord("D") if is_orig else ord("d"))
+            record_once(hist, st, f, base, H_DATA, L_D if is_orig else L_D + LOWER)
     if ts > st[f, LAST_SEEN]:
         st[f, LAST_SEEN] = ts
     if st[f, base + D_PKTS] > 0:
@@ -348,6 +351,32 @@ def _update_flow(st, fs, hist, f, cols, i, from_a, cfg):
         st[f, EXPIRE_AT] = st[f, LAST_SEEN] + _idle_timeout(cfg, proto)
 
 
+@row_fn
+def packet_ends_flow(st, f, cols, i, cfg):
+    """Before packet ``i`` is added to flow row ``f``: the reason the flow ends first (its
+    timer expired, or a new SYN reuses a closed connection's ports), END_ACTIVE when the active
+    timeout cuts an interim record, or -1 when the packet simply continues the flow."""
+    ts = cols.ts_ns[i]
+    if ts > st[f, EXPIRE_AT]:
+        return expiry_reason(st, f)
+    flags = cols.tcp_flags[i]
+    if (cols.proto[i] == 6 and cols.status[i] == ST_OK and (flags & TH_SYN) and not (flags & TH_ACK)
+            and is_closed_or_reset(st, f)):
+        return closed_reason(st, f)
+    if cfg[C_ACTIVE] > 0 and ts - st[f, FIRST_TS] >= cfg[C_ACTIVE]:
+        return END_ACTIVE
+    return -1
+
+
+@row_fn
+def restart_flow(st, fs, f, ts):
+    """After an interim record: the same flow (key, orientation, TCP state) counts afresh."""
+    _reset_counters(st, fs, f)
+    st[f, HIST_N] = 0
+    st[f, FIRST_TS] = ts
+    st[f, FLAGS] |= F_INTERIM
+
+
 @cpu_kernel
 def update_flows(cols, pkt_hash, start, stop, shard, nshards, likely, cfg,
                  keys, fhash, st, fs, hist, used, slots, free, meta,
@@ -370,33 +399,23 @@ def update_flows(cols, pkt_hash, start, stop, shard, nshards, likely, cfg,
             return i, OUT_FULL
         a_hi, a_lo, b_hi, b_lo, w4, from_a = canonical_key(cols, i)
         f = _find(slots, keys, h, a_hi, a_lo, b_hi, b_lo, w4, meta)
-        ts = cols.ts_ns[i]
         if f >= 0:
-            reason = -1
-            flags = cols.tcp_flags[i]
-            if ts > st[f, EXPIRE_AT]:
-                reason = expiry_reason(st, f)
-            elif (cols.proto[i] == 6 and cols.status[i] == ST_OK and (flags & TH_SYN) and not (flags & TH_ACK)
-                  and is_closed_or_reset(st, f)):
-                reason = closed_reason(st, f)  # the port pair is reused by a new connection
-            if reason >= 0:
+            reason = packet_ends_flow(st, f, cols, i, cfg)
+            if reason == END_ACTIVE:
+                emit_flow(keys, st, fs, hist, f, END_ACTIVE, okeys, ost, ofs, ohist, oreason, meta)
+                restart_flow(st, fs, f, cols.ts_ns[i])
+            elif reason >= 0:
                 emit_flow(keys, st, fs, hist, f, reason, okeys, ost, ofs, ohist, oreason, meta)
                 remove_flow(slots, fhash, used, free, meta, f)
                 f = -1
-            elif cfg[C_ACTIVE] > 0 and ts - st[f, FIRST_TS] >= cfg[C_ACTIVE]:
-                emit_flow(keys, st, fs, hist, f, END_ACTIVE, okeys, ost, ofs, ohist, oreason, meta)
-                _reset_counters(st, fs, f)
-                st[f, HIST_N] = 0
-                st[f, FIRST_TS] = ts
-                st[f, FLAGS] |= F_INTERIM
         if f < 0:
             if meta[M_NFREE] == 0:
                 return i, TABLE_FULL
             if 2 * (meta[M_ACTIVE] + 1) > slots.shape[0]:
                 return i, SLOTS_FULL
             f = _insert(slots, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
-            _init_flow(st, fs, hist, f, cols, i, from_a, likely)
-        _update_flow(st, fs, hist, f, cols, i, from_a, cfg)
+            init_flow(st, fs, hist, f, cols, i, from_a, likely)
+        update_flow(st, fs, hist, f, cols, i, from_a, cfg)
     return stop, DONE
 
 

@@ -34,6 +34,19 @@ from kernels.flowstate import (
     H_SYNACK,
     HIST_LEN,
     HIST_N,
+    L_A,
+    L_D,
+    L_F,
+    L_FLIP,
+    L_G,
+    L_H,
+    L_I,
+    L_Q,
+    L_R,
+    L_S,
+    L_T,
+    L_W,
+    LOWER,
     O_STATE,
     ORIG,
     R_STATE,
@@ -98,38 +111,38 @@ def _scaled(hist, st, fi, base, count_field, next_field, letter):
 @row_fn
 def update_history(hist, st, fi, is_orig, flags, seq, plen):
     base = ORIG if is_orig else RESP
-    up = 0 if is_orig else 32  # upper case for the originator
+    up = 0 if is_orig else LOWER  # upper case for the originator
     syn = (flags & TH_SYN) != 0
     fin = (flags & TH_FIN) != 0
     rst = (flags & TH_RST) != 0
     nbits = int(syn) + int(fin) + int(rst)
     if nbits > 1:
         if fin and rst:
-            record_once(hist, st, fi, base, H_FINRST, ord("I") + up)
+            record_once(hist, st, fi, base, H_FINRST, L_I + up)
         else:
-            record_once(hist, st, fi, base, H_MULTI, ord("Q") + up)
+            record_once(hist, st, fi, base, H_MULTI, L_Q + up)
     elif nbits == 1:
         if syn:
             ack = (flags & TH_ACK) != 0
-            letter = (ord("H") if ack else ord("S")) + up
+            letter = (L_H if ack else L_S) + up
             bit = H_SYNACK if ack else H_SYN
             if record_once(hist, st, fi, base, bit, letter) and seq != st[fi, base + D_H_SYN]:
                 add_history(hist, st, fi, letter)
             st[fi, base + D_H_SYN] = seq
         if fin:
             end = (seq + plen) & _U32
-            if record_once(hist, st, fi, base, H_FIN, ord("F") + up) and end != st[fi, base + D_H_FIN]:
-                add_history(hist, st, fi, ord("F") + up)
+            if record_once(hist, st, fi, base, H_FIN, L_F + up) and end != st[fi, base + D_H_FIN]:
+                add_history(hist, st, fi, L_F + up)
             st[fi, base + D_H_FIN] = end
         if rst:
-            if record_once(hist, st, fi, base, H_RST, ord("R") + up) and seq != st[fi, base + D_H_RST]:
-                add_history(hist, st, fi, ord("R") + up)
+            if record_once(hist, st, fi, base, H_RST, L_R + up) and seq != st[fi, base + D_H_RST]:
+                add_history(hist, st, fi, L_R + up)
             st[fi, base + D_H_RST] = seq
     else:
         if plen > 0:
-            record_once(hist, st, fi, base, H_DATA, ord("D") + up)
+            record_once(hist, st, fi, base, H_DATA, L_D + up)
         elif flags & TH_ACK:
-            record_once(hist, st, fi, base, H_ACK, ord("A") + up)
+            record_once(hist, st, fi, base, H_ACK, L_A + up)
 
 
 @row_fn
@@ -159,7 +172,7 @@ def update_seq(hist, st, fi, is_orig, flags, seq, plen, ep_state):
         st[fi, base + D_SEQ_LAST] = end
         return min(delta, plen)
     if plen > 0:
-        _scaled(hist, st, fi, base, D_RXMIT, D_T_NEXT, ord("T") + (0 if is_orig else 32))
+        _scaled(hist, st, fi, base, D_RXMIT, D_T_NEXT, L_T + (0 if is_orig else LOWER))
     return 0
 
 
@@ -172,7 +185,7 @@ def zero_window(hist, st, fi, is_orig, flags, win):
     if peer == TCP_CLOSED or ep == TCP_RESET:
         return
     base = ORIG if is_orig else RESP
-    _scaled(hist, st, fi, base, D_ZWIN, D_W_NEXT, ord("W") + (0 if is_orig else 32))
+    _scaled(hist, st, fi, base, D_ZWIN, D_W_NEXT, L_W + (0 if is_orig else LOWER))
 
 
 @row_fn
@@ -278,15 +291,15 @@ CONN_STATES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "R
 def _history_rstos0(hist, n):
     """Zeek's ``/^\\^?S[^HAFGIQ]*R.*/`` on the history buffer."""
     k = 0
-    if n > 0 and hist[0] == ord("^"):
+    if n > 0 and hist[0] == L_FLIP:
         k = 1
-    if k >= n or hist[k] != ord("S"):
+    if k >= n or hist[k] != L_S:
         return False
     for j in range(k + 1, n):
         c = hist[j]
-        if c == ord("R"):
+        if c == L_R:
             return True
-        if c == ord("H") or c == ord("A") or c == ord("F") or c == ord("G") or c == ord("I") or c == ord("Q"):
+        if c == L_H or c == L_A or c == L_F or c == L_G or c == L_I or c == L_Q:
             return False
     return False
 

@@ -19,14 +19,13 @@ def add_backend_argument(p: argparse.ArgumentParser) -> None:
                    help="where to compute (default: auto)")
 
 
-def resolve_backend(requested: str) -> str | None:
-    """The backend to use, or None (after printing why) when the request cannot be met.
+def resolve_backend(requested: str):
+    """The :class:`~detector.backend.Backend` to use, or None (after printing why) when the
+    GPU was asked for and cannot be used."""
+    from detector.backend import BackendUnavailable, select_backend
 
-    This version computes on the CPU only; the GPU backend is tracked as its own work item.
-    """
-    if requested == "gpu":
-        fail("--backend gpu: the GPU backend is not available in this version; use --backend cpu", 2)
+    try:
+        return select_backend(requested)
+    except BackendUnavailable as exc:
+        fail(f"--backend {requested}: {exc}", 2)
         return None
-    if requested == "auto":
-        log.info("backend auto: using the CPU (this version has no GPU backend)")
-    return "cpu"

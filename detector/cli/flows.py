@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = FlowSummary() if args.top > 0 else None
     try:
-        result = run_flows(args.inputs, args.output, fmt, cfg, progress=args.progress, summary=report)
+        result = run_flows(args.inputs, args.output, fmt, cfg, progress=args.progress, summary=report,
+                           backend=backend)
     except DetectorError as exc:
         return fail(str(exc), 2)
     for msg in result.errors:

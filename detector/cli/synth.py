@@ -21,11 +21,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same bytes")
     p.add_argument("--format", choices=("pcap", "pcapng"), default="pcap")
     p.add_argument("--nanosecond", action="store_true", help="nanosecond timestamps")
+    p.add_argument("--snaplen", type=int, default=262144, help="cut records to this many bytes (default 262144)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.packets < 1:
         return fail("--packets must be positive", 2)
+    if not 96 <= args.snaplen <= 262144:
+        return fail("--snaplen must be between 96 and 262144", 2)
     from detector.synth.encode import encode
     from detector.synth.scenarios import SCENARIOS
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.scenarios:
         t0 = time.perf_counter()
         sc = SCENARIOS[name](packets=args.packets, seed=args.seed)
-        data = encode(sc.packets, sc.pool, fmt=args.format, nanosecond=args.nanosecond)
+        data = encode(sc.packets, sc.pool, fmt=args.format, nanosecond=args.nanosecond, snaplen=args.snaplen)
         path = os.path.join(args.output, f"{name}.{args.format}")
         try:
             with open(path, "wb") as fh:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.backend import Backend
 from detector.config import FlowConfig
 from detector.flows.table import EmittedFlows, FlowTable
 from detector.sources.batch import RawBatch
@@ -23,6 +24,15 @@ from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
 
 RECORD_GROUP = 16384  # ended flows gathered before they are handed on (records cost per group)
+
+
+def make_engine(cfg: FlowConfig, backend: Backend):
+    """The flow engine for ``backend``: :class:`FlowEngine` (CPU) or the GPU twin."""
+    if backend.is_gpu:
+        from detector.flows.gpu_engine import GpuFlowEngine
+
+        return GpuFlowEngine(cfg, backend)
+    return FlowEngine(cfg)
 
 
 def available_cores() -> int:
@@ -91,9 +101,8 @@ class FlowEngine:
         if len(frag_idx):
             self.frags.resolve(self.cols, frag_idx)
             flow_hashes_at(self.cols, frag_idx, self.pkt_hash)
-        self._run_parallel(
-            lambda k: self.shards[k].update(self.cols, self.pkt_hash, n, k, self.threads),
-            [(k,) for k in range(self.threads)])
+        self._run_parallel(lambda k: self.shards[k].account(self.cols, self.pkt_hash, n, k, self.threads),
+                           [(k,) for k in range(self.threads)])
         self.counts.records += n
         self.counts.wire_bytes += int(b.wirelen.sum())
         self.counts.by_status += np.bincount(self.cols.status[:n], minlength=8)[:8]

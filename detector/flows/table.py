@@ -12,6 +12,7 @@ import numpy as np
 from detector.config import FlowConfig
 from kernels import flowstate as fsd
 from kernels import flowtable as kft
+from kernels import packet_columns as pc
 from kernels.flowkey import KEY_WORDS
 
 NS = 1_000_000_000
@@ -36,6 +37,53 @@ def server_port_map(ports) -> np.ndarray:
     m = np.zeros(65536, dtype=np.uint8)
     m[np.asarray(ports, dtype=np.int64)] = 1
     return m
+
+
+def flow_packet_mask(xp, cols, n: int):
+    st = cols.status[:n]
+    return (cols.ip_ver[:n] != 0) & ((st == pc.ST_OK) | (st == pc.ST_L4_TRUNCATED))
+
+
+def new_flow_bound(xp, cols, pkt_hash, a: int, b: int, shard: int = 0, nshards: int = 1) -> int:
+    """How many flows rows ``a..b`` could start: their distinct flow hashes (in this shard)."""
+    mask = flow_packet_mask(xp, cols, b)[a:]
+    h = pkt_hash[a:b]
+    if nshards > 1:
+        mask &= (h >> xp.uint64(40)) % xp.uint64(nshards) == xp.uint64(shard)
+    return int(xp.unique(h[mask]).shape[0])
+
+
+def account_ranges(table, cols, pkt_hash, a: int, b: int, account, shard: int = 0, nshards: int = 1) -> None:
+    """The room policy both engines follow, so that they end the same flows. Before accounting
+    rows ``a..b``: if their new flows might not fit, evict the least recently seen flows; if
+    they still cannot fit, split the range in two (in capture order) and do the same for each
+    half. ``account(a, b)`` is called on each range that fits. ``table`` provides ``xp``,
+    ``free_rows()``, ``capacity`` and ``evict_oldest(k)``."""
+    free = table.free_rows()
+    if free >= b - a:  # even if every packet started a flow: the fast path
+        account(a, b)
+        return
+    need = new_flow_bound(table.xp, cols, pkt_hash, a, b, shard, nshards)
+    if free < need:
+        table.evict_oldest(need - free + table.capacity // EVICT_FRACTION)
+        free = table.free_rows()
+    if free >= need or b - a == 1:
+        account(a, b)
+        return
+    mid = (a + b) // 2
+    account_ranges(table, cols, pkt_hash, a, mid, account, shard, nshards)
+    account_ranges(table, cols, pkt_hash, mid, b, account, shard, nshards)
+
+
+def eviction_victims(xp, used, st, keys, k: int):
+    """The ``k`` least recently seen flows, ties broken by key, so that the CPU and the GPU
+    engines evict the same flows."""
+    rows = xp.flatnonzero(used)
+    if rows.shape[0] == 0:
+        return rows.astype(xp.int64)
+    kk = keys[rows]
+    order = xp.lexsort((kk[:, 4], kk[:, 3], kk[:, 2], kk[:, 1], kk[:, 0], st[rows, fsd.LAST_SEEN]))
+    return rows[order[:k]].astype(xp.int64)
 
 
 class EmittedFlows:
@@ -116,11 +164,11 @@ class FlowTable:
             self.meta[fsd.M_OUT_N] = 0
 
     # -- operations ------------------------------------------------------------------------
-    def update(self, cols, pkt_hash: np.ndarray, n: int, shard: int = 0, nshards: int = 1) -> None:
-        """Account the flow packets among the first ``n`` rows of ``cols`` (this shard's share)."""
-        i = 0
+    def update(self, cols, pkt_hash: np.ndarray, start: int, stop: int, shard: int = 0, nshards: int = 1) -> None:
+        """Account the flow packets among rows ``start..stop`` of ``cols`` (this shard's share)."""
+        i = start
         while True:
-            i, code = kft.update_flows(cols, pkt_hash, i, n, shard, nshards, self.likely, self.cfgv,
+            i, code = kft.update_flows(cols, pkt_hash, i, stop, shard, nshards, self.likely, self.cfgv,
                                        *self._tables(), *self._outputs())
             if code == kft.DONE:
                 return
@@ -151,17 +199,23 @@ class FlowTable:
                 self._park()
 
     def evict_oldest(self, k: int) -> None:
-        rows = np.flatnonzero(self.used)
-        if len(rows) == 0:
-            return
-        k = min(k, len(rows))
-        last = self.st[rows, fsd.LAST_SEEN]
-        victims = rows[np.argpartition(last, k - 1)[:k]] if k < len(rows) else rows
+        victims = eviction_victims(np, self.used, self.st, self.keys, k)
         j = 0
         while j < len(victims):
             j = kft.evict_flows(victims, j, *self._tables(), *self._outputs())
             if j < len(victims):
                 self._park()
+
+    xp = np
+
+    def free_rows(self) -> int:
+        return int(self.meta[fsd.M_NFREE])
+
+    def account(self, cols, pkt_hash: np.ndarray, n: int, shard: int = 0, nshards: int = 1) -> None:
+        """Account this shard's flow packets among the first ``n`` rows, making room first
+        (:func:`account_ranges`)."""
+        account_ranges(self, cols, pkt_hash, 0, n,
+                       lambda a, b: self.update(cols, pkt_hash, a, b, shard, nshards), shard, nshards)
 
     def drain(self) -> EmittedFlows | None:
         """Take every row emitted since the last call (None if there are none)."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from detector.backend import CPU, Backend
 from detector.config import FlowConfig
 from detector.errors import DetectorError, OutputError
-from detector.flows.engine import FlowEngine
+from detector.flows.engine import make_engine
 from detector.flows.records import RecordBuilder
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.flow_summary import FlowSummary
@@ -29,13 +30,14 @@ class FlowsResult:
 
 
 def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
-              progress: bool | None = None, summary: FlowSummary | None = None) -> FlowsResult:
+              progress: bool | None = None, summary: FlowSummary | None = None,
+              backend: Backend = CPU) -> FlowsResult:
     """Read ``inputs``, write their flow records to ``out_path``; ``summary`` (optional) sees
     every record batch too."""
     t0 = time.perf_counter()
     ingest = Ingest(inputs, cfg.batch_size)
     writer = open_flow_writer(out_path, fmt)
-    engine = FlowEngine(cfg)
+    engine = make_engine(cfg, backend)
     sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error: OutputError | None = None
@@ -77,6 +79,8 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
         "evicted_flows": engine.evicted,
         "fragments": engine.fragment_stats,
         "threads": engine.threads,
+        "backend": backend.name,
+        "device": backend.device or "cpu",
         "seconds": round(elapsed, 6),
         "packets_per_s": round(c.records / elapsed, 1) if elapsed > 0 else 0.0,
         "bad_inputs": len(ingest.errors),
@@ -101,8 +105,14 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
 def summary_line(s: dict) -> str:
     return (f"{s['packets']:,} packets ({s['ip_packets']:,} IP, {s['non_ip_packets']:,} other, "
             f"{s['bad_packets']:,} malformed) from {s['inputs']} input(s) -> {s['flows']:,} flows "
-            f"in {s['seconds']:.2f} s ({s['packets_per_s'] / 1e6:.2f} M packets/s, {s['threads']} thread(s)); "
+            f"in {s['seconds']:.2f} s ({s['packets_per_s'] / 1e6:.2f} M packets/s, {_where(s)}); "
             f"{s['evicted_flows']:,} evicted, {s['bad_inputs']} bad input(s)")
+
+
+def _where(s: dict) -> str:
+    if s.get("backend") == "gpu":
+        return f"GPU: {s['device']}"
+    return f"CPU, {s['threads']} thread(s)"
 
 
 __all__ = ["run_flows", "summary_line", "FlowsResult", "DetectorError"]

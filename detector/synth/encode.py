@@ -7,6 +7,7 @@ the record header, as a capture with a short snap length would.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -218,16 +219,24 @@ def encode_frames(ts_ns, kind, src_mac, dst_mac, vlan, ip_ver, src_hi, src_lo, d
 
 def encode(spec: PacketSpec, pool: np.ndarray, fmt: str = "pcap", nanosecond: bool = False,
            snaplen: int = PCAP_SNAPLEN) -> bytes:
-    """The whole capture file for ``spec``'s packets, in order."""
+    """The whole capture file for ``spec``'s packets, in order. With a ``snaplen`` below the
+    frame sizes, payloads are cut so that no record exceeds it (headers are always kept)."""
     n = len(spec)
     caplen = np.empty(n, dtype=np.int64)
     wirelen = np.empty(n, dtype=np.int64)
-    frame_lengths(spec.kind, spec.vlan, spec.ip_ver, spec.proto, spec.payload_len, spec.cap_payload, caplen,
-                  wirelen)
+    cap_payload = spec.cap_payload
+    frame_lengths(spec.kind, spec.vlan, spec.ip_ver, spec.proto, spec.payload_len, cap_payload, caplen, wirelen)
+    over = caplen > snaplen
+    if over.any():
+        headers = caplen - cap_payload
+        cap_payload = np.where(over, np.clip(snaplen - headers, 0, None), cap_payload).astype(np.uint32)
+        caplen = headers + cap_payload
+        snaplen = max(snaplen, int(caplen.max()))
+    spec = dataclasses.replace(spec, cap_payload=cap_payload)
     if fmt == "pcap":
         rec = 16 + caplen
         magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
-        header = struct.pack("<IHHiIII", magic, 2, 4, 0, snaplen, 0, 1)
+        header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, 1)
         code = FMT_PCAP
     elif fmt == "pcapng":
         rec = 28 + ((caplen + 3) & ~3) + 4

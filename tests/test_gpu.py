@@ -1,0 +1,84 @@
+"""On a real GPU: the GPU backend gives the CPU's flows exactly, and the feature math agrees to
+1e-9 relative. Skipped where no CUDA GPU is usable (and under the simulator, see
+tests/test_cudasim.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from detector.backend import CPU, BackendUnavailable, select_backend
+from detector.config import FlowConfig
+from detector.pipeline.flows_job import run_flows
+from kernels import features
+from tests.conftest import corpus_files
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    try:
+        backend = select_backend("gpu")
+    except BackendUnavailable as exc:
+        pytest.skip(f"no GPU: {exc}")
+    if backend.simulated:
+        pytest.skip("the CUDA simulator is not a GPU")
+    return backend
+
+
+def flows_on(backend, path, tmp_path, name, **cfg):
+    out = tmp_path / f"{name}.parquet"
+    config = dataclasses.replace(FlowConfig(), **cfg)
+    result = run_flows([str(path)], str(out), "parquet", config, progress=False, backend=backend)
+    return pq.read_table(out).sort_by("uid"), result
+
+
+def assert_same(cpu, gpu_table):
+    assert cpu.num_rows == gpu_table.num_rows
+    for name in cpu.column_names:
+        assert cpu[name].equals(gpu_table[name]), name
+
+
+CORPUS = corpus_files()
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", CORPUS, ids=[f"{p.parent.name}/{p.name}" for p in CORPUS])
+def test_gpu_flows_equal_cpu_on_corpus(gpu, corpus, tmp_path, path):
+    assert_same(flows_on(CPU, path, tmp_path, "cpu")[0], flows_on(gpu, path, tmp_path, "gpu")[0])
+
+
+@pytest.mark.slow
+def test_gpu_flows_equal_cpu_on_a_million_packets(gpu, tmp_path):
+    from detector.synth.encode import encode
+    from detector.synth.scenarios import hpc_mix
+
+    sc = hpc_mix(packets=1_200_000, seed=2)
+    path = tmp_path / "mix.pcap"
+    path.write_bytes(encode(sc.packets, sc.pool))
+    cpu, r1 = flows_on(CPU, path, tmp_path, "cpu")
+    gpu_table, r2 = flows_on(gpu, path, tmp_path, "gpu")
+    assert r1.summary["packets"] == r2.summary["packets"] == 1_200_000
+    assert_same(cpu, gpu_table)
+
+
+def test_gpu_features_match_cpu(gpu):
+    cp = gpu.xp
+    rng = np.random.default_rng(4)
+    n = 200_000
+    group = rng.integers(0, 5000, n)
+    ts = rng.uniform(0, 86400, n)
+    a = features.interarrival_stats(np, group, ts)
+    b = features.interarrival_stats(cp, cp.asarray(group), cp.asarray(ts))
+    for k in a:
+        np.testing.assert_allclose(cp.asnumpy(b[k]), a[k], rtol=1e-9, equal_nan=True, err_msg=k)
+    cols = [rng.integers(0, 50, n), rng.integers(0, 24, n), rng.integers(0, 1000, n), rng.integers(0, 100, n),
+            rng.integers(0, 10**6, n), rng.integers(0, 10**6, n)]
+    a = features.host_window_features(np, *cols)
+    b = features.host_window_features(cp, *(cp.asarray(c) for c in cols))
+    for k in a:
+        np.testing.assert_allclose(cp.asnumpy(b[k]), a[k], rtol=1e-9, err_msg=k)
