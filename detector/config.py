@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from detector.errors import ConfigError
+from detector.site import SiteConfig
 
 # Zeek's likely_server_ports (ports its analyzers register) plus HPC services: GridFTP control
 # (2811), iperf3 (5201), OWAMP/TWAMP (861/862), Slurm (6817/6818), CVMFS/Squid (3128), Lustre (988).
@@ -75,6 +76,9 @@ class FlowConfig:
 @dataclass(frozen=True)
 class Config:
     flows: FlowConfig = field(default_factory=FlowConfig)
+    site: SiteConfig = field(default_factory=SiteConfig)
+    detect: dict = field(default_factory=dict)  # detector name -> its Params
+    disabled_detectors: tuple[str, ...] = ()
 
 
 def _build(cls, table: dict, path: str, prefix: str):
@@ -102,6 +106,24 @@ def _build(cls, table: dict, path: str, prefix: str):
     return cls(**kwargs)
 
 
+def _detect_section(table: dict, path: str) -> tuple[dict, tuple[str, ...]]:
+    from detector.detect.registry import BY_NAME
+
+    params, disabled = {}, ()
+    for key, value in table.items():
+        if key == "disabled":
+            if not isinstance(value, list) or any(v not in BY_NAME for v in value):
+                raise ConfigError(f"must be a list of detector names ({', '.join(BY_NAME)})", path, "detect.disabled")
+            disabled = tuple(value)
+        elif key in BY_NAME:
+            if not isinstance(value, dict):
+                raise ConfigError("must be a table", path, f"detect.{key}")
+            params[key] = _build(BY_NAME[key].Params, value, path, f"detect.{key}.")
+        else:
+            raise ConfigError(f"unknown detector (known: {', '.join(BY_NAME)})", path, f"detect.{key}")
+    return params, disabled
+
+
 def load_config(path: str | None) -> Config:
     """Read and validate a TOML file; ``None`` gives the defaults."""
     if path is None:
@@ -113,11 +135,13 @@ def load_config(path: str | None) -> Config:
         raise ConfigError(f"cannot read: {exc.strerror}", path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path) from None
-    known = {"flows"}
+    known = {"flows", "site", "detect"}
     for section in data:
         if section not in known:
             raise ConfigError(f"unknown section (known: {', '.join(sorted(known))})", path, section)
         if not isinstance(data[section], dict):
             raise ConfigError("must be a table", path, section)
     flows = _build(FlowConfig, data.get("flows", {}), path, "flows.").validate(path)
-    return Config(flows=flows)
+    site = _build(SiteConfig, data.get("site", {}), path, "site.").validate(path)
+    params, disabled = _detect_section(data.get("detect", {}), path)
+    return Config(flows=flows, site=site, detect=params, disabled_detectors=disabled)

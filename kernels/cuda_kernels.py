@@ -36,7 +36,14 @@ from kernels.flowstate import (
     M_NFREE,
     M_OUT_N,
 )
-from kernels.flowtable import expiry_reason, init_flow, packet_ends_flow, restart_flow, update_flow
+from kernels.flowtable import (
+    expiry_reason,
+    init_flow,
+    note_packet_flow,
+    packet_ends_flow,
+    restart_flow,
+    update_flow,
+)
 from kernels.fragments import STAT_OVERWRITTEN, STAT_RESOLVED, STAT_UNRESOLVED
 from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED
 from kernels.parse import parse_packet
@@ -223,6 +230,7 @@ def _build() -> SimpleNamespace:
                 f = insert(slot_hash, slot_row, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
                 init_flow(st, fs, hist, f, cols, i, from_a, likely)
             update_flow(st, fs, hist, f, cols, i, from_a, cfg)
+            note_packet_flow(st, f, cols, i, from_a)
 
     @cuda.jit
     def end_rows(rows, nrows, now, flush_reason, evict, keys, st, fs, hist, used, free, meta,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels._jit import cpu_kernel, device_fn
-from kernels.flowkey import mix64
+from kernels.flowkey import canonical_key, mix64
 from kernels.flowstate import (
     D_BYTES,
     D_PKTS,
@@ -27,6 +27,24 @@ from kernels.textfmt import is_v4_mapped, write_base62_u64, write_base64, write_
 IP_TEXT_MAX = 39  # longest textual IPv6 address
 UID_LEN = 12  # 'C' + 11 base62 digits (a full 64-bit value)
 CID_LEN = 30  # '1:' + base64 of 20 bytes
+
+
+@device_fn
+def write_uid(dst, pos, k0, k1, k2, k3, k4, first_ts):
+    """A flow record's uid: 'C' and 11 base62 digits of a hash of its key and first timestamp."""
+    u = mix64(k0 ^ mix64(k1 ^ mix64(k2 ^ mix64(k3 ^ mix64(k4 ^ np.uint64(first_ts))))))
+    dst[pos] = 67  # 'C'
+    write_base62_u64(dst, pos + 1, u, UID_LEN - 1)
+
+
+@cpu_kernel
+def packet_uids(cols, idx, out):
+    """The uid of the flow record each packet ``idx[j]`` was counted in, into ``out`` (UID_LEN
+    bytes each)."""
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        a_hi, a_lo, b_hi, b_lo, w4, _ = canonical_key(cols, i)
+        write_uid(out, j * UID_LEN, a_hi, a_lo, b_hi, b_lo, w4, cols.flow_first_ts[i])
 
 
 @device_fn
@@ -120,9 +138,7 @@ def finalize(okeys, ost, ohist, n, cid_seed,
             hist_buf[h_pos + j] = ohist[k, j]
         h_pos += nh
         hist_off[k + 1] = h_pos
-        u = mix64(okeys[k, 0] ^ mix64(okeys[k, 1] ^ mix64(okeys[k, 2] ^ mix64(
-            okeys[k, 3] ^ mix64(okeys[k, 4] ^ np.uint64(ost[k, FIRST_TS]))))))
-        uid_buf[k * UID_LEN] = 67  # 'C'
-        write_base62_u64(uid_buf, k * UID_LEN + 1, u, UID_LEN - 1)
+        write_uid(uid_buf, k * UID_LEN, okeys[k, 0], okeys[k, 1], okeys[k, 2], okeys[k, 3], okeys[k, 4],
+                  ost[k, FIRST_TS])
         community_id(o_hi[k], o_lo[k], r_hi[k], r_lo[k], np.int64(o_port[k]), np.int64(r_port[k]), pr,
                       cid_seed, msg, w, digest, cid_buf, k * CID_LEN)

@@ -352,6 +352,15 @@ def update_flow(st, fs, hist, f, cols, i, from_a, cfg):
 
 
 @row_fn
+def note_packet_flow(st, f, cols, i, from_a):
+    """Tell the packet's row which flow record (and direction) it was counted in."""
+    is_orig = from_a == ((st[f, FLAGS] & F_A_IS_ORIG) != 0)
+    cols.flow_dir[i] = 1 if is_orig else 2
+    cols.flow_nth[i] = st[f, (ORIG if is_orig else RESP) + D_PKTS] - 1
+    cols.flow_first_ts[i] = st[f, FIRST_TS]
+
+
+@row_fn
 def packet_ends_flow(st, f, cols, i, cfg):
     """Before packet ``i`` is added to flow row ``f``: the reason the flow ends first (its
     timer expired, or a new SYN reuses a closed connection's ports), END_ACTIVE when the active
@@ -416,6 +425,7 @@ def update_flows(cols, pkt_hash, start, stop, shard, nshards, likely, cfg,
             f = _insert(slots, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
             init_flow(st, fs, hist, f, cols, i, from_a, likely)
         update_flow(st, fs, hist, f, cols, i, from_a, cfg)
+        note_packet_flow(st, f, cols, i, from_a)
     return stop, DONE
 
 

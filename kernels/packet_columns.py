@@ -80,6 +80,10 @@ class PacketColumns(NamedTuple):
     arp_spa: np.ndarray  # uint32, sender IPv4
     arp_tha: np.ndarray  # uint64, target MAC
     arp_tpa: np.ndarray  # uint32, target IPv4
+    # written by flow accounting, not by the decoder:
+    flow_dir: np.ndarray  # uint8, 1 = from the originator, 2 = from the responder, 0 = not in a flow
+    flow_nth: np.ndarray  # uint32, the packet's number (from 0) in its direction of its flow record
+    flow_first_ts: np.ndarray  # int64, first timestamp of its flow record (with the key: the uid)
 
 
 COLUMN_DTYPES: dict[str, np.dtype] = {
@@ -119,6 +123,9 @@ COLUMN_DTYPES: dict[str, np.dtype] = {
     "arp_spa": np.dtype(np.uint32),
     "arp_tha": np.dtype(np.uint64),
     "arp_tpa": np.dtype(np.uint32),
+    "flow_dir": np.dtype(np.uint8),
+    "flow_nth": np.dtype(np.uint32),
+    "flow_first_ts": np.dtype(np.int64),
 }
 assert tuple(COLUMN_DTYPES) == PacketColumns._fields
 

@@ -10,6 +10,7 @@ import sys
 from detector import __version__
 
 COMMANDS = {
+    "analyze": ("detector.cli.analyze", "detect threats in captures: alerts as JSON lines, and a summary"),
     "flows": ("detector.cli.flows", "turn captures into flow records (Parquet, CSV or Zeek conn.log)"),
     "synth": ("detector.cli.synth", "write labelled synthetic captures of an HPC site"),
 }

@@ -1,0 +1,149 @@
+"""Detection quality: ``detector analyze`` over labelled captures, recall per category, false
+alerts on benign captures, and time to detect.
+
+Two sources of labels:
+
+- the shared corpus (``../shared/pcaps``, or ``--corpus DIR``): its MANIFEST categories;
+- synthetic scenarios written by ``detector synth`` (``--synth``), with their labels.json.
+
+A capture counts as detected when an alert of its expected category at medium severity or above
+is raised (for ``mixed`` captures, any such alert); a benign capture is a false alarm when it
+raises any alert at medium or above. Time to detect is from the incident's start (the first
+packet for corpus captures) to the first such alert, in capture time.
+
+    python benchmarks/quality.py [--corpus DIR] [--synth] [-o results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from detector.alerts import SEVERITY_RANK  # noqa: E402
+from detector.config import Config, load_config  # noqa: E402
+from detector.pipeline.analyze_job import run_analyze  # noqa: E402
+
+CORPUS_CATEGORY = {
+    "benign": None, "bruteforce": "unauthorized_access", "dos": "dos", "exfil_dns_tunnel": "exfiltration",
+    "exfil_other": "exfiltration", "mining": "compute_theft", "mitm_arp": "mitm", "mitm_other": "mitm",
+    "scan": "scan", "mixed": "*",
+}
+MEDIUM = SEVERITY_RANK["medium"]
+
+
+def first_packet_ns(path: str) -> int:
+    from detector.sources import first_timestamp
+
+    return first_timestamp(path) or 0
+
+
+def evaluate(path: str, expected: str | None, cfg: Config, start_ns: int | None = None) -> dict:
+    result = run_analyze([path], cfg, None)
+    strong = [a for a in result.alerts if a.severity_rank >= MEDIUM]
+    if expected is None:
+        hit = None
+    elif expected == "*":
+        hit = strong[0] if strong else None
+    else:
+        hit = next((a for a in strong if a.category == expected), None)
+    start = start_ns if start_ns is not None else first_packet_ns(path)
+    return {
+        "file": path, "expected": expected, "detected": hit is not None if expected else None,
+        "false_alarm": bool(strong) if expected is None else None,
+        "time_to_detect_s": round((hit.ts_ns - start) / 1e9, 3) if hit is not None else None,
+        "alerts": [f"{a.severity}:{a.category}/{a.technique}" for a in result.alerts],
+    }
+
+
+def corpus_cases(corpus: Path):
+    with open(corpus / "MANIFEST.tsv", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            yield row["category"], str(corpus / row["local_file"]), CORPUS_CATEGORY[row["category"]]
+
+
+def synth_cases(work: Path, packets: int, seed: int):
+    from detector.synth.encode import encode
+    from detector.synth.scenarios import SCENARIOS
+
+    for name, make in SCENARIOS.items():
+        sc = make(packets=packets, seed=seed)
+        path = work / f"{name}.pcap"
+        path.write_bytes(encode(sc.packets, sc.pool))
+        incidents = sc.labels.get("incidents", [])
+        if not incidents:
+            yield f"synth:{name}", str(path), None, None
+        for inc in incidents:
+            yield f"synth:{name}", str(path), inc["category"], inc["start_ns"]
+
+
+def table(rows: list[dict]) -> str:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["group"]].append(r)
+    lines = ["| captures | n | detected (medium+) | recall | false alarms on benign | median time to detect |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for g in sorted(groups):
+        rs = groups[g]
+        attack = [r for r in rs if r["expected"]]
+        benign = [r for r in rs if not r["expected"]]
+        ttd = sorted(r["time_to_detect_s"] for r in attack if r["time_to_detect_s"] is not None)
+        med = f"{ttd[len(ttd) // 2]:.1f} s" if ttd else "-"
+        if attack:
+            det = sum(r["detected"] for r in attack)
+            lines.append(f"| {g} | {len(attack)} | {det} | {det / len(attack):.0%} | - | {med} |")
+        if benign:
+            fa = sum(r["false_alarm"] for r in benign)
+            lines.append(f"| {g} | {len(benign)} | - | - | {fa} of {len(benign)} | - |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=str(REPO.parent / "shared" / "pcaps"))
+    ap.add_argument("--synth", action="store_true", help="also evaluate the synthetic scenarios")
+    ap.add_argument("--packets", type=int, default=60_000, help="packets per synthetic scenario")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--config", help="site configuration to analyse with")
+    ap.add_argument("-o", "--output")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every capture's alerts")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    rows = []
+    corpus = Path(args.corpus)
+    if (corpus / "MANIFEST.tsv").is_file():
+        for group, path, expected in corpus_cases(corpus):
+            r = evaluate(path, expected, cfg)
+            rows.append({"group": group, **r})
+            if args.verbose or (expected and not r["detected"]) or r["false_alarm"]:
+                print(f"{group:18s} {Path(path).name:45s} expected={expected} detected={r['detected']} "
+                      f"false_alarm={r['false_alarm']} alerts={r['alerts'][:6]}", file=sys.stderr)
+    else:
+        print(f"no corpus at {corpus}: corpus rows skipped", file=sys.stderr)
+    if args.synth:
+        with tempfile.TemporaryDirectory() as d:
+            for group, path, expected, start in synth_cases(Path(d), args.packets, args.seed):
+                r = evaluate(path, expected, cfg, start)
+                rows.append({"group": group, **r, "file": Path(path).name})
+                if args.verbose or (expected and not r["detected"]) or r["false_alarm"]:
+                    print(f"{group:18s} expected={expected} detected={r['detected']} false_alarm={r['false_alarm']} "
+                          f"alerts={r['alerts'][:8]}", file=sys.stderr)
+    doc = {"benchmark": "quality", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "rows": rows}
+    print(table(rows))
+    if args.output:
+        Path(args.output).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``detector analyze INPUT... [-o alerts.jsonl] [--flows-out flows.parquet] [--config FILE]``"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from detector.cli.common import add_backend_argument, fail, resolve_backend
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="pcap, pcapng, a .gz/.bz2/.xz of either, a folder (recursed, in time order) or - (stdin)")
+    p.add_argument("-o", "--output", metavar="ALERTS", default="-",
+                   help="alerts, one JSON object per line (default: stdout)")
+    p.add_argument("--flows-out", metavar="FILE", help="also write the flow records (Parquet, CSV or Zeek by suffix)")
+    p.add_argument("--report", metavar="HTML", help=argparse.SUPPRESS)
+    p.add_argument("--model", metavar="MODEL", help=argparse.SUPPRESS)
+    add_backend_argument(p)
+    p.add_argument("--config", metavar="FILE", help="TOML configuration ([flows], [site], [detect.*])")
+    p.add_argument("--min-severity", choices=("low", "medium", "high", "critical"), default="low",
+                   help="write only alerts of this severity or above (default: all)")
+    p.add_argument("--stats", metavar="FILE", help="also write the run's summary as JSON")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from detector.config import load_config
+    from detector.errors import ConfigError, DetectorError
+
+    if args.report:
+        return fail("--report: the HTML report is not available in this version", 2)
+    if args.model:
+        return fail("--model: learned models are not available in this version", 2)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    backend = resolve_backend(args.backend)
+    if backend is None:
+        return 2
+    from detector.cli.flows import FORMAT_BY_SUFFIX
+    from detector.pipeline.analyze_job import run_analyze, summary_text
+
+    flows_fmt = "parquet"
+    if args.flows_out and "." in args.flows_out:
+        flows_fmt = FORMAT_BY_SUFFIX.get("." + args.flows_out.rsplit(".", 1)[-1].lower(), "parquet")
+    try:
+        result = run_analyze(args.inputs, cfg, args.output, args.flows_out, flows_fmt, backend, args.progress,
+                             min_severity=args.min_severity)
+    except DetectorError as exc:
+        return fail(str(exc), 2)
+    for msg in result.errors:
+        print(f"detector: error: {msg}", file=sys.stderr)
+    for msg in result.warnings:
+        print(f"detector: warning: {msg}", file=sys.stderr)
+    if not args.quiet:
+        print(f"detector analyze: {summary_text(result.summary, result.alerts)}", file=sys.stderr)
+    if args.stats:
+        try:
+            with open(args.stats, "w", encoding="utf-8") as fh:
+                json.dump({**result.summary, "errors": result.errors, "warnings": result.warnings}, fh, indent=2,
+                          default=str)
+        except OSError as exc:
+            print(f"detector: error: {args.stats}: cannot write stats: {exc.strerror}", file=sys.stderr)
+            return max(result.exit_code, 1)
+    return result.exit_code

@@ -1,0 +1,114 @@
+"""Bulk or unusual uploads (exfiltration / bulk_upload).
+
+Method: per local host and external destination, the bytes the host sent and its
+producer-consumer ratio (PCR = (out - in) / (out + in), as in Zeek's conn analysis and RITA),
+compared with the host's own baseline: the median of what it sends to its other destinations
+(self-baselining over the analysed traffic; a trained model supplies history instead).
+
+Normal transfers are left alone: destinations in ``site.partner_dtns``; from configured DTNs,
+their ``site.transfer_ports`` (GridFTP 50000-51000 and 2811, Globus 443); and, from any host,
+the GridFTP data/control ports and the measurement ports of perfSONAR (iperf3 5201, OWAMP and
+TWAMP 861/862), which are scheduled bulk tests by design.
+
+Thresholds: medium at ``min_bytes`` sent with a PCR of at least ``min_pcr`` and at least
+``baseline_factor`` times the host's median; high at ``high_bytes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.alerts import Alert
+from detector.detect.base import Detector, FlowView
+
+GRIDFTP_PORTS = ((50000, 51000), (2811, 2811))
+MEASUREMENT_PORTS = (5201, 861, 862)
+
+
+class _Out:
+    __slots__ = ("out", "inb", "flows", "first", "last", "ports", "uid", "cid", "biggest")
+
+    def __init__(self):
+        self.out = self.inb = self.flows = self.biggest = 0
+        self.first = None
+        self.last = 0
+        self.ports: set[int] = set()
+        self.uid = self.cid = None
+
+
+class BulkUpload(Detector):
+    name = "bulk_upload"
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        min_bytes: int = 200 * 2**20
+        high_bytes: int = 10 * 2**30
+        min_pcr: float = 0.7
+        baseline_factor: float = 10.0
+
+    def __init__(self, params=None, site=None):
+        super().__init__(params, site)
+        self.pairs: dict[tuple[str, str], _Out] = {}
+
+    def _normal_transfer(self, src: str, dst: str, port: int) -> bool:
+        if dst in self.site.partners:
+            return True
+        if src in self.site.dtns and self.site.is_transfer_port(port):
+            return True
+        return port in MEASUREMENT_PORTS or any(lo <= port <= hi for lo, hi in GRIDFTP_PORTS)
+
+    def observe_flows(self, f: FlowView) -> None:
+        oh, rh, rp = f["orig_h"], f["resp_h"], f["resp_p"]
+        ob, rb, ts, dur = f["orig_bytes"], f["resp_bytes"], f["ts"], f["duration"]
+        uid, cid = f["uid"], f["community_id"]
+        big = np.flatnonzero(ob > 0)
+        for j in big.tolist():
+            src, dst = oh[j], rh[j]
+            if not self.site.is_local(src) or not self.site.is_external(dst):
+                continue
+            port = int(rp[j])
+            if self._normal_transfer(src, dst, port):
+                continue
+            agg = self.pairs.get((src, dst))
+            if agg is None:
+                agg = self.pairs[(src, dst)] = _Out()
+            agg.out += int(ob[j])
+            agg.inb += int(rb[j])
+            agg.flows += 1
+            start = int(ts[j])
+            agg.first = start if agg.first is None else min(agg.first, start)
+            agg.last = max(agg.last, start + int(float(dur[j]) * 1e9))
+            if len(agg.ports) < 16:
+                agg.ports.add(port)
+            if int(ob[j]) > agg.biggest:  # the evidence points at the largest upload
+                agg.biggest = int(ob[j])
+                agg.uid, agg.cid = uid[j], cid[j]
+
+    def finish(self) -> list[Alert]:
+        p = self.p
+        by_host: dict[str, list[tuple[str, int]]] = {}
+        for (src, dst), agg in self.pairs.items():
+            by_host.setdefault(src, []).append((dst, agg.out))
+        out = []
+        for (src, dst), agg in self.pairs.items():
+            if agg.out < p.min_bytes:
+                continue
+            pcr = (agg.out - agg.inb) / max(agg.out + agg.inb, 1)
+            others = [v for d, v in by_host[src] if d != dst] or [0]
+            baseline = float(np.median(others))
+            if pcr < p.min_pcr or agg.out < p.baseline_factor * baseline:
+                continue
+            high = agg.out >= p.high_bytes
+            out.append(Alert(agg.first, agg.last, "exfiltration", "bulk_upload", "high" if high else "medium",
+                             0.85 if high else 0.6,
+                             f"{src} ({self.site.role(src)}) sent {agg.out / 2**20:.0f} MiB to {dst} over "
+                             f"{agg.flows} connection(s) and received {agg.inb / 2**20:.1f} MiB (PCR {pcr:.2f}), "
+                             f"{agg.out / max(baseline, 1):.0f}x its median per destination",
+                             self.label, src, src, dst, None, min(agg.ports), "tcp",
+                             {"bytes_out": agg.out, "bytes_in": agg.inb, "pcr": round(pcr, 3), "flows": agg.flows,
+                              "ports": sorted(agg.ports), "host_median_bytes_out": baseline, "uid": agg.uid},
+                             agg.cid))
+        return out

@@ -1,0 +1,190 @@
+"""Denial of service (dos / syn_flood, reflection, dhcp_starvation).
+
+Methods:
+
+- ``syn_flood``: connection attempts that never complete (Zeek states S0, RSTOS0, SH, REJ,
+  OTH without data) against completed handshakes, per target and in ``window_s`` windows
+  (the SYN-vs-handshake balance of Wang, Zhang and Shin, "Detecting SYN flooding attacks",
+  INFOCOM 2002). A target receiving ``syn_min`` of them from ``syn_min_sources`` sources with at
+  most ``complete_share`` completed is flooded; spoofed floods with random targets are caught by
+  the same test over all targets at once.
+- ``reflection``: amplification answers (DNS, NTP, SNMP, SSDP, memcached, CLDAP, chargen, ...)
+  arriving at a host that never asked (flows from those ports with no packet from the host),
+  from ``reflect_min_sources`` reflectors or adding up to ``reflect_min_bytes``.
+- ``dhcp_starvation``: DHCP DISCOVER/REQUEST messages from ``dhcp_min_macs`` distinct client
+  MAC addresses within ``dhcp_window_s`` (address-pool exhaustion, as Yersinia or dhcpstarv
+  do), or ``dhcp_flood_rate`` client messages per second from one client.
+
+A SYN flood also counts when a burst of at least ``syn_burst_min`` attempts arrives at
+``syn_rate`` attempts per second or more.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.alerts import Alert
+from detector.detect.base import Detector, FlowView
+from detector.l7.events import Events
+
+HALF_OPEN = {"S0", "RSTOS0", "SH", "REJ", "OTH"}
+AMPLIFIER_PORTS = {53: "DNS", 123: "NTP", 161: "SNMP", 1900: "SSDP", 11211: "memcached", 389: "CLDAP",
+                   19: "chargen", 17: "QOTD", 3702: "WS-Discovery", 5353: "mDNS", 27015: "Steam", 3283: "ARD",
+                   10001: "Ubiquiti", 37810: "DVR", 520: "RIP", 111: "portmap", 137: "NetBIOS"}
+
+
+class Floods(Detector):
+    name = "floods"
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        window_s: float = 10.0
+        syn_min: int = 100
+        syn_min_sources: int = 20
+        complete_share: float = 0.2
+        reflect_min_sources: int = 5
+        reflect_min_bytes: int = 1_000_000
+        syn_burst_min: int = 50
+        syn_rate: float = 500.0
+        dhcp_min_macs: int = 30
+        dhcp_window_s: float = 300.0
+        dhcp_flood_rate: float = 20.0
+
+    def __init__(self, params=None, site=None):
+        super().__init__(params, site)
+        # per (target, window): [attempts, completed, sources, first, last, ports]
+        self.syn: dict[tuple[str, int], list] = {}
+        self.refl: dict[str, dict] = {}
+        self.dhcp: list[tuple[int, str]] = []
+
+    def _bucket(self, key: str, ts: int):
+        w = int(self.p.window_s * 1e9)
+        b = self.syn.get((key, ts // w))
+        if b is None:
+            if len(self.syn) > 500_000:
+                return None
+            b = self.syn[(key, ts // w)] = [0, 0, set(), ts, ts, set()]
+        return b
+
+    def observe_flows(self, f: FlowView) -> None:
+        proto, state, ts = f["proto"], f["conn_state"], f["ts"]
+        oh, rh, rp, op = f["orig_h"], f["resp_h"], f["resp_p"], f["orig_p"]
+        opk, rpk, rb, ob = f["orig_pkts"], f["resp_pkts"], f["resp_bytes"], f["orig_bytes"]
+        hist = f["history"]
+        for j in np.flatnonzero(proto == "tcp").tolist():
+            attempt = state[j] in HALF_OPEN and int(ob[j]) == 0 and int(rb[j]) == 0
+            opened = "h" in hist[j] or "H" in hist[j] or state[j] in ("S1", "SF", "S2", "S3", "RSTO", "RSTR")
+            if not attempt and not opened:
+                continue
+            t = int(ts[j])
+            for key in (rh[j], "*"):
+                b = self._bucket(key, t)
+                if b is None:
+                    continue
+                b[0 if attempt else 1] += 1
+                if attempt and len(b[2]) < 10_000:
+                    b[2].add(oh[j])
+                b[3], b[4] = min(b[3], t), max(b[4], t)
+                if len(b[5]) < 32:
+                    b[5].add(int(rp[j]))
+        # answers from an amplifier port to a side that sent nothing back (either orientation)
+        amp_o = np.isin(op, list(AMPLIFIER_PORTS)) & (rpk == 0) & (opk > 0)
+        amp_r = np.isin(rp, list(AMPLIFIER_PORTS)) & (opk == 0) & (rpk > 0)
+        for j in np.flatnonzero((proto == "udp") & (amp_o | amp_r)).tolist():
+            if amp_r[j]:
+                victim, reflector, port, vport = oh[j], rh[j], int(rp[j]), int(op[j])
+                nbytes, npk = int(f["resp_ip_bytes"][j]), int(rpk[j])
+            else:
+                victim, reflector, port, vport = rh[j], oh[j], int(op[j]), int(rp[j])
+                nbytes, npk = int(f["orig_ip_bytes"][j]), int(opk[j])
+            r = self.refl.setdefault(victim, {"first": int(ts[j]), "last": 0, "bytes": 0, "pkts": 0, "refl": set(),
+                                              "services": set(), "victim_ports": set()})
+            r["last"] = max(r["last"], int(ts[j]))
+            r["bytes"] += nbytes
+            r["pkts"] += npk
+            if len(r["refl"]) < 10_000:
+                r["refl"].add(reflector)
+            r["services"].add(AMPLIFIER_PORTS[port])
+            if len(r["victim_ports"]) < 32:
+                r["victim_ports"].add(vport)
+
+    def observe_events(self, events: Events) -> None:
+        for ev in events.dhcp:
+            if ev.msg.op == 1 and ev.msg.msg_type in (1, 3, 8) and len(self.dhcp) < 1_000_000:
+                self.dhcp.append((ev.ctx.ts_ns, ev.msg.client_mac))
+
+    def finish(self) -> list[Alert]:
+        p = self.p
+        out = []
+        best: dict[str, list] = {}
+        for (target, _), b in self.syn.items():
+            attempts, completed = b[0], b[1]
+            burst_rate = attempts / max((b[4] - b[3]) / 1e9, 1e-3)
+            big = attempts >= p.syn_min or (attempts >= p.syn_burst_min and burst_rate >= p.syn_rate)
+            if not big or len(b[2]) < p.syn_min_sources:
+                continue
+            if completed > p.complete_share * (attempts + completed):
+                continue
+            if target not in best or attempts > best[target][0]:
+                best[target] = b
+        if len(best) > 1:
+            best.pop("*", None)  # the per-target alerts say it better
+        for target, b in best.items():
+            attempts, completed, sources = b[0], b[1], b[2]
+            rate = attempts / max(p.window_s, 1e-9)
+            victim = "many hosts (random targets)" if target == "*" else target
+            out.append(Alert(b[3], b[4], "dos", "syn_flood", "high", 0.9,
+                             f"{victim} received {attempts} TCP connection attempts that never completed from "
+                             f"{len(sources)} sources within {p.window_s:.0f} s ({completed} completed): a SYN flood",
+                             self.label, self.host_for(target if target != "*" else None, *sorted(sources)[:1]),
+                             None, None if target == "*" else target, None, min(b[5]) if b[5] else None, "tcp",
+                             {"attempts": attempts, "completed": completed, "sources": len(sources),
+                              "example_sources": sorted(sources)[:10], "ports": sorted(b[5]),
+                              "attempts_per_s": round(rate, 1), "window_s": p.window_s}))
+        for victim, r in self.refl.items():
+            if len(r["refl"]) < p.reflect_min_sources and r["bytes"] < p.reflect_min_bytes:
+                continue
+            out.append(Alert(r["first"], r["last"], "dos", "reflection", "high", 0.85,
+                             f"{victim} received {r['bytes']:,} bytes of unrequested "
+                             f"{'/'.join(sorted(r['services']))} answers from {len(r['refl'])} reflectors: an "
+                             "amplification attack", self.label, self.host_for(victim), None, victim, None,
+                             min(r["victim_ports"]) if r["victim_ports"] else None, "udp",
+                             {"bytes": r["bytes"], "packets": r["pkts"], "reflectors": len(r["refl"]),
+                              "example_reflectors": sorted(r["refl"])[:10], "services": sorted(r["services"])}))
+        if self.dhcp:
+            self.dhcp.sort()
+            w = int(p.dhcp_window_s * 1e9)
+            ts = [t for t, _ in self.dhcp]
+            macs = [m for _, m in self.dhcp]
+            counts: dict[str, int] = {}
+            distinct = best_n = best_lo = hi = 0
+            for lo in range(len(ts)):
+                while hi < len(ts) and ts[hi] - ts[lo] <= w:
+                    counts[macs[hi]] = counts.get(macs[hi], 0) + 1
+                    distinct += counts[macs[hi]] == 1
+                    hi += 1
+                if distinct > best_n or (distinct == best_n and hi - lo > 0):
+                    best_n, best_lo, best_hi = distinct, lo, hi
+                counts[macs[lo]] -= 1
+                distinct -= counts[macs[lo]] == 0
+            per_mac = defaultdict(int)
+            for m in macs:
+                per_mac[m] += 1
+            span = max((ts[-1] - ts[0]) / 1e9, 1.0)
+            top_mac, top_n = max(per_mac.items(), key=lambda kv: kv[1])
+            if best_n >= p.dhcp_min_macs:
+                out.append(Alert(ts[best_lo], ts[best_hi - 1], "dos", "dhcp_starvation", "high", 0.85,
+                                 f"{best_n} different client MAC addresses asked for DHCP leases within "
+                                 f"{p.dhcp_window_s:.0f} s: exhausting the address pool", self.label, "", None, None, 68,
+                                 67, "udp", {"distinct_macs": best_n, "requests": len(ts),
+                                             "example_macs": sorted(set(macs[best_lo:best_hi]))[:10]}))
+            elif top_n / span >= p.dhcp_flood_rate:
+                out.append(Alert(ts[0], ts[-1], "dos", "dhcp_starvation", "medium", 0.6,
+                                 f"{top_mac} sent {top_n} DHCP requests at {top_n / span:.0f} per second: a DHCP "
+                                 "flood", self.label, "", None, None, 68, 67, "udp",
+                                 {"client_mac": top_mac, "requests": top_n, "per_second": round(top_n / span, 1)}))
+        return out

@@ -1,0 +1,67 @@
+"""ICMP redirects from hosts that are not routers (mitm / icmp_redirect).
+
+Method: an ICMP Redirect (IPv4 type 5, ICMPv6 type 137) tells a host to send traffic for a
+destination through another next hop. Only routers may send them (RFC 1122 3.2.2.2, RFC 4861
+8.1); from any other host it is a route hijack. Redirects from ``site.routers`` are ignored.
+One alert per sender: medium, high from ``high_count`` redirects on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.alerts import Alert
+from detector.detect.base import Detector, mac_text
+from detector.l7.events import Events
+
+
+class IcmpRedirect(Detector):
+    name = "icmp_redirect"
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        high_count: int = 3
+
+    def __init__(self, params=None, site=None):
+        super().__init__(params, site)
+        self.senders: dict[str, dict] = {}
+
+    def observe_events(self, events: Events) -> None:
+        a = events.icmp
+        if not len(a):
+            return
+        redir = np.flatnonzero(((~a["v6"]) & (a["type"] == 5)) | (a["v6"] & (a["type"] == 137)))
+        for j in redir.tolist():
+            src = a["src"][j]
+            if src in self.site.routers:
+                continue
+            head = bytes(a["head"][j])
+            if a["v6"][j]:
+                target = str(ipaddress.IPv6Address(head[8:24])) if len(head) >= 24 else "?"
+            else:
+                target = str(ipaddress.IPv4Address(head[4:8])) if len(head) >= 8 else "?"
+            s = self.senders.setdefault(src, {"first": int(a["ts"][j]), "last": 0, "count": 0, "victims": set(),
+                                              "gateways": set(), "mac": mac_text(a["eth_src"][j])})
+            s["last"] = int(a["ts"][j])
+            s["count"] += 1
+            s["victims"].add(a["dst"][j])
+            s["gateways"].add(target)
+
+    def finish(self) -> list[Alert]:
+        out = []
+        for src, s in self.senders.items():
+            high = s["count"] >= self.p.high_count
+            victims = sorted(s["victims"])
+            out.append(Alert(s["first"], s["last"], "mitm", "icmp_redirect", "high" if high else "medium",
+                             0.8 if high else 0.6,
+                             f"{src}, not a known router, sent {s['count']} ICMP redirect(s) to "
+                             f"{', '.join(victims[:3])} pointing at {', '.join(sorted(s['gateways'])[:3])}: "
+                             "rerouting their traffic", self.label, self.host_for(*victims, src), src, victims[0],
+                             None, None, "icmp",
+                             {"redirects": s["count"], "victims": victims[:16], "new_gateways": sorted(s["gateways"]),
+                              "sender_mac": s["mac"]}))
+        return out

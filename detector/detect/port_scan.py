@@ -1,0 +1,137 @@
+"""Port scans, address sweeps and slow scans (scan / port_scan, address_sweep, slow_scan).
+
+Methods:
+
+- Zeek's ``scan.zeek`` counting: per source and target, the distinct ports of failed or empty
+  connection attempts (``port_threshold``); per source and port, the distinct hosts probed
+  (``sweep_threshold``); ICMP echo sweeps likewise.
+- Threshold random walk (Jung, Paxson, Berger and Balakrishnan, "Fast portscan detection using
+  sequential hypothesis testing", IEEE S&P 2004) for scans too slow or small for counting: each
+  first contact of a source with a target (host and port) is a success when payload went both
+  ways and a failure otherwise; with theta0 = 0.8 and theta1 = 0.2 the likelihood ratio grows 4x
+  per failure and shrinks 4x per success, and the source is a scanner when it reaches
+  ``trw_eta1`` (99: false positive rate 1 %, detection 99 %) after at least ``trw_min_failures``.
+
+Severity: medium; high from ``port_high`` ports or ``sweep_high`` hosts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.alerts import Alert
+from detector.detect.base import Detector, FlowView
+
+FAILED_STATES = {"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"}
+
+
+class PortScan(Detector):
+    name = "port_scan"
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        port_threshold: int = 15
+        port_high: int = 100
+        sweep_threshold: int = 25
+        sweep_high: int = 250
+        trw_eta1: float = 99.0
+        trw_min_failures: int = 5
+        max_sources: int = 100_000
+
+    def __init__(self, params=None, site=None):
+        super().__init__(params, site)
+        self.ports: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self.hosts: dict[tuple[str, int, str], set[str]] = defaultdict(set)
+        self.first: dict[tuple, tuple[int, int]] = {}
+        self.trw: dict[str, dict] = {}
+        self.seen_targets: dict[str, set] = defaultdict(set)
+
+    def _note(self, key, ts: int) -> None:
+        lo, hi = self.first.get(key, (ts, ts))
+        self.first[key] = (min(lo, ts), max(hi, ts))
+
+    def observe_flows(self, f: FlowView) -> None:
+        oh, rh, rp, proto, state = f["orig_h"], f["resp_h"], f["resp_p"], f["proto"], f["conn_state"]
+        ob, rb, ts, rpk = f["orig_bytes"], f["resp_bytes"], f["ts"], f["resp_pkts"]
+        for j in range(len(f)):
+            src, dst, pr = oh[j], rh[j], proto[j]
+            if pr not in ("tcp", "udp", "icmp") or src in self.site.multicast or dst in self.site.multicast:
+                continue
+            t = int(ts[j])
+            port = int(rp[j])
+            useful = int(ob[j]) > 0 and int(rb[j]) > 0
+            if pr == "icmp":
+                if port == 0 and int(f["orig_p"][j]) == 8:  # echo request: a host probe
+                    key = (src, -1, "icmp")
+                    self.hosts[key].add(dst)
+                    self._note(key, t)
+                continue
+            failed = state[j] in FAILED_STATES or (not useful and (pr == "udp" and int(rpk[j]) == 0 or pr == "tcp"))
+            if failed:
+                self.ports[(src, dst)].add(port)
+                self._note((src, dst), t)
+                key = (src, port, pr)
+                self.hosts[key].add(dst)
+                self._note(key, t)
+            # threshold random walk over first contacts with (host, port) targets
+            if len(self.trw) >= self.p.max_sources and src not in self.trw:
+                continue
+            target = (dst, port, pr)
+            seen = self.seen_targets[src]
+            if target in seen:
+                continue
+            seen.add(target)
+            w = self.trw.setdefault(src, {"lr": 1.0, "fail": 0, "ok": 0, "first": t, "last": t, "dsts": set()})
+            w["last"] = t
+            if failed:
+                w["fail"] += 1
+                w["lr"] = min(w["lr"] * 4.0, 1e12)
+                if len(w["dsts"]) < 64:
+                    w["dsts"].add(dst)
+            else:
+                w["ok"] += 1
+                w["lr"] *= 0.25
+
+    def finish(self) -> list[Alert]:
+        p = self.p
+        out = []
+        reported: set[str] = set()
+        for (src, dst), ports in self.ports.items():
+            if len(ports) < p.port_threshold:
+                continue
+            first, last = self.first[(src, dst)]
+            high = len(ports) >= p.port_high
+            plist = sorted(ports)
+            out.append(Alert(first, last, "scan", "port_scan", "high" if high else "medium", 0.85 if high else 0.6,
+                             f"{src} probed {len(ports)} ports on {dst} ({', '.join(map(str, plist[:8]))}"
+                             f"{'...' if len(plist) > 8 else ''}) without using them: a port scan", self.label,
+                             self.host_for(dst, src), src, dst, None, None, None,
+                             {"ports": plist[:64], "port_count": len(ports), "threshold": p.port_threshold}))
+            reported.add(src)
+        for (src, port, pr), hosts in self.hosts.items():
+            if len(hosts) < p.sweep_threshold:
+                continue
+            first, last = self.first[(src, port, pr)]
+            high = len(hosts) >= p.sweep_high
+            what = "ICMP echo" if pr == "icmp" else f"{pr} port {port}"
+            out.append(Alert(first, last, "scan", "address_sweep", "high" if high else "medium", 0.85 if high else 0.6,
+                             f"{src} probed {len(hosts)} hosts on {what}: an address sweep", self.label,
+                             self.host_for(src, *sorted(hosts)[:1]), src, None, None,
+                             None if pr == "icmp" else port, pr,
+                             {"hosts": sorted(hosts)[:64], "host_count": len(hosts), "threshold": p.sweep_threshold}))
+            reported.add(src)
+        for src, w in self.trw.items():
+            if src in reported or w["lr"] < p.trw_eta1 or w["fail"] < p.trw_min_failures:
+                continue
+            dsts = sorted(w["dsts"])
+            out.append(Alert(w["first"], w["last"], "scan", "slow_scan", "medium", 0.6,
+                             f"{src} failed {w['fail']} of {w['fail'] + w['ok']} first contacts with services on "
+                             f"{', '.join(dsts[:4])}: a scan (threshold random walk)", self.label,
+                             self.host_for(*dsts[:4], src), src, dsts[0] if len(dsts) == 1 else None, None, None, None,
+                             {"failed_first_contacts": w["fail"], "successful_first_contacts": w["ok"],
+                              "likelihood_ratio": round(float(np.log10(w["lr"])), 2), "targets": dsts[:32]}))
+        return out

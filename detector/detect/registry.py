@@ -1,0 +1,42 @@
+"""The detectors ``detector analyze`` runs, in order, and how to build them from configuration."""
+
+from __future__ import annotations
+
+from detector.detect.arp_spoof import ArpSpoof
+from detector.detect.base import Detector
+from detector.detect.beaconing import Beaconing
+from detector.detect.bruteforce import BruteForce
+from detector.detect.bulk_upload import BulkUpload
+from detector.detect.compute_outbound import ComputeOutbound
+from detector.detect.dns_spoof import DnsSpoof
+from detector.detect.dns_tunnel import DnsTunnel
+from detector.detect.floods import Floods
+from detector.detect.http_upload import HttpUpload
+from detector.detect.icmp_redirect import IcmpRedirect
+from detector.detect.icmp_tunnel import IcmpTunnel
+from detector.detect.key_pins import KeyPins
+from detector.detect.mining import Mining
+from detector.detect.port_scan import PortScan
+from detector.detect.probe_signs import ProbeSigns
+from detector.detect.rogue_dhcp import RogueDhcp
+from detector.detect.session_hijack import SessionHijack
+from detector.detect.ttl_change import TtlChange
+from detector.detect.tunnels import Tunnels
+from detector.site import Site
+
+DETECTORS: tuple[type[Detector], ...] = (
+    DnsTunnel, IcmpTunnel, BulkUpload, HttpUpload, Tunnels,
+    ArpSpoof, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, SessionHijack, TtlChange,
+    Mining, Beaconing, ComputeOutbound,
+    BruteForce,
+    PortScan, ProbeSigns,
+    Floods,
+)
+BY_NAME = {d.name: d for d in DETECTORS}
+
+
+def build_detectors(site: Site, params: dict[str, object] | None = None,
+                    disabled: tuple[str, ...] = ()) -> list[Detector]:
+    """One instance of each enabled detector, with the parameters given per name."""
+    params = params or {}
+    return [cls(params.get(cls.name), site) for cls in DETECTORS if cls.name not in disabled]

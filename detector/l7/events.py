@@ -1,0 +1,129 @@
+"""What the L7 inspectors and the packet taps hand to the detectors, per batch.
+
+Application events are few (one per DNS message, per handshake, per request) and are plain
+objects; packet-level events (ARP, ICMP, odd TCP flags) can be many and are column arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detector.l7.dhcp import DhcpMessage
+from detector.l7.dns import DnsMessage
+from detector.l7.http import HttpRequest, HttpResponse
+from detector.l7.tls import Certificate, ClientHello, ServerHello
+
+
+@dataclass
+class Ctx:
+    """Where an application event was seen: its packet and the flow record it belongs to."""
+
+    ts_ns: int
+    uid: str
+    from_orig: bool  # sent by the flow's originator
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    proto: int
+    ttl: int = 0
+
+    @property
+    def client(self) -> str:
+        return self.src if self.from_orig else self.dst
+
+    @property
+    def server(self) -> str:
+        return self.dst if self.from_orig else self.src
+
+
+@dataclass
+class DnsEvent:
+    ctx: Ctx
+    msg: DnsMessage
+
+
+@dataclass
+class DhcpEvent:
+    ctx: Ctx
+    src_mac: int
+    msg: DhcpMessage
+
+
+@dataclass
+class TlsEvent:
+    ctx: Ctx  # the first packet of the handshake (client side)
+    client_hello: ClientHello | None = None
+    server_hello: ServerHello | None = None
+    certificates: list[Certificate] = field(default_factory=list)
+
+
+@dataclass
+class SshEvent:
+    ctx: Ctx
+    client_banner: str | None = None  # sent by the flow's originator
+    server_banner: str | None = None
+    host_key_type: str | None = None
+    host_key: str | None = None  # fingerprint
+    key_sent_by_orig: bool = False  # the originator sent the host key: SSH roles are reversed
+
+
+@dataclass
+class HttpEvent:
+    ctx: Ctx
+    request: HttpRequest | None = None
+    response: HttpResponse | None = None
+
+
+@dataclass
+class MiningEvent:
+    ctx: Ctx
+    methods: list[str]
+    agent: str | None = None
+    protocol: str = "stratum"  # stratum, getwork, p2p:<network>
+
+
+@dataclass
+class FtpReply:
+    ctx: Ctx  # a server reply on an FTP control connection
+    code: int  # 230 logged in, 530 not logged in, ...
+    user: str | None = None  # the last USER the client sent on this connection
+
+
+@dataclass
+class TunnelEvent:
+    ctx: Ctx
+    inner: str  # the protocol found inside, e.g. "ssh"
+    outer: str  # what carries it, e.g. "websocket", "http", "unknown"
+    offset: int  # where in the stream it was found
+    evidence: str = ""
+
+
+@dataclass
+class PacketArrays:
+    """Column arrays for many packets of one kind (all the same length)."""
+
+    cols: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.cols.values()))) if self.cols else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+
+@dataclass
+class Events:
+    dns: list[DnsEvent] = field(default_factory=list)
+    dhcp: list[DhcpEvent] = field(default_factory=list)
+    tls: list[TlsEvent] = field(default_factory=list)
+    ssh: list[SshEvent] = field(default_factory=list)
+    http: list[HttpEvent] = field(default_factory=list)
+    mining: list[MiningEvent] = field(default_factory=list)
+    tunnels: list[TunnelEvent] = field(default_factory=list)
+    ftp: list[FtpReply] = field(default_factory=list)
+    arp: PacketArrays = field(default_factory=PacketArrays)
+    icmp: PacketArrays = field(default_factory=PacketArrays)
+    tcp_odd: PacketArrays = field(default_factory=PacketArrays)

@@ -1,0 +1,333 @@
+"""L7Tap: after flow accounting, take from each batch what the inspectors and packet-level
+detectors need, with bounded state.
+
+A compiled pass names what every payload starts like; only DNS and DHCP packets, the packets
+that start a TLS, SSH, HTTP, JSON or blockchain-protocol stream, and the next packets of the
+streams being followed reach Python. Streams keep at most ``HEAD_BYTES`` per direction and are
+followed for ``FOLLOW_PACKETS`` packets per direction; at most ``MAX_STREAMS`` are followed at
+once (the oldest are dropped and counted). ARP, ICMP and odd TCP flag packets are handed on as
+column arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import numpy as np
+
+from detector import arrowutil as au
+from detector.l7 import dhcp as dhcp_mod
+from detector.l7 import dns as dns_mod
+from detector.l7 import http as http_mod
+from detector.l7 import rpc as rpc_mod
+from detector.l7 import ssh as ssh_mod
+from detector.l7 import tls as tls_mod
+from detector.l7.events import (
+    Ctx,
+    DhcpEvent,
+    DnsEvent,
+    Events,
+    FtpReply,
+    HttpEvent,
+    MiningEvent,
+    PacketArrays,
+    SshEvent,
+    TlsEvent,
+    TunnelEvent,
+)
+from detector.sources.batch import RawBatch
+from kernels import l7_select as ks
+from kernels import packet_columns as pc
+
+log = logging.getLogger("detector.l7")
+
+HEAD_BYTES = 16384
+FOLLOW_PACKETS = 32
+MAX_STREAMS = 200_000
+PAYLOAD_LIMIT = 4096
+ICMP_HEAD = 64
+TLS, SSH, HTTP, JSON, P2P = "tls", "ssh", "http", "json", "p2p"
+_SIG_KIND = {ks.SIG_TLS: TLS, ks.SIG_SSH: SSH, ks.SIG_HTTP: HTTP, ks.SIG_JSON: JSON, ks.SIG_P2P: P2P}
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def uid_text(fid: int) -> str:
+    digits = []
+    for _ in range(11):
+        fid, r = divmod(fid, 62)
+        digits.append(_B62[r])
+    return "C" + "".join(reversed(digits))
+
+
+class Stream:
+    __slots__ = ("kind", "ctx", "orig", "resp", "done", "event", "packets")
+
+    def __init__(self, kind: str, ctx: Ctx):
+        self.kind = kind
+        self.ctx = ctx
+        self.orig = bytearray()
+        self.resp = bytearray()
+        self.done = False
+        self.event = None
+        self.packets = 0
+
+
+class L7Tap:
+    def __init__(self):
+        self.streams: OrderedDict[int, Stream] = OrderedDict()
+        self.dropped_streams = 0
+        self.parse_errors = 0
+        self.ftp_users: dict[int, str] = {}
+
+    # -- per batch -------------------------------------------------------------------------
+    def process(self, b: RawBatch, cols: pc.PacketColumns, n: int) -> Events:
+        """``cols`` are host (NumPy) columns of the batch's first ``n`` rows."""
+        ev = Events()
+        if n == 0:
+            return ev
+        sig = np.empty(n, np.uint8)
+        fid = np.empty(n, np.uint64)
+        ks.classify_payloads(b.buf, b.off, cols, n, sig, fid)
+        wanted = (sig == ks.SIG_DNS) | (sig == ks.SIG_DHCP) | (sig == ks.SIG_TLS) | (sig == ks.SIG_SSH) | (
+            sig == ks.SIG_HTTP) | (sig == ks.SIG_JSON) | (sig == ks.SIG_P2P) | (sig == ks.SIG_FTP)
+        if self.streams:
+            followed = np.fromiter(self.streams.keys(), dtype=np.uint64, count=len(self.streams))
+            wanted |= np.isin(fid, followed) & (cols.payload_len[:n] > 0) & (cols.flow_nth[:n] < FOLLOW_PACKETS)
+        idx = np.flatnonzero(wanted).astype(np.int64)
+        if len(idx):
+            self._inspect(b, cols, idx, sig, fid, ev)
+        self._packet_arrays(b, cols, n, ev)
+        return ev
+
+    def _contexts(self, cols, idx, fid) -> list[Ctx]:
+        k = len(idx)
+        sb, db = np.empty(max(1, k * 39), np.uint8), np.empty(max(1, k * 39), np.uint8)
+        so, do = np.empty(k + 1, np.int64), np.empty(k + 1, np.int64)
+        ks.packet_addresses(cols, idx, sb, so, db, do)
+        src = au.strings(sb, so, k).to_pylist()
+        dst = au.strings(db, do, k).to_pylist()
+        ts = cols.ts_ns[idx].tolist()
+        fdir = cols.flow_dir[idx].tolist()
+        sport, dport = cols.sport[idx].tolist(), cols.dport[idx].tolist()
+        proto, ttl = cols.proto[idx].tolist(), cols.ttl[idx].tolist()
+        fids = fid[idx].tolist()
+        return [Ctx(ts[j], uid_text(fids[j]), fdir[j] == 1, src[j], dst[j], sport[j], dport[j], proto[j], ttl[j])
+                for j in range(k)]
+
+    def _inspect(self, b, cols, idx, sig, fid, ev: Events) -> None:
+        out = np.empty(max(1, len(idx) * PAYLOAD_LIMIT), np.uint8)
+        offs = np.empty(len(idx) + 1, np.int64)
+        end = ks.gather(b.buf, b.off, cols, idx, PAYLOAD_LIMIT, False, out, offs)
+        data = out[:end].tobytes()
+        ctxs = self._contexts(cols, idx, fid)
+        sigs = sig[idx].tolist()
+        fids = fid[idx].tolist()
+        macs = cols.src_mac[idx].tolist()
+        for j, ctx in enumerate(ctxs):
+            payload = data[offs[j]:offs[j + 1]]
+            s = sigs[j]
+            try:
+                if s == ks.SIG_DNS:
+                    ev.dns.append(DnsEvent(ctx, dns_mod.parse(payload, tcp=ctx.proto == 6)))
+                elif s == ks.SIG_DHCP:
+                    ev.dhcp.append(DhcpEvent(ctx, macs[j], dhcp_mod.parse(payload)))
+                elif s == ks.SIG_FTP:
+                    self._ftp(fids[j], ctx, payload, ev)
+                else:
+                    self._stream_packet(fids[j], s, ctx, payload, ev)
+            except ValueError:
+                self.parse_errors += 1
+
+    def _ftp(self, f: int, ctx: Ctx, payload: bytes, ev: Events) -> None:
+        """FTP control lines: remember the client's USER, report the server's login replies."""
+        for line in payload.split(b"\r\n"):
+            if ctx.from_orig:
+                if line[:5].upper() == b"USER ":
+                    if len(self.ftp_users) > MAX_STREAMS:
+                        self.ftp_users.clear()
+                    self.ftp_users[f] = line[5:69].decode("latin-1")
+            elif line[:3] in (b"230", b"530"):
+                ev.ftp.append(FtpReply(ctx, int(line[:3]), self.ftp_users.get(f)))
+
+    # -- streams ---------------------------------------------------------------------------
+    def _stream_packet(self, f: int, s: int, ctx: Ctx, payload: bytes, ev: Events) -> None:
+        st = self.streams.get(f)
+        if st is None:
+            kind = _SIG_KIND.get(s)
+            if kind is None:
+                return
+            st = Stream(kind, ctx)
+            self.streams[f] = st
+            if len(self.streams) > MAX_STREAMS:
+                _, old = self.streams.popitem(last=False)
+                self._finish_stream(old, ev)
+                self.dropped_streams += 1
+        if st.done:
+            return
+        buf = st.orig if ctx.from_orig else st.resp
+        room = HEAD_BYTES - len(buf)
+        if room > 0:
+            buf += payload[:room]
+        st.packets += 1
+        getattr(self, f"_{st.kind}")(st, ctx, payload, ev)
+        if st.done or (len(st.orig) >= HEAD_BYTES and len(st.resp) >= HEAD_BYTES):
+            self._finish_stream(st, ev)
+            self.streams.pop(f, None)
+
+    def _tls(self, st: Stream, ctx, payload, ev) -> None:
+        if st.event is None:
+            st.event = TlsEvent(st.ctx)
+        e = st.event
+        if e.client_hello is None:
+            for mtype, body in tls_mod.handshake_messages(bytes(st.orig)):
+                if mtype == 1:
+                    e.client_hello = tls_mod.parse_client_hello(body)
+        if e.server_hello is None or not e.certificates:
+            for mtype, body in tls_mod.handshake_messages(bytes(st.resp)):
+                if mtype == 2 and e.server_hello is None:
+                    e.server_hello = tls_mod.parse_server_hello(body)
+                elif mtype == 11 and not e.certificates:
+                    e.certificates = tls_mod.parse_certificates(body)
+        tls13 = e.server_hello is not None and e.server_hello.version == 0x0304
+        if e.client_hello is not None and e.server_hello is not None and (e.certificates or tls13):
+            st.done = True
+
+    def _ssh(self, st: Stream, ctx, payload, ev) -> None:
+        if st.event is None:
+            st.event = SshEvent(st.ctx)
+        e = st.event
+        for side, data in (("orig", st.orig), ("resp", st.resp)):
+            banner, start = ssh_mod.banner(bytes(data))
+            if banner is None:
+                continue
+            if side == "orig":
+                e.client_banner = banner
+            else:
+                e.server_banner = banner
+            if e.host_key is None:
+                key = ssh_mod.host_key(bytes(data), start)
+                if key is not None:
+                    e.host_key_type, e.host_key = key.key_type, key.fingerprint
+                    e.key_sent_by_orig = side == "orig"
+        if e.client_banner and e.server_banner and e.host_key:
+            st.done = True
+
+    def _http(self, st: Stream, ctx, payload, ev) -> None:
+        if st.event is None:
+            st.event = HttpEvent(st.ctx)
+        e = st.event
+        if e.request is None and ctx.from_orig:
+            e.request = http_mod.parse_request(bytes(st.orig))
+        if e.response is None and not ctx.from_orig:
+            e.response = http_mod.parse_response(bytes(st.resp))
+        upgraded = e.request is not None and e.request.upgrade is not None
+        # a protocol banner inside an HTTP (e.g. WebSocket) stream is a tunnel
+        pos = payload.find(b"SSH-2.0-")
+        if pos < 0:
+            pos = payload.find(b"SSH-1.99-")
+        if pos >= 0 and not payload.startswith(b"SSH-"):
+            outer = e.request.upgrade if upgraded else "http"
+            end = payload.find(b"\n", pos)
+            ev.tunnels.append(TunnelEvent(ctx, "ssh", outer or "http", pos,
+                                          payload[pos:end if end > 0 else pos + 64].decode("latin-1").strip()))
+            st.done = True
+        elif e.request is not None and e.response is not None and not upgraded and st.packets > 4:
+            st.done = True
+
+    def _json(self, st: Stream, ctx, payload, ev) -> None:
+        methods, agent = rpc_mod.mining_methods(payload)
+        if methods:
+            if st.event is None:
+                st.event = MiningEvent(st.ctx, [], agent, "stratum")
+            e = st.event
+            for m in methods:
+                if m not in e.methods:
+                    e.methods.append(m)
+            if agent and not e.agent:
+                e.agent = agent
+            if "getwork" in e.methods or "getblocktemplate" in e.methods:
+                e.protocol = "getwork"
+            if len(e.methods) >= 3:
+                st.done = True
+        elif st.packets >= 8 and st.event is None:
+            st.done = True
+
+    def _p2p(self, st: Stream, ctx, payload, ev) -> None:
+        found = rpc_mod.p2p_protocol(payload)
+        if found is not None:
+            st.event = MiningEvent(st.ctx, [found[1]], None, f"p2p:{found[0]}")
+        st.done = True
+
+    def _finish_stream(self, st: Stream, ev: Events) -> None:
+        e = st.event
+        if e is None:
+            return
+        if isinstance(e, TlsEvent) and e.client_hello is not None:
+            ev.tls.append(e)
+        elif isinstance(e, SshEvent) and (e.client_banner or e.server_banner):
+            ev.ssh.append(e)
+        elif isinstance(e, HttpEvent) and e.request is not None:
+            ev.http.append(e)
+        elif isinstance(e, MiningEvent) and e.methods:
+            ev.mining.append(e)
+        st.event = None
+
+    def flush(self) -> Events:
+        """End of input: hand on what the open streams found."""
+        ev = Events()
+        for st in self.streams.values():
+            self._finish_stream(st, ev)
+        self.streams.clear()
+        return ev
+
+    # -- packet-level arrays ---------------------------------------------------------------
+    def _packet_arrays(self, b, cols, n, ev: Events) -> None:
+        et = cols.ethertype[:n]
+        arp = np.flatnonzero(et == 0x0806)
+        if len(arp):
+            ev.arp = PacketArrays({"ts": cols.ts_ns[arp], "op": cols.arp_op[arp], "eth_src": cols.src_mac[arp],
+                                   "eth_dst": cols.dst_mac[arp], "sha": cols.arp_sha[arp], "spa": cols.arp_spa[arp],
+                                   "tha": cols.arp_tha[arp], "tpa": cols.arp_tpa[arp]})
+        ipv = cols.ip_ver[:n] != 0
+        proto = cols.proto[:n]
+        icmp = np.flatnonzero(ipv & ((proto == 1) | (proto == 58)) & (cols.frag[:n] & pc.FRAG_IS_FRAGMENT == 0)
+                              & (cols.status[:n] == pc.ST_OK))
+        if len(icmp):
+            heads = np.zeros((len(icmp), ICMP_HEAD), np.uint8)
+            buf = np.empty(len(icmp) * ICMP_HEAD, np.uint8)
+            offs = np.empty(len(icmp) + 1, np.int64)
+            ks.gather(b.buf, b.off, cols, icmp.astype(np.int64), ICMP_HEAD, True, buf, offs)
+            for j in range(len(icmp)):
+                row = buf[offs[j]:offs[j + 1]]
+                heads[j, :len(row)] = row
+            src, dst = self._addresses(cols, icmp)
+            ev.icmp = PacketArrays({"ts": cols.ts_ns[icmp], "src": src, "dst": dst, "v6": proto[icmp] == 58,
+                                    "type": cols.icmp_type[icmp], "code": cols.icmp_code[icmp],
+                                    "payload_len": cols.payload_len[icmp], "ttl": cols.ttl[icmp],
+                                    "eth_src": cols.src_mac[icmp], "head": heads,
+                                    "uid": np.array([uid_text(int(x)) for x in self._fids(cols, icmp)], dtype=object)})
+        flags = cols.tcp_flags[:n]
+        tcp_ok = ipv & (proto == 6) & (cols.status[:n] == pc.ST_OK)
+        odd = tcp_ok & ((flags == 0) | ((flags & 0x03) == 0x03) | ((flags & 0x06) == 0x06)
+                        | (((flags & 0x01) != 0) & ((flags & 0x10) == 0))
+                        | (((flags & 0x29) == 0x29) & ((flags & 0x10) == 0)))
+        odd_idx = np.flatnonzero(odd)
+        if len(odd_idx):
+            src, dst = self._addresses(cols, odd_idx)
+            ev.tcp_odd = PacketArrays({"ts": cols.ts_ns[odd_idx], "src": src, "dst": dst,
+                                       "sport": cols.sport[odd_idx], "dport": cols.dport[odd_idx],
+                                       "flags": flags[odd_idx]})
+
+    def _fids(self, cols, idx):
+        fid = np.zeros(len(idx), np.uint64)
+        ks.flow_ids(cols, idx.astype(np.int64), fid)
+        return fid
+
+    def _addresses(self, cols, idx) -> tuple[np.ndarray, np.ndarray]:
+        k = len(idx)
+        sb, db = np.empty(max(1, k * 39), np.uint8), np.empty(max(1, k * 39), np.uint8)
+        so, do = np.empty(k + 1, np.int64), np.empty(k + 1, np.int64)
+        ks.packet_addresses(cols, idx.astype(np.int64), sb, so, db, do)
+        return (np.array(au.strings(sb, so, k).to_pylist(), dtype=object),
+                np.array(au.strings(db, do, k).to_pylist(), dtype=object))

@@ -1,0 +1,192 @@
+"""The ``detector analyze`` job: captures in, alerts out (and, optionally, flow records).
+
+Per batch: flow accounting (CPU or GPU engine), then the L7 tap on the batch's packets, then
+every detector sees the ended flows and the events. At the end, open flows and streams are
+flushed and each detector reports its alerts, which are written one JSON object per line,
+in time order.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from detector.alerts import SEVERITY_RANK, Alert
+from detector.backend import CPU, Backend
+from detector.config import Config
+from detector.detect.base import FlowView
+from detector.detect.registry import build_detectors
+from detector.errors import OutputError
+from detector.flows.engine import make_engine
+from detector.flows.records import RecordBuilder
+from detector.l7.tap import L7Tap
+from detector.output.flow_writers import open_flow_writer
+from detector.pipeline.flows_job import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE
+from detector.pipeline.ingest import Ingest
+from detector.progress import Progress
+from detector.site import Site
+from kernels import packet_columns as pc
+
+log = logging.getLogger("detector.analyze")
+
+
+@dataclass
+class AnalyzeResult:
+    exit_code: int
+    alerts: list[Alert]
+    summary: dict
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class AlertSink:
+    """JSONL alerts to a file or stdout; written on close, in time order."""
+
+    def __init__(self, path: str | None):
+        self.path = path or "-"
+        self._fh = None
+        if self.path != "-":
+            try:
+                self._fh = open(self.path, "w", encoding="utf-8")
+            except OSError as exc:
+                raise OutputError(self.path, f"cannot create: {exc.strerror}") from None
+
+    def write_all(self, alerts: list[Alert]) -> None:
+        fh = self._fh or sys.stdout
+        try:
+            for a in alerts:
+                fh.write(a.to_json())
+                fh.write("\n")
+            fh.flush()
+        except OSError as exc:
+            raise OutputError(self.path, f"write failed: {exc.strerror}") from None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+def _host_columns(engine, n: int) -> pc.PacketColumns:
+    cols = engine.cols
+    if hasattr(cols.ts_ns, "get"):  # device columns: the L7 tap runs on the host
+        return pc.PacketColumns(*(c[:n].get() for c in cols))
+    return cols
+
+
+def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, flows_out: str | None = None,
+                flows_format: str = "parquet", backend: Backend = CPU, progress: bool | None = None,
+                extra_detectors=(), min_severity: str = "low") -> AnalyzeResult:
+    """Analyse ``inputs``; alerts of ``min_severity`` and above go to ``alerts_out`` ("-" for
+    stdout, None for nowhere); the result holds them all."""
+    t0 = time.perf_counter()
+    site = Site(cfg.site)
+    flow_cfg = cfg.flows
+    if not flow_cfg.local_nets and cfg.site.local_nets:
+        import dataclasses
+
+        flow_cfg = dataclasses.replace(flow_cfg, local_nets=cfg.site.local_nets)
+    ingest = Ingest(inputs, flow_cfg.batch_size)
+    sink = AlertSink(alerts_out) if alerts_out is not None else None
+    flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
+    engine = make_engine(flow_cfg, backend)
+    builder = RecordBuilder(flow_cfg)
+    tap = L7Tap()
+    detectors = build_detectors(site, cfg.detect, cfg.disabled_detectors) + list(extra_detectors)
+    if backend.is_gpu:
+        log.info("L7 inspectors and detectors run on the host, on the packets and flows they need")
+    bar = Progress(ingest.total_bytes(), enabled=progress)
+    output_error = None
+    interrupted = False
+    flows_seen = 0
+
+    def feed_flows(emitted) -> None:
+        nonlocal flows_seen
+        for em in emitted:
+            rb = builder.build(em)
+            flows_seen += rb.num_rows
+            if flow_writer is not None:
+                flow_writer.write(rb)
+            view = FlowView(rb)
+            for d in detectors:
+                d.observe_flows(view)
+
+    def feed_events(events) -> None:
+        for d in detectors:
+            d.observe_events(events)
+
+    alerts: list[Alert] = []
+    try:
+        try:
+            for batch in ingest.batches():
+                feed_flows(engine.process(batch))
+                feed_events(tap.process(batch, _host_columns(engine, batch.n), batch.n))
+                bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
+        except KeyboardInterrupt:
+            interrupted = True
+        feed_flows(engine.finish())
+        feed_events(tap.flush())
+        for d in detectors:
+            alerts.extend(d.finish())
+        alerts.sort(key=lambda a: (a.ts_ns, -a.severity_rank))
+        if sink is not None:
+            floor = SEVERITY_RANK[min_severity]
+            sink.write_all([a for a in alerts if a.severity_rank >= floor])
+    except OutputError as exc:
+        output_error = exc
+    finally:
+        bar.close()
+        if sink is not None:
+            sink.close()
+        if flow_writer is not None:
+            try:
+                flow_writer.close()
+            except OutputError as exc:
+                output_error = output_error or exc
+    elapsed = time.perf_counter() - t0
+    c = engine.counts
+    by_cat = Counter(a.category for a in alerts)
+    by_sev = Counter(a.severity for a in alerts)
+    hosts = Counter(a.host for a in alerts if a.severity_rank >= SEVERITY_RANK["medium"])
+    summary = {
+        "inputs": len(ingest.inputs), "packets": c.records, "ip_packets": c.ip, "flows": flows_seen,
+        "alerts": len(alerts), "alerts_by_category": dict(by_cat), "alerts_by_severity": dict(by_sev),
+        "top_hosts": hosts.most_common(5), "seconds": round(elapsed, 6),
+        "packets_per_s": round(c.records / elapsed, 1) if elapsed > 0 else 0.0, "backend": backend.name,
+        "device": backend.device or "cpu", "bad_inputs": len(ingest.errors),
+        "l7": {"streams_dropped": tap.dropped_streams, "parse_errors": tap.parse_errors},
+        "site_inferred": site.inferred_local,
+    }
+    errors = [str(e) for e in ingest.errors]
+    warnings = [w for s in ingest.inputs for w in s.warnings]
+    if output_error is not None:
+        errors.append(str(output_error))
+    if interrupted:
+        warnings.append("interrupted: alerts for the input read so far were written")
+    if ingest.unusable and c.records == 0:
+        code = EXIT_UNUSABLE
+    elif errors or warnings or interrupted:
+        code = EXIT_PARTIAL
+    else:
+        code = EXIT_OK
+    return AnalyzeResult(code, alerts, summary, errors, warnings)
+
+
+def summary_text(s: dict, alerts: list[Alert]) -> str:
+    lines = [f"{s['packets']:,} packets, {s['flows']:,} flows from {s['inputs']} input(s) in {s['seconds']:.2f} s "
+             f"({s['packets_per_s'] / 1e6:.2f} M packets/s, {s['backend']}): {s['alerts']} alert(s)"]
+    if alerts:
+        sev = s["alerts_by_severity"]
+        lines.append("  by severity: " + ", ".join(f"{k} {sev[k]}" for k in ("critical", "high", "medium", "low")
+                                                  if k in sev))
+        lines.append("  by category: " + ", ".join(f"{k} {v}" for k, v in sorted(s["alerts_by_category"].items())))
+        if s["top_hosts"]:
+            lines.append("  top hosts (medium and above): " + ", ".join(f"{h or '?'} ({n})" for h, n in s["top_hosts"]))
+        worst = sorted(alerts, key=lambda a: (-a.severity_rank, a.ts_ns))[:5]
+        for a in worst:
+            lines.append(f"  [{a.severity}] {a.category}/{a.technique}: {a.summary[:150]}")
+    if s.get("site_inferred"):
+        lines.append("  note: no site configuration: private address ranges were taken as local (see --config)")
+    return "\n".join(lines)

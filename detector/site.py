@@ -1,0 +1,147 @@
+"""What the site knows about itself: its networks, gateways, servers and host roles.
+
+Loaded from the ``[site]`` section of the configuration. Without it the site is inferred:
+private address ranges are local (and the analysis says so), and the gateway is the MAC address
+that most outbound traffic is sent to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+log = logging.getLogger("detector.site")
+
+PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+                "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128")
+MULTICAST_NETS = ("224.0.0.0/4", "ff00::/8", "255.255.255.255/32")
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """The ``[site]`` section. Lists of addresses accept single addresses and CIDR networks."""
+
+    local_nets: tuple[str, ...] = ()  # empty: the private ranges
+    gateways: tuple[str, ...] = ()  # IPs of the default gateways (ARP spoofing of them is critical)
+    dns_servers: tuple[str, ...] = ()
+    dhcp_servers: tuple[str, ...] = ()
+    routers: tuple[str, ...] = ()  # hosts allowed to send ICMP redirects
+    dtns: tuple[str, ...] = ()  # data-transfer nodes
+    login_nodes: tuple[str, ...] = ()
+    compute_nets: tuple[str, ...] = ()  # compute nodes reach the Internet only through proxies
+    proxies: tuple[str, ...] = ()
+    partner_dtns: tuple[str, ...] = ()  # peers of normal bulk transfers (GridFTP/Globus replication)
+    transfer_ports: tuple[str, ...] = ("50000-51000", "2811", "443")
+    local_domains: tuple[str, ...] = ()  # names that may resolve to local addresses
+    ssh_host_keys: tuple[str, ...] = ()  # pins: "HOST:PORT=SHA256:..." (learned from traffic too)
+    tls_certs: tuple[str, ...] = ()  # pins: "NAME=<sha256 hex>"
+
+    def validate(self, path: str | None = None) -> SiteConfig:
+        from detector.errors import ConfigError
+
+        for name in ("local_nets", "gateways", "dns_servers", "dhcp_servers", "routers", "dtns", "login_nodes",
+                     "compute_nets", "proxies", "partner_dtns"):
+            for value in getattr(self, name):
+                try:
+                    ipaddress.ip_network(value, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"not an address or network: {exc}", path, f"site.{name}") from None
+        for value in self.transfer_ports:
+            lo, _, hi = str(value).partition("-")
+            if not (lo.isdigit() and (not hi or hi.isdigit()) and int(lo) <= int(hi or lo) <= 65535):
+                raise ConfigError(f"{value!r} is not a port or a port range", path, "site.transfer_ports")
+        for value in self.ssh_host_keys + self.tls_certs:
+            if "=" not in value:
+                raise ConfigError(f"{value!r}: a pin is written KEY=VALUE", path, "site.ssh_host_keys / site.tls_certs")
+        return self
+
+
+class NetSet:
+    def __init__(self, items):
+        self.nets = [ipaddress.ip_network(x, strict=False) for x in items]
+
+    def __bool__(self) -> bool:
+        return bool(self.nets)
+
+    def __contains__(self, addr) -> bool:
+        return _contains(tuple(self.nets), addr)
+
+
+@lru_cache(maxsize=262144)
+def _parse(addr: str):
+    try:
+        return ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=262144)
+def _contains(nets: tuple, addr: str) -> bool:
+    a = _parse(addr)
+    if a is None:
+        return False
+    if a.version == 6 and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return any(a.version == n.version and a in n for n in nets)
+
+
+class Site:
+    """Runtime view of :class:`SiteConfig`, plus what is inferred from the traffic."""
+
+    def __init__(self, cfg: SiteConfig | None = None):
+        self.cfg = cfg = cfg or SiteConfig()
+        self.inferred_local = not cfg.local_nets
+        self.local = NetSet(cfg.local_nets or PRIVATE_NETS)
+        self.multicast = NetSet(MULTICAST_NETS)
+        self.gateways = set(cfg.gateways)
+        self.dns_servers = NetSet(cfg.dns_servers)
+        self.dhcp_servers = NetSet(cfg.dhcp_servers)
+        self.routers = NetSet(cfg.routers)
+        self.dtns = NetSet(cfg.dtns)
+        self.login_nodes = NetSet(cfg.login_nodes)
+        self.compute = NetSet(cfg.compute_nets)
+        self.proxies = NetSet(cfg.proxies)
+        self.partners = NetSet(cfg.partner_dtns)
+        self.transfer_ports = []
+        for value in cfg.transfer_ports:
+            lo, _, hi = str(value).partition("-")
+            self.transfer_ports.append((int(lo), int(hi or lo)))
+        self.local_domains = tuple(d.lower().strip(".") for d in cfg.local_domains)
+        self.gateway_macs: set[int] = set()  # inferred by the ARP detector
+        if self.inferred_local:
+            log.info("site: no local_nets configured: taking the private ranges (%s) as local",
+                     ", ".join(PRIVATE_NETS[:4]))
+
+    def is_local(self, addr: str) -> bool:
+        return addr in self.local
+
+    def is_external(self, addr: str) -> bool:
+        return not self.is_local(addr) and addr not in self.multicast
+
+    def is_transfer_port(self, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self.transfer_ports)
+
+    def role(self, addr: str) -> str:
+        if addr in self.dtns:
+            return "dtn"
+        if addr in self.login_nodes:
+            return "login"
+        if addr in self.compute:
+            return "compute"
+        return "host" if self.is_local(addr) else "external"
+
+    def is_local_name(self, name: str) -> bool:
+        n = name.lower().strip(".")
+        if n.endswith((".local", ".lan", ".internal", ".home.arpa", ".in-addr.arpa", ".ip6.arpa", ".localdomain")) \
+                or "." not in n:
+            return True
+        return any(n == d or n.endswith("." + d) for d in self.local_domains)
+
+
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in PRIVATE_NETS)
+
+
+def is_private(addr: str) -> bool:
+    return _contains(_PRIVATE, addr)
