@@ -1,7 +1,7 @@
 """Pick the few packets the L7 inspectors need, and copy their bytes out of the batch.
 
 ``classify_payloads`` looks at the first bytes of every packet that carries payload and names
-the protocol they start like (TLS handshake, SSH banner, HTTP, JSON, DNS, DHCP), and gives each
+the protocol they start like (TLS handshake, SSH banner, HTTP, JSON, RFB, DNS, DHCP), and gives each
 packet the 64-bit id of the flow record it belongs to (the number behind its uid), so that the
 caller can also keep the later packets of streams it is following. ``gather`` copies the
 chosen payloads (and ICMP heads) into one flat buffer.
@@ -25,6 +25,7 @@ SIG_DHCP = 6  # UDP ports 67/68
 SIG_OTHER = 7  # payload of no known start (kept only for followed streams)
 SIG_P2P = 8  # a cryptocurrency peer-to-peer message header (Bitcoin family magic, Monero levin)
 SIG_FTP = 9  # FTP control channel (TCP port 21)
+SIG_RFB = 10  # "RFB xxx.yyy" protocol version: VNC
 
 
 @row_fn
@@ -91,6 +92,8 @@ def classify_payloads(buf, rec_off, cols, n, sig, fid):
             sig[i] = SIG_TLS
         elif avail >= 4 and b0 == 0x53 and buf[p + 1] == 0x53 and buf[p + 2] == 0x48 and buf[p + 3] == 0x2D:
             sig[i] = SIG_SSH
+        elif avail >= 12 and b0 == 0x52 and buf[p + 1] == 0x46 and buf[p + 2] == 0x42 and buf[p + 3] == 0x20:
+            sig[i] = SIG_RFB
         elif _starts_http(buf, p, avail):
             sig[i] = SIG_HTTP
         elif b0 == 0x7B or b0 == 0x5B:

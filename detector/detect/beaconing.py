@@ -10,7 +10,9 @@ and external destination, from the start times and sizes of their connections:
 - size: skewness and MAD of the bytes sent per connection, and how small their mode is.
 
 The score is the mean of the timing and size scores; medium from ``medium_score``, high from
-``high_score``, with at least ``min_connections``. Periodic by design and left out: NTP, DNS,
+``high_score``, with at least ``min_connections``, a median gap of at least ``min_interval_s``
+(faster than that is a burst or a scan, not a check-in) and at most ``max_ports`` destination
+ports (a beacon calls one service). Periodic by design and left out: NTP, DNS,
 perfSONAR (861/862/5201), proxies and caches (3128), names in ``allow_domains`` (Globus,
 CVMFS, ...) as learned from DNS answers and TLS server names, and ``site.partner_dtns``. Only
 login and compute nodes are judged when roles are configured; any local host otherwise.
@@ -51,12 +53,15 @@ class Beaconing(Detector):
         allow_domains: tuple[str, ...] = ("globus.org", "cvmfs", "cern.ch", "opensciencegrid.org", "ntp.org",
                                           "perfsonar")
         max_pairs: int = 200_000
+        min_interval_s: float = 1.0
+        max_ports: int = 3
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.starts: dict[tuple[str, str], list[int]] = defaultdict(list)
         self.sizes: dict[tuple[str, str], list[int]] = defaultdict(list)
         self.meta: dict[tuple[str, str], tuple] = {}
+        self.ports: dict[tuple[str, str], set[int]] = defaultdict(set)
         self.names: dict[str, str] = {}
 
     def observe_events(self, events: Events) -> None:
@@ -84,13 +89,16 @@ class Beaconing(Detector):
                 if len(self.meta) >= self.p.max_pairs or not self._judged(src) or not self.site.is_external(dst) \
                         or dst in self.site.partners or dst in self.site.proxies:
                     continue
-                self.meta[key] = (int(rp[j]), f["uid"][j], f["community_id"][j])
+                self.meta[key] = (int(rp[j]), f["uid"][j], f["community_id"][j], f["proto"][j])
+            ports = self.ports[key]
+            if len(ports) <= self.p.max_ports:
+                ports.add(int(rp[j]))
             self.starts[key].append(int(ts[j]))
             self.sizes[key].append(int(ob[j]))
 
     def finish(self) -> list[Alert]:
         p = self.p
-        keys = [k for k, v in self.starts.items() if len(v) >= p.min_connections]
+        keys = [k for k, v in self.starts.items() if len(v) >= p.min_connections and len(self.ports[k]) <= p.max_ports]
         if not keys:
             return []
         group = np.concatenate([np.full(len(self.starts[k]), g) for g, k in enumerate(keys)])
@@ -104,6 +112,8 @@ class Beaconing(Detector):
             n = len(self.starts[(src, dst)])
             span = (max(self.starts[(src, dst)]) - min(self.starts[(src, dst)])) / 1e9
             median = float(st["median"][g])
+            if median < p.min_interval_s:
+                continue
             ts_skew = 1.0 - min(1.0, abs(float(st["bowley_skew"][g])))
             ts_mad = max(0.0, 1.0 - float(st["mad"][g]) / 30.0)
             ts_count = min(1.0, n / max(span / max(median, 1e-3), 1.0)) if median > 0 else 0.0
@@ -113,7 +123,7 @@ class Beaconing(Detector):
             score = ((ts_skew + ts_mad + ts_count) / 3 + ds) / 2
             if score < p.medium_score:
                 continue
-            port, uid, cid = self.meta[(src, dst)]
+            port, uid, cid, proto = self.meta[(src, dst)]
             high = score >= p.high_score
             first = min(self.starts[(src, dst)])
             out.append(Alert(first, max(self.starts[(src, dst)]), "compute_theft", "beaconing",
@@ -121,7 +131,7 @@ class Beaconing(Detector):
                              f"{src} ({self.site.role(src)}) connected to {name or dst}:{port} {n} times every "
                              f"{median:.0f} s (gap MAD {float(st['mad'][g]):.1f} s, typical {ds_mode:.0f} bytes): "
                              "a beacon, as malware and unattended miners keep", self.label, self.host_for(src), src,
-                             dst, None, port, "tcp",
+                             dst, None, port, proto,
                              {"connections": n, "median_interval_s": round(median, 3),
                               "interval_mad_s": round(float(st["mad"][g]), 3),
                               "interval_bowley_skew": round(float(st["bowley_skew"][g]), 3),

@@ -1,10 +1,14 @@
-"""Password guessing against SSH and FTP (unauthorized_access / ssh_bruteforce, ftp_bruteforce,
-distributed_guessing).
+"""Password guessing against SSH, FTP and VNC (unauthorized_access / ssh_bruteforce, ftp_bruteforce,
+vnc_bruteforce, distributed_guessing; scan / credential_probe).
 
 Methods:
 
-- FTP is in the clear: the server's ``530`` replies are failed logins, counted per client and
-  server (Zeek's ``FTP::bruteforce_threshold`` logic).
+- FTP and VNC authenticate in the clear: the server's ``530`` replies and RFB SecurityResult
+  failures are failed logins, counted per client and server (Zeek's
+  ``FTP::bruteforce_threshold`` logic).
+- A credential probe (``scan``): fewer failures than that, but answered faster than
+  ``human_response_s`` after the VNC challenge, so by a tool and not a person typing a password:
+  the one-try-per-target pattern of VNC scanners hunting for empty or default passwords.
 - SSH is encrypted after the key exchange, so failures are inferred from the flows, after
   SSHCure (Hofstede et al., 2014) and Zeek's ``detect-bruteforcing``: connections to an SSH
   server in which the server sent little (``ssh_fail_max_resp_bytes``; a shell sends far more)
@@ -43,11 +47,12 @@ class BruteForce(Detector):
         ssh_fail_max_resp_bytes: int = 4500
         ssh_size_cv: float = 0.25
         distributed_min_sources: int = 10
+        human_response_s: float = 1.0
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.ssh: dict[tuple[str, str, int], list] = defaultdict(list)  # (ts, resp_bytes, uid, cid)
-        self.ftp: dict[tuple[str, str], dict] = {}
+        self.logins: dict[tuple[str, str, str, int], dict] = {}  # (service, client, server, port)
 
     def observe_flows(self, f: FlowView) -> None:
         rp, proto = f["resp_p"], f["proto"]
@@ -60,16 +65,28 @@ class BruteForce(Detector):
     def observe_events(self, events: Events) -> None:
         for ev in events.ftp:
             c = ev.ctx
-            key = (c.client, c.server)
-            a = self.ftp.setdefault(key, {"first": c.ts_ns, "last": c.ts_ns, "fail": 0, "ok": 0, "users": set(),
-                                          "uid": c.uid})
-            a["last"] = c.ts_ns
-            if ev.code == 530:
-                a["fail"] += 1
-            else:
-                a["ok"] += 1
-            if ev.user and len(a["users"]) < 50:
-                a["users"].add(ev.user)
+            self._login(("ftp", c.client, c.server, 21), c, ev.code != 530, ev.user, None)
+        for ev in events.rfb:
+            if ev.auth_ok is None:
+                continue
+            c = ev.ctx
+            self._login(("vnc", c.client, c.server, c.dport if c.from_orig else c.sport), c, ev.auth_ok, None,
+                        ev.response_delay_s)
+
+    def _login(self, key: tuple, c, ok: bool, user: str | None, delay_s: float | None) -> None:
+        a = self.logins.setdefault(key, {"first": c.ts_ns, "last": c.ts_ns, "fail": 0, "ok": 0, "users": set(),
+                                         "uid": c.uid, "fast_fail": 0, "delays": []})
+        a["last"] = c.ts_ns
+        if ok:
+            a["ok"] += 1
+        else:
+            a["fail"] += 1
+            if delay_s is not None:
+                a["fast_fail"] += delay_s < self.p.human_response_s
+                if len(a["delays"]) < 20:
+                    a["delays"].append(round(delay_s, 3))
+        if user and len(a["users"]) < 50:
+            a["users"].add(user)
 
     def _ssh_failures(self, conns: list) -> list:
         small = [c for c in conns if c[1] <= self.p.ssh_fail_max_resp_bytes]
@@ -126,14 +143,23 @@ class BruteForce(Detector):
                              self.label, self.host_for(server), None, server, None, port, "tcp",
                              {"sources": sorted(c for c, _ in sources)[:32], "source_count": len(sources),
                               "failed_looking_connections": total}))
-        for (client, server), a in self.ftp.items():
-            if a["fail"] < p.min_failures:
-                continue
-            sev, score = self._severity(a["fail"])
-            out.append(Alert(a["first"], a["last"], "unauthorized_access", "ftp_bruteforce", sev, score,
-                             f"{client} failed {a['fail']} FTP logins on {server} ('530 Login incorrect')"
-                             + (f" and then logged in {a['ok']} time(s)" if a["ok"] else "") + ": password guessing",
-                             self.label, self.host_for(server, client), client, server, None, 21, "tcp",
-                             {"failed_logins": a["fail"], "successful_logins": a["ok"],
-                              "users_tried": sorted(a["users"])[:20], "uid": a["uid"]}))
+        for (service, client, server, port), a in self.logins.items():
+            if a["fail"] >= p.min_failures:
+                sev, score = self._severity(a["fail"])
+                what = "FTP logins ('530 Login incorrect')" if service == "ftp" else "VNC authentications"
+                out.append(Alert(a["first"], a["last"], "unauthorized_access", f"{service}_bruteforce", sev, score,
+                                 f"{client} failed {a['fail']} {what} on {server}:{port}"
+                                 + (f" and then logged in {a['ok']} time(s)" if a["ok"] else "")
+                                 + ": password guessing", self.label, self.host_for(server, client), client, server,
+                                 None, port, "tcp",
+                                 {"failed_logins": a["fail"], "successful_logins": a["ok"],
+                                  "users_tried": sorted(a["users"])[:20], "uid": a["uid"]}))
+            elif a["fast_fail"]:
+                out.append(Alert(a["first"], a["last"], "scan", "credential_probe", "medium", 0.6,
+                                 f"{client} tried {a['fail']} {service.upper()} login(s) on {server}:{port}, answering "
+                                 f"the password challenge within {max(a['delays']):.2f} s (a person takes longer than "
+                                 f"{p.human_response_s:g} s), and failed: a tool probing for empty or default passwords",
+                                 self.label, self.host_for(server, client), client, server, None, port, "tcp",
+                                 {"failed_logins": a["fail"], "successful_logins": a["ok"],
+                                  "response_delays_s": a["delays"], "uid": a["uid"]}))
         return out

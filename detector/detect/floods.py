@@ -28,13 +28,10 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
+from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
 
 HALF_OPEN = {"S0", "RSTOS0", "SH", "REJ", "OTH"}
-AMPLIFIER_PORTS = {53: "DNS", 123: "NTP", 161: "SNMP", 1900: "SSDP", 11211: "memcached", 389: "CLDAP",
-                   19: "chargen", 17: "QOTD", 3702: "WS-Discovery", 5353: "mDNS", 27015: "Steam", 3283: "ARD",
-                   10001: "Ubiquiti", 37810: "DVR", 520: "RIP", 111: "portmap", 137: "NetBIOS"}
-
 
 class Floods(Detector):
     name = "floods"

@@ -1,4 +1,5 @@
-"""Port scans, address sweeps and slow scans (scan / port_scan, address_sweep, slow_scan).
+"""Port scans, address sweeps and slow scans (scan / port_scan, address_sweep, slow_scan,
+distributed_scan).
 
 Methods:
 
@@ -11,6 +12,11 @@ Methods:
   ways and a failure otherwise; with theta0 = 0.8 and theta1 = 0.2 the likelihood ratio grows 4x
   per failure and shrinks 4x per success, and the source is a scanner when it reaches
   ``trw_eta1`` (99: false positive rate 1 %, detection 99 %) after at least ``trw_min_failures``.
+- Distributed probing of one target: failed connection attempts to one host from at least
+  ``distributed_min_sources`` sources on at least ``distributed_min_ports`` ports, each source
+  staying under the per-source thresholds. This is how worms and botnets look from the victim's
+  side (Sasser, Bagle, MyDoom and Dameware backdoor ports hit by hundreds of infected hosts a
+  day); one closed service hit by many clients does not qualify, as it is one port.
 
 Severity: medium; high from ``port_high`` ports or ``sweep_high`` hosts.
 """
@@ -24,6 +30,7 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
+from detector.detect.services import AMPLIFIER_PORTS
 
 FAILED_STATES = {"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"}
 
@@ -40,6 +47,8 @@ class PortScan(Detector):
         sweep_high: int = 250
         trw_eta1: float = 99.0
         trw_min_failures: int = 5
+        distributed_min_sources: int = 20
+        distributed_min_ports: int = 5
         max_sources: int = 100_000
 
     def __init__(self, params=None, site=None):
@@ -49,6 +58,7 @@ class PortScan(Detector):
         self.first: dict[tuple, tuple[int, int]] = {}
         self.trw: dict[str, dict] = {}
         self.seen_targets: dict[str, set] = defaultdict(set)
+        self.inbound: dict[str, dict] = {}
 
     def _note(self, key, ts: int) -> None:
         lo, hi = self.first.get(key, (ts, ts))
@@ -70,6 +80,8 @@ class PortScan(Detector):
                     self.hosts[key].add(dst)
                     self._note(key, t)
                 continue
+            if pr == "udp" and int(f["orig_p"][j]) in AMPLIFIER_PORTS and port >= 1024 and int(rpk[j]) == 0:
+                continue  # an answer nobody asked for (reflection backscatter), not a probe
             failed = state[j] in FAILED_STATES or (not useful and (pr == "udp" and int(rpk[j]) == 0 or pr == "tcp"))
             if failed:
                 self.ports[(src, dst)].add(port)
@@ -77,6 +89,7 @@ class PortScan(Detector):
                 key = (src, port, pr)
                 self.hosts[key].add(dst)
                 self._note(key, t)
+                self._note_inbound(src, dst, port, pr, t)
             # threshold random walk over first contacts with (host, port) targets
             if len(self.trw) >= self.p.max_sources and src not in self.trw:
                 continue
@@ -95,6 +108,17 @@ class PortScan(Detector):
             else:
                 w["ok"] += 1
                 w["lr"] *= 0.25
+
+    def _note_inbound(self, src: str, dst: str, port: int, pr: str, t: int) -> None:
+        if dst not in self.inbound and len(self.inbound) >= self.p.max_sources:
+            return
+        d = self.inbound.setdefault(dst, {"sources": set(), "ports": set(), "first": t, "last": t, "attempts": 0})
+        d["first"], d["last"] = min(d["first"], t), max(d["last"], t)
+        d["attempts"] += 1
+        if len(d["sources"]) < 4096:
+            d["sources"].add(src)
+        if len(d["ports"]) < 4096:
+            d["ports"].add(f"{pr}/{port}")
 
     def finish(self) -> list[Alert]:
         p = self.p
@@ -134,4 +158,17 @@ class PortScan(Detector):
                              self.host_for(*dsts[:4], src), src, dsts[0] if len(dsts) == 1 else None, None, None, None,
                              {"failed_first_contacts": w["fail"], "successful_first_contacts": w["ok"],
                               "likelihood_ratio": round(float(np.log10(w["lr"])), 2), "targets": dsts[:32]}))
+            reported.add(src)
+        for dst, d in self.inbound.items():
+            sources = d["sources"] - reported
+            if len(sources) < p.distributed_min_sources or len(d["ports"]) < p.distributed_min_ports:
+                continue
+            ports = sorted(d["ports"], key=lambda x: (x.split("/")[0], int(x.split("/")[1])))
+            out.append(Alert(d["first"], d["last"], "scan", "distributed_scan", "medium", 0.6,
+                             f"{len(sources)} sources made {d['attempts']} failed connection attempts to {dst} on "
+                             f"{len(ports)} ports ({', '.join(ports[:8])}{'...' if len(ports) > 8 else ''}): probing "
+                             "by many hosts at once, as worms and botnets do", self.label, self.host_for(dst), None,
+                             dst, None, None, None,
+                             {"source_count": len(sources), "sources": sorted(sources)[:32], "ports": ports[:64],
+                              "attempts": d["attempts"]}))
         return out

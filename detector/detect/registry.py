@@ -18,6 +18,7 @@ from detector.detect.key_pins import KeyPins
 from detector.detect.mining import Mining
 from detector.detect.port_scan import PortScan
 from detector.detect.probe_signs import ProbeSigns
+from detector.detect.remote_shell import RemoteShell
 from detector.detect.rogue_dhcp import RogueDhcp
 from detector.detect.session_hijack import SessionHijack
 from detector.detect.ttl_change import TtlChange
@@ -28,7 +29,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     DnsTunnel, IcmpTunnel, BulkUpload, HttpUpload, Tunnels,
     ArpSpoof, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, SessionHijack, TtlChange,
     Mining, Beaconing, ComputeOutbound,
-    BruteForce,
+    BruteForce, RemoteShell,
     PortScan, ProbeSigns,
     Floods,
 )

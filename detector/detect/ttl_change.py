@@ -7,7 +7,10 @@ Segments whose hop count differs by ``min_delta`` or more from the others of the
 were sent from somewhere else: TCP session hijacking and RST injection (the TTL heuristic of
 Zeek's ``TTL_change`` weird and of Snort's stream preprocessor). Hop counts, not raw TTLs, are
 compared so that a middlebox answering with another initial TTL on the same path does not
-count. Medium per connection; high from ``high_delta`` hops.
+count. Only established connections count (a spoofed SYN answered by the real owner's RST is a
+flood, not a hijack). Medium per pair of hosts; high from ``high_delta`` hops. A peer whose hop
+count settles over ``peer_min_connections`` connections and later moves by ``min_delta`` is
+reported at low severity: a route change looks the same.
 """
 
 from __future__ import annotations
@@ -28,47 +31,101 @@ def hops(ttl: np.ndarray) -> np.ndarray:
     return initial - ttl
 
 
+def established(history: str) -> bool:
+    """Both sides took part: a completed handshake, or payload one side sent and the other
+    acknowledged (a record that starts mid-stream, after an idle split). A spoofed SYN answered
+    by the real owner's RST is not a connection and does not count."""
+    return ("h" in history and "A" in history) or ("D" in history and ("d" in history or "a" in history)) or (
+        "d" in history and "A" in history)
+
+
 class TtlChange(Detector):
     name = "ttl_change"
-    version = "1"
+    version = "2"
 
     @dataclass(frozen=True)
     class Params:
         min_delta: int = 5
         high_delta: int = 16
+        peer_min_connections: int = 3  # established connections before a peer's hop count is known
+        max_peers: int = 100_000
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.found: dict[tuple, Alert] = {}
+        self.peers: dict[str, dict] = {}  # hop count learned per address from established connections
 
     def observe_flows(self, f: FlowView) -> None:
-        proto = f["proto"]
+        proto, hist = f["proto"], f["history"]
+        tcp = np.flatnonzero(proto == "tcp")
+        if not len(tcp):
+            return
+        ok = np.array([established(hist[j]) for j in tcp.tolist()], bool)
         for side in ("orig", "resp"):
             lo = np.nan_to_num(f[f"{side}_ttl_min"].astype(float))
             hi = np.nan_to_num(f[f"{side}_ttl_max"].astype(float))
-            delta = np.abs(hops(lo) - hops(hi))
-            for j in np.flatnonzero((delta >= self.p.min_delta) & (proto == "tcp")).tolist():
+            h_lo, h_hi = hops(lo), hops(hi)
+            delta = np.abs(h_lo - h_hi)
+            for j in tcp[ok].tolist():
                 src = f["orig_h"][j] if side == "orig" else f["resp_h"][j]
                 dst = f["resp_h"][j] if side == "orig" else f["orig_h"][j]
-                sport = int(f["orig_p"][j] if side == "orig" else f["resp_p"][j])
-                dport = int(f["resp_p"][j] if side == "orig" else f["orig_p"][j])
-                key = (src, dst, sport, dport)
-                d = int(delta[j])
-                seen = self.found.get(key)
-                if seen is not None:
-                    seen.evidence["records"] += 1
-                    seen.ts_end_ns = max(seen.ts_end_ns, int(f["ts"][j]))
-                    continue
-                high = d >= self.p.high_delta
-                self.found[key] = Alert(
-                    int(f["ts"][j]), int(f["ts"][j] + f["duration"][j] * 1e9), "mitm", "ttl_change",
-                    "high" if high else "medium", 0.75 if high else 0.55,
-                    f"Packets claiming to come from {src}:{sport} in its connection to {dst}:{dport} arrived with "
-                    f"TTLs {int(lo[j])} and {int(hi[j])} ({d} hops apart): segments injected by another host "
-                    "(session hijacking)",
-                    self.label, self.host_for(dst, src), src, dst, sport, dport, "tcp",
-                    {"ttl_min": int(lo[j]), "ttl_max": int(hi[j]), "hop_difference": d, "direction": side, "history": f["history"][j],
-                     "uid": f["uid"][j], "records": 1}, f["community_id"][j])
+                if delta[j] >= self.p.min_delta:
+                    self._injected(f, j, side, src, dst, int(lo[j]), int(hi[j]), int(delta[j]))
+                elif lo[j] > 0:
+                    self._learn(f, j, src, dst, int(h_lo[j]), int(lo[j]))
+
+    def _injected(self, f, j, side, src, dst, lo, hi, d) -> None:
+        sport = int(f["orig_p"][j] if side == "orig" else f["resp_p"][j])
+        dport = int(f["resp_p"][j] if side == "orig" else f["orig_p"][j])
+        key = ("inject", src, dst)
+        seen = self.found.get(key)
+        ts, end = int(f["ts"][j]), int(f["ts"][j] + f["duration"][j] * 1e9)
+        if seen is not None:
+            ev = seen.evidence
+            ev["connections"] += 1
+            ev["hop_difference"] = max(ev["hop_difference"], d)
+            if len(ev["ports"]) < 16 and f"{sport}->{dport}" not in ev["ports"]:
+                ev["ports"].append(f"{sport}->{dport}")
+            seen.ts_ns, seen.ts_end_ns = min(seen.ts_ns, ts), max(seen.ts_end_ns, end)
+            if ev["hop_difference"] >= self.p.high_delta:
+                seen.severity, seen.score = "high", 0.75
+            return
+        high = d >= self.p.high_delta
+        self.found[key] = Alert(
+            ts, end, "mitm", "ttl_change", "high" if high else "medium", 0.75 if high else 0.55,
+            f"Packets claiming to come from {src}:{sport} in its established connection to {dst}:{dport} arrived "
+            f"with TTLs {lo} and {hi} ({d} hops apart): segments injected by another host (session hijacking "
+            "or reset injection)",
+            self.label, self.host_for(dst, src), src, dst, sport, dport, "tcp",
+            {"ttl_min": lo, "ttl_max": hi, "hop_difference": d, "direction": side, "history": f["history"][j],
+             "uid": f["uid"][j], "connections": 1, "ports": [f"{sport}->{dport}"]}, f["community_id"][j])
+
+    def _learn(self, f, j, src, dst, h: int, ttl: int) -> None:
+        """A peer's hop count over its connections; a settled count that later moves by
+        ``min_delta`` is reported at low severity (routes do change; injection is within one)."""
+        p = self.peers.get(src)
+        if p is None:
+            if len(self.peers) >= self.p.max_peers:
+                return
+            p = self.peers[src] = {"hops": h, "n": 0, "ttl": ttl}
+        if abs(h - p["hops"]) < self.p.min_delta:
+            p["n"] += 1
+            return
+        if p["n"] < self.p.peer_min_connections:
+            p.update(hops=h, n=1, ttl=ttl)  # not settled yet: start over
+            return
+        key = ("peer", src)
+        if key in self.found:
+            self.found[key].evidence["connections"] += 1
+            return
+        ts = int(f["ts"][j])
+        self.found[key] = Alert(
+            ts, ts, "mitm", "ttl_change", "low", 0.3,
+            f"{src} is {h} hops away in a connection to {dst} after {p['n']} connections at {p['hops']} hops "
+            f"(TTL {ttl} against {p['ttl']}): its traffic now takes another path, or comes from another host",
+            self.label, self.host_for(dst, src), src, dst, None, None, "tcp",
+            {"hops_before": p["hops"], "hops_now": h, "ttl_before": p["ttl"], "ttl_now": ttl,
+             "connections_before": p["n"], "connections": 1, "uid": f["uid"][j]}, f["community_id"][j])
 
     def finish(self) -> list[Alert]:
         return list(self.found.values())

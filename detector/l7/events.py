@@ -93,6 +93,32 @@ class FtpReply:
 
 
 @dataclass
+class RfbEvent:
+    ctx: Ctx
+    server_version: str | None
+    client_version: str | None
+    security_type: int | None
+    auth_ok: bool | None  # None: the outcome was not seen
+    reason: str | None = None
+    challenge_ts: int | None = None  # when the server's VNC challenge and the client's response were sent
+    response_ts: int | None = None
+
+    @property
+    def response_delay_s(self) -> float | None:
+        """How long the client took to answer the password challenge: people type, tools do not."""
+        if self.challenge_ts is None or self.response_ts is None:
+            return None
+        return (self.response_ts - self.challenge_ts) / 1e9
+
+
+@dataclass
+class ShellEvent:
+    ctx: Ctx  # the packet that carried the marker
+    marker: str  # what the text is evidence of
+    text: str  # the matched text
+
+
+@dataclass
 class TunnelEvent:
     ctx: Ctx
     inner: str  # the protocol found inside, e.g. "ssh"
@@ -124,6 +150,8 @@ class Events:
     mining: list[MiningEvent] = field(default_factory=list)
     tunnels: list[TunnelEvent] = field(default_factory=list)
     ftp: list[FtpReply] = field(default_factory=list)
+    rfb: list[RfbEvent] = field(default_factory=list)
+    shell: list[ShellEvent] = field(default_factory=list)
     arp: PacketArrays = field(default_factory=PacketArrays)
     icmp: PacketArrays = field(default_factory=PacketArrays)
     tcp_odd: PacketArrays = field(default_factory=PacketArrays)

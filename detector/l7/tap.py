@@ -2,7 +2,7 @@
 detectors need, with bounded state.
 
 A compiled pass names what every payload starts like; only DNS and DHCP packets, the packets
-that start a TLS, SSH, HTTP, JSON or blockchain-protocol stream, and the next packets of the
+that start a TLS, SSH, HTTP, JSON, RFB or blockchain-protocol stream, and the next packets of the
 streams being followed reach Python. Streams keep at most ``HEAD_BYTES`` per direction and are
 followed for ``FOLLOW_PACKETS`` packets per direction; at most ``MAX_STREAMS`` are followed at
 once (the oldest are dropped and counted). ARP, ICMP and odd TCP flag packets are handed on as
@@ -12,6 +12,7 @@ column arrays.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 
 import numpy as np
@@ -20,7 +21,9 @@ from detector import arrowutil as au
 from detector.l7 import dhcp as dhcp_mod
 from detector.l7 import dns as dns_mod
 from detector.l7 import http as http_mod
+from detector.l7 import rfb as rfb_mod
 from detector.l7 import rpc as rpc_mod
+from detector.l7 import shell as shell_mod
 from detector.l7 import ssh as ssh_mod
 from detector.l7 import tls as tls_mod
 from detector.l7.events import (
@@ -32,6 +35,8 @@ from detector.l7.events import (
     HttpEvent,
     MiningEvent,
     PacketArrays,
+    RfbEvent,
+    ShellEvent,
     SshEvent,
     TlsEvent,
     TunnelEvent,
@@ -46,9 +51,12 @@ HEAD_BYTES = 16384
 FOLLOW_PACKETS = 32
 MAX_STREAMS = 200_000
 PAYLOAD_LIMIT = 4096
+SHELL_PACKETS = 8  # unclaimed TCP streams are searched for shell text in their first packets per direction
+SHELL_BYTES = 1024
 ICMP_HEAD = 64
-TLS, SSH, HTTP, JSON, P2P = "tls", "ssh", "http", "json", "p2p"
-_SIG_KIND = {ks.SIG_TLS: TLS, ks.SIG_SSH: SSH, ks.SIG_HTTP: HTTP, ks.SIG_JSON: JSON, ks.SIG_P2P: P2P}
+TLS, SSH, HTTP, JSON, P2P, RFB = "tls", "ssh", "http", "json", "p2p", "rfb"
+_SIG_KIND = {ks.SIG_TLS: TLS, ks.SIG_SSH: SSH, ks.SIG_HTTP: HTTP, ks.SIG_JSON: JSON, ks.SIG_P2P: P2P, ks.SIG_RFB: RFB}
+_STREAM_SIGS = np.array(sorted(_SIG_KIND), np.uint8)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -58,6 +66,22 @@ def uid_text(fid: int) -> str:
         fid, r = divmod(fid, 62)
         digits.append(_B62[r])
     return "C" + "".join(reversed(digits))
+
+
+_FTP_HOST_PORT = re.compile(rb"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
+_FTP_EXT = re.compile(rb"\|(\d)?\|([0-9A-Fa-f:.]*)\|(\d{1,5})\|")
+
+
+def ftp_endpoint(line: bytes) -> tuple[str | None, int] | None:
+    """The (address, port) in a PORT/227 (h1,h2,h3,h4,p1,p2) or EPRT/229 (|af|addr|port|) line."""
+    m = _FTP_HOST_PORT.search(line)
+    if m:
+        v = [int(x) for x in m.groups()]
+        return ".".join(map(str, v[:4])), v[4] * 256 + v[5]
+    m = _FTP_EXT.search(line)
+    if m:
+        return (m.group(2).decode() or None), int(m.group(3))
+    return None
 
 
 class Stream:
@@ -79,6 +103,9 @@ class L7Tap:
         self.dropped_streams = 0
         self.parse_errors = 0
         self.ftp_users: dict[int, str] = {}
+        # flows whose stream an inspector already read: their later packets are not unclaimed
+        self.claimed: OrderedDict[int, None] = OrderedDict()
+        self.ftp_data: OrderedDict[tuple[str, int], None] = OrderedDict()  # announced FTP data endpoints
 
     # -- per batch -------------------------------------------------------------------------
     def process(self, b: RawBatch, cols: pc.PacketColumns, n: int) -> Events:
@@ -89,14 +116,28 @@ class L7Tap:
         sig = np.empty(n, np.uint8)
         fid = np.empty(n, np.uint64)
         ks.classify_payloads(b.buf, b.off, cols, n, sig, fid)
-        wanted = (sig == ks.SIG_DNS) | (sig == ks.SIG_DHCP) | (sig == ks.SIG_TLS) | (sig == ks.SIG_SSH) | (
-            sig == ks.SIG_HTTP) | (sig == ks.SIG_JSON) | (sig == ks.SIG_P2P) | (sig == ks.SIG_FTP)
-        if self.streams:
-            followed = np.fromiter(self.streams.keys(), dtype=np.uint64, count=len(self.streams))
-            wanted |= np.isin(fid, followed) & (cols.payload_len[:n] > 0) & (cols.flow_nth[:n] < FOLLOW_PACKETS)
+        starts = np.isin(sig, _STREAM_SIGS)
+        wanted = starts | (sig == ks.SIG_DNS) | (sig == ks.SIG_DHCP) | (sig == ks.SIG_FTP)
+        # a stream's later packets carry no signature of their own: follow every flow that is
+        # already open, and every flow that opens in this very batch
+        early = (cols.payload_len[:n] > 0) & (cols.flow_nth[:n] < FOLLOW_PACKETS) & ~wanted
+        cand = np.flatnonzero(early)
+        if len(cand) and (self.streams or starts.any()):
+            opening = set(fid[starts].tolist())
+            streams = self.streams
+            keep = [f in streams or f in opening for f in fid[cand].tolist()]
+            wanted[cand[np.array(keep, bool)]] = True
         idx = np.flatnonzero(wanted).astype(np.int64)
         if len(idx):
             self._inspect(b, cols, idx, sig, fid, ev)
+        shell_idx = np.flatnonzero((sig == ks.SIG_OTHER) & (cols.flow_nth[:n] < SHELL_PACKETS) & ~wanted)
+        if len(shell_idx) and self.claimed:
+            claimed = self.claimed
+            keep = [f not in claimed for f in fid[shell_idx].tolist()]
+            shell_idx = shell_idx[np.array(keep, bool)]
+        shell_idx = shell_idx.astype(np.int64)
+        if len(shell_idx):
+            self._shell_text(b, cols, shell_idx, fid, ev)
         self._packet_arrays(b, cols, n, ev)
         return ev
 
@@ -139,16 +180,46 @@ class L7Tap:
             except ValueError:
                 self.parse_errors += 1
 
+    def _shell_text(self, b, cols, idx, fid, ev: Events) -> None:
+        out = np.empty(len(idx) * SHELL_BYTES, np.uint8)
+        offs = np.empty(len(idx) + 1, np.int64)
+        end = ks.gather(b.buf, b.off, cols, idx, SHELL_BYTES, False, out, offs)
+        found = shell_mod.find_markers(out[:end].tobytes(), offs)
+        if not found:
+            return
+        sel = np.array([j for j, _, _ in found], np.int64)
+        ctxs = self._contexts(cols, idx[sel], fid)
+        for ctx, (_, marker, text) in zip(ctxs, found):
+            if shell_mod.is_file_transfer(ctx.sport, ctx.dport) or (ctx.dst, ctx.dport) in self.ftp_data \
+                    or (ctx.src, ctx.sport) in self.ftp_data:
+                continue  # file contents may quote any command; they are not a shell session
+            ev.shell.append(ShellEvent(ctx, marker, text))
+
     def _ftp(self, f: int, ctx: Ctx, payload: bytes, ev: Events) -> None:
-        """FTP control lines: remember the client's USER, report the server's login replies."""
+        """FTP control lines: remember the client's USER and the data connections announced
+        (PORT/EPRT, 227/229 replies, as Zeek's expected connections), report login replies."""
         for line in payload.split(b"\r\n"):
             if ctx.from_orig:
-                if line[:5].upper() == b"USER ":
+                verb = line[:5].upper()
+                if verb == b"USER ":
                     if len(self.ftp_users) > MAX_STREAMS:
                         self.ftp_users.clear()
                     self.ftp_users[f] = line[5:69].decode("latin-1")
+                elif verb in (b"PORT ", b"EPRT "):
+                    self._expect_data(ctx.client, ftp_endpoint(line))
             elif line[:3] in (b"230", b"530"):
                 ev.ftp.append(FtpReply(ctx, int(line[:3]), self.ftp_users.get(f)))
+            elif line[:4] in (b"227 ", b"229 "):
+                self._expect_data(ctx.server, ftp_endpoint(line))
+
+    def _expect_data(self, peer: str, endpoint: tuple[str | None, int] | None) -> None:
+        if endpoint is None:
+            return
+        ip, port = endpoint
+        for host in {peer, ip} - {None}:
+            self.ftp_data[(host, port)] = None
+        while len(self.ftp_data) > MAX_STREAMS:
+            self.ftp_data.popitem(last=False)
 
     # -- streams ---------------------------------------------------------------------------
     def _stream_packet(self, f: int, s: int, ctx: Ctx, payload: bytes, ev: Events) -> None:
@@ -174,6 +245,9 @@ class L7Tap:
         if st.done or (len(st.orig) >= HEAD_BYTES and len(st.resp) >= HEAD_BYTES):
             self._finish_stream(st, ev)
             self.streams.pop(f, None)
+            self.claimed[f] = None
+            if len(self.claimed) > MAX_STREAMS:
+                self.claimed.popitem(last=False)
 
     def _tls(self, st: Stream, ctx, payload, ev) -> None:
         if st.event is None:
@@ -259,6 +333,22 @@ class L7Tap:
             st.event = MiningEvent(st.ctx, [found[1]], None, f"p2p:{found[0]}")
         st.done = True
 
+    def _rfb(self, st: Stream, ctx, payload, ev) -> None:
+        h = rfb_mod.parse(bytes(st.orig), bytes(st.resp))
+        if h is None:
+            st.done = True
+            return
+        prev = st.event
+        e = st.event = RfbEvent(st.ctx, h.server_version, h.client_version, h.security_type, h.auth_ok, h.reason)
+        if prev is not None:
+            e.challenge_ts, e.response_ts = prev.challenge_ts, prev.response_ts
+        if e.challenge_ts is None and h.challenge_end is not None and len(st.resp) >= h.challenge_end:
+            e.challenge_ts = ctx.ts_ns
+        if e.response_ts is None and h.response_end is not None and len(st.orig) >= h.response_end:
+            e.response_ts = ctx.ts_ns
+        if h.auth_ok is not None or (h.security_type not in (None, rfb_mod.SEC_NONE, rfb_mod.SEC_VNC)):
+            st.done = True
+
     def _finish_stream(self, st: Stream, ev: Events) -> None:
         e = st.event
         if e is None:
@@ -271,6 +361,8 @@ class L7Tap:
             ev.http.append(e)
         elif isinstance(e, MiningEvent) and e.methods:
             ev.mining.append(e)
+        elif isinstance(e, RfbEvent):
+            ev.rfb.append(e)
         st.event = None
 
     def flush(self) -> Events:
