@@ -1,4 +1,6 @@
-"""``detector synth SCENARIO... -o DIR`` writes ``DIR/SCENARIO.pcap`` and ``DIR/labels.json``."""
+"""``detector synth SCENARIO... -o DIR`` writes ``DIR/SCENARIO.pcap``, ``DIR/labels.json`` (each
+scenario's incidents: category, technique, hosts, time span) and ``DIR/site.toml`` (the synthetic
+site's configuration, for ``detector analyze --config``)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,27 @@ import time
 
 from detector.cli.common import fail
 
-SCENARIO_NAMES = ("hpc-mix",)
+# kept here so that parsing arguments needs no NumPy; a test checks them against SCENARIOS
+BENIGN_NAMES = ("hpc-mix", "benign-dtn", "benign-login")
+ATTACK_NAMES = (
+    "exfil-dns-tunnel", "exfil-icmp-tunnel", "exfil-bulk-upload", "exfil-reverse-ssh",
+    "mitm-arp-spoof", "mitm-icmp-redirect", "mitm-rogue-dhcp", "mitm-dns-spoof", "mitm-ssh-hostkey", "mitm-tls-cert",
+    "mitm-tcp-hijack",
+    "theft-stratum", "theft-beaconing", "theft-compute-outbound",
+    "access-ssh-bruteforce", "access-distributed-guessing", "access-remote-shell",
+    "scan-ports", "scan-sweep", "scan-arp-sweep",
+    "dos-syn-flood", "dos-reflection", "dos-dhcp-starvation",
+)
+SCENARIO_NAMES = BENIGN_NAMES + ATTACK_NAMES
+GROUPS = {"all": SCENARIO_NAMES, "benign": BENIGN_NAMES, "attacks": ATTACK_NAMES}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenarios", nargs="+", metavar="SCENARIO", choices=SCENARIO_NAMES,
-                   help=f"scenario(s) to write: {', '.join(SCENARIO_NAMES)}")
+    p.add_argument("scenarios", nargs="+", metavar="SCENARIO", choices=SCENARIO_NAMES + tuple(GROUPS),
+                   help=f"scenario(s) to write: {', '.join(SCENARIO_NAMES)}; or all, benign, attacks")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write into (created)")
-    p.add_argument("--packets", type=int, default=200_000, help="about how many packets (default 200000)")
+    p.add_argument("--packets", type=int, default=None,
+                   help="packets of background traffic (default 200000 for hpc-mix, 60000 under the others)")
     p.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same bytes")
     p.add_argument("--format", choices=("pcap", "pcapng"), default="pcap")
     p.add_argument("--nanosecond", action="store_true", help="nanosecond timestamps")
@@ -25,21 +40,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.packets < 1:
+    if args.packets is not None and args.packets < 1:
         return fail("--packets must be positive", 2)
     if not 96 <= args.snaplen <= 262144:
         return fail("--snaplen must be between 96 and 262144", 2)
     from detector.synth.encode import encode
     from detector.synth.scenarios import SCENARIOS
+    from detector.synth.site import Site
 
     try:
         os.makedirs(args.output, exist_ok=True)
     except OSError as exc:
         return fail(f"{args.output}: cannot create folder: {exc.strerror}", 2)
+    names = list(dict.fromkeys(n for x in args.scenarios for n in GROUPS.get(x, (x,))))
     labels = {}
-    for name in args.scenarios:
+    for name in names:
         t0 = time.perf_counter()
-        sc = SCENARIOS[name](packets=args.packets, seed=args.seed)
+        packets = args.packets or (200_000 if name == "hpc-mix" else 60_000)
+        sc = SCENARIOS[name](packets=packets, seed=args.seed)
         data = encode(sc.packets, sc.pool, fmt=args.format, nanosecond=args.nanosecond, snaplen=args.snaplen)
         path = os.path.join(args.output, f"{name}.{args.format}")
         try:
@@ -52,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"detector synth: {path}: {len(sc.packets):,} packets, {len(data) / 1e6:.1f} MB "
               f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     label_path = os.path.join(args.output, "labels.json")
-    try:
-        with open(label_path, "w", encoding="utf-8") as fh:
-            json.dump(labels, fh, indent=2)
-    except OSError as exc:
-        return fail(f"{label_path}: cannot write: {exc.strerror}", 2)
+    site_path = os.path.join(args.output, "site.toml")
+    for path, text in ((label_path, json.dumps(labels, indent=2)), (site_path, Site().config_toml())):
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            return fail(f"{path}: cannot write: {exc.strerror}", 2)
     return 0

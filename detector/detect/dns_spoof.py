@@ -36,8 +36,17 @@ class DnsSpoof(Detector):
         self.found: dict[tuple[str, str], Alert] = {}
 
     def _report(self, key, ctx, technique_detail: str, severity: str, evidence: dict) -> None:
-        if key in self.found:
+        """One alert per incident key; later sightings add up in its evidence."""
+        seen = self.found.get(key)
+        if seen is not None:
+            ev = seen.evidence
+            ev["sightings"] = ev.get("sightings", 1) + 1
+            seen.ts_end_ns = max(seen.ts_end_ns, ctx.ts_ns)
+            for field, value in (("queries", evidence.get("query")), ("clients", ctx.dst)):
+                if value and value not in ev[field] and len(ev[field]) < 32:
+                    ev[field].append(value)
             return
+        evidence = {**evidence, "queries": [evidence.get("query")], "clients": [ctx.dst], "sightings": 1}
         self.found[key] = Alert(ctx.ts_ns, ctx.ts_ns, "mitm", "dns_spoof", severity,
                                 0.85 if severity == "high" else 0.6, technique_detail, self.label,
                                 self.host_for(ctx.dst, ctx.src), ctx.src, ctx.dst, ctx.sport, ctx.dport, "udp",
@@ -64,7 +73,7 @@ class DnsSpoof(Detector):
                 if len(self.answers) < 500_000:
                     self.answers[key] = (data, server, c.ts_ns)
             elif data and prev[0] and data != prev[0]:
-                self._report(("conflict", client, m.qname), c,
+                self._report(("conflict", server), c,
                              f"{client} got two different answers for {m.qname} (transaction {m.txid}): "
                              f"{sorted(prev[0])} from {prev[1]} and {sorted(data)} from {server}: DNS spoofing",
                              "high", {"query": m.qname, "first_answer": sorted(prev[0]), "first_server": prev[1],

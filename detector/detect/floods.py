@@ -2,8 +2,8 @@
 
 Methods:
 
-- ``syn_flood``: connection attempts that never complete (Zeek states S0, RSTOS0, SH, REJ,
-  OTH without data) against completed handshakes, per target and in ``window_s`` windows
+- ``syn_flood``: connection attempts that never complete (a SYN, perhaps answered, never
+  acknowledged, no data) against completed handshakes, per target and in ``window_s`` windows
   (the SYN-vs-handshake balance of Wang, Zhang and Shin, "Detecting SYN flooding attacks",
   INFOCOM 2002). A target receiving ``syn_min`` of them from ``syn_min_sources`` sources with at
   most ``complete_share`` completed is flooded; spoofed floods with random targets are caught by
@@ -31,7 +31,6 @@ from detector.detect.base import Detector, FlowView
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
 
-HALF_OPEN = {"S0", "RSTOS0", "SH", "REJ", "OTH"}
 
 class Floods(Detector):
     name = "floods"
@@ -68,13 +67,16 @@ class Floods(Detector):
         return b
 
     def observe_flows(self, f: FlowView) -> None:
-        proto, state, ts = f["proto"], f["conn_state"], f["ts"]
+        proto, ts = f["proto"], f["ts"]
         oh, rh, rp, op = f["orig_h"], f["resp_h"], f["resp_p"], f["orig_p"]
         opk, rpk, rb, ob = f["orig_pkts"], f["resp_pkts"], f["resp_bytes"], f["orig_bytes"]
         hist = f["history"]
         for j in np.flatnonzero(proto == "tcp").tolist():
-            attempt = state[j] in HALF_OPEN and int(ob[j]) == 0 and int(rb[j]) == 0
-            opened = "h" in hist[j] or "H" in hist[j] or state[j] in ("S1", "SF", "S2", "S3", "RSTO", "RSTR")
+            h = hist[j]
+            # completed: the originator acknowledged the SYN-ACK or sent data; a SYN-ACK alone
+            # is the victim answering a flood packet
+            opened = ("h" in h or "H" in h) and ("A" in h or "D" in h)
+            attempt = not opened and "S" in h and int(ob[j]) == 0 and int(rb[j]) == 0
             if not attempt and not opened:
                 continue
             t = int(ts[j])

@@ -2,8 +2,11 @@
 
 Method: an ICMP Redirect (IPv4 type 5, ICMPv6 type 137) tells a host to send traffic for a
 destination through another next hop. Only routers may send them (RFC 1122 3.2.2.2, RFC 4861
-8.1); from any other host it is a route hijack. Redirects from ``site.routers`` are ignored.
-One alert per sender: medium, high from ``high_count`` redirects on.
+8.1); from any other host it is a route hijack. Redirects from ``site.routers`` and
+``site.gateways`` are accepted unless their Ethernet source is not the router's own MAC address
+(learned from the router's ARP messages): hosts only obey redirects from their current
+gateway, so attackers (netwox 86, Ettercap) forge its address from their own interface.
+One alert per sender: medium, high from ``high_count`` redirects on or when forged.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import Alert
-from detector.detect.base import Detector, mac_text
+from detector.detect.base import Detector, ipv4_text, mac_text
 from detector.l7.events import Events
 
 
@@ -29,23 +32,41 @@ class IcmpRedirect(Detector):
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.senders: dict[str, dict] = {}
+        self.router_macs: dict[str, int] = {}
+
+    def _is_router(self, addr: str) -> bool:
+        return addr in self.site.routers or addr in self.site.gateways
+
+    def _learn_router_macs(self, events: Events) -> None:
+        a = events.arp
+        for j in np.flatnonzero(a["spa"] != 0).tolist() if len(a) else ():
+            ip = ipv4_text(int(a["spa"][j]))
+            if self._is_router(ip) and ip not in self.router_macs:
+                self.router_macs[ip] = int(a["sha"][j])
 
     def observe_events(self, events: Events) -> None:
+        self._learn_router_macs(events)
         a = events.icmp
         if not len(a):
             return
         redir = np.flatnonzero(((~a["v6"]) & (a["type"] == 5)) | (a["v6"] & (a["type"] == 137)))
         for j in redir.tolist():
             src = a["src"][j]
-            if src in self.site.routers:
-                continue
+            forged = False
+            if self._is_router(src):
+                known = self.router_macs.get(src)
+                if known is None or known == int(a["eth_src"][j]):
+                    continue
+                forged = True
             head = bytes(a["head"][j])
             if a["v6"][j]:
                 target = str(ipaddress.IPv6Address(head[8:24])) if len(head) >= 24 else "?"
             else:
                 target = str(ipaddress.IPv4Address(head[4:8])) if len(head) >= 8 else "?"
             s = self.senders.setdefault(src, {"first": int(a["ts"][j]), "last": 0, "count": 0, "victims": set(),
-                                              "gateways": set(), "mac": mac_text(a["eth_src"][j])})
+                                              "gateways": set(), "mac": mac_text(a["eth_src"][j]),
+                                              "forged": False})
+            s["forged"] |= forged
             s["last"] = int(a["ts"][j])
             s["count"] += 1
             s["victims"].add(a["dst"][j])
@@ -54,14 +75,16 @@ class IcmpRedirect(Detector):
     def finish(self) -> list[Alert]:
         out = []
         for src, s in self.senders.items():
-            high = s["count"] >= self.p.high_count
+            high = s["count"] >= self.p.high_count or s["forged"]
             victims = sorted(s["victims"])
+            who = (f"{s['mac']}, forging the router {src},"  if s["forged"] else f"{src}, not a known router,")
             out.append(Alert(s["first"], s["last"], "mitm", "icmp_redirect", "high" if high else "medium",
                              0.8 if high else 0.6,
-                             f"{src}, not a known router, sent {s['count']} ICMP redirect(s) to "
+                             f"{who} sent {s['count']} ICMP redirect(s) to "
                              f"{', '.join(victims[:3])} pointing at {', '.join(sorted(s['gateways'])[:3])}: "
                              "rerouting their traffic", self.label, self.host_for(*victims, src), src, victims[0],
                              None, None, "icmp",
                              {"redirects": s["count"], "victims": victims[:16], "new_gateways": sorted(s["gateways"]),
-                              "sender_mac": s["mac"]}))
+                              "sender_mac": s["mac"], "forged_router_address": s["forged"],
+                              "router_mac": mac_text(self.router_macs[src]) if s["forged"] else None}))
         return out

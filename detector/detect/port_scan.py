@@ -8,8 +8,8 @@ Methods:
   (``sweep_threshold``); ICMP echo sweeps likewise.
 - Threshold random walk (Jung, Paxson, Berger and Balakrishnan, "Fast portscan detection using
   sequential hypothesis testing", IEEE S&P 2004) for scans too slow or small for counting: each
-  first contact of a source with a target (host and port) is a success when payload went both
-  ways and a failure otherwise; with theta0 = 0.8 and theta1 = 0.2 the likelihood ratio grows 4x
+  first contact of a source with a target (host and port) is a failure when it was refused,
+  unanswered, or (TCP) closed without a byte of payload either way, and a success otherwise; with theta0 = 0.8 and theta1 = 0.2 the likelihood ratio grows 4x
   per failure and shrinks 4x per success, and the source is a scanner when it reaches
   ``trw_eta1`` (99: false positive rate 1 %, detection 99 %) after at least ``trw_min_failures``.
 - Distributed probing of one target: failed connection attempts to one host from at least
@@ -71,9 +71,10 @@ class PortScan(Detector):
             src, dst, pr = oh[j], rh[j], proto[j]
             if pr not in ("tcp", "udp", "icmp") or src in self.site.multicast or dst in self.site.multicast:
                 continue
+            if int(f["orig_pkts"][j]) == 0:
+                continue  # the "originator" sent nothing: answers to someone else's traffic
             t = int(ts[j])
             port = int(rp[j])
-            useful = int(ob[j]) > 0 and int(rb[j]) > 0
             if pr == "icmp":
                 if port == 0 and int(f["orig_p"][j]) == 8:  # echo request: a host probe
                     key = (src, -1, "icmp")
@@ -82,7 +83,12 @@ class PortScan(Detector):
                 continue
             if pr == "udp" and int(f["orig_p"][j]) in AMPLIFIER_PORTS and port >= 1024 and int(rpk[j]) == 0:
                 continue  # an answer nobody asked for (reflection backscatter), not a probe
-            failed = state[j] in FAILED_STATES or (not useful and (pr == "udp" and int(rpk[j]) == 0 or pr == "tcp"))
+            # a probe: refused or unanswered, or (TCP) opened and closed without a byte either way;
+            # one-way data (GridFTP data streams, pushes) is a used connection
+            if pr == "tcp":
+                failed = state[j] in FAILED_STATES or (int(ob[j]) == 0 and int(rb[j]) == 0)
+            else:
+                failed = state[j] in FAILED_STATES or int(rpk[j]) == 0
             if failed:
                 self.ports[(src, dst)].add(port)
                 self._note((src, dst), t)

@@ -103,8 +103,8 @@ class L7Tap:
         self.dropped_streams = 0
         self.parse_errors = 0
         self.ftp_users: dict[int, str] = {}
-        # flows whose stream an inspector already read: their later packets are not unclaimed
-        self.claimed: OrderedDict[int, None] = OrderedDict()
+        # web flows whose HTTP stream was read: their later packets are not searched for shell text
+        self.web_flows: OrderedDict[int, None] = OrderedDict()
         self.ftp_data: OrderedDict[tuple[str, int], None] = OrderedDict()  # announced FTP data endpoints
 
     # -- per batch -------------------------------------------------------------------------
@@ -130,12 +130,15 @@ class L7Tap:
         idx = np.flatnonzero(wanted).astype(np.int64)
         if len(idx):
             self._inspect(b, cols, idx, sig, fid, ev)
-        shell_idx = np.flatnonzero((sig == ks.SIG_OTHER) & (cols.flow_nth[:n] < SHELL_PACKETS) & ~wanted)
-        if len(shell_idx) and self.claimed:
-            claimed = self.claimed
-            keep = [f not in claimed for f in fid[shell_idx].tolist()]
-            shell_idx = shell_idx[np.array(keep, bool)]
-        shell_idx = shell_idx.astype(np.int64)
+        # shell text: in unrecognised payloads (JSON-looking ones too: a prompt starts with '['),
+        # but not in web streams, whose pages may quote any command
+        shell_idx = np.flatnonzero(((sig == ks.SIG_OTHER) | (sig == ks.SIG_JSON)) & (cols.flow_nth[:n] < SHELL_PACKETS))
+        if len(shell_idx):
+            web = set(fid[sig == ks.SIG_HTTP].tolist())
+            done, streams = self.web_flows, self.streams
+            keep = [not (f in done or f in web or (f in streams and streams[f].kind == HTTP))
+                    for f in fid[shell_idx].tolist()]
+            shell_idx = shell_idx[np.array(keep, bool)].astype(np.int64)
         if len(shell_idx):
             self._shell_text(b, cols, shell_idx, fid, ev)
         self._packet_arrays(b, cols, n, ev)
@@ -245,9 +248,10 @@ class L7Tap:
         if st.done or (len(st.orig) >= HEAD_BYTES and len(st.resp) >= HEAD_BYTES):
             self._finish_stream(st, ev)
             self.streams.pop(f, None)
-            self.claimed[f] = None
-            if len(self.claimed) > MAX_STREAMS:
-                self.claimed.popitem(last=False)
+            if st.kind == HTTP:
+                self.web_flows[f] = None
+                if len(self.web_flows) > MAX_STREAMS:
+                    self.web_flows.popitem(last=False)
 
     def _tls(self, st: Stream, ctx, payload, ev) -> None:
         if st.event is None:

@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from detector.alerts import SEVERITY_RANK, Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
@@ -28,6 +30,7 @@ from detector.pipeline.flows_job import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE
 from detector.pipeline.ingest import Ingest
 from detector.progress import Progress
 from detector.site import Site
+from detector.sources.batch import RawBatch
 from kernels import packet_columns as pc
 
 log = logging.getLogger("detector.analyze")
@@ -69,6 +72,10 @@ class AlertSink:
             self._fh.close()
 
 
+def _head(b: RawBatch, k: int) -> RawBatch:
+    return RawBatch(b.buf, b.off[:k], b.caplen[:k], b.wirelen[:k], b.ts_ns[:k], b.link[:k], b.path, b.file_offset)
+
+
 def _host_columns(engine, n: int) -> pc.PacketColumns:
     cols = engine.cols
     if hasattr(cols.ts_ns, "get"):  # device columns: the L7 tap runs on the host
@@ -78,9 +85,10 @@ def _host_columns(engine, n: int) -> pc.PacketColumns:
 
 def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, flows_out: str | None = None,
                 flows_format: str = "parquet", backend: Backend = CPU, progress: bool | None = None,
-                extra_detectors=(), min_severity: str = "low") -> AnalyzeResult:
+                extra_detectors=(), min_severity: str = "low", until_ns: int | None = None) -> AnalyzeResult:
     """Analyse ``inputs``; alerts of ``min_severity`` and above go to ``alerts_out`` ("-" for
-    stdout, None for nowhere); the result holds them all."""
+    stdout, None for nowhere); the result holds them all. With ``until_ns``, reading stops at
+    the first packet stamped later (what a live sensor would have seen by then)."""
     t0 = time.perf_counter()
     site = Site(cfg.site)
     flow_cfg = cfg.flows
@@ -121,9 +129,16 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     try:
         try:
             for batch in ingest.batches():
+                last = False
+                if until_ns is not None:
+                    late = np.flatnonzero(batch.ts_ns > until_ns)
+                    if len(late):
+                        batch, last = _head(batch, int(late[0])), True
                 feed_flows(engine.process(batch))
                 feed_events(tap.process(batch, _host_columns(engine, batch.n), batch.n))
                 bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
+                if last:
+                    break
         except KeyboardInterrupt:
             interrupted = True
         feed_flows(engine.finish())

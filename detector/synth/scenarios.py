@@ -2,18 +2,26 @@
 
 ``hpc-mix`` is the benign background of an HPC site (web and package downloads, interactive
 SSH to login nodes, scp uploads, GridFTP transfers with parallel streams and jumbo frames on
-DTNs, perfSONAR tests, DNS, NTP, QUIC, pings, ARP, some unanswered and refused connections).
+DTNs towards partner sites, perfSONAR tests, package downloads by compute nodes through the
+site proxy, DNS, NTP, QUIC, pings, ARP, some unanswered and refused connections).
 It is the benchmark input and the quick-start data. Its size is set by a packet target.
+
+The other scenarios lay one benign activity (``benign-*``, :mod:`detector.synth.benign`) or
+one attack (:mod:`detector.synth.attacks`) over that background; ``labels.json`` gives each
+incident's category, technique, hosts and time span.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from detector.synth import dns, traffic
-from detector.synth.packets import PacketSpec, PayloadPool
+from detector.synth.attacks import ATTACKS, Stage
+from detector.synth.benign import BENIGN
+from detector.synth.packets import PacketSpec, PayloadPool, ip_words
 from detector.synth.site import Site, external_addresses
 
 T0_NS = 1_793_606_400 * 1_000_000_000  # 2026-11-02 08:00:00 UTC
@@ -72,6 +80,15 @@ def _dns_templates(rng, pool: PayloadPool, k: int):
     return q_off, q_len, r_off, r_len
 
 
+def _partners(site: Site, rng, v6: np.ndarray):
+    """(hi, lo) words of partner DTNs, IPv6 ones where ``v6``."""
+    v4 = [ip_words(a) for a in site.partner_dtns if ":" not in a]
+    six = [ip_words(a) for a in site.partner_dtns if ":" in a]
+    pick4 = np.array(v4, np.uint64)[rng.integers(0, len(v4), len(v6))]
+    pick6 = np.array(six, np.uint64)[rng.integers(0, len(six), len(v6))]
+    return np.where(v6, pick6[:, 0], pick4[:, 0]), np.where(v6, pick6[:, 1], pick4[:, 1])
+
+
 def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_ns: int, dns_t):
     parts = []
     share = {"https": 0.36, "http": 0.04, "ssh": 0.03, "scp": 0.01, "gridftp": 0.002, "iperf": 0.001,
@@ -93,8 +110,9 @@ def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_n
     parts.append(tcp(n, "workstation", 443, 0.2, 2 + rng.poisson(2, n), _heavy(rng, n, 1.3, 4, 20000), 300, 1448,
                      3, close=rng.choice([traffic.CLOSE_FIN, traffic.CLOSE_RST, traffic.CLOSE_OPEN], n,
                                          p=[0.85, 0.1, 0.05])))
-    n = counts["http"]
-    parts.append(tcp(n, "compute", 80, 0.0, 1 + rng.poisson(1, n), _heavy(rng, n, 1.2, 3, 50000), 350, 1448, 2))
+    n = counts["http"]  # compute nodes fetch packages through the site proxy
+    parts.append(tcp(n, "compute", 3128, 0.0, 1 + rng.poisson(1, n), _heavy(rng, n, 1.2, 3, 50000), 350, 1448, 2,
+                     external=False, servers=site.role("proxy")))
     n = counts["ssh"]  # interactive sessions from outside to login nodes: keystroke-paced small packets
     parts.append(tcp(n, site.role("login"), 22, 0.15, _heavy(rng, n, 1.5, 40, 5000), _heavy(rng, n, 1.5, 40, 5000),
                      48, 90, 250, snap=SNAP_PROTOCOL, inbound=True))
@@ -109,7 +127,7 @@ def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_n
     v6 = np.repeat(rng.random(n_transfers) < 0.3, streams)
     di = np.repeat(rng.integers(0, len(dtn), n_transfers), streams)
     c_hi, c_lo, c_mac, used6 = site.words(dtn, v6, di)
-    p_hi, p_lo = external_addresses(rng, n_transfers, used6[np.cumsum(streams) - streams])
+    p_hi, p_lo = _partners(site, rng, used6[np.cumsum(streams) - streams])
     ep = traffic.Endpoints(c_hi=c_hi, c_lo=c_lo, s_hi=np.repeat(p_hi, streams), s_lo=np.repeat(p_lo, streams),
                            c_mac=c_mac, s_mac=np.full(n, site.gateway.mac_int, np.uint64),
                            ip_ver=np.where(used6, 6, 4).astype(np.uint8), cport=rng.integers(40000, 60000, n),
@@ -119,8 +137,11 @@ def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_n
                                       np.full(n, 0), np.full(n, 0.05e6), np.full(n, 30e6),
                                       np.full(n, traffic.CLOSE_FIN), np.full(n, SNAP_BULK)))
     n = counts["iperf"]  # perfSONAR throughput tests between DTNs and a partner site
-    parts.append(tcp(n, dtn, 5201, 0.0, _heavy(rng, n, 2.0, 2000, 40000), 50 + rng.poisson(50, n), 8948, 0, 0.05,
-                     snap=SNAP_BULK))
+    ep = _endpoints(site, rng, n, dtn, 0.0, sports=5201)
+    ep.s_hi[:], ep.s_lo[:] = _partners(site, rng, np.zeros(n, bool))
+    parts.append(traffic.tcp_sessions(rng, ep, starts(n), _heavy(rng, n, 2.0, 2000, 40000), 50 + rng.poisson(50, n),
+                                      np.full(n, 8948), np.zeros(n), np.full(n, 0.05e6), rng.uniform(2e6, 80e6, n),
+                                      np.full(n, traffic.CLOSE_FIN), np.full(n, SNAP_BULK)))
     n = counts["dns"]
     k = rng.integers(0, len(dns_t[0]), n)
     ep = _endpoints(site, rng, n, "compute", 0.0, [site.by_name["dns1"]], False, sports=53)
@@ -142,8 +163,8 @@ def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_n
     parts.append(traffic.icmp_echoes(rng, ep, starts(n), 1 + rng.poisson(3, n), np.full(n, 56), np.full(n, 1e9)))
     n = counts["s0"] + counts["rej"]
     close = np.r_[np.full(counts["s0"], traffic.CLOSE_UNANSWERED), np.full(counts["rej"], traffic.CLOSE_REJECTED)]
-    parts.append(tcp(n, "compute", rng.choice([25, 8080, 3389, 445], n), 0.0, np.zeros(n, int), np.zeros(n, int), 0,
-                     0, 1, close=close))
+    parts.append(tcp(n, "workstation", rng.choice([25, 8080, 3389, 445], n), 0.0, np.zeros(n, int), np.zeros(n, int),
+                     0, 0, 1, close=close))
     n_arp = max(1, n_flows // 200)
     hosts = site.hosts
     a = rng.integers(1, len(hosts), n_arp)
@@ -155,14 +176,12 @@ def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_n
     return PacketSpec.concat(parts)
 
 
-def hpc_mix(packets: int = 200_000, seed: int = 1) -> Scenario:
-    """``packets`` packets of benign HPC-site traffic: the first ones of a longer generated
-    period, as a capture window would cut it (so some flows are still open at its end)."""
-    rng = np.random.default_rng(seed)
-    site = Site()
-    pool = PayloadPool()
+def _background(site: Site, rng, pool: PayloadPool, packets: int, span_s: float | None = None) -> PacketSpec:
+    """``packets`` packets of the benign mix over ``span_s`` seconds (default: 8,000 packets a
+    second, at least a minute): the first ones of a longer generated period, as a capture
+    window would cut it (so some flows are still open at its end)."""
     dns_t = _dns_templates(rng, pool, 512)
-    span_ns = int(max(60.0, packets / 8000.0) * 1e9)
+    span_ns = int((span_s or max(60.0, packets / 8000.0)) * 1e9)
     parts, total, t0 = [], 0, T0_NS
     per_flow = 45.0  # packets per flow of the mix, measured; refined after each chunk
     while total < packets:
@@ -172,16 +191,53 @@ def hpc_mix(packets: int = 200_000, seed: int = 1) -> Scenario:
         total += len(chunk)
         per_flow = max(5.0, len(chunk) / n_flows)
     spec = PacketSpec.concat(parts).sorted_by_time()
-    spec = spec.take(np.arange(packets))
-    labels = {
-        "scenario": "hpc-mix",
+    return spec.take(np.arange(packets))
+
+
+def _labels(name: str, seed: int, site: Site, incidents: list[dict]) -> dict:
+    return {
+        "scenario": name,
         "seed": seed,
-        "benign": True,
-        "incidents": [],
+        "benign": not incidents,
+        "incidents": incidents,
         "hosts": [{"name": h.name, "role": h.role, "ipv4": h.ipv4, "ipv6": h.ipv6, "mac": h.mac}
                   for h in site.hosts],
     }
-    return Scenario("hpc-mix", spec, pool.array(), labels)
+
+
+def hpc_mix(packets: int = 200_000, seed: int = 1) -> Scenario:
+    """``packets`` packets of benign HPC-site traffic."""
+    rng = np.random.default_rng(seed)
+    site = Site()
+    pool = PayloadPool()
+    spec = _background(site, rng, pool, packets)
+    return Scenario("hpc-mix", spec, pool.array(), _labels("hpc-mix", seed, site, []))
+
+
+ATTACK_START_S = 20.0  # the incident starts this long into the capture
+TAIL_S = 30.0  # and the capture goes on this long after it
+
+
+def _overlay(name: str, lay_out) -> callable:
+    """A scenario: the benign mix (``packets`` packets) with ``lay_out``'s traffic over it; the
+    background is spread over the whole incident."""
+    def make(packets: int = 60_000, seed: int = 1) -> Scenario:
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        site = Site()
+        pool = PayloadPool()
+        st = Stage(site, rng, pool, T0_NS + int(ATTACK_START_S * 1e9))
+        found = lay_out(st)
+        incidents = [found] if found else []
+        crafted = st.packets()
+        end = int(crafted.ts_ns.max()) if len(crafted) else T0_NS
+        span_s = max(60.0, packets / 8000.0, (end - T0_NS) / 1e9 + TAIL_S)
+        spec = PacketSpec.concat([_background(site, rng, pool, packets, span_s), crafted]).sorted_by_time()
+        return Scenario(name, spec, pool.array(), _labels(name, seed, site, incidents))
+
+    make.__doc__ = lay_out.__doc__
+    return make
 
 
 SCENARIOS = {"hpc-mix": hpc_mix}
+SCENARIOS.update({name: _overlay(name, fn) for name, fn in BENIGN.items()})
+SCENARIOS.update({name: _overlay(name, fn) for name, fn in ATTACKS.items()})

@@ -2,7 +2,10 @@
 
 Local IPv4 addresses are in 10.10.0.0/16 and local IPv6 in 2001:db8:10::/48 (documentation
 prefix); external peers are drawn from public-looking prefixes. All traffic to the outside
-passes the site gateway, whose MAC address it carries.
+passes the site gateway, whose MAC address it carries. The partner sites' DTNs that this
+site replicates data with are in the documentation prefixes 198.51.100.0/24 and
+2001:db8:51::/48. :meth:`Site.config_toml` writes what the site knows about itself as a
+``[site]`` section for ``detector analyze --config``.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class Site:
     def __init__(self, n_login: int = 4, n_dtn: int = 4, n_compute: int = 64, n_workstations: int = 32):
         hosts = [Host("gw", "gateway", "10.10.0.1", "2001:db8:10::1", _mac(1)),
                  Host("dns1", "service", "10.10.0.53", "2001:db8:10::53", _mac(2)),
-                 Host("ntp1", "service", "10.10.0.123", "2001:db8:10::123", _mac(3))]
+                 Host("ntp1", "service", "10.10.0.123", "2001:db8:10::123", _mac(3)),
+                 Host("proxy1", "proxy", "10.10.0.80", "2001:db8:10::80", _mac(4))]
         for i in range(n_login):
             hosts.append(Host(f"login{i + 1}", "login", f"10.10.1.{10 + i}", f"2001:db8:10:1::{10 + i:x}",
                               _mac(0x100 + i)))
@@ -65,6 +69,32 @@ class Site:
                               _mac(0x500 + i)))
         self.hosts = hosts
         self.by_name = {h.name: h for h in hosts}
+        self.partner_dtns = [f"198.51.100.{10 + i}" for i in range(6)] + [f"2001:db8:51::{10 + i:x}" for i in range(6)]
+
+    def config_toml(self) -> str:
+        """The ``[site]`` configuration section describing this site."""
+        def arr(values):
+            return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+
+        gw = self.gateway
+        login = [h.ipv4 for h in self.role("login")] + [h.ipv6 for h in self.role("login") if h.ipv6]
+        dtn = [h.ipv4 for h in self.role("dtn")] + [h.ipv6 for h in self.role("dtn") if h.ipv6]
+        proxies = [h.ipv4 for h in self.role("proxy")]
+        return "\n".join([
+            "# the synthetic HPC site of `detector synth` (see detector/synth/site.py)",
+            "[site]",
+            f'local_nets = {arr(["10.10.0.0/16", "2001:db8:10::/48"])}',
+            f"gateways = {arr([gw.ipv4, gw.ipv6])}",
+            f"routers = {arr([gw.ipv4, gw.ipv6])}",
+            f"dhcp_servers = {arr([gw.ipv4])}",
+            f'dns_servers = {arr([self.by_name["dns1"].ipv4, self.by_name["dns1"].ipv6])}',
+            f"login_nodes = {arr(login)}",
+            f"dtns = {arr(dtn)}",
+            f'compute_nets = {arr(["10.10.100.0/22"])}',
+            f"proxies = {arr(proxies)}",
+            f'partner_dtns = {arr(["198.51.100.0/24", "2001:db8:51::/48"])}',
+            "",
+        ])
 
     def role(self, role: str) -> list[Host]:
         return [h for h in self.hosts if h.role == role]
@@ -95,3 +125,21 @@ def external_addresses(rng: np.random.Generator, n: int, v6: np.ndarray):
     hi = np.where(v6, v6_hi, np.uint64(0))
     lo = np.where(v6, v6_lo, v4_lo)
     return hi, lo
+
+
+_LOCAL_V6_PREFIX = np.uint64(0x20010DB80010)
+
+
+def path_ttl(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The TTL a packet from each address arrives with at the site's capture point: 64 from
+    local hosts (and the unspecified and broadcast addresses), and 64 less 4-19 routers from
+    external ones, fixed per address as a route is."""
+    hi = np.asarray(hi, np.uint64)
+    lo = np.asarray(lo, np.uint64)
+    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    a4 = lo & np.uint64(0xFFFFFFFF)
+    local4 = v4 & (((a4 >> np.uint64(16)) == np.uint64(0x0A0A)) | (a4 == 0) | (a4 == np.uint64(0xFFFFFFFF)))
+    local6 = ~v4 & ((hi >> np.uint64(16)) == _LOCAL_V6_PREFIX)
+    mixed = (lo ^ (hi * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xBF58476D1CE4E5B9)
+    hops = np.uint64(4) + (mixed >> np.uint64(60))
+    return np.where(local4 | local6, 64, 64 - hops.astype(np.int64)).astype(np.uint8)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.synth.packets import KIND_ARP, PacketSpec
+from detector.synth.site import path_ttl
 
 TH_FIN, TH_SYN, TH_RST, TH_PSH, TH_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
@@ -59,13 +60,13 @@ def _exclusive_group_cumsum(values: np.ndarray, sess: np.ndarray, starts: np.nda
 
 
 def _ports_and_addresses(ep: Endpoints, sess: np.ndarray, c2s: np.ndarray, spec: PacketSpec, proto: int,
-                         server_ttl: int, id_step: int) -> None:
+                         id_step: int) -> None:
     spec.proto[:] = proto
     spec.sport[:] = np.where(c2s, ep.cport[sess], ep.sport[sess])
     spec.dport[:] = np.where(c2s, ep.sport[sess], ep.cport[sess])
-    spec.ttl[:] = np.where(c2s, 64, server_ttl)
     spec.ip_id[:] = (np.arange(len(sess)) * id_step) & 0xFFFF
     _orient(ep, sess, c2s, spec)
+    spec.ttl[:] = path_ttl(spec.src_hi, spec.src_lo)
 
 
 def _orient(ep: Endpoints, sess: np.ndarray, c2s: np.ndarray, spec: PacketSpec) -> None:
@@ -159,7 +160,7 @@ def tcp_sessions(rng: np.random.Generator, ep: Endpoints, start_ns: np.ndarray, 
     spec.ack[:] = np.where(flags & TH_ACK, np.where(c2s, seq_s, seq_c), 0)
     spec.win[:] = 502
     spec.flags[:] = flags
-    _ports_and_addresses(ep, sess, c2s, spec, 6, 52, 7919)
+    _ports_and_addresses(ep, sess, c2s, spec, 6, 7919)
     return spec
 
 
@@ -187,7 +188,7 @@ def udp_exchanges(rng: np.random.Generator, ep: Endpoints, start_ns: np.ndarray,
     gap[pos == 0] = 0
     spec.ts_ns[:] = start_ns[sess] + _exclusive_group_cumsum(gap.astype(np.int64), sess, starts) + gap.astype(
         np.int64)
-    _ports_and_addresses(ep, sess, c2s, spec, 17, 57, 104729)
+    _ports_and_addresses(ep, sess, c2s, spec, 17, 104729)
     return spec
 
 
@@ -208,8 +209,8 @@ def icmp_echoes(rng: np.random.Generator, ep: Endpoints, start_ns: np.ndarray, n
     spec.cap_payload[:] = payload[sess]
     pair = pos // 2
     spec.ts_ns[:] = start_ns[sess] + pair * interval_ns[sess] + np.where(req, 0, 400_000 + (pair % 7) * 10_000)
-    spec.ttl[:] = np.where(req, 64, 58)
     _orient(ep, sess, req, spec)
+    spec.ttl[:] = path_ttl(spec.src_hi, spec.src_lo)
     return spec
 
 
