@@ -2,8 +2,9 @@
 
 Methods, each a known sign of DNS cache poisoning or of a rogue resolver:
 
-- two different answers to one question (client, transaction id, name, type): the race a
-  spoofer wins or loses against the real resolver (Kaminsky-style poisoning, on-path spoofing);
+- two different answers to one question (client, client port, transaction id, name, type)
+  within ``race_window_s``: the race a spoofer wins or loses against the real resolver
+  (Kaminsky-style poisoning, on-path spoofing); the answers' Ethernet sources are reported;
 - an answer from a host other than the one the client asked (off-path spoofing);
 - a public name answered with the answering host's own address, the mark of resolvers
   configured to send every name to the attacker (dnsmasq ``address=/#/``, ettercap dns_spoof).
@@ -14,11 +15,19 @@ and local-only suffixes are not judged by the third rule.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from detector.alerts import Alert
-from detector.detect.base import Detector
+from detector.detect.base import Detector, mac_text
 from detector.l7.events import Events
+
+
+def _remember(d: OrderedDict, key, value, cap: int) -> None:
+    d[key] = value
+    d.move_to_end(key)
+    if len(d) > cap:
+        d.popitem(last=False)
 
 
 class DnsSpoof(Detector):
@@ -27,12 +36,13 @@ class DnsSpoof(Detector):
 
     @dataclass(frozen=True)
     class Params:
-        pass
+        race_window_s: float = 5.0  # a second answer later than this answers another question
+        max_pending: int = 500_000  # questions and answers remembered (the oldest are dropped)
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        self.asked: dict[tuple[str, int, int], str] = {}  # (client, client port, txid) -> server asked
-        self.answers: dict[tuple[str, int, str, int], tuple] = {}
+        self.asked: OrderedDict[tuple[str, int, int], str] = OrderedDict()  # (client, port, txid) -> server
+        self.answers: OrderedDict[tuple, tuple] = OrderedDict()
         self.found: dict[tuple[str, str], Alert] = {}
 
     def _report(self, key, ctx, technique_detail: str, severity: str, evidence: dict) -> None:
@@ -56,8 +66,7 @@ class DnsSpoof(Detector):
         for ev in events.dns:
             m, c = ev.msg, ev.ctx
             if not m.response:
-                if len(self.asked) < 500_000:
-                    self.asked[(c.src, c.sport, m.txid)] = c.dst
+                _remember(self.asked, (c.src, c.sport, m.txid), c.dst, self.p.max_pending)
                 continue
             client, server = c.dst, c.src
             data = frozenset(a.data for a in m.answers if a.rtype in (1, 28))
@@ -67,17 +76,20 @@ class DnsSpoof(Detector):
                              f"{server} answered {client}'s DNS query for {m.qname} that was sent to {asked}: "
                              "a spoofed answer from a host that was not asked", "medium",
                              {"query": m.qname, "answered_by": server, "asked": asked, "answers": sorted(data)})
-            key = (client, m.txid, m.qname, m.qtype)
+            key = (client, c.dport, m.txid, m.qname, m.qtype)
             prev = self.answers.get(key)
+            if prev is not None and c.ts_ns - prev[2] > self.p.race_window_s * 1e9:
+                prev = None  # a later query that happens to reuse the id and port: a new question
             if prev is None:
-                if len(self.answers) < 500_000:
-                    self.answers[key] = (data, server, c.ts_ns)
+                _remember(self.answers, key, (data, server, c.ts_ns, ev.src_mac), self.p.max_pending)
             elif data and prev[0] and data != prev[0]:
+                macs = "" if prev[3] == ev.src_mac else f" (sent from MACs {mac_text(prev[3])} and {mac_text(ev.src_mac)})"
                 self._report(("conflict", server), c,
                              f"{client} got two different answers for {m.qname} (transaction {m.txid}): "
-                             f"{sorted(prev[0])} from {prev[1]} and {sorted(data)} from {server}: DNS spoofing",
+                             f"{sorted(prev[0])} from {prev[1]} and {sorted(data)} from {server}{macs}: DNS spoofing",
                              "high", {"query": m.qname, "first_answer": sorted(prev[0]), "first_server": prev[1],
-                                      "second_answer": sorted(data), "second_server": server, "txid": m.txid})
+                                      "first_mac": mac_text(prev[3]), "second_answer": sorted(data),
+                                      "second_server": server, "second_mac": mac_text(ev.src_mac), "txid": m.txid})
             if server in data and not self.site.is_local_name(m.qname):
                 self._report(("self", server), c,
                              f"{server} answered {client}'s query for the public name {m.qname} with its own "

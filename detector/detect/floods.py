@@ -56,6 +56,7 @@ class Floods(Detector):
         self.syn: dict[tuple[str, int], list] = {}
         self.refl: dict[str, dict] = {}
         self.dhcp: list[tuple[int, str]] = []
+        self.dhcp_servers: dict[str, dict] = {}
 
     def _bucket(self, key: str, ts: int):
         w = int(self.p.window_s * 1e9)
@@ -115,6 +116,10 @@ class Floods(Detector):
         for ev in events.dhcp:
             if ev.msg.op == 1 and ev.msg.msg_type in (1, 3, 8) and len(self.dhcp) < 1_000_000:
                 self.dhcp.append((ev.ctx.ts_ns, ev.msg.client_mac))
+            elif ev.msg.op == 2 and ev.msg.msg_type in (2, 5, 6):  # OFFER, ACK, NAK: the server under load
+                server = ev.msg.server_id or ev.ctx.src
+                counts = self.dhcp_servers.setdefault(server, {"offers": 0, "acks": 0, "naks": 0})
+                counts[{2: "offers", 5: "acks", 6: "naks"}[ev.msg.msg_type]] += 1
 
     def finish(self) -> list[Alert]:
         p = self.p
@@ -175,15 +180,21 @@ class Floods(Detector):
                 per_mac[m] += 1
             span = max((ts[-1] - ts[0]) / 1e9, 1.0)
             top_mac, top_n = max(per_mac.items(), key=lambda kv: kv[1])
+            servers = sorted(self.dhcp_servers.items(), key=lambda kv: -sum(kv[1].values()))
+            server = servers[0][0] if servers else next(iter(self.site.cfg.dhcp_servers), None)
+            host = self.host_for(server) if server else "dhcp"
+            answered = {s: c for s, c in servers[:8]}
             if best_n >= p.dhcp_min_macs:
                 out.append(Alert(ts[best_lo], ts[best_hi - 1], "dos", "dhcp_starvation", "high", 0.85,
                                  f"{best_n} different client MAC addresses asked for DHCP leases within "
-                                 f"{p.dhcp_window_s:.0f} s: exhausting the address pool", self.label, "", None, None, 68,
-                                 67, "udp", {"distinct_macs": best_n, "requests": len(ts),
-                                             "example_macs": sorted(set(macs[best_lo:best_hi]))[:10]}))
+                                 f"{p.dhcp_window_s:.0f} s{f' from {server}' if server else ''}: exhausting the "
+                                 "address pool", self.label, host, None, server, 68, 67, "udp",
+                                 {"distinct_macs": best_n, "requests": len(ts),
+                                  "example_macs": sorted(set(macs[best_lo:best_hi]))[:10], "servers": answered}))
             elif top_n / span >= p.dhcp_flood_rate:
                 out.append(Alert(ts[0], ts[-1], "dos", "dhcp_starvation", "medium", 0.6,
                                  f"{top_mac} sent {top_n} DHCP requests at {top_n / span:.0f} per second: a DHCP "
-                                 "flood", self.label, "", None, None, 68, 67, "udp",
-                                 {"client_mac": top_mac, "requests": top_n, "per_second": round(top_n / span, 1)}))
+                                 "flood", self.label, host, None, server, 68, 67, "udp",
+                                 {"client_mac": top_mac, "requests": top_n, "per_second": round(top_n / span, 1),
+                                  "servers": answered}))
         return out

@@ -8,7 +8,7 @@ Methods:
   (``sweep_threshold``); ICMP echo sweeps likewise.
 - Threshold random walk (Jung, Paxson, Berger and Balakrishnan, "Fast portscan detection using
   sequential hypothesis testing", IEEE S&P 2004) for scans too slow or small for counting: each
-  first contact of a source with a target (host and port) is a failure when it was refused,
+  first contact of a source with a host is a failure when it was refused,
   unanswered, or (TCP) closed without a byte of payload either way, and a success otherwise; with theta0 = 0.8 and theta1 = 0.2 the likelihood ratio grows 4x
   per failure and shrinks 4x per success, and the source is a scanner when it reaches
   ``trw_eta1`` (99: false positive rate 1 %, detection 99 %) after at least ``trw_min_failures``.
@@ -96,14 +96,13 @@ class PortScan(Detector):
                 self.hosts[key].add(dst)
                 self._note(key, t)
                 self._note_inbound(src, dst, port, pr, t)
-            # threshold random walk over first contacts with (host, port) targets
+            # threshold random walk over first contacts with distinct hosts, as in the paper
             if len(self.trw) >= self.p.max_sources and src not in self.trw:
                 continue
-            target = (dst, port, pr)
             seen = self.seen_targets[src]
-            if target in seen:
+            if dst in seen or len(seen) >= self.p.max_sources:
                 continue
-            seen.add(target)
+            seen.add(dst)
             w = self.trw.setdefault(src, {"lr": 1.0, "fail": 0, "ok": 0, "first": t, "last": t, "dsts": set()})
             w["last"] = t
             if failed:

@@ -43,6 +43,7 @@ class Ctx:
 class DnsEvent:
     ctx: Ctx
     msg: DnsMessage
+    src_mac: int = 0  # the Ethernet source: a forged answer keeps the forger's
 
 
 @dataclass

@@ -173,7 +173,7 @@ class L7Tap:
             s = sigs[j]
             try:
                 if s == ks.SIG_DNS:
-                    ev.dns.append(DnsEvent(ctx, dns_mod.parse(payload, tcp=ctx.proto == 6)))
+                    ev.dns.append(DnsEvent(ctx, dns_mod.parse(payload, tcp=ctx.proto == 6), macs[j]))
                 elif s == ks.SIG_DHCP:
                     ev.dhcp.append(DhcpEvent(ctx, macs[j], dhcp_mod.parse(payload)))
                 elif s == ks.SIG_FTP:

@@ -211,8 +211,10 @@ def dns_spoof(st: Stage) -> dict:
     forged = st.peer(resolver, mac=attacker.mac_int)
     real = st.peer(resolver)
     t = start = st.t0
+    victims = []
     for k in range(5):
         victim = st.peer(st.host(f"ws{2 + 2 * k}"))
+        victims.append(victim.text)
         name = ["login.partner-hpc.org", "portal.partner-hpc.org", "gitlab.partner-hpc.org", "mail.partner-hpc.org",
                 "sso.partner-hpc.org"][k]
         txid, port = int(st.rng.integers(0, 65536)), int(st.rng.integers(20000, 60000))
@@ -221,7 +223,8 @@ def dns_spoof(st: Stage) -> dict:
         st.craft.udp(t + 12 * MS, real, victim, 53, port,
                      dns.response(txid, name, "A", [bytes([198, 51, 100, 80 + k])], ttl=3600))
         t += int(st.rng.uniform(10, 40) * S)
-    return incident("mitm", "dns_spoof", [attacker.ipv4], start, t, "ws13 races the site resolver with forged answers")
+    return incident("mitm", "dns_spoof", [attacker.ipv4, resolver.ipv4] + victims, start, t,
+                    "ws13 races the site resolver with forged answers")
 
 
 def _ssh_logins(st: Stage, client: Peer, server: Peer, t: int, host_key: bytes, n: int, every_s: float,

@@ -1,0 +1,182 @@
+"""Detection end to end: every synthetic attack is found, with its category and technique, and
+the benign scenarios stay quiet; attacks built independently with scapy are found too; the
+thresholds and allowlists of the configuration are obeyed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
+from scapy.layers.l2 import ARP, Ether
+from scapy.utils import wrpcap
+
+from detector.alerts import SEVERITY_RANK
+from detector.cli import main
+from detector.cli.synth import ATTACK_NAMES, BENIGN_NAMES, SCENARIO_NAMES
+from detector.config import load_config
+from detector.pipeline.analyze_job import run_analyze
+
+MEDIUM = SEVERITY_RANK["medium"]
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scenarios")
+    assert main(["synth", "all", "-o", str(d), "--packets", "3000", "--seed", "5"]) == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def labels(synth_dir):
+    return json.loads((synth_dir / "labels.json").read_text())
+
+
+def analyze(path, config=None, **kw):
+    return run_analyze([str(path)], load_config(str(config) if config else None), None, progress=False, **kw).alerts
+
+
+def strong(alerts):
+    return [a for a in alerts if a.severity_rank >= MEDIUM]
+
+
+def test_scenario_names_match_the_registry():
+    from detector.synth.scenarios import SCENARIOS
+
+    assert set(SCENARIO_NAMES) == set(SCENARIOS) and len(SCENARIO_NAMES) == len(set(SCENARIO_NAMES))
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_each_synthetic_attack_is_detected(synth_dir, labels, name):
+    (incident,) = labels[name]["incidents"]
+    alerts = strong(analyze(synth_dir / f"{name}.pcap", synth_dir / "site.toml"))
+    hits = [a for a in alerts if a.category == incident["category"] and a.technique == incident["technique"]]
+    assert len(hits) == 1, f"{name}: expected one {incident['category']}/{incident['technique']}, got {alerts}"
+    hit = hits[0]
+    # the alert names someone the label names, and its evidence overlaps the incident
+    assert {hit.src_ip, hit.dst_ip, hit.host} & set(incident["hosts"]), (hit, incident["hosts"])
+    assert hit.ts_ns <= incident["end_ns"] + 10**9 and hit.ts_end_ns >= incident["start_ns"] - 10**9
+    # nothing else of medium or above: the background and the attack's side effects are quiet
+    assert [a for a in alerts if a is not hit] == [] or name in ("theft-stratum",), alerts
+
+
+@pytest.mark.parametrize("name", BENIGN_NAMES)
+def test_benign_scenarios_raise_nothing_of_medium_or_above(synth_dir, labels, name):
+    assert labels[name]["benign"] is True
+    assert strong(analyze(synth_dir / f"{name}.pcap", synth_dir / "site.toml")) == []
+
+
+def test_partner_allowlist_is_what_keeps_backups_quiet(synth_dir):
+    """Without the site's partner list, a login node pushing hundreds of MiB to an unknown
+    external host is exactly what bulk_upload reports."""
+    alerts = strong(analyze(synth_dir / "benign-login.pcap"))
+    assert [(a.technique, a.src_ip) for a in alerts] == [("bulk_upload", "10.10.1.10")]
+
+
+def test_detector_thresholds_and_switches_come_from_the_config(synth_dir, tmp_path):
+    site = (synth_dir / "site.toml").read_text()
+    raised = tmp_path / "raised.toml"
+    raised.write_text(site + "\n[detect.bruteforce]\nmin_failures = 500\nhigh_failures = 900\n")
+    assert not [a for a in analyze(synth_dir / "access-ssh-bruteforce.pcap", raised) if a.technique == "ssh_bruteforce"]
+    off = tmp_path / "off.toml"
+    off.write_text('[detect]\ndisabled = ["port_scan"]\n\n' + site)
+    assert not [a for a in analyze(synth_dir / "scan-ports.pcap", off) if a.category == "scan"]
+
+
+def test_alerts_are_the_same_with_and_without_a_time_cut_at_the_end(synth_dir):
+    path = synth_dir / "mitm-arp-spoof.pcap"
+    full = [a.to_dict() for a in analyze(path)]
+    cut = [a.to_dict() for a in analyze(path, until_ns=2**62)]
+    assert full == cut and full
+
+
+# -- attacks built with scapy, independent of the synthetic site -------------------------------
+GW_MAC, GW_IP = "00:00:5e:00:01:01", "192.168.7.1"
+VICTIM_MAC, VICTIM_IP = "52:54:00:00:00:0a", "192.168.7.10"
+EVIL_MAC, EVIL_IP = "52:54:00:00:00:66", "192.168.7.66"
+
+
+def _write(tmp_path, name, packets, t0=1_700_000_000.0, step=0.01):
+    for k, p in enumerate(packets):
+        p.time = t0 + k * step
+    path = tmp_path / name
+    wrpcap(str(path), packets)
+    return path
+
+
+def test_scapy_arp_poisoning_of_the_gateway(tmp_path):
+    pkts = [Ether(src=VICTIM_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=VICTIM_MAC, psrc=VICTIM_IP, pdst=GW_IP),
+            Ether(src=GW_MAC, dst=VICTIM_MAC) / ARP(op=2, hwsrc=GW_MAC, psrc=GW_IP, hwdst=VICTIM_MAC, pdst=VICTIM_IP)]
+    pkts += [Ether(src=EVIL_MAC, dst=VICTIM_MAC) / ARP(op=2, hwsrc=EVIL_MAC, psrc=GW_IP, hwdst=VICTIM_MAC,
+                                                       pdst=VICTIM_IP)] * 20
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(f'[site]\nlocal_nets = ["192.168.7.0/24"]\ngateways = ["{GW_IP}"]\n')
+    (a,) = [a for a in analyze(_write(tmp_path, "arp.pcap", pkts, step=1.0), cfg) if a.technique == "arp_spoof"]
+    assert a.severity == "critical" and a.category == "mitm"
+    assert EVIL_MAC in json.dumps(a.evidence) and GW_MAC in json.dumps(a.evidence)
+
+
+def test_scapy_dns_tunnel_with_txt_queries(tmp_path):
+    import base64
+    import random
+
+    rnd = random.Random(1)
+    pkts = []
+    for k in range(60):
+        label = base64.b32encode(rnd.randbytes(35)).decode().rstrip("=").lower()
+        name = f"{label}.x.exfil-example.com"
+        pkts.append(Ether() / IP(src=VICTIM_IP, dst="9.9.9.9") / UDP(sport=30000 + k, dport=53)
+                    / DNS(id=k, rd=1, qd=DNSQR(qname=name, qtype="TXT")))
+        pkts.append(Ether() / IP(src="9.9.9.9", dst=VICTIM_IP) / UDP(sport=53, dport=30000 + k)
+                    / DNS(id=k, qr=1, qd=DNSQR(qname=name, qtype="TXT"),
+                          an=[DNSRR(rrname=name, type="TXT", rdata=base64.b64encode(rnd.randbytes(90)))]))
+    (a,) = [a for a in strong(analyze(_write(tmp_path, "dns.pcap", pkts))) if a.technique == "dns_tunnel"]
+    assert a.category == "exfiltration" and a.src_ip == VICTIM_IP
+    assert "exfil-example.com" in a.summary
+
+
+def test_scapy_icmp_redirect_from_a_workstation(tmp_path):
+    quoted = IPerror(src=VICTIM_IP, dst="203.0.113.5") / TCPerror(sport=40000, dport=443)
+    pkts = [Ether(src=EVIL_MAC, dst=VICTIM_MAC) / IP(src=EVIL_IP, dst=VICTIM_IP)
+            / ICMP(type=5, code=1, gw=EVIL_IP) / quoted] * 4
+    (a,) = [a for a in analyze(_write(tmp_path, "redir.pcap", pkts, step=2.0)) if a.technique == "icmp_redirect"]
+    assert a.severity == "high" and a.src_ip == EVIL_IP and a.evidence["new_gateways"] == [EVIL_IP]
+
+
+def test_scapy_connect_scan_and_a_few_failures_that_are_not_one(tmp_path):
+    scan = []
+    for port in range(1, 201):
+        scan.append(Ether() / IP(src="198.51.100.9", dst=VICTIM_IP) / TCP(sport=55555, dport=port, flags="S", seq=1))
+        scan.append(Ether() / IP(src=VICTIM_IP, dst="198.51.100.9") / TCP(sport=port, dport=55555, flags="RA", ack=2))
+    (a,) = [a for a in analyze(_write(tmp_path, "scan.pcap", scan, step=0.002)) if a.technique == "port_scan"]
+    assert a.severity == "high" and a.evidence["port_count"] == 200 and a.src_ip == "198.51.100.9"
+    few = scan[:2 * 6]  # six refused ports: a misconfigured client, not a scan (Zeek's threshold is 15)
+    assert not [a for a in analyze(_write(tmp_path, "few.pcap", few)) if a.category == "scan"]
+
+
+def test_scapy_syn_flood_against_completed_handshakes(tmp_path):
+    import random
+
+    rnd = random.Random(2)
+    flood = []
+    for k in range(400):
+        src = f"{rnd.randint(11, 200)}.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"
+        sp = rnd.randint(1024, 65000)
+        flood.append(Ether() / IP(src=src, dst=VICTIM_IP) / TCP(sport=sp, dport=80, flags="S", seq=k))
+        flood.append(Ether() / IP(src=VICTIM_IP, dst=src) / TCP(sport=80, dport=sp, flags="SA", seq=9, ack=k + 1))
+    alerts = analyze(_write(tmp_path, "flood.pcap", flood, step=0.001))
+    (a,) = [a for a in alerts if a.technique == "syn_flood"]
+    assert a.category == "dos" and a.dst_ip == VICTIM_IP and a.severity_rank >= MEDIUM
+
+
+def test_dns_spoof_race_is_one_alert(tmp_path):
+    pkts = []
+    for k, name in enumerate(["a.example.net", "b.example.net", "c.example.net"]):
+        q = DNS(id=100 + k, rd=1, qd=DNSQR(qname=name))
+        pkts.append(Ether() / IP(src=VICTIM_IP, dst="192.168.7.53") / UDP(sport=4000 + k, dport=53) / q)
+        for ip in (EVIL_IP, "93.184.216.34"):
+            pkts.append(Ether() / IP(src="192.168.7.53", dst=VICTIM_IP) / UDP(sport=53, dport=4000 + k)
+                        / DNS(id=100 + k, qr=1, qd=DNSQR(qname=name), an=[DNSRR(rrname=name, rdata=ip)]))
+    (a,) = [a for a in analyze(_write(tmp_path, "spoof.pcap", pkts)) if a.technique == "dns_spoof"]
+    assert a.severity == "high" and len(a.evidence["queries"]) == 3 and a.evidence["sightings"] == 3
