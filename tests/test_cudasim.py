@@ -51,6 +51,9 @@ def mixed_frames():
     return frames
 
 
+FLOW_ASSIGNED = ("flow_dir", "flow_nth", "flow_first_ts")
+
+
 def decode_both(path):
     """Decode a capture's first batch with the CPU driver and with the GPU kernel."""
     from detector.flows.gpu_engine import GpuFlowEngine
@@ -78,9 +81,23 @@ def test_decode_kernel_matches_cpu(tmp_path):
     path.write_bytes(pcap_bytes([Rec(T0 + k * 1000, f) for k, f in enumerate(mixed_frames())]))
     n, cpu_cols, cpu_hash, gpu = decode_both(path)
     for name in cpu_cols._fields:
-        if name in ("sport", "dport", "frag"):  # fragments get their ports after decoding
+        if name in ("sport", "dport", "frag") + FLOW_ASSIGNED:  # filled in after decoding
             continue
         assert np.array_equal(getattr(cpu_cols, name), getattr(gpu.cols, name)[:n]), name
+
+
+def test_flow_assignment_matches_cpu(tmp_path):
+    """Each packet's flow direction, number in its direction and flow start (the L7 tap's keys)."""
+    from detector.flows.engine import FlowEngine
+
+    path = tmp_path / "m.pcap"
+    path.write_bytes(pcap_bytes([Rec(T0 + k * 1000, f) for k, f in enumerate(mixed_frames())]))
+    n, _, _, gpu = decode_both(path)
+    cpu = FlowEngine(FlowConfig(max_flows=64, threads=1))
+    cpu.process(next(open_capture(str(path), 4096).batches()))
+    assert set(cpu.cols.flow_dir[:n].tolist()) >= {1, 2}
+    for name in FLOW_ASSIGNED:
+        assert np.array_equal(getattr(cpu.cols, name)[:n], getattr(gpu.cols, name)[:n]), name
 
 
 def test_fragment_kernels_match_cpu(tmp_path):
