@@ -59,14 +59,26 @@ class SiteConfig:
 
 
 class NetSet:
+    """Networks with a membership test for address strings; answers are memoised per set
+    (detectors ask about the same few thousand hosts millions of times)."""
+
+    CACHE_SIZE = 1 << 18
+
     def __init__(self, items):
-        self.nets = [ipaddress.ip_network(x, strict=False) for x in items]
+        self.nets = tuple(ipaddress.ip_network(x, strict=False) for x in items)
+        self._masks = _masks(self.nets)
+        self._known: dict[str, bool] = {}
 
     def __bool__(self) -> bool:
         return bool(self.nets)
 
     def __contains__(self, addr) -> bool:
-        return _contains(tuple(self.nets), addr)
+        hit = self._known.get(addr)
+        if hit is None:
+            if len(self._known) >= self.CACHE_SIZE:
+                self._known.clear()
+            hit = self._known[addr] = _in_masks(self._masks, addr)
+        return hit
 
 
 @lru_cache(maxsize=262144)
@@ -77,14 +89,21 @@ def _parse(addr: str):
         return None
 
 
-@lru_cache(maxsize=262144)
-def _contains(nets: tuple, addr: str) -> bool:
+def _masks(nets) -> tuple[tuple[int, int, int], ...]:
+    return tuple((n.version, int(n.network_address), int(n.netmask)) for n in nets)
+
+
+def _in_masks(masks, addr: str) -> bool:
     a = _parse(addr)
     if a is None:
         return False
     if a.version == 6 and a.ipv4_mapped is not None:
         a = a.ipv4_mapped
-    return any(a.version == n.version and a in n for n in nets)
+    version, value = a.version, int(a)
+    for v, net, mask in masks:
+        if v == version and value & mask == net:
+            return True
+    return False
 
 
 class Site:
@@ -110,6 +129,7 @@ class Site:
             self.transfer_ports.append((int(lo), int(hi or lo)))
         self.local_domains = tuple(d.lower().strip(".") for d in cfg.local_domains)
         self.gateway_macs: set[int] = set()  # inferred by the ARP detector
+        self._local_names: dict[str, bool] = {}
         if self.inferred_local:
             log.info("site: no local_nets configured: taking the private ranges (%s) as local",
                      ", ".join(PRIVATE_NETS[:4]))
@@ -133,6 +153,14 @@ class Site:
         return "host" if self.is_local(addr) else "external"
 
     def is_local_name(self, name: str) -> bool:
+        hit = self._local_names.get(name)
+        if hit is None:
+            if len(self._local_names) >= NetSet.CACHE_SIZE:
+                self._local_names.clear()
+            hit = self._local_names[name] = self._is_local_name(name)
+        return hit
+
+    def _is_local_name(self, name: str) -> bool:
         n = name.lower().strip(".")
         if n.endswith((".local", ".lan", ".internal", ".home.arpa", ".in-addr.arpa", ".ip6.arpa", ".localdomain")) \
                 or "." not in n:
@@ -140,8 +168,8 @@ class Site:
         return any(n == d or n.endswith("." + d) for d in self.local_domains)
 
 
-_PRIVATE = tuple(ipaddress.ip_network(n) for n in PRIVATE_NETS)
+_PRIVATE = NetSet(PRIVATE_NETS)
 
 
 def is_private(addr: str) -> bool:
-    return _contains(_PRIVATE, addr)
+    return addr in _PRIVATE

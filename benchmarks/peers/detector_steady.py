@@ -1,7 +1,8 @@
-"""``detector flows`` measured after start-up: imports done and kernels loaded by a warm-up
-run on the first packets, then the whole capture timed in the same process.
+"""``detector flows`` (or ``detector analyze``, all detectors on) measured after start-up:
+imports done and kernels loaded by a warm-up run on the first packets, then the whole capture
+timed in the same process.
 
-Usage: python detector_steady.py CAPTURE OUT.parquet THREADS   (prints JSON)
+Usage: python detector_steady.py CAPTURE OUT THREADS [flows|analyze]   (prints JSON)
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import sys
 import tempfile
 import time
 
-from detector.config import FlowConfig
+from detector.config import Config, FlowConfig
+from detector.pipeline.analyze_job import run_analyze
 from detector.pipeline.flows_job import run_flows
 from detector.sources import open_capture
 
 
-def warm_up(path: str, cfg: FlowConfig) -> None:
+def warm_up(path: str, job) -> None:
     """Run the whole pipeline once on a small prefix of the capture."""
     reader = open_capture(path, 4096)
     with tempfile.TemporaryDirectory() as d:
@@ -30,17 +32,26 @@ def warm_up(path: str, cfg: FlowConfig) -> None:
             reader.src.close()
         with open(path, "rb") as src, open(head, "wb") as dst:
             shutil.copyfileobj(src, dst, length=int(size))
-        run_flows([head], f"{d}/w.parquet", "parquet", cfg, progress=False)
+        job(head, f"{d}/w.out")
 
 
-def main(path: str, out: str, threads: int) -> None:
-    cfg = dataclasses.replace(FlowConfig(), threads=threads)
-    warm_up(path, cfg)
+def main(path: str, out: str, threads: int, mode: str = "flows") -> None:
+    flow_cfg = dataclasses.replace(FlowConfig(), threads=threads)
+    if mode == "analyze":
+        cfg = dataclasses.replace(Config(), flows=flow_cfg)
+
+        def job(capture, dest):
+            return run_analyze([capture], cfg, alerts_out=dest, progress=False)
+    else:
+        def job(capture, dest):
+            return run_flows([capture], dest, "parquet", flow_cfg, progress=False)
+    warm_up(path, job)
     t0 = time.perf_counter()
-    result = run_flows([path], out, "parquet", cfg, progress=False)
+    result = job(path, out)
     elapsed = time.perf_counter() - t0
-    print(json.dumps({"seconds": elapsed, "packets": result.summary["packets"], "flows": result.summary["flows"]}))
+    print(json.dumps({"seconds": elapsed, "packets": result.summary["packets"], "flows": result.summary["flows"],
+                      "alerts": result.summary.get("alerts")}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])

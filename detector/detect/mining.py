@@ -30,20 +30,25 @@ POOL_DOMAINS = (
     "coin-hive.com", "crypto-loot.com", "cryptoloot.pro", "webminepool.com", "authedmine.com", "jsecoin.com",
     "monerohash.com", "unmineable.com", "viabtc.com", "antpool.com", "slushpool.com", "braiins.com", "poolin.com",
     "btc.com", "miningpoolhub.com", "c3pool.com", "gulf.moneroocean.stream", "xmrig.com", "dwarfpool.com",
-    "hashcity.org", "zpool.ca", "prohashing.com", "mining-dutch.nl", "kryptex.network", "emcd.io", "binance.com/pool",
+    "hashcity.org", "zpool.ca", "prohashing.com", "mining-dutch.nl", "kryptex.network", "emcd.io",
 )
 POOL_PORTS = {3333, 4444, 5555, 7777, 9999, 14433, 14444, 45560, 45700, 20535, 10128, 13333, 17777, 3357}
 NODE_PORTS = {8333: "bitcoin", 18333: "bitcoin-testnet", 18080: "monero", 30303: "ethereum", 9333: "litecoin",
               22556: "dogecoin", 8233: "zcash", 9999: "dash"}
 
 
+_POOL_SET = frozenset(POOL_DOMAINS)
+
+
 def pool_domain(name: str | None) -> str | None:
+    """The known pool domain ``name`` is, or is under."""
     if not name:
         return None
-    n = name.lower().strip(".")
-    for d in POOL_DOMAINS:
-        if n == d or n.endswith("." + d):
-            return d
+    labels = name.lower().strip(".").split(".")
+    for k in range(len(labels)):
+        suffix = ".".join(labels[k:])
+        if suffix in _POOL_SET:
+            return suffix
     return None
 
 

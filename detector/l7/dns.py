@@ -44,6 +44,7 @@ def _name(data: bytes, pos: int) -> tuple[str, int]:
     labels = []
     end = None
     jumps = 0
+    length = 0
     while True:
         if pos >= len(data):
             raise DnsError("name runs past the message")
@@ -68,7 +69,8 @@ def _name(data: bytes, pos: int) -> tuple[str, int]:
             raise DnsError("label runs past the message")
         labels.append(label.decode("latin-1"))
         pos += 1 + n
-        if sum(len(x) + 1 for x in labels) > 300:
+        length += n + 1
+        if length > 300:
             raise DnsError("name too long")
     return ".".join(labels), (end if end is not None else pos)
 

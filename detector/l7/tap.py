@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
+from functools import lru_cache
 
 import numpy as np
 
@@ -60,6 +61,7 @@ _STREAM_SIGS = np.array(sorted(_SIG_KIND), np.uint8)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+@lru_cache(maxsize=1 << 16)
 def uid_text(fid: int) -> str:
     digits = []
     for _ in range(11):
