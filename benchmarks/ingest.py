@@ -5,7 +5,9 @@ Every tool reads the same capture (page cache warm) in its own process, several 
 interleaved; the best run of each is reported (on a shared machine, noise only ever adds time).
 ``detector`` is measured four ways: the whole process with a cold JIT cache (first run after an
 install), the whole process with a warm cache, and after start-up (imports and kernels loaded),
-each on one core and on all cores. Peers that are not installed get a row saying so.
+each on one core and on all cores. ``detector analyze`` (every L7 inspector and detector on) is
+measured the same way on one core, and its packets/s over those of ``detector flows`` is reported:
+what detection costs. Peers that are not installed get a row saying so.
 
     python benchmarks/ingest.py [--input CAPTURE] [--packets 2000000] [--repeat 3] [-o results.json]
 """
@@ -93,6 +95,7 @@ def tool_cmds(capture: Path, work: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     one = {**env, "NUMBA_NUM_THREADS": "1"}
     out = str(work / "flows.parquet")
+    alerts = str(work / "alerts.jsonl")
     cold_cache = str(work / "numba-cold-cache")
     tools = {
         "detector-cpu-1core-cold-jit": ([py, "-m", "detector", "flows", str(capture), "-o", out, "--threads", "1",
@@ -106,6 +109,11 @@ def tool_cmds(capture: Path, work: Path) -> dict:
                                       "after start-up (imports and kernels loaded)"),
         "detector-cpu-all-steady": ([py, str(HERE / "peers" / "detector_steady.py"), str(capture), out, "0"], env,
                                     "after start-up, one thread per core"),
+        # what detection costs: the whole analyze job (L7 inspectors, every detector, alerts)
+        "detector-analyze-cpu-1core": ([py, "-m", "detector", "analyze", str(capture), "-o", alerts, "-q"], one,
+                                       "detector analyze, all detectors, whole process, warm JIT cache"),
+        "detector-analyze-cpu-1core-steady": ([py, str(HERE / "peers" / "detector_steady.py"), str(capture), alerts,
+                                               "1", "analyze"], one, "detector analyze after start-up"),
     }
     try:
         import dpkt  # noqa: F401
@@ -223,8 +231,14 @@ def main(argv=None) -> int:
         if r["packets_per_s"]:
             r["ratio_to"] = {peer: round(r["packets_per_s"] / p["packets_per_s"], 2) for peer, p in by.items()
                              if not peer.startswith("detector")}
+    analyze_cost = {}
+    for mode in ("", "-steady"):
+        a, f = by.get(f"detector-analyze-cpu-1core{mode}"), by.get(f"detector-cpu-1core{mode}")
+        if a and f:
+            analyze_cost[f"analyze_vs_flows{mode.replace('-', '_')}"] = round(a["packets_per_s"] / f["packets_per_s"], 2)
     doc = {"benchmark": "ingest", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "machine": machine(), "input": info, "repeat": args.repeat, "results": results}
+           "machine": machine(), "input": info, "repeat": args.repeat, "results": results,
+           "analyze_vs_flows": analyze_cost}
     out = Path(args.output) if args.output else REPO / "benchmarks" / "results" / (
         f"{dt.date.today().isoformat()}-ingest-{platform.node() or 'host'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +261,8 @@ def markdown(doc: dict) -> str:
         ratio = r.get("ratio_to", {})
         lines.append(f"| {r['tool']} | {r['packets_per_s'] / 1e6:.2f} M | {r['gbit_per_s']:.2f} | {r['flows'] or '-'} | "
                      f"{r['peak_rss_mb']:.0f} | {ratio.get('dpkt', '-')} | {ratio.get('nfpcapd', '-')} | {r['notes']} |")
+    for key, value in doc.get("analyze_vs_flows", {}).items():
+        lines.append(f"\n{key}: {value} (packets/s of detector analyze over detector flows, 1 core)")
     return "\n".join(lines)
 
 

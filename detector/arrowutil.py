@@ -59,3 +59,35 @@ def dictionary(codes: np.ndarray, names: pa.Array) -> pa.Array:
 
 def nulls(n: int, typ: pa.DataType) -> pa.Array:
     return pa.nulls(n, typ)
+
+
+_DTYPES = {t: d for d, t in _TYPES.items()}
+
+
+def to_numpy(arr: pa.Array) -> np.ndarray:
+    """A primitive or boolean Arrow array as NumPy, without pyarrow's conversion (which imports
+    pandas). Integers with nulls become float64 with NaN, as pyarrow does; booleans with nulls
+    are False there."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    bufs = arr.buffers()
+    valid = None
+    if arr.null_count and bufs[0] is not None:
+        valid = np.unpackbits(np.frombuffer(bufs[0], np.uint8), bitorder="little", count=arr.offset + n)[arr.offset:]
+        valid = valid.astype(bool)
+    if pa.types.is_boolean(arr.type):
+        out = np.unpackbits(np.frombuffer(bufs[1], np.uint8), bitorder="little", count=arr.offset + n)[arr.offset:]
+        out = out.astype(bool)
+        return out & valid if valid is not None else out
+    if pa.types.is_timestamp(arr.type) or pa.types.is_duration(arr.type):
+        dtype = np.dtype(np.int64)
+    else:
+        dtype = _DTYPES.get(arr.type)
+        if dtype is None:
+            raise TypeError(f"not a primitive numeric type: {arr.type}")
+    out = np.frombuffer(bufs[1], dtype, count=n, offset=arr.offset * dtype.itemsize) if n else np.empty(0, dtype)
+    if valid is not None:
+        out = out.astype(np.float64)
+        out[~valid] = np.nan
+    return out

@@ -140,9 +140,6 @@ class Site:
     def is_external(self, addr: str) -> bool:
         return not self.is_local(addr) and addr not in self.multicast
 
-    def is_transfer_port(self, port: int) -> bool:
-        return any(lo <= port <= hi for lo, hi in self.transfer_ports)
-
     def role(self, addr: str) -> str:
         if addr in self.dtns:
             return "dtn"

@@ -13,7 +13,9 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from detector import arrowutil as au
 from detector.alerts import Alert
 from detector.l7.events import Events
 from detector.site import Site
@@ -34,15 +36,51 @@ class FlowView:
         if col is None:
             arr = self.batch.column(name)
             if name == "ts":
-                col = arr.cast(pa.int64()).to_numpy()
+                col = au.to_numpy(arr)
             elif pa.types.is_dictionary(arr.type):
-                col = np.asarray(arr.cast(pa.string()).to_pylist(), dtype=object)
-            elif pa.types.is_string(arr.type) or pa.types.is_boolean(arr.type):
+                arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+                values = np.asarray(arr.dictionary.to_pylist() + [None], dtype=object)
+                col = values[_codes(arr.indices, len(values) - 1)]
+            elif pa.types.is_string(arr.type):
                 col = np.asarray(arr.to_pylist(), dtype=object)
             else:
-                col = arr.to_numpy(zero_copy_only=False)
+                col = au.to_numpy(arr)
             self._cache[name] = col
         return col
+
+    def member(self, name: str, nets) -> np.ndarray:
+        """Whether each address in column ``name`` is in ``nets`` (a NetSet), computed once per
+        batch and shared by the detectors that ask."""
+        key = f"{name} in {id(nets)}"
+        mask = self._cache.get(key)
+        if mask is None:
+            values, indices = self._distinct(name)
+            found = np.fromiter(map(nets.__contains__, values), bool, len(values))
+            mask = self._cache[key] = found[indices]
+        return mask
+
+    def _distinct(self, name: str) -> tuple[list, np.ndarray]:
+        """The column's distinct values and each row's index into them (hosts repeat a lot)."""
+        key = f"{name} distinct"
+        hit = self._cache.get(key)
+        if hit is None:
+            enc = pc.dictionary_encode(self.batch.column(name))
+            values = enc.dictionary.to_pylist() + [None]
+            hit = self._cache[key] = (values, _codes(enc.indices, len(values) - 1))
+        return hit
+
+    def take(self, name: str, rows: np.ndarray) -> list:
+        """Column ``name`` at ``rows`` as Python values (for the loops over the few rows a
+        detector keeps after filtering with whole-column operations)."""
+        return self[name][rows].tolist()
+
+
+def _codes(indices: pa.Array, null_code: int) -> np.ndarray:
+    """Dictionary indices as NumPy, nulls as ``null_code``."""
+    codes = au.to_numpy(indices)
+    if indices.null_count:
+        codes = np.where(np.isnan(codes), null_code, codes)
+    return codes.astype(np.int64)
 
 
 class Detector:

@@ -74,27 +74,27 @@ class Beaconing(Detector):
             if ev.client_hello and ev.client_hello.sni:
                 self.names[ev.ctx.server] = ev.client_hello.sni
 
-    def _judged(self, src: str) -> bool:
-        if self.site.login_nodes or self.site.compute:
-            return src in self.site.login_nodes or src in self.site.compute
-        return self.site.is_local(src)
-
     def observe_flows(self, f: FlowView) -> None:
-        oh, rh, rp, ts, ob = f["orig_h"], f["resp_h"], f["resp_p"], f["ts"], f["orig_bytes"]
-        allow = np.isin(rp, self.p.allow_ports)
-        for j in np.flatnonzero(~allow).tolist():
-            src, dst = oh[j], rh[j]
+        site = self.site
+        if site.login_nodes or site.compute:
+            judged = f.member("orig_h", site.login_nodes) | f.member("orig_h", site.compute)
+        else:
+            judged = f.member("orig_h", site.local)
+        external = ~f.member("resp_h", site.local) & ~f.member("resp_h", site.multicast)
+        rows = np.flatnonzero(~np.isin(f["resp_p"], self.p.allow_ports) & judged & external
+                              & ~f.member("resp_h", site.partners) & ~f.member("resp_h", site.proxies))
+        cols = (f.take(name, rows) for name in ("orig_h", "resp_h", "resp_p", "ts", "orig_bytes"))
+        for j, src, dst, port, t, ob in zip(rows.tolist(), *cols):
             key = (src, dst)
             if key not in self.meta:
-                if len(self.meta) >= self.p.max_pairs or not self._judged(src) or not self.site.is_external(dst) \
-                        or dst in self.site.partners or dst in self.site.proxies:
+                if len(self.meta) >= self.p.max_pairs:
                     continue
-                self.meta[key] = (int(rp[j]), f["uid"][j], f["community_id"][j], f["proto"][j])
+                self.meta[key] = (port, f["uid"][j], f["community_id"][j], f["proto"][j])
             ports = self.ports[key]
             if len(ports) <= self.p.max_ports:
-                ports.add(int(rp[j]))
-            self.starts[key].append(int(ts[j]))
-            self.sizes[key].append(int(ob[j]))
+                ports.add(port)
+            self.starts[key].append(t)
+            self.sizes[key].append(ob)
 
     def finish(self) -> list[Alert]:
         p = self.p

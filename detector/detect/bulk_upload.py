@@ -53,39 +53,34 @@ class BulkUpload(Detector):
         super().__init__(params, site)
         self.pairs: dict[tuple[str, str], _Out] = {}
 
-    def _normal_transfer(self, src: str, dst: str, port: int) -> bool:
-        if dst in self.site.partners:
-            return True
-        if src in self.site.dtns and self.site.is_transfer_port(port):
-            return True
-        return port in MEASUREMENT_PORTS or any(lo <= port <= hi for lo, hi in GRIDFTP_PORTS)
-
     def observe_flows(self, f: FlowView) -> None:
-        oh, rh, rp = f["orig_h"], f["resp_h"], f["resp_p"]
-        ob, rb, ts, dur = f["orig_bytes"], f["resp_bytes"], f["ts"], f["duration"]
-        uid, cid = f["uid"], f["community_id"]
-        big = np.flatnonzero(ob > 0)
-        for j in big.tolist():
-            src, dst = oh[j], rh[j]
-            if not self.site.is_local(src) or not self.site.is_external(dst):
-                continue
-            port = int(rp[j])
-            if self._normal_transfer(src, dst, port):
-                continue
+        site, rp = self.site, f["resp_p"]
+        normal_port = np.isin(rp, MEASUREMENT_PORTS)
+        for lo, hi in GRIDFTP_PORTS:
+            normal_port |= (rp >= lo) & (rp <= hi)
+        if site.dtns:
+            dtn_port = np.zeros(len(rp), bool)
+            for lo, hi in site.transfer_ports:
+                dtn_port |= (rp >= lo) & (rp <= hi)
+            normal_port |= dtn_port & f.member("orig_h", site.dtns)
+        outbound = f.member("orig_h", site.local) & ~f.member("resp_h", site.local) \
+            & ~f.member("resp_h", site.multicast) & ~f.member("resp_h", site.partners)
+        rows = np.flatnonzero((f["orig_bytes"] > 0) & outbound & ~normal_port)
+        for src, dst, port, ob, rb, start, dur, uid, cid in zip(*(f.take(name, rows) for name in (
+                "orig_h", "resp_h", "resp_p", "orig_bytes", "resp_bytes", "ts", "duration", "uid", "community_id"))):
             agg = self.pairs.get((src, dst))
             if agg is None:
                 agg = self.pairs[(src, dst)] = _Out()
-            agg.out += int(ob[j])
-            agg.inb += int(rb[j])
+            agg.out += ob
+            agg.inb += rb
             agg.flows += 1
-            start = int(ts[j])
             agg.first = start if agg.first is None else min(agg.first, start)
-            agg.last = max(agg.last, start + int(float(dur[j]) * 1e9))
+            agg.last = max(agg.last, start + int(dur * 1e9))
             if len(agg.ports) < 16:
                 agg.ports.add(port)
-            if int(ob[j]) > agg.biggest:  # the evidence points at the largest upload
-                agg.biggest = int(ob[j])
-                agg.uid, agg.cid = uid[j], cid[j]
+            if ob > agg.biggest:  # the evidence points at the largest upload
+                agg.biggest = ob
+                agg.uid, agg.cid = uid, cid
 
     def finish(self) -> list[Alert]:
         p = self.p

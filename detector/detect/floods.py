@@ -70,27 +70,26 @@ class Floods(Detector):
     def observe_flows(self, f: FlowView) -> None:
         proto, ts = f["proto"], f["ts"]
         oh, rh, rp, op = f["orig_h"], f["resp_h"], f["resp_p"], f["orig_p"]
-        opk, rpk, rb, ob = f["orig_pkts"], f["resp_pkts"], f["resp_bytes"], f["orig_bytes"]
-        hist = f["history"]
-        for j in np.flatnonzero(proto == "tcp").tolist():
-            h = hist[j]
+        opk, rpk = f["orig_pkts"], f["resp_pkts"]
+        tcp = np.flatnonzero(proto == "tcp")
+        for h, t, src, dst, port, ob, rb in zip(*(f.take(name, tcp) for name in (
+                "history", "ts", "orig_h", "resp_h", "resp_p", "orig_bytes", "resp_bytes"))):
             # completed: the originator acknowledged the SYN-ACK or sent data; a SYN-ACK alone
             # is the victim answering a flood packet
             opened = ("h" in h or "H" in h) and ("A" in h or "D" in h)
-            attempt = not opened and "S" in h and int(ob[j]) == 0 and int(rb[j]) == 0
+            attempt = not opened and "S" in h and ob == 0 and rb == 0
             if not attempt and not opened:
                 continue
-            t = int(ts[j])
-            for key in (rh[j], "*"):
+            for key in (dst, "*"):
                 b = self._bucket(key, t)
                 if b is None:
                     continue
                 b[0 if attempt else 1] += 1
                 if attempt and len(b[2]) < 10_000:
-                    b[2].add(oh[j])
+                    b[2].add(src)
                 b[3], b[4] = min(b[3], t), max(b[4], t)
                 if len(b[5]) < 32:
-                    b[5].add(int(rp[j]))
+                    b[5].add(port)
         # answers from an amplifier port to a side that sent nothing back (either orientation)
         amp_o = np.isin(op, list(AMPLIFIER_PORTS)) & (rpk == 0) & (opk > 0)
         amp_r = np.isin(rp, list(AMPLIFIER_PORTS)) & (opk == 0) & (rpk > 0)

@@ -65,30 +65,31 @@ class PortScan(Detector):
         self.first[key] = (min(lo, ts), max(hi, ts))
 
     def observe_flows(self, f: FlowView) -> None:
-        oh, rh, rp, proto, state = f["orig_h"], f["resp_h"], f["resp_p"], f["proto"], f["conn_state"]
-        ob, rb, ts, rpk = f["orig_bytes"], f["resp_bytes"], f["ts"], f["resp_pkts"]
-        for j in range(len(f)):
-            src, dst, pr = oh[j], rh[j], proto[j]
-            if pr not in ("tcp", "udp", "icmp") or src in self.site.multicast or dst in self.site.multicast:
+        proto = f["proto"]
+        # an "originator" that sent nothing is answering someone else's traffic
+        rows = np.flatnonzero(((proto == "tcp") | (proto == "udp") | (proto == "icmp")) & (f["orig_pkts"] > 0))
+        if not len(rows):
+            return
+        multicast = self.site.multicast
+        cols = (f.take(name, rows) for name in ("orig_h", "resp_h", "proto", "ts", "orig_p", "resp_p", "conn_state",
+                                                 "orig_bytes", "resp_bytes", "resp_pkts"))
+        for src, dst, pr, t, sport, port, state, ob, rb, rpk in zip(*cols):
+            if src in multicast or dst in multicast:
                 continue
-            if int(f["orig_pkts"][j]) == 0:
-                continue  # the "originator" sent nothing: answers to someone else's traffic
-            t = int(ts[j])
-            port = int(rp[j])
             if pr == "icmp":
-                if port == 0 and int(f["orig_p"][j]) == 8:  # echo request: a host probe
+                if port == 0 and sport == 8:  # echo request: a host probe
                     key = (src, -1, "icmp")
                     self.hosts[key].add(dst)
                     self._note(key, t)
                 continue
-            if pr == "udp" and int(f["orig_p"][j]) in AMPLIFIER_PORTS and port >= 1024 and int(rpk[j]) == 0:
+            if pr == "udp" and sport in AMPLIFIER_PORTS and port >= 1024 and rpk == 0:
                 continue  # an answer nobody asked for (reflection backscatter), not a probe
             # a probe: refused or unanswered, or (TCP) opened and closed without a byte either way;
             # one-way data (GridFTP data streams, pushes) is a used connection
             if pr == "tcp":
-                failed = state[j] in FAILED_STATES or (int(ob[j]) == 0 and int(rb[j]) == 0)
+                failed = state in FAILED_STATES or (ob == 0 and rb == 0)
             else:
-                failed = state[j] in FAILED_STATES or int(rpk[j]) == 0
+                failed = state in FAILED_STATES or rpk == 0
             if failed:
                 self.ports[(src, dst)].add(port)
                 self._note((src, dst), t)

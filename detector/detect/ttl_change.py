@@ -56,23 +56,23 @@ class TtlChange(Detector):
         self.peers: dict[str, dict] = {}  # hop count learned per address from established connections
 
     def observe_flows(self, f: FlowView) -> None:
-        proto, hist = f["proto"], f["history"]
-        tcp = np.flatnonzero(proto == "tcp")
+        tcp = np.flatnonzero(f["proto"] == "tcp")
         if not len(tcp):
             return
-        ok = np.array([established(hist[j]) for j in tcp.tolist()], bool)
+        tcp = tcp[np.array([established(h) for h in f.take("history", tcp)], bool)]
+        oh, rh = f.take("orig_h", tcp), f.take("resp_h", tcp)
         for side in ("orig", "resp"):
-            lo = np.nan_to_num(f[f"{side}_ttl_min"].astype(float))
-            hi = np.nan_to_num(f[f"{side}_ttl_max"].astype(float))
+            lo = np.nan_to_num(f[f"{side}_ttl_min"][tcp].astype(float))
+            hi = np.nan_to_num(f[f"{side}_ttl_max"][tcp].astype(float))
             h_lo, h_hi = hops(lo), hops(hi)
             delta = np.abs(h_lo - h_hi)
-            for j in tcp[ok].tolist():
-                src = f["orig_h"][j] if side == "orig" else f["resp_h"][j]
-                dst = f["resp_h"][j] if side == "orig" else f["orig_h"][j]
-                if delta[j] >= self.p.min_delta:
-                    self._injected(f, j, side, src, dst, int(lo[j]), int(hi[j]), int(delta[j]))
-                elif lo[j] > 0:
-                    self._learn(f, j, src, dst, int(h_lo[j]), int(lo[j]))
+            srcs, dsts = (oh, rh) if side == "orig" else (rh, oh)
+            for j, src, dst, d, ttl, ttl_hi, h in zip(tcp.tolist(), srcs, dsts, delta.tolist(), lo.tolist(),
+                                                       hi.tolist(), h_lo.tolist()):
+                if d >= self.p.min_delta:
+                    self._injected(f, j, side, src, dst, int(ttl), int(ttl_hi), int(d))
+                elif ttl > 0:
+                    self._learn(f, j, src, dst, int(h), int(ttl))
 
     def _injected(self, f, j, side, src, dst, lo, hi, d) -> None:
         sport = int(f["orig_p"][j] if side == "orig" else f["resp_p"][j])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -75,14 +76,33 @@ def _name(data: bytes, pos: int) -> tuple[str, int]:
     return ".".join(labels), (end if end is not None else pos)
 
 
+_SEEN: dict[bytes, DnsMessage] = {}
+SEEN_SIZE = 1 << 14
+
+
 def parse(data: bytes, tcp: bool = False) -> DnsMessage:
-    """Parse one DNS message (UDP payload, or a TCP segment starting with the length prefix)."""
+    """Parse one DNS message (UDP payload, or a TCP segment starting with the length prefix).
+    Messages that differ only in their transaction ID (the same question asked again, the same
+    answer served again) are parsed once; the parsed messages are shared, not to be changed."""
     if tcp:
         if len(data) < 2:
             raise DnsError("short TCP DNS message")
         data = data[2:2 + struct.unpack(">H", data[:2])[0]]
     if len(data) < 12:
         raise DnsError("shorter than a DNS header")
+    key = data[2:]
+    seen = _SEEN.get(key)
+    txid = (data[0] << 8) | data[1]
+    if seen is None:
+        if len(_SEEN) >= SEEN_SIZE:
+            _SEEN.clear()
+        seen = _SEEN[key] = _parse(data)
+    if seen.txid == txid:
+        return seen
+    return DnsMessage(txid, seen.response, seen.opcode, seen.rcode, seen.qname, seen.qtype, seen.answers, seen.size)
+
+
+def _parse(data: bytes) -> DnsMessage:
     txid, flags, qd, an, _ns, _ar = struct.unpack(">HHHHHH", data[:12])
     pos = 12
     qname, qtype = "", 0
@@ -108,9 +128,9 @@ def parse(data: bytes, tcp: bool = False) -> DnsMessage:
         pos += 10
         rdata = data[pos:pos + rdlen]
         if rtype == 1 and rdlen == 4:
-            text = str(ipaddress.IPv4Address(rdata))
+            text = socket.inet_ntop(socket.AF_INET, rdata)
         elif rtype == 28 and rdlen == 16:
-            text = str(ipaddress.IPv6Address(rdata))
+            text = str(ipaddress.IPv6Address(rdata))  # the flow records' spelling of mapped addresses
         elif rtype in (2, 5, 12):
             try:
                 text = _name(data, pos)[0].lower()
