@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
-from functools import lru_cache
 
 log = logging.getLogger("detector.site")
 
@@ -72,6 +72,11 @@ class NetSet:
     def __bool__(self) -> bool:
         return bool(self.nets)
 
+    def add(self, items) -> None:
+        self.nets += tuple(ipaddress.ip_network(x, strict=False) for x in items)
+        self._masks = _masks(self.nets)
+        self._known.clear()
+
     def __contains__(self, addr) -> bool:
         hit = self._known.get(addr)
         if hit is None:
@@ -81,12 +86,26 @@ class NetSet:
         return hit
 
 
-@lru_cache(maxsize=262144)
-def _parse(addr: str):
-    try:
-        return ipaddress.ip_address(addr)
-    except ValueError:
-        return None
+_NUMERIC: dict[str, tuple[int, int]] = {}
+
+
+def _numeric(addr) -> tuple[int, int]:
+    """``(IP version, address as an integer)`` of an address string; IPv4-mapped IPv6
+    addresses count as IPv4; ``(0, 0)`` when it is not an address. Memoised for all sets."""
+    hit = _NUMERIC.get(addr)
+    if hit is None:
+        try:
+            hit = (4, int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big"))
+        except (OSError, TypeError):
+            try:
+                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big")
+                hit = (4, value & 0xFFFFFFFF) if value >> 32 == 0xFFFF else (6, value)
+            except (OSError, TypeError):
+                hit = (0, 0)
+        if len(_NUMERIC) >= NetSet.CACHE_SIZE:
+            _NUMERIC.clear()
+        _NUMERIC[addr] = hit
+    return hit
 
 
 def _masks(nets) -> tuple[tuple[int, int, int], ...]:
@@ -94,12 +113,7 @@ def _masks(nets) -> tuple[tuple[int, int, int], ...]:
 
 
 def _in_masks(masks, addr: str) -> bool:
-    a = _parse(addr)
-    if a is None:
-        return False
-    if a.version == 6 and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
-    version, value = a.version, int(a)
+    version, value = _numeric(addr)
     for v, net, mask in masks:
         if v == version and value & mask == net:
             return True
@@ -130,12 +144,18 @@ class Site:
         self.local_domains = tuple(d.lower().strip(".") for d in cfg.local_domains)
         self.gateway_macs: set[int] = set()  # inferred by the ARP detector
         self._local_names: dict[str, bool] = {}
+        self.busiest: list[str] = []  # public hosts taken as local (see site_inference)
         if self.inferred_local:
             log.info("site: no local_nets configured: taking the private ranges (%s) as local",
                      ", ".join(PRIVATE_NETS[:4]))
 
     def is_local(self, addr: str) -> bool:
         return addr in self.local
+
+    def add_local_hosts(self, hosts: list[str]) -> None:
+        """Take ``hosts`` as local too (inferred: the configuration named no local networks)."""
+        self.busiest += hosts
+        self.local.add(hosts)
 
     def is_external(self, addr: str) -> bool:
         return not self.is_local(addr) and addr not in self.multicast

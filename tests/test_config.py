@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from detector.config import FlowConfig, load_config
+from detector.site import SiteConfig
 from detector.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +18,17 @@ def test_example_config_is_valid():
     cfg = load_config(str(REPO / "deploy" / "detector.example.toml"))
     assert cfg.flows.tcp_idle_timeout == FlowConfig().tcp_idle_timeout
     assert cfg.flows.local_nets == ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    assert cfg.site.transfer_ports == SiteConfig().transfer_ports and cfg.disabled_detectors == ()
+
+
+def test_example_config_lists_every_detector_with_its_defaults():
+    """The shipped example documents every threshold: its values are the code's defaults."""
+    from detector.detect.registry import DETECTORS
+
+    cfg = load_config(str(REPO / "deploy" / "detector.example.toml"))
+    for d in DETECTORS:
+        if dataclasses.fields(d.Params):
+            assert cfg.detect[d.name] == d.Params(), d.name
 
 
 def test_defaults_without_a_file():

@@ -72,22 +72,42 @@ class DnsTunnel(Detector):
         self.domains: dict[tuple[str, str], _Agg] = {}
         self.clients: dict[str, _Agg] = {}
         self.single: dict[tuple[str, str], tuple] = {}
+        self._names: dict[str, tuple | None] = {}
 
     def _encoded(self, label: str) -> bool:
         return len(label) >= self.p.encoded_min_len and entropy(label) >= self.p.encoded_min_entropy
+
+    def _facts(self, qname: str) -> tuple[str, bool, str, float] | None:
+        """``(registered domain, any label encoded, longest label, its entropy)`` of a query
+        name, or None when it is not judged (local or allowed); memoised, names repeat."""
+        hit = self._names.get(qname, False)
+        if hit is not False:
+            return hit
+        p = self.p
+        dom = registered_domain(qname)
+        if self.site.is_local_name(qname) or dom in p.allow_domains \
+                or any(qname.endswith("." + d) for d in p.allow_domains):
+            hit = None
+        else:
+            labels = qname.split(".")[:-2] or [""]
+            longest = max(labels, key=len)
+            hit = (dom, any(self._encoded(lab) for lab in labels), longest, entropy(longest))
+        if len(self._names) >= 1 << 16:
+            self._names.clear()
+        self._names[qname] = hit
+        return hit
 
     def observe_events(self, events: Events) -> None:
         p = self.p
         for ev in events.dns:
             m = ev.msg
-            if m.response or not m.qname or self.site.is_local_name(m.qname):
+            if m.response or not m.qname:
                 continue
-            dom = registered_domain(m.qname)
-            if dom in p.allow_domains or any(m.qname.endswith("." + d) for d in p.allow_domains):
+            facts = self._facts(m.qname)
+            if facts is None:
                 continue
+            dom, enc, longest, longest_entropy = facts
             client = ev.ctx.src
-            labels = m.qname.split(".")[:-2] or [""]
-            enc = any(self._encoded(lab) for lab in labels)
             for agg in (self.domains.setdefault((client, dom), _Agg(client)),
                         self.clients.setdefault(client, _Agg(client))):
                 if m.qname in agg.names:
@@ -102,9 +122,8 @@ class DnsTunnel(Detector):
                 agg.server = ev.ctx.dst
                 if len(agg.examples) < 3:
                     agg.examples.append(m.qname)
-            longest = max(labels, key=len)
-            if len(longest) >= p.single_label_len and entropy(longest) >= p.single_label_entropy:
-                self.single.setdefault((client, dom), (ev.ctx, m.qname, len(longest), entropy(longest)))
+            if len(longest) >= p.single_label_len and longest_entropy >= p.single_label_entropy:
+                self.single.setdefault((client, dom), (ev.ctx, m.qname, len(longest), longest_entropy))
 
     def _alert(self, agg: _Agg, domain: str | None, score: float, why: str) -> Alert:
         n = len(agg.names)

@@ -132,9 +132,10 @@ class L7Tap:
         idx = np.flatnonzero(wanted).astype(np.int64)
         if len(idx):
             self._inspect(b, cols, idx, sig, fid, ev)
-        # shell text: in unrecognised payloads (JSON-looking ones too: a prompt starts with '['),
-        # but not in web streams, whose pages may quote any command
-        shell_idx = np.flatnonzero(((sig == ks.SIG_OTHER) | (sig == ks.SIG_JSON)) & (cols.flow_nth[:n] < SHELL_PACKETS))
+        # shell text: in unrecognised TCP payloads (JSON-looking ones too: a prompt starts with
+        # '['), but not in web streams, whose pages may quote any command
+        shell_idx = np.flatnonzero(((sig == ks.SIG_OTHER) | (sig == ks.SIG_JSON)) & (cols.flow_nth[:n] < SHELL_PACKETS)
+                                   & (cols.proto[:n] == 6))
         if len(shell_idx):
             web = set(fid[sig == ks.SIG_HTTP].tolist())
             done, streams = self.web_flows, self.streams

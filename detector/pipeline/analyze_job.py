@@ -30,6 +30,7 @@ from detector.pipeline.flows_job import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE
 from detector.pipeline.ingest import Ingest
 from detector.progress import Progress
 from detector.site import Site
+from detector.site_inference import infer_local_hosts
 from detector.sources.batch import RawBatch
 from kernels import packet_columns as pc
 
@@ -126,6 +127,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
             d.observe_events(events)
 
     alerts: list[Alert] = []
+    first_batch = True
     try:
         try:
             for batch in ingest.batches():
@@ -134,8 +136,13 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
                     late = np.flatnonzero(batch.ts_ns > until_ns)
                     if len(late):
                         batch, last = _head(batch, int(late[0])), True
-                feed_flows(engine.process(batch))
-                feed_events(tap.process(batch, _host_columns(engine, batch.n), batch.n))
+                emitted = engine.process(batch)
+                host_cols = _host_columns(engine, batch.n)
+                if first_batch:
+                    infer_local_hosts(site, host_cols, batch.n)
+                    first_batch = False
+                feed_flows(emitted)
+                feed_events(tap.process(batch, host_cols, batch.n))
                 bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
                 if last:
                     break
@@ -172,7 +179,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
         "packets_per_s": round(c.records / elapsed, 1) if elapsed > 0 else 0.0, "backend": backend.name,
         "device": backend.device or "cpu", "bad_inputs": len(ingest.errors),
         "l7": {"streams_dropped": tap.dropped_streams, "parse_errors": tap.parse_errors},
-        "site_inferred": site.inferred_local,
+        "site_inferred": site.inferred_local, "inferred_local_hosts": site.busiest,
     }
     errors = [str(e) for e in ingest.errors]
     warnings = [w for s in ingest.inputs for w in s.warnings]
@@ -203,5 +210,7 @@ def summary_text(s: dict, alerts: list[Alert]) -> str:
         for a in worst:
             lines.append(f"  [{a.severity}] {a.category}/{a.technique}: {a.summary[:150]}")
     if s.get("site_inferred"):
-        lines.append("  note: no site configuration: private address ranges were taken as local (see --config)")
+        busiest = s.get("inferred_local_hosts") or []
+        extra = f", and the busiest public host(s) {', '.join(busiest)}" if busiest else ""
+        lines.append(f"  note: no site configuration: private address ranges{extra} were taken as local (see --config)")
     return "\n".join(lines)
