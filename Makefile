@@ -1,4 +1,4 @@
-# Quick start:  make demo   (set up, generate a capture, turn it into flows, print a summary)
+# Quick start:  make demo   (set up, generate captures of a site under attack, analyse them, print a summary)
 #               make test   (set up with the test extras, run the test suite)
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,8 +14,8 @@ $(BIN)/detector: pyproject.toml
 	touch $@
 
 demo: $(BIN)/detector
-	$(BIN)/detector synth hpc-mix -o $(DEMO) --packets 200000
-	$(BIN)/detector flows $(DEMO)/hpc-mix.pcap -o $(DEMO)/flows.parquet --top 5
+	$(BIN)/detector synth hpc-mix mitm-arp-spoof exfil-dns-tunnel theft-stratum access-ssh-bruteforce -o $(DEMO)
+	$(BIN)/detector analyze $(DEMO) --config $(DEMO)/site.toml -o $(DEMO)/alerts.jsonl --flows-out $(DEMO)/flows.parquet
 
 # Two runs: the suite, then the GPU kernels under Numba's CUDA simulator (its variables must be
 # set before Numba is imported). pytest exits 5 when a selection collects no test: not a failure.
