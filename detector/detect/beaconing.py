@@ -83,18 +83,32 @@ class Beaconing(Detector):
         external = ~f.member("resp_h", site.local) & ~f.member("resp_h", site.multicast)
         rows = np.flatnonzero(~np.isin(f["resp_p"], self.p.allow_ports) & judged & external
                               & ~f.member("resp_h", site.partners) & ~f.member("resp_h", site.proxies))
-        cols = (f.take(name, rows) for name in ("orig_h", "resp_h", "resp_p", "ts", "orig_bytes"))
-        for j, src, dst, port, t, ob in zip(rows.tolist(), *cols):
-            key = (src, dst)
+        if not len(rows):
+            return
+        srcs, src_code = f._distinct("orig_h")
+        dsts, dst_code = f._distinct("resp_h")
+        pair = np.stack([src_code[rows], dst_code[rows]])
+        _, first, inverse = np.unique(pair[0] * (len(dsts) + 1) + pair[1], return_index=True, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")  # each pair's rows, in batch order
+        bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1)).tolist()
+        ts, ob, port = f["ts"][rows], f["orig_bytes"][rows], f["resp_p"][rows]
+        ts_sorted, ob_sorted, port_sorted = ts[order].tolist(), ob[order].tolist(), port[order].tolist()
+        src_of, dst_of = pair[0].tolist(), pair[1].tolist()
+        first_row = first.tolist()
+        for g in np.argsort(first, kind="stable").tolist():  # pairs in order of first appearance
+            j = first_row[g]
+            key = (srcs[src_of[j]], dsts[dst_of[j]])
             if key not in self.meta:
                 if len(self.meta) >= self.p.max_pairs:
                     continue
-                self.meta[key] = (port, f["uid"][j], f["community_id"][j], f["proto"][j])
+                r = int(rows[j])
+                self.meta[key] = (int(port[j]), f["uid"][r], f["community_id"][r], f["proto"][r])
+            lo, hi = bounds[g], bounds[g + 1]
             ports = self.ports[key]
             if len(ports) <= self.p.max_ports:
-                ports.add(port)
-            self.starts[key].append(t)
-            self.sizes[key].append(ob)
+                ports.update(port_sorted[lo:hi])
+            self.starts[key].extend(ts_sorted[lo:hi])
+            self.sizes[key].extend(ob_sorted[lo:hi])
 
     def finish(self) -> list[Alert]:
         p = self.p

@@ -25,7 +25,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.compute as pc
 
+from detector import arrowutil as au
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
 from detector.detect.services import AMPLIFIER_PORTS
@@ -67,29 +69,59 @@ class Floods(Detector):
             b = self.syn[(key, ts // w)] = [0, 0, set(), ts, ts, set()]
         return b
 
+    def _count_handshakes(self, f: FlowView) -> None:
+        """Per (target, window) and over all targets ("*"): attempts that never completed (a SYN,
+        no data either way) and completed handshakes (the originator acknowledged the SYN-ACK
+        or sent data; a SYN-ACK alone is the victim answering a flood packet)."""
+        hist = f.batch.column("history")
+        has = {c: au.to_numpy(pc.match_substring(hist, c)) for c in "hHADS"}
+        tcp = f["proto"] == "tcp"
+        opened = tcp & (has["h"] | has["H"]) & (has["A"] | has["D"])
+        attempt = tcp & ~opened & has["S"] & (f["orig_bytes"] == 0) & (f["resp_bytes"] == 0)
+        rows = np.flatnonzero(opened | attempt)
+        if not len(rows):
+            return
+        dsts, dst_code = f._distinct("resp_h")
+        srcs, src_code = f._distinct("orig_h")
+        ts = f["ts"][rows]
+        window = ts // int(self.p.window_s * 1e9)
+        ports, att = f["resp_p"][rows], attempt[rows]
+        for target_code in (dst_code[rows], np.full(len(rows), -1)):
+            key = (target_code + 1) << 32 | (window - window.min())
+            _, group, inverse = np.unique(key, return_index=True, return_inverse=True)
+            order = np.argsort(inverse, kind="stable")
+            starts = np.searchsorted(inverse[order], np.arange(len(group)))
+            n_att = np.add.reduceat(att[order].astype(np.int64), starts)
+            n_ok = np.diff(np.append(starts, len(order))) - n_att
+            first = np.minimum.reduceat(ts[order], starts)
+            last = np.maximum.reduceat(ts[order], starts)
+            buckets = []
+            for g, row in enumerate(group.tolist()):
+                code = int(target_code[row])
+                b = self._bucket("*" if code < 0 else dsts[code], int(ts[row]))
+                buckets.append(b)
+                if b is None:
+                    continue
+                b[0] += int(n_att[g])
+                b[1] += int(n_ok[g])
+                b[3], b[4] = min(b[3], int(first[g])), max(b[4], int(last[g]))
+            pairs = np.unique(inverse.astype(np.int64) << 16 | ports)
+            for g, port in zip((pairs >> 16).tolist(), (pairs & 0xFFFF).tolist()):
+                b = buckets[g]
+                if b is not None and len(b[5]) < 32:
+                    b[5].add(port)
+            sel = np.flatnonzero(att)
+            pairs = np.unique(inverse[sel].astype(np.int64) << 32 | src_code[rows[sel]])
+            for g, code in zip((pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist()):
+                b = buckets[g]
+                if b is not None and len(b[2]) < 10_000:
+                    b[2].add(srcs[code])
+
     def observe_flows(self, f: FlowView) -> None:
         proto, ts = f["proto"], f["ts"]
         oh, rh, rp, op = f["orig_h"], f["resp_h"], f["resp_p"], f["orig_p"]
         opk, rpk = f["orig_pkts"], f["resp_pkts"]
-        tcp = np.flatnonzero(proto == "tcp")
-        for h, t, src, dst, port, ob, rb in zip(*(f.take(name, tcp) for name in (
-                "history", "ts", "orig_h", "resp_h", "resp_p", "orig_bytes", "resp_bytes"))):
-            # completed: the originator acknowledged the SYN-ACK or sent data; a SYN-ACK alone
-            # is the victim answering a flood packet
-            opened = ("h" in h or "H" in h) and ("A" in h or "D" in h)
-            attempt = not opened and "S" in h and ob == 0 and rb == 0
-            if not attempt and not opened:
-                continue
-            for key in (dst, "*"):
-                b = self._bucket(key, t)
-                if b is None:
-                    continue
-                b[0 if attempt else 1] += 1
-                if attempt and len(b[2]) < 10_000:
-                    b[2].add(src)
-                b[3], b[4] = min(b[3], t), max(b[4], t)
-                if len(b[5]) < 32:
-                    b[5].add(port)
+        self._count_handshakes(f)
         # answers from an amplifier port to a side that sent nothing back (either orientation)
         amp_o = np.isin(op, list(AMPLIFIER_PORTS)) & (rpk == 0) & (opk > 0)
         amp_r = np.isin(rp, list(AMPLIFIER_PORTS)) & (opk == 0) & (rpk > 0)

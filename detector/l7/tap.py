@@ -61,6 +61,11 @@ _STREAM_SIGS = np.array(sorted(_SIG_KIND), np.uint8)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+def _ids(flows) -> np.ndarray:
+    """Flow ids (keys of a dict, or any iterable of them) as an array, for ``np.isin``."""
+    return np.fromiter(flows, np.uint64)
+
+
 @lru_cache(maxsize=1 << 16)
 def uid_text(fid: int) -> str:
     digits = []
@@ -125,10 +130,8 @@ class L7Tap:
         early = (cols.payload_len[:n] > 0) & (cols.flow_nth[:n] < FOLLOW_PACKETS) & ~wanted
         cand = np.flatnonzero(early)
         if len(cand) and (self.streams or starts.any()):
-            opening = set(fid[starts].tolist())
-            streams = self.streams
-            keep = [f in streams or f in opening for f in fid[cand].tolist()]
-            wanted[cand[np.array(keep, bool)]] = True
+            followed = np.concatenate([_ids(self.streams), fid[starts]])
+            wanted[cand[np.isin(fid[cand], followed)]] = True
         idx = np.flatnonzero(wanted).astype(np.int64)
         if len(idx):
             self._inspect(b, cols, idx, sig, fid, ev)
@@ -137,11 +140,9 @@ class L7Tap:
         shell_idx = np.flatnonzero(((sig == ks.SIG_OTHER) | (sig == ks.SIG_JSON)) & (cols.flow_nth[:n] < SHELL_PACKETS)
                                    & (cols.proto[:n] == 6))
         if len(shell_idx):
-            web = set(fid[sig == ks.SIG_HTTP].tolist())
-            done, streams = self.web_flows, self.streams
-            keep = [not (f in done or f in web or (f in streams and streams[f].kind == HTTP))
-                    for f in fid[shell_idx].tolist()]
-            shell_idx = shell_idx[np.array(keep, bool)].astype(np.int64)
+            web = np.concatenate([fid[sig == ks.SIG_HTTP], _ids(self.web_flows),
+                                  _ids(f for f, st in self.streams.items() if st.kind == HTTP)])
+            shell_idx = shell_idx[~np.isin(fid[shell_idx], web)].astype(np.int64)
         if len(shell_idx):
             self._shell_text(b, cols, shell_idx, fid, ev)
         self._packet_arrays(b, cols, n, ev)
