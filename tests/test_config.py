@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from detector.config import FlowConfig, load_config
-from detector.site import SiteConfig
 from detector.errors import ConfigError
+from detector.site import SiteConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

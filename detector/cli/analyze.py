@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from detector.cli.common import add_backend_argument, fail, resolve_backend
+from detector.cli.common import add_backend_argument, fail, print_problems, resolve_backend
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
                              min_severity=args.min_severity)
     except DetectorError as exc:
         return fail(str(exc), 2)
-    for msg in result.errors:
-        print(f"detector: error: {msg}", file=sys.stderr)
-    for msg in result.warnings:
-        print(f"detector: warning: {msg}", file=sys.stderr)
+    print_problems(result)
     if not args.quiet:
         print(f"detector analyze: {summary_text(result.summary, result.alerts)}", file=sys.stderr)
     if args.stats:

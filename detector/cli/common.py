@@ -29,3 +29,11 @@ def resolve_backend(requested: str):
     except BackendUnavailable as exc:
         fail(f"--backend {requested}: {exc}", 2)
         return None
+
+
+def print_problems(result) -> None:
+    """A job's errors and warnings on stderr, one line each."""
+    for msg in result.errors:
+        print(f"detector: error: {msg}", file=sys.stderr)
+    for msg in result.warnings:
+        print(f"detector: warning: {msg}", file=sys.stderr)

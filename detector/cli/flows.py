@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from detector.cli.common import add_backend_argument, fail, resolve_backend
+from detector.cli.common import add_backend_argument, fail, print_problems, resolve_backend
 
 FORMAT_BY_SUFFIX = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".log": "zeek", ".tsv": "zeek"}
 
@@ -57,10 +57,7 @@ def run(args: argparse.Namespace) -> int:
                            backend=backend)
     except DetectorError as exc:
         return fail(str(exc), 2)
-    for msg in result.errors:
-        print(f"detector: error: {msg}", file=sys.stderr)
-    for msg in result.warnings:
-        print(f"detector: warning: {msg}", file=sys.stderr)
+    print_problems(result)
     if not args.quiet:
         print(f"detector flows: {summary_line(result.summary)}", file=sys.stderr)
         if report is not None:

@@ -26,7 +26,7 @@ from detector.flows.engine import make_engine
 from detector.flows.records import RecordBuilder
 from detector.l7.tap import L7Tap
 from detector.output.flow_writers import open_flow_writer
-from detector.pipeline.flows_job import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE
+from detector.pipeline.flows_job import outcome
 from detector.pipeline.ingest import Ingest
 from detector.progress import Progress
 from detector.site import Site
@@ -181,18 +181,9 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
         "l7": {"streams_dropped": tap.dropped_streams, "parse_errors": tap.parse_errors},
         "site_inferred": site.inferred_local, "inferred_local_hosts": site.busiest,
     }
-    errors = [str(e) for e in ingest.errors]
-    warnings = [w for s in ingest.inputs for w in s.warnings]
-    if output_error is not None:
-        errors.append(str(output_error))
-    if interrupted:
-        warnings.append("interrupted: alerts for the input read so far were written")
-    if ingest.unusable and c.records == 0:
-        code = EXIT_UNUSABLE
-    elif errors or warnings or interrupted:
-        code = EXIT_PARTIAL
-    else:
-        code = EXIT_OK
+    code, errors, warnings = outcome(ingest, c.records, output_error,
+                                     "interrupted: alerts for the input read so far were written" if interrupted
+                                     else None)
     return AnalyzeResult(code, alerts, summary, errors, warnings)
 
 

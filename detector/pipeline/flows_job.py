@@ -87,19 +87,24 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
         "output": out_path,
         "format": fmt,
     }
+    code, errors, warnings = outcome(ingest, c.records, output_error,
+                                     "interrupted: flows seen so far were written" if interrupted else None)
+    return FlowsResult(code, summary, errors, warnings)
+
+
+def outcome(ingest, records: int, output_error, interrupted: str | None) -> tuple[int, list[str], list[str]]:
+    """Exit status, errors and warnings of a job over ``ingest``: unusable when nothing could be
+    read, partial when anything went wrong or the run was interrupted (``interrupted`` says what
+    was kept), else done."""
     errors = [str(e) for e in ingest.errors]
     warnings = [w for s in ingest.inputs for w in s.warnings]
     if output_error is not None:
         errors.append(str(output_error))
     if interrupted:
-        warnings.append("interrupted: flows seen so far were written")
-    if ingest.unusable and c.records == 0:
-        code = EXIT_UNUSABLE
-    elif errors or warnings or interrupted:
-        code = EXIT_PARTIAL
-    else:
-        code = EXIT_OK
-    return FlowsResult(code, summary, errors, warnings)
+        warnings.append(interrupted)
+    if ingest.unusable and records == 0:
+        return EXIT_UNUSABLE, errors, warnings
+    return (EXIT_PARTIAL if errors or warnings else EXIT_OK), errors, warnings
 
 
 def summary_line(s: dict) -> str:
