@@ -74,6 +74,13 @@ def test_partner_allowlist_is_what_keeps_backups_quiet(synth_dir):
     assert [(a.technique, a.src_ip) for a in alerts] == [("bulk_upload", "10.10.1.10")]
 
 
+def test_upload_to_a_destination_nobody_contacted_before_says_so(synth_dir):
+    [hit] = [a for a in strong(analyze(synth_dir / "exfil-bulk-upload.pcap", synth_dir / "site.toml"))
+             if a.technique == "bulk_upload"]
+    assert hit.evidence["new_destination"] is True and "no site host had contacted" in hit.summary
+    assert hit.evidence["destination_first_contact_ns"] >= hit.ts_ns
+
+
 def test_detector_thresholds_and_switches_come_from_the_config(synth_dir, tmp_path):
     site = (synth_dir / "site.toml").read_text()
     raised = tmp_path / "raised.toml"

@@ -11,7 +11,10 @@ the GridFTP data/control ports and the measurement ports of perfSONAR (iperf3 52
 TWAMP 861/862), which are scheduled bulk tests by design.
 
 Thresholds: medium at ``min_bytes`` sent with a PCR of at least ``min_pcr`` and at least
-``baseline_factor`` times the host's median; high at ``high_bytes``.
+``baseline_factor`` times the host's median; high at ``high_bytes``. How new the destination is
+raises the score: the first time any site host contacted it is tracked (for up to
+``max_destinations`` destinations), and an upload to a destination nobody at the site had
+talked to before it began says so in the summary and the evidence.
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ class BulkUpload(Detector):
         high_bytes: int = 10 * 2**30
         min_pcr: float = 0.7
         baseline_factor: float = 10.0
+        max_destinations: int = 1_000_000
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.pairs: dict[tuple[str, str], _Out] = {}
+        self.first_contact: dict[str, int] = {}  # external destination -> first time a site host reached it
 
     def observe_flows(self, f: FlowView) -> None:
         site, rp = self.site, f["resp_p"]
@@ -65,6 +70,7 @@ class BulkUpload(Detector):
             normal_port |= dtn_port & f.member("orig_h", site.dtns)
         outbound = f.member("orig_h", site.local) & ~f.member("resp_h", site.local) \
             & ~f.member("resp_h", site.multicast) & ~f.member("resp_h", site.partners)
+        self._note_contacts(f, np.flatnonzero(outbound))
         rows = np.flatnonzero((f["orig_bytes"] > 0) & outbound & ~normal_port)
         for src, dst, port, ob, rb, start, dur, uid, cid in zip(*(f.take(name, rows) for name in (
                 "orig_h", "resp_h", "resp_p", "orig_bytes", "resp_bytes", "ts", "duration", "uid", "community_id"))):
@@ -82,6 +88,24 @@ class BulkUpload(Detector):
                 agg.biggest = ob
                 agg.uid, agg.cid = uid, cid
 
+    def _note_contacts(self, f: FlowView, rows: np.ndarray) -> None:
+        if not len(rows):
+            return
+        dsts, codes = f._distinct("resp_h")
+        codes, ts = codes[rows], f["ts"][rows]
+        order = np.argsort(codes, kind="stable")
+        uniq, starts = np.unique(codes[order], return_index=True)
+        earliest = np.minimum.reduceat(ts[order], starts)
+        seen = self.first_contact
+        for code, t in zip(uniq.tolist(), earliest.tolist()):
+            dst = dsts[code]
+            old = seen.get(dst)
+            if old is None:
+                if len(seen) < self.p.max_destinations:
+                    seen[dst] = t
+            elif t < old:
+                seen[dst] = t
+
     def finish(self) -> list[Alert]:
         p = self.p
         by_host: dict[str, list[tuple[str, int]]] = {}
@@ -97,13 +121,18 @@ class BulkUpload(Detector):
             if pcr < p.min_pcr or agg.out < p.baseline_factor * baseline:
                 continue
             high = agg.out >= p.high_bytes
-            out.append(Alert(agg.first, agg.last, "exfiltration", "bulk_upload", "high" if high else "medium",
-                             0.85 if high else 0.6,
+            contacted = self.first_contact.get(dst)
+            new_dst = contacted is not None and contacted >= agg.first
+            score = (0.85 if high else 0.6) + (0.1 if new_dst else 0.0)
+            out.append(Alert(agg.first, agg.last, "exfiltration", "bulk_upload", "high" if high else "medium", score,
                              f"{src} ({self.site.role(src)}) sent {agg.out / 2**20:.0f} MiB to {dst} over "
                              f"{agg.flows} connection(s) and received {agg.inb / 2**20:.1f} MiB (PCR {pcr:.2f}), "
-                             f"{agg.out / max(baseline, 1):.0f}x its median per destination",
+                             f"{agg.out / max(baseline, 1):.0f}x its median per destination"
+                             + (", a destination no site host had contacted before" if new_dst else ""),
                              self.label, src, src, dst, None, min(agg.ports), "tcp",
                              {"bytes_out": agg.out, "bytes_in": agg.inb, "pcr": round(pcr, 3), "flows": agg.flows,
-                              "ports": sorted(agg.ports), "host_median_bytes_out": baseline, "uid": agg.uid},
+                              "ports": sorted(agg.ports), "host_median_bytes_out": baseline,
+                              "new_destination": new_dst, "destination_first_contact_ns": contacted,
+                              "uid": agg.uid},
                              agg.cid))
         return out
