@@ -5,8 +5,9 @@ For each entity (a host, or a role) and feature: the median and the MAD scaled b
 that it estimates the standard deviation of normal data), floored at ``min_scale`` times the
 feature's global scale so that a feature constant in training does not make every change
 infinite. Entities with fewer than ``min_rows`` training rows, and entities never seen, use
-the global baseline. Training trims outliers: rows with any |z| above ``trim_z`` against a first
-fit are dropped and the baseline is fitted again (robust to a poisoned minority of windows).
+the global baseline. Training trims outliers: rows of an entity with a baseline of its own whose
+|z| exceeds ``trim_z`` in any feature against a first fit are dropped and the baselines are
+fitted again (robust to a poisoned minority of windows).
 ``score_samples`` is minus the largest |z| of the row.
 """
 
@@ -54,7 +55,9 @@ class RobustZ(Scorer):
         n = len(names)
         med, scale = self._baselines(X, codes, n)
         z = np.abs(X - med[codes]) / scale[codes]  # without entities, code 0 is the global row
-        keep = z.max(axis=1) <= self.trim_z
+        # trim against an entity's own baseline only: the site-wide one spans unlike hosts
+        own = np.bincount(codes, minlength=max(n, 1))[codes] >= self.min_rows
+        keep = ~own | (z.max(axis=1) <= self.trim_z)
         if keep.sum() >= max(self.min_rows, len(X) // 2):  # never trim away most of the data
             med, scale = self._baselines(X[keep], codes[keep], n)
         self.trimmed_ = int((~keep).sum())

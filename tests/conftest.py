@@ -73,3 +73,13 @@ def flows(tmp_path):
         return FlowRun(result, pq.read_table(out))
 
     return run
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """Every ``detector synth`` scenario, small (3000 background packets), seed 5."""
+    from detector.cli import main
+
+    d = tmp_path_factory.mktemp("scenarios")
+    assert main(["synth", "all", "-o", str(d), "--packets", "3000", "--seed", "5"]) == 0
+    return d

@@ -13,19 +13,11 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.utils import wrpcap
 
 from detector.alerts import SEVERITY_RANK
-from detector.cli import main
 from detector.cli.synth import ATTACK_NAMES, BENIGN_NAMES, SCENARIO_NAMES
 from detector.config import load_config
 from detector.pipeline.analyze_job import run_analyze
 
 MEDIUM = SEVERITY_RANK["medium"]
-
-
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("scenarios")
-    assert main(["synth", "all", "-o", str(d), "--packets", "3000", "--seed", "5"]) == 0
-    return d
 
 
 @pytest.fixture(scope="module")

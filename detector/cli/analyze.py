@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="alerts, one JSON object per line (default: stdout)")
     p.add_argument("--flows-out", metavar="FILE", help="also write the flow records (Parquet, CSV or Zeek by suffix)")
     p.add_argument("--report", metavar="HTML", help=argparse.SUPPRESS)
-    p.add_argument("--model", metavar="MODEL", help=argparse.SUPPRESS)
+    p.add_argument("--model", metavar="MODEL", help="a site model from detector train (baselines, anomaly scores)")
     add_backend_argument(p)
     p.add_argument("--config", metavar="FILE", help="TOML configuration ([flows], [site], [detect.*])")
     p.add_argument("--min-severity", choices=("low", "medium", "high", "critical"), default="low",
@@ -33,12 +33,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.report:
         return fail("--report: the HTML report is not available in this version", 2)
-    if args.model:
-        return fail("--model: learned models are not available in this version", 2)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         return fail(str(exc), 2)
+    model = None
+    if args.model:
+        from detector.baseline.site_model import SiteModel
+
+        try:
+            model = SiteModel.load(args.model)
+        except DetectorError as exc:
+            return fail(str(exc), 2)
     backend = resolve_backend(args.backend)
     if backend is None:
         return 2
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         flows_fmt = FORMAT_BY_SUFFIX.get("." + args.flows_out.rsplit(".", 1)[-1].lower(), "parquet")
     try:
         result = run_analyze(args.inputs, cfg, args.output, args.flows_out, flows_fmt, backend, args.progress,
-                             min_severity=args.min_severity)
+                             min_severity=args.min_severity, model=model)
     except DetectorError as exc:
         return fail(str(exc), 2)
     print_problems(result)

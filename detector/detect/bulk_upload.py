@@ -14,7 +14,9 @@ Thresholds: medium at ``min_bytes`` sent with a PCR of at least ``min_pcr`` and 
 ``baseline_factor`` times the host's median; high at ``high_bytes``. How new the destination is
 raises the score: the first time any site host contacted it is tracked (for up to
 ``max_destinations`` destinations), and an upload to a destination nobody at the site had
-talked to before it began says so in the summary and the evidence.
+talked to before it began says so in the summary and the evidence. With a site model
+(``analyze --model``), a pair the model saw carry at least 1/``baseline_factor`` of the upload's
+busiest window in one window of normal traffic is a known transfer, not reported.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ MEASUREMENT_PORTS = (5201, 861, 862)
 
 
 class _Out:
-    __slots__ = ("out", "inb", "flows", "first", "last", "ports", "uid", "cid", "biggest")
+    __slots__ = ("out", "inb", "flows", "first", "last", "ports", "uid", "cid", "biggest", "per_window")
 
     def __init__(self):
         self.out = self.inb = self.flows = self.biggest = 0
@@ -39,6 +41,7 @@ class _Out:
         self.last = 0
         self.ports: set[int] = set()
         self.uid = self.cid = None
+        self.per_window: dict[int, int] = {}
 
 
 class BulkUpload(Detector):
@@ -57,6 +60,8 @@ class BulkUpload(Detector):
         super().__init__(params, site)
         self.pairs: dict[tuple[str, str], _Out] = {}
         self.first_contact: dict[str, int] = {}  # external destination -> first time a site host reached it
+        model = self.site.model
+        self.window_ns = int((model.window_s if model is not None else 600.0) * 1e9)
 
     def observe_flows(self, f: FlowView) -> None:
         site, rp = self.site, f["resp_p"]
@@ -79,6 +84,9 @@ class BulkUpload(Detector):
                 agg = self.pairs[(src, dst)] = _Out()
             agg.out += ob
             agg.inb += rb
+            w = start // self.window_ns
+            if w in agg.per_window or len(agg.per_window) < 4096:
+                agg.per_window[w] = agg.per_window.get(w, 0) + ob
             agg.flows += 1
             agg.first = start if agg.first is None else min(agg.first, start)
             agg.last = max(agg.last, start + int(dur * 1e9))
@@ -120,6 +128,9 @@ class BulkUpload(Detector):
             baseline = float(np.median(others))
             if pcr < p.min_pcr or agg.out < p.baseline_factor * baseline:
                 continue
+            model = self.site.model
+            if model is not None and model.known_transfer(src, dst, max(agg.per_window.values()), p.baseline_factor):
+                continue  # the site model saw this host send that much there in normal traffic
             high = agg.out >= p.high_bytes
             contacted = self.first_contact.get(dst)
             new_dst = contacted is not None and contacted >= agg.first

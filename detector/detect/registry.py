@@ -11,6 +11,7 @@ from detector.detect.compute_outbound import ComputeOutbound
 from detector.detect.dns_spoof import DnsSpoof
 from detector.detect.dns_tunnel import DnsTunnel
 from detector.detect.floods import Floods
+from detector.detect.host_anomaly import HostAnomaly
 from detector.detect.http_upload import HttpUpload
 from detector.detect.icmp_redirect import IcmpRedirect
 from detector.detect.icmp_tunnel import IcmpTunnel
@@ -32,6 +33,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     BruteForce, RemoteShell,
     PortScan, ProbeSigns,
     Floods,
+    HostAnomaly,
 )
 BY_NAME = {d.name: d for d in DETECTORS}
 

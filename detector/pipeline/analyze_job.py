@@ -86,12 +86,16 @@ def _host_columns(engine, n: int) -> pc.PacketColumns:
 
 def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, flows_out: str | None = None,
                 flows_format: str = "parquet", backend: Backend = CPU, progress: bool | None = None,
-                extra_detectors=(), min_severity: str = "low", until_ns: int | None = None) -> AnalyzeResult:
+                extra_detectors=(), min_severity: str = "low", until_ns: int | None = None,
+                model=None) -> AnalyzeResult:
     """Analyse ``inputs``; alerts of ``min_severity`` and above go to ``alerts_out`` ("-" for
     stdout, None for nowhere); the result holds them all. With ``until_ns``, reading stops at
-    the first packet stamped later (what a live sensor would have seen by then)."""
+    the first packet stamped later (what a live sensor would have seen by then). ``model`` is a
+    learned :class:`~detector.baseline.site_model.SiteModel`; ``extra_detectors`` are factories
+    called with the run's :class:`Site` (detectors beyond the configured ones)."""
     t0 = time.perf_counter()
     site = Site(cfg.site)
+    site.model = model
     flow_cfg = cfg.flows
     if not flow_cfg.local_nets and cfg.site.local_nets:
         import dataclasses
@@ -103,7 +107,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     engine = make_engine(flow_cfg, backend)
     builder = RecordBuilder(flow_cfg)
     tap = L7Tap()
-    detectors = build_detectors(site, cfg.detect, cfg.disabled_detectors) + list(extra_detectors)
+    detectors = build_detectors(site, cfg.detect, cfg.disabled_detectors) + [make(site) for make in extra_detectors]
     if backend.is_gpu:
         log.info("L7 inspectors and detectors run on the host, on the packets and flows they need")
     bar = Progress(ingest.total_bytes(), enabled=progress)

@@ -1,0 +1,1 @@
+"""Learned baselines: host windows, the site model, training."""

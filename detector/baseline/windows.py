@@ -1,0 +1,108 @@
+"""Host windows: what each local host did in each time window, as a row of features that
+learned baselines and anomaly models score.
+
+A flow belongs to the window its first packet falls in, for its originator (outbound
+features) and for its responder (inbound), when that host is local. Bytes out and in count
+both directions of both kinds (a server sends what it is asked for); external bytes out are
+those sent to addresses outside the site, over connections either side opened. Flows arrive when they end,
+so rows are kept per flow (a few numbers each) and the features are computed when asked, with
+the shared feature kernels (:func:`kernels.features.host_window_features`). Counts and bytes
+are heavy-tailed: models see them as ``log1p``, and explanations give them back in the units of
+the traffic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detector.detect.base import FlowView
+from detector.site import Site
+from kernels.features import host_window_features
+from kernels.xp_ops import group_ids, segment_sum
+
+FEATURES = ["flows_out", "flows_in", "bytes_out", "bytes_in", "external_bytes_out", "distinct_dsts",
+            "distinct_ports", "dst_entropy", "port_entropy", "failed_out", "dns_flows", "inbound_sources"]
+FAILED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH")
+
+
+class HostWindows:
+    def __init__(self, site: Site, window_s: float = 600.0):
+        self.site = site
+        self.window_ns = int(window_s * 1e9)
+        self.hosts: dict[str, int] = {}
+        self.peers: dict[str, int] = {}
+        self._out: list[tuple] = []
+        self._in: list[tuple] = []
+
+    @staticmethod
+    def _ids(f: FlowView, name: str, table: dict[str, int], rows: np.ndarray) -> np.ndarray:
+        """Run-wide integer ids of column ``name`` at ``rows`` (one dict step per distinct value)."""
+        values, codes = f._distinct(name)
+        ids = np.fromiter((table.setdefault(v, len(table)) for v in values), np.int64, len(values))
+        return ids[codes[rows]]
+
+    def observe(self, f: FlowView) -> None:
+        site = self.site
+        window = f["ts"] // self.window_ns
+        out = np.flatnonzero(f.member("orig_h", site.local))
+        if len(out):
+            external = ~f.member("resp_h", site.local)[out] & ~f.member("resp_h", site.multicast)[out]
+            ob = f["orig_bytes"][out].astype(np.float64)
+            self._out.append((self._ids(f, "orig_h", self.hosts, out), window[out],
+                              self._ids(f, "resp_h", self.peers, out), f["resp_p"][out].astype(np.int64), ob,
+                              f["resp_bytes"][out].astype(np.float64), np.where(external, ob, 0.0),
+                              np.isin(f["conn_state"][out], FAILED_STATES).astype(np.float64),
+                              (f["resp_p"][out] == 53).astype(np.float64)))
+        inb = np.flatnonzero(f.member("resp_h", site.local))
+        if len(inb):
+            # the host answered: what it received is the originator's bytes, what it sent back
+            # (to outside peers: data pulled out of the site) the responder's
+            external = ~f.member("orig_h", site.local)[inb]
+            sent = f["resp_bytes"][inb].astype(np.float64)
+            self._in.append((self._ids(f, "resp_h", self.hosts, inb), window[inb],
+                             self._ids(f, "orig_h", self.peers, inb), sent,
+                             f["orig_bytes"][inb].astype(np.float64), np.where(external, sent, 0.0)))
+
+    def __len__(self) -> int:
+        return sum(len(c[0]) for c in self._out) + sum(len(c[0]) for c in self._in)
+
+    def table(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(host of each row, window start (ns) of each row, features)``, one row per
+        (host, window) with any traffic, in ``FEATURES`` order (raw units)."""
+        names = np.array(list(self.hosts), dtype=object)
+        cols_out = [np.concatenate(c) for c in zip(*self._out)] if self._out else None
+        cols_in = [np.concatenate(c) for c in zip(*self._in)] if self._in else None
+        keys = []
+        if cols_out is not None:
+            keys.append(cols_out[0] << 32 | cols_out[1])
+        if cols_in is not None:
+            keys.append(cols_in[0] << 32 | cols_in[1])
+        if not keys:
+            return [], np.zeros(0, np.int64), np.zeros((0, len(FEATURES)))
+        all_keys = np.unique(np.concatenate(keys))
+        X = np.zeros((len(all_keys), len(FEATURES)))
+        if cols_out is not None:
+            host, window, dst, port, ob, rb, ext, failed, dns = cols_out
+            hw = host_window_features(np, host, window, dst, port, ob, rb)
+            rows = np.searchsorted(all_keys, hw["keys_host"] << 32 | hw["keys_window"])
+            for name in ("flows", "bytes_out", "bytes_in", "distinct_dsts", "distinct_ports", "dst_entropy",
+                         "port_entropy"):
+                X[rows, FEATURES.index("flows_out" if name == "flows" else name)] = hw[name]
+            ids, first = group_ids(np, host, window)
+            rows = np.searchsorted(all_keys, host[first] << 32 | window[first])
+            n = len(first)
+            for name, values in (("external_bytes_out", ext), ("failed_out", failed), ("dns_flows", dns)):
+                X[rows, FEATURES.index(name)] = segment_sum(np, ids, values, n)
+        if cols_in is not None:
+            host, window, src, sent, received, ext = cols_in
+            hw = host_window_features(np, host, window, src, np.zeros(len(host), np.int64), sent, received)
+            rows = np.searchsorted(all_keys, hw["keys_host"] << 32 | hw["keys_window"])
+            X[rows, FEATURES.index("flows_in")] = hw["flows"]
+            X[rows, FEATURES.index("inbound_sources")] = hw["distinct_dsts"]
+            X[rows, FEATURES.index("bytes_out")] += hw["bytes_out"]
+            X[rows, FEATURES.index("bytes_in")] += hw["bytes_in"]
+            ids, first = group_ids(np, host, window)
+            rows = np.searchsorted(all_keys, host[first] << 32 | window[first])
+            X[rows, FEATURES.index("external_bytes_out")] += segment_sum(np, ids, ext, len(first))
+        hosts = names[(all_keys >> 32).astype(np.int64)].tolist()
+        return hosts, (all_keys & 0xFFFFFFFF).astype(np.int64) * self.window_ns, X

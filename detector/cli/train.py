@@ -1,0 +1,49 @@
+"""``detector train INPUT... -o MODEL [--config FILE] [--window SECONDS]``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from detector.cli.common import add_backend_argument, fail, print_problems, resolve_backend
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="captures of traffic taken as normal: pcap, pcapng, compressed, a folder or -")
+    p.add_argument("-o", "--output", metavar="MODEL", required=True, help="the site model file to write")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (the same [site] as analyze)")
+    p.add_argument("--window", type=float, default=600.0, metavar="SECONDS",
+                   help="host window length (default 600)")
+    add_backend_argument(p)
+    p.add_argument("--progress", dest="progress", action="store_true", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from detector.config import load_config
+    from detector.errors import ConfigError, DetectorError
+
+    if not 10 <= args.window <= 86400:
+        return fail("--window: between 10 and 86400 seconds", 2)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    backend = resolve_backend(args.backend)
+    if backend is None:
+        return 2
+    from detector.pipeline.train_job import run_train
+
+    try:
+        result = run_train(args.inputs, cfg, args.output, backend, args.progress, args.window)
+    except DetectorError as exc:
+        return fail(str(exc), 2)
+    print_problems(result)
+    if not args.quiet and result.exit_code != 2:
+        s = result.summary
+        print(f"detector train: {s['packets']:,} packets, {s['flows']:,} flows: {s['windows']:,} windows of "
+              f"{s['hosts']:,} hosts ({s['trimmed_windows']} trimmed as outliers), {s['destinations']:,} "
+              f"destinations; model written to {s['model']} in {s['seconds']:.2f} s", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,68 @@
+"""Hosts that behave unlike their learned baseline (anomaly / host_behaviour).
+
+Method: with a site model (``detector analyze --model``), every local host's activity per
+window (flows, bytes in and out, bytes to outside, distinct destinations and ports and their
+entropy, failed connections, DNS, inbound sources) is scored by the model's Isolation Forest
+(Liu et al. 2008) and explained by robust per-feature z-scores against the host's own
+median/MAD baseline, as Morpheus DFP explains its autoencoder's loss. A window is anomalous when
+both say so (thresholds learned at training: see :mod:`detector.baseline.site_model`). One
+alert per host, summarising its anomalous windows; medium for hosts in the model, low for hosts
+it never saw (judged against the site-wide baseline). Without a model this detector is off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.alerts import Alert
+from detector.baseline.learn import WindowCollector
+from detector.detect.base import Detector, FlowView
+
+
+class HostAnomaly(Detector):
+    name = "host_anomaly"
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, params=None, site=None):
+        super().__init__(params, site)
+        model = self.site.model
+        self.collector = WindowCollector(site=self.site, window_s=model.window_s) if model is not None else None
+
+    def observe_flows(self, f: FlowView) -> None:
+        if self.collector is not None:
+            self.collector.observe_flows(f)
+
+    def finish(self) -> list[Alert]:
+        if self.collector is None:
+            return []
+        model = self.site.model
+        hosts, starts, X = self.collector.windows.table()
+        by_host: dict[str, list[dict]] = {}
+        for w in model.judge(hosts, starts, X):
+            by_host.setdefault(w["host"], []).append(w)
+        window_ns = int(model.window_s * 1e9)
+        out = []
+        for host, found in by_host.items():
+            worst = min(found, key=lambda w: w["score"])
+            known = worst["known_host"]
+            dev = worst["deviations"]
+            what = ", ".join(f"{d['feature']} {d['value']:,.0f} against a usual {d['baseline']:,.0f} (z {d['z']:+.1f})"
+                             for d in dev[:3])
+            hour = ""
+            if worst["hour_share"] is not None and worst["hour_share"] == 0:
+                hour = f"; it was never active at {worst['hour']:02d}h UTC in training"
+            out.append(Alert(
+                found[0]["start_ns"], max(w["start_ns"] for w in found) + window_ns, "anomaly", "host_behaviour",
+                "medium" if known else "low", round(min(0.95, -worst["score"]), 3),
+                f"{host} ({self.site.role(host)}) behaved unlike its {'baseline' if known else 'site baseline'} in "
+                f"{len(found)} window(s) of {model.window_s:.0f} s: {what}{hour}",
+                self.label, host, host, None, None, None, None,
+                {"windows": len(found), "worst_window_start_ns": worst["start_ns"],
+                 "isolation_score": round(worst["score"], 4), "threshold": round(model.if_threshold, 4),
+                 "deviations": dev, "baseline": "host" if known else "site", "hour_utc": worst["hour"],
+                 "hour_share_in_training": worst["hour_share"]}))
+        return out

@@ -1,0 +1,62 @@
+"""The ``detector train`` job: captures taken as normal in, a site model out.
+
+The captures go through the same pipeline as ``analyze`` (readers, flow accounting, the site's
+configuration and its inference of local hosts), with no detector but the window collector;
+then :class:`~detector.baseline.site_model.SiteModel` is fitted on the host windows and saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+from detector.backend import CPU, Backend
+from detector.baseline.learn import WindowCollector
+from detector.baseline.site_model import SiteModel
+from detector.config import Config
+from detector.detect.registry import BY_NAME
+from detector.errors import DetectorError
+from detector.pipeline.analyze_job import run_analyze
+from detector.pipeline.flows_job import EXIT_PARTIAL, EXIT_UNUSABLE
+
+
+@dataclass
+class TrainResult:
+    exit_code: int
+    summary: dict
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class TrainingError(DetectorError):
+    pass
+
+
+def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend = CPU, progress: bool | None = None,
+              window_s: float = 600.0, key: bytes | None = None) -> TrainResult:
+    t0 = time.perf_counter()
+    collectors: list[WindowCollector] = []
+
+    def collector(site):
+        c = WindowCollector(site=site, window_s=window_s)
+        collectors.append(c)
+        return c
+
+    quiet = dataclasses.replace(cfg, disabled_detectors=tuple(BY_NAME))
+    result = run_analyze(inputs, quiet, None, backend=backend, progress=progress, extra_detectors=[collector])
+    if result.exit_code == EXIT_UNUSABLE:
+        return TrainResult(result.exit_code, result.summary, result.errors, result.warnings)
+    c = collectors[0]
+    hosts, starts, X = c.windows.table()
+    try:
+        model = SiteModel(window_s=window_s).fit(hosts, starts, X, c.destinations())
+    except ValueError as exc:
+        raise TrainingError(f"{', '.join(inputs)}: {exc}") from None
+    model.save(model_out, key)
+    summary = {"packets": result.summary["packets"], "flows": result.summary["flows"], "windows": len(X),
+               "hosts": len(set(hosts)), "trimmed_windows": model.baseline.trimmed_,
+               "destinations": len(model.destinations), "window_s": window_s, "model": model_out,
+               "seconds": round(time.perf_counter() - t0, 3), "site_inferred": result.summary["site_inferred"]}
+    code = EXIT_PARTIAL if result.errors or result.warnings else 0
+    return TrainResult(code, summary, result.errors, result.warnings)

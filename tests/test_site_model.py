@@ -1,0 +1,101 @@
+"""Learned site models end to end: ``detector train``, ``analyze --model``, and the bars of the
+issue: a model trained on one benign day lowers false alerts on another, and every attack is
+still found; damaged or foreign model files are refused with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from detector.alerts import SEVERITY_RANK
+from detector.baseline.site_model import SiteModel
+from detector.cli import main
+from detector.config import load_config
+from detector.pipeline.analyze_job import run_analyze
+from models import store
+
+MEDIUM = SEVERITY_RANK["medium"]
+
+
+@pytest.fixture(autouse=True)
+def _no_site_key(monkeypatch):
+    monkeypatch.delenv("DETECTOR_MODEL_KEY", raising=False)
+    monkeypatch.delenv("DETECTOR_MODEL_KEY_FILE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory):
+    """Two benign days of the same site (different seeds), and a model trained on the first."""
+    a, b = tmp_path_factory.mktemp("day_a"), tmp_path_factory.mktemp("day_b")
+    assert main(["synth", "benign", "-o", str(a), "--packets", "3000", "--seed", "21"]) == 0
+    assert main(["synth", "benign", "-o", str(b), "--packets", "3000", "--seed", "22"]) == 0
+    return a, b
+
+
+def train(day, tmp_path, *extra) -> str:
+    out = str(tmp_path / "site.model")
+    assert main(["train", *[str(p) for p in sorted(day.glob("*.pcap"))], "-o", out, "-q", *extra]) == 0
+    return out
+
+
+def strong(path, config=None, model=None):
+    cfg = load_config(str(config) if config else None)
+    alerts = run_analyze([str(path)], cfg, None, progress=False, model=model).alerts
+    return [(a.category, a.technique, a.host) for a in alerts if a.severity_rank >= MEDIUM]
+
+
+def test_model_trained_on_one_day_quiets_the_next_days_normal_transfers(days, tmp_path):
+    """Without a site configuration the login node's nightly backup is an unknown bulk upload;
+    the model saw it on day A and knows it on day B."""
+    a, b = days
+    model = SiteModel.load(train(a, tmp_path))
+    assert [t for _, t, _ in strong(b / "benign-login.pcap")] == ["bulk_upload"]
+    assert strong(b / "benign-login.pcap", model=model) == []
+    for name in ("benign-dtn", "hpc-mix"):
+        assert strong(b / f"{name}.pcap", model=model) == []
+        assert strong(b / f"{name}.pcap", b / "site.toml", model=model) == []
+
+
+def test_every_attack_is_still_found_with_a_model(days, synth_dir, tmp_path):
+    model = SiteModel.load(train(days[0], tmp_path, "--config", str(days[0] / "site.toml")))
+    labels = json.loads((synth_dir / "labels.json").read_text())
+    for name, label in labels.items():
+        if label["benign"]:
+            continue
+        found = {c for c, _, _ in strong(synth_dir / f"{name}.pcap", synth_dir / "site.toml", model)}
+        assert label["incidents"][0]["category"] in found, (name, found)
+
+
+def test_a_host_unlike_its_baseline_is_an_explained_anomaly(days, synth_dir, tmp_path):
+    model = SiteModel.load(train(days[0], tmp_path, "--config", str(days[0] / "site.toml")))
+    alerts = run_analyze([str(synth_dir / "dos-reflection.pcap")], load_config(str(synth_dir / "site.toml")), None,
+                         progress=False, model=model).alerts
+    [hit] = [a for a in alerts if a.category == "anomaly"]
+    assert hit.technique == "host_behaviour" and hit.evidence["deviations"]
+    worst = hit.evidence["deviations"][0]
+    assert {"feature", "value", "baseline", "z"} <= set(worst) and abs(worst["z"]) >= model.z_alert
+    assert worst["feature"] in hit.summary
+
+
+def test_damaged_foreign_and_mismatched_model_files_exit_2(days, tmp_path, capsys):
+    path = tmp_path / "site.model"
+    train(days[0], tmp_path)
+    capture = str(days[1] / "hpc-mix.pcap")
+    blob = path.read_bytes()
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0x40
+    cases = {"flipped.model": bytes(flipped), "truncated.model": blob[:len(blob) // 3],
+             "renamed.model": pickle.dumps(SiteModel())}
+    mf = store.load(str(path))
+    mf.schema = mf.schema[::-1]
+    store.save(str(tmp_path / "schema.model"), mf)
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    for name in [*cases, "schema.model"]:
+        capsys.readouterr()
+        assert main(["analyze", capture, "--model", str(tmp_path / name), "-q"]) == 2, name
+        err = capsys.readouterr().err
+        assert str(tmp_path / name) in err and "Traceback" not in err, err
+    assert "schema mismatch" in err
