@@ -99,3 +99,20 @@ def test_damaged_foreign_and_mismatched_model_files_exit_2(days, tmp_path, capsy
         err = capsys.readouterr().err
         assert str(tmp_path / name) in err and "Traceback" not in err, err
     assert "schema mismatch" in err
+
+
+def test_pins_learned_in_training_are_compared_from_the_first_packet(days, synth_dir, tmp_path):
+    """Training keeps what the MITM detectors pinned, and the model file carries it; analysing
+    with the model starts from those pins: the first host key a server presents is already a
+    change when the model pinned another."""
+    path = train(days[0], tmp_path, "--config", str(days[0] / "site.toml"))
+    model = SiteModel.load(path)
+    assert model.pins["key_pins"]["ssh"] and model.pins["ttl_change"]["peers"]
+    capture, cfg = synth_dir / "mitm-ssh-hostkey.pcap", load_config(str(synth_dir / "site.toml"))
+    learned = run_analyze([str(capture)], cfg, None, progress=False).detectors
+    server = next(iter(next(d for d in learned if d.name == "key_pins").learned()["ssh"]))
+    model.pins["key_pins"] = {"ssh": {server: "SHA256:pinned-in-training"}, "tls": {}}
+    model.save(path)
+    alerts = run_analyze([str(capture)], cfg, None, progress=False, model=SiteModel.load(path)).alerts
+    pinned = {a.evidence["pinned_key"] for a in alerts if a.technique == "ssh_hostkey_change"}
+    assert "SHA256:pinned-in-training" in pinned

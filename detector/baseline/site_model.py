@@ -9,6 +9,9 @@ What it learns from traffic taken as normal:
 - each host's hour-of-day profile (the share of its active windows in each UTC hour);
 - per (host, external destination), the most bytes sent there in one window: a transfer the
   site does every day is not an exfiltration (the bulk-upload detector asks the model);
+- pins: ARP bindings, SSH host keys, TLS certificates and the hop counts of known peers, as
+  the MITM detectors learned them, so that the analysed traffic is compared with them from its
+  first packet;
 - the alert thresholds, from the training scores: a window is anomalous when its Isolation
   Forest score is below the ``if_quantile`` quantile of the training windows and one of its
   features is at least ``z_alert`` robust standard deviations from the host's median.
@@ -46,11 +49,12 @@ class SiteModel:
         self.if_threshold = -1.0
         self.hours: dict[str, list[float]] = {}
         self.destinations: dict[tuple[str, str], float] = {}
+        self.pins: dict[str, dict] = {}  # detector name -> what it pinned (ARP bindings, keys, certificates, TTLs)
         self.windows_trained = 0
 
     # -- learning ------------------------------------------------------------------------------
     def fit(self, hosts: list[str], starts: np.ndarray, X: np.ndarray,
-            destinations: dict[tuple[str, str], float]) -> SiteModel:
+            destinations: dict[tuple[str, str], float], pins: dict[str, dict] | None = None) -> SiteModel:
         if len(X) < 2:
             raise ValueError("too little traffic to learn from: fewer than two host windows")
         L = np.log1p(X)
@@ -63,6 +67,7 @@ class SiteModel:
             self.hours[h] = (np.bincount(mine, minlength=24) / max(len(mine), 1)).round(4).tolist()
         top = sorted(destinations.items(), key=lambda kv: -kv[1])[:MAX_DESTINATIONS]
         self.destinations = dict(top)
+        self.pins = {k: v for k, v in (pins or {}).items() if v}
         self.windows_trained = len(X)
         return self
 
@@ -100,7 +105,7 @@ class SiteModel:
         meta = {"window_s": self.window_s, "z_alert": self.z_alert, "if_quantile": self.if_quantile,
                 "if_threshold": self.if_threshold, "windows_trained": self.windows_trained,
                 "z": z.meta, "if": f.meta, "hours": self.hours,
-                "destinations": [[s, d, b] for (s, d), b in self.destinations.items()]}
+                "destinations": [[s, d, b] for (s, d), b in self.destinations.items()], "pins": self.pins}
         save(path, ModelFile(KIND, VERSION, list(FEATURES), meta, arrays), key)
 
     @classmethod
@@ -120,6 +125,7 @@ class SiteModel:
             model.forest = IsolationForest.from_file(_part(mf, "if", IsolationForest.kind, m["if"]), path)
             model.hours = {str(h): [float(x) for x in v] for h, v in dict(m["hours"]).items()}
             model.destinations = {(str(s), str(d)): float(b) for s, d, b in _triples(m["destinations"])}
+            model.pins = {str(k): dict(v) for k, v in dict(m["pins"]).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(path, f"incomplete site model: {exc}") from None
         return model

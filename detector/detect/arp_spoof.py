@@ -47,6 +47,13 @@ class ArpSpoof(Detector):
         self.askers: dict[int, set[int]] = defaultdict(set)  # asked ip -> asking ips
         self.dhcp_routers: set[str] = set()
 
+    def learned(self) -> dict:
+        return {"bindings": [[ip, mac] for ip, mac in self.binding.items()]}
+
+    def seed(self, pins: dict) -> None:
+        for ip, mac in pins.get("bindings", []):
+            self.binding.setdefault(int(ip), int(mac))
+
     def observe_events(self, events: Events) -> None:
         for ev in events.dhcp:
             self.dhcp_routers.update(ev.msg.routers)

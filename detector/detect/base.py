@@ -110,6 +110,13 @@ class Detector:
     def finish(self) -> list[Alert]:
         return []
 
+    def learned(self) -> dict:
+        """What this detector pinned from the traffic (JSON-safe), for a site model to keep."""
+        return {}
+
+    def seed(self, pins: dict) -> None:
+        """Start from pins a site model kept (what :meth:`learned` gave in training)."""
+
     def host_for(self, *addrs: str | None) -> str:
         """The site host an alert is about: the first local address among ``addrs``."""
         for a in addrs:

@@ -42,6 +42,16 @@ class KeyPins(Detector):
         self.alerts: dict[tuple, Alert] = {}  # one per (server, new key): repeats only count
         self.self_signed: dict[str, Alert] = {}
 
+    def learned(self) -> dict:
+        return {"ssh": {k: v[0] for k, v in self.ssh.items() if not v[1]},
+                "tls": {k: [v[0], v[1]] for k, v in self.tls.items() if not v[2]}}
+
+    def seed(self, pins: dict) -> None:
+        for k, v in dict(pins.get("ssh", {})).items():
+            self.ssh.setdefault(str(k), (str(v), False))
+        for k, v in dict(pins.get("tls", {})).items():
+            self.tls.setdefault(str(k), (str(v[0]), str(v[1]), False))
+
     def _add(self, key: tuple, alert: Alert) -> None:
         seen = self.alerts.get(key)
         if seen is None:

@@ -55,6 +55,16 @@ class TtlChange(Detector):
         self.found: dict[tuple, Alert] = {}
         self.peers: dict[str, dict] = {}  # hop count learned per address from established connections
 
+    def learned(self) -> dict:
+        """The peers whose hop count had settled."""
+        return {"peers": {a: [p["hops"], p["n"], p["ttl"]] for a, p in self.peers.items()
+                          if p["n"] >= self.p.peer_min_connections}}
+
+    def seed(self, pins: dict) -> None:
+        for addr, (hops, n, ttl) in dict(pins.get("peers", {})).items():
+            if len(self.peers) < self.p.max_peers:
+                self.peers.setdefault(str(addr), {"hops": int(hops), "n": int(n), "ttl": int(ttl)})
+
     def observe_flows(self, f: FlowView) -> None:
         tcp = np.flatnonzero(f["proto"] == "tcp")
         if not len(tcp):

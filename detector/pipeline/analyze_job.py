@@ -44,6 +44,7 @@ class AnalyzeResult:
     summary: dict
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    detectors: list = field(default_factory=list)  # as they ended (what they learned, for training)
 
 
 class AlertSink:
@@ -108,6 +109,9 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     builder = RecordBuilder(flow_cfg)
     tap = L7Tap()
     detectors = build_detectors(site, cfg.detect, cfg.disabled_detectors) + [make(site) for make in extra_detectors]
+    if model is not None:
+        for d in detectors:
+            d.seed(model.pins.get(d.name, {}))
     if backend.is_gpu:
         log.info("L7 inspectors and detectors run on the host, on the packets and flows they need")
     bar = Progress(ingest.total_bytes(), enabled=progress)
@@ -188,7 +192,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     code, errors, warnings = outcome(ingest, c.records, output_error,
                                      "interrupted: alerts for the input read so far were written" if interrupted
                                      else None)
-    return AnalyzeResult(code, alerts, summary, errors, warnings)
+    return AnalyzeResult(code, alerts, summary, errors, warnings, detectors)
 
 
 def summary_text(s: dict, alerts: list[Alert]) -> str:

@@ -1,7 +1,8 @@
 """The ``detector train`` job: captures taken as normal in, a site model out.
 
 The captures go through the same pipeline as ``analyze`` (readers, flow accounting, the site's
-configuration and its inference of local hosts), with no detector but the window collector;
+configuration and its inference of local hosts), with no detector but the window collector and the ones that pin what they see (ARP
+bindings, SSH host keys, TLS certificates, peer hop counts);
 then :class:`~detector.baseline.site_model.SiteModel` is fitted on the host windows and saved.
 """
 
@@ -19,6 +20,8 @@ from detector.detect.registry import BY_NAME
 from detector.errors import DetectorError
 from detector.pipeline.analyze_job import run_analyze
 from detector.pipeline.flows_job import EXIT_PARTIAL, EXIT_UNUSABLE
+
+PINNING = ("arp_spoof", "key_pins", "ttl_change")
 
 
 @dataclass
@@ -43,20 +46,23 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
         collectors.append(c)
         return c
 
-    quiet = dataclasses.replace(cfg, disabled_detectors=tuple(BY_NAME))
+    # only the detectors that pin what they see run, and their alerts are not kept
+    quiet = dataclasses.replace(cfg, disabled_detectors=tuple(n for n in BY_NAME if n not in PINNING))
     result = run_analyze(inputs, quiet, None, backend=backend, progress=progress, extra_detectors=[collector])
     if result.exit_code == EXIT_UNUSABLE:
         return TrainResult(result.exit_code, result.summary, result.errors, result.warnings)
     c = collectors[0]
     hosts, starts, X = c.windows.table()
     try:
-        model = SiteModel(window_s=window_s).fit(hosts, starts, X, c.destinations())
+        pins = {d.name: d.learned() for d in result.detectors if d.name in PINNING}
+        model = SiteModel(window_s=window_s).fit(hosts, starts, X, c.destinations(), pins)
     except ValueError as exc:
         raise TrainingError(f"{', '.join(inputs)}: {exc}") from None
     model.save(model_out, key)
     summary = {"packets": result.summary["packets"], "flows": result.summary["flows"], "windows": len(X),
                "hosts": len(set(hosts)), "trimmed_windows": model.baseline.trimmed_,
-               "destinations": len(model.destinations), "window_s": window_s, "model": model_out,
+               "destinations": len(model.destinations), "window_s": window_s,
+               "pins": {name: sum(len(v) for v in p.values()) for name, p in model.pins.items()}, "model": model_out,
                "seconds": round(time.perf_counter() - t0, 3), "site_inferred": result.summary["site_inferred"]}
     code = EXIT_PARTIAL if result.errors or result.warnings else 0
     return TrainResult(code, summary, result.errors, result.warnings)
