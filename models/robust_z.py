@@ -38,11 +38,13 @@ class RobustZ(Scorer):
         med[n], scale[n] = _median_scale(X)
         floor = np.maximum(self.min_scale * np.where(scale[n] > 0, scale[n], np.abs(med[n])), 1e-9)
         scale[n] = np.maximum(scale[n], floor)
+        self.own_ = np.zeros(n, bool)
         for e in range(n):
             rows = X[codes == e]
             if len(rows) >= self.min_rows:
                 med[e], s = _median_scale(rows)
                 scale[e] = np.maximum(s, floor)
+                self.own_[e] = True
             else:
                 med[e], scale[e] = med[n], scale[n]
         return med, scale
@@ -83,6 +85,30 @@ class RobustZ(Scorer):
         rows = xp.asarray(self._rows(entities, len(X)))
         return -xp.max(xp.abs(X - xp.asarray(self.median_)[rows]) / xp.asarray(self.scale_)[rows], axis=1)
 
+    def update(self, X, entities=None, step: float = 0.05) -> int:
+        """Online update with rows taken as normal (the caller leaves out the rows it flagged,
+        as river's QuantileFilter does): each known entity's median moves by at most ``step``
+        times its scale toward each row (the Robbins-Monro stochastic median), and its scale
+        toward the row's absolute deviation the same way. One row cannot drag a baseline: it
+        moves it by a bounded step. Rows of entities without a baseline of their own are not
+        learned (they need a retraining). Returns the rows learned."""
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        rows = self._rows(entities, len(X))
+        n, floor = len(self.entities_), self.min_scale * self.scale_[-1]
+        learned = 0
+        for i in np.flatnonzero(rows < n).tolist():
+            e = rows[i]
+            if not self.own_[e]:
+                continue
+            med, scale = self.median_[e], self.scale_[e]
+            dev = X[i] - med
+            med += step * scale * np.sign(dev)
+            scale += step * scale * np.sign(MAD_TO_SD * np.abs(dev) - scale)
+            np.maximum(scale, floor, out=scale)
+            learned += 1
+        return learned
+
     def explain(self, X, entities=None, top: int = 3) -> list[list[dict]]:
         """For each row, the ``top`` features that deviate most: name, observed value, the
         entity's baseline (median), its scale, and z."""
@@ -100,7 +126,7 @@ class RobustZ(Scorer):
     def _arrays(self):
         return ({"entities": self.entities_, "min_rows": self.min_rows, "trim_z": self.trim_z,
                  "min_scale": self.min_scale, "trimmed": self.trimmed_},
-                {"median": self.median_, "scale": self.scale_})
+                {"median": self.median_, "scale": self.scale_, "own": self.own_})
 
     def _restore(self, meta, arrays):
         self.min_rows, self.trim_z, self.min_scale = int(meta["min_rows"]), float(meta["trim_z"]), \
@@ -108,6 +134,7 @@ class RobustZ(Scorer):
         self.entities_ = [str(e) for e in meta["entities"]]
         self._index = {e: k for k, e in enumerate(self.entities_)}
         self.trimmed_ = int(meta["trimmed"])
-        self.median_, self.scale_ = arrays["median"], arrays["scale"]
-        if self.median_.shape != self.scale_.shape or len(self.median_) != len(self.entities_) + 1:
+        self.median_, self.scale_, self.own_ = arrays["median"], arrays["scale"], arrays["own"].astype(bool)
+        if self.median_.shape != self.scale_.shape or len(self.median_) != len(self.entities_) + 1 \
+                or len(self.own_) != len(self.entities_):
             raise ValueError("median and scale do not match the entities")

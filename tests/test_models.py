@@ -136,3 +136,15 @@ def test_pca_flags_a_broken_correlation_that_no_single_feature_shows(data):
     row[5] = quiet[5]
     assert model.score_samples(row[None])[0] < np.quantile(model.score_samples(train), 0.01)
     assert RobustZ().fit(train, NAMES).score_samples(row[None])[0] > -3  # per feature, nothing stands out
+
+
+def test_robust_z_online_updates_move_by_bounded_steps():
+    rng = np.random.default_rng(3)
+    X = normal_rows(rng, 300)
+    model = RobustZ().fit(X, NAMES, entities=["h"] * 300)
+    before = model.median_[0].copy()
+    shifted = X[:50] * 3  # the host's normal grows
+    assert model.update(shifted, ["h"] * 50) == 50
+    moved = model.median_[0] - before
+    assert (moved > 0).all() and (moved <= 50 * 0.05 * model.scale_[0] + 1e-9).all()
+    assert model.update(shifted, ["never seen"] * 50) == 0  # no baseline of its own: not learned

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pickle
 
+import numpy as np
 import pytest
 
 from detector.alerts import SEVERITY_RANK
@@ -116,3 +117,23 @@ def test_pins_learned_in_training_are_compared_from_the_first_packet(days, synth
     alerts = run_analyze([str(capture)], cfg, None, progress=False, model=SiteModel.load(path)).alerts
     pinned = {a.evidence["pinned_key"] for a in alerts if a.technique == "ssh_hostkey_change"}
     assert "SHA256:pinned-in-training" in pinned
+
+
+def test_online_updates_skip_flagged_windows_and_frozen_models(days, tmp_path):
+    model = SiteModel.load(train(days[0], tmp_path, "--window", "10"))  # short windows: baselines of their own
+    own = [h for h, mine in zip(model.baseline.entities_, model.baseline.own_) if mine]
+    host = own[0]  # a host with a baseline of its own (enough training windows)
+    row = model.baseline._rows([host], 1)[0]
+    usual = np.expm1(model.baseline.median_[row])[None]
+    wild = usual * 1000  # a window of one host sending a thousand times its usual
+    before = model.baseline.median_[row].copy()
+    assert model.update([host], wild) == 0 and np.array_equal(model.baseline.median_[row], before)
+    assert model.update([host], usual) == 1
+    model.frozen = True
+    assert model.update([host], usual) == 0
+    path = str(tmp_path / "frozen.model")
+    model.save(path)
+    assert SiteModel.load(path).frozen is True
+    out = str(tmp_path / "f.model")
+    assert main(["train", *[str(p) for p in sorted(days[0].glob("*.pcap"))], "-o", out, "-q", "--freeze"]) == 0
+    assert SiteModel.load(out).frozen is True

@@ -18,7 +18,9 @@ What it learns from traffic taken as normal:
 
 Training trims outliers (RobustZ), and the forest's threshold is a low quantile of training
 scores, so a few attacker windows in the training data neither move the baselines nor raise
-the bar by much. One file, in :mod:`models.store`'s format: no pickle.
+the bar by much. Online updates (:meth:`SiteModel.update`, for the daemon) never learn from a
+window either scorer finds unusual and move a baseline by bounded steps; a model can be frozen
+(``detector train --freeze``) so that it is never updated. One file, in :mod:`models.store`'s format: no pickle.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class SiteModel:
         self.destinations: dict[tuple[str, str], float] = {}
         self.pins: dict[str, dict] = {}  # detector name -> what it pinned (ARP bindings, keys, certificates, TTLs)
         self.windows_trained = 0
+        self.frozen = False  # a frozen model is never updated online
 
     # -- learning ------------------------------------------------------------------------------
     def fit(self, hosts: list[str], starts: np.ndarray, X: np.ndarray,
@@ -70,6 +73,20 @@ class SiteModel:
         self.pins = {k: v for k, v in (pins or {}).items() if v}
         self.windows_trained = len(X)
         return self
+
+    def update(self, hosts: list[str], X: np.ndarray) -> int:
+        """Online learning (the daemon calls it as windows close): windows that the forest or
+        the host's baseline finds unusual (either one: stricter than alerting, which needs both)
+        are never learned from; the others move their host's baseline by a bounded step
+        (:meth:`models.robust_z.RobustZ.update`). A frozen model learns nothing. Returns the
+        windows learned."""
+        if self.frozen or not len(X):
+            return 0
+        L = np.log1p(np.asarray(X, dtype=np.float64))
+        usual = (self.forest.score_samples(L) >= self.if_threshold) & \
+            (np.abs(np.asarray(self.baseline.z(L, hosts))).max(axis=1) < self.z_alert)
+        keep = np.flatnonzero(usual)
+        return self.baseline.update(L[keep], [hosts[i] for i in keep.tolist()])
 
     # -- using it ------------------------------------------------------------------------------
     def known_transfer(self, src: str, dst: str, bytes_out: float, factor: float) -> bool:
@@ -103,7 +120,7 @@ class SiteModel:
         z, f = self.baseline.to_file(), self.forest.to_file()
         arrays = {**{f"z.{k}": v for k, v in z.arrays.items()}, **{f"if.{k}": v for k, v in f.arrays.items()}}
         meta = {"window_s": self.window_s, "z_alert": self.z_alert, "if_quantile": self.if_quantile,
-                "if_threshold": self.if_threshold, "windows_trained": self.windows_trained,
+                "if_threshold": self.if_threshold, "windows_trained": self.windows_trained, "frozen": self.frozen,
                 "z": z.meta, "if": f.meta, "hours": self.hours,
                 "destinations": [[s, d, b] for (s, d), b in self.destinations.items()], "pins": self.pins}
         save(path, ModelFile(KIND, VERSION, list(FEATURES), meta, arrays), key)
@@ -121,6 +138,7 @@ class SiteModel:
         try:
             model = cls(float(m["window_s"]), float(m["z_alert"]), float(m["if_quantile"]))
             model.if_threshold, model.windows_trained = float(m["if_threshold"]), int(m["windows_trained"])
+            model.frozen = bool(m["frozen"])
             model.baseline = RobustZ.from_file(_part(mf, "z", RobustZ.kind, m["z"]), path)
             model.forest = IsolationForest.from_file(_part(mf, "if", IsolationForest.kind, m["if"]), path)
             model.hours = {str(h): [float(x) for x in v] for h, v in dict(m["hours"]).items()}

@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML configuration (the same [site] as analyze)")
     p.add_argument("--window", type=float, default=600.0, metavar="SECONDS",
                    help="host window length (default 600)")
+    p.add_argument("--freeze", action="store_true", help="mark the model frozen: online updates never change it")
     add_backend_argument(p)
     p.add_argument("--progress", dest="progress", action="store_true", default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from detector.pipeline.train_job import run_train
 
     try:
-        result = run_train(args.inputs, cfg, args.output, backend, args.progress, args.window)
+        result = run_train(args.inputs, cfg, args.output, backend, args.progress, args.window, freeze=args.freeze)
     except DetectorError as exc:
         return fail(str(exc), 2)
     print_problems(result)

@@ -37,7 +37,7 @@ class TrainingError(DetectorError):
 
 
 def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend = CPU, progress: bool | None = None,
-              window_s: float = 600.0, key: bytes | None = None) -> TrainResult:
+              window_s: float = 600.0, key: bytes | None = None, freeze: bool = False) -> TrainResult:
     t0 = time.perf_counter()
     collectors: list[WindowCollector] = []
 
@@ -56,6 +56,7 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
     try:
         pins = {d.name: d.learned() for d in result.detectors if d.name in PINNING}
         model = SiteModel(window_s=window_s).fit(hosts, starts, X, c.destinations(), pins)
+        model.frozen = freeze
     except ValueError as exc:
         raise TrainingError(f"{', '.join(inputs)}: {exc}") from None
     model.save(model_out, key)
