@@ -137,3 +137,20 @@ def test_online_updates_skip_flagged_windows_and_frozen_models(days, tmp_path):
     out = str(tmp_path / "f.model")
     assert main(["train", *[str(p) for p in sorted(days[0].glob("*.pcap"))], "-o", out, "-q", "--freeze"]) == 0
     assert SiteModel.load(out).frozen is True
+
+
+def test_hosts_without_their_own_baseline_are_judged_by_their_role():
+    from detector.baseline.windows import FEATURES
+
+    rng = np.random.default_rng(2)
+    dtn = rng.lognormal(20, 0.3, (40, len(FEATURES)))  # DTNs move terabytes
+    login = rng.lognormal(8, 0.3, (40, len(FEATURES)))
+    hosts = [f"d{k}" for k in range(40)] + [f"l{k}" for k in range(40)]  # one window each: no own baseline
+    model = SiteModel().fit(hosts, np.zeros(80, np.int64), np.vstack([dtn, login]), {},
+                            roles=["dtn"] * 40 + ["login"] * 40)
+    row = np.log1p(dtn[:1])
+    for role, far in (("dtn", False), ("login", True)):
+        median, scale, which = model._reference(["new"], [role])
+        assert which == [f"role {role}"]
+        assert (np.abs((row - median) / scale).max() > model.z_alert) is far
+    assert model._reference(["new"], None)[2] == ["site"]

@@ -3,7 +3,8 @@
 What it learns from traffic taken as normal:
 
 - per host, a robust baseline of its window features (:class:`models.robust_z.RobustZ`, median
-  and MAD of ``log1p`` features per host, the global baseline for hosts never seen), which is
+  and MAD of ``log1p`` features per host), and per role (DTN, login node, compute node, other)
+  for hosts with too few windows of their own or never seen, then site-wide; the baseline is
   also what explains an alert;
 - an Isolation Forest over all hosts' windows, for combinations no single feature shows;
 - each host's hour-of-day profile (the share of its active windows in each UTC hour);
@@ -46,7 +47,8 @@ def hour_of(window_start_ns: np.ndarray) -> np.ndarray:
 class SiteModel:
     def __init__(self, window_s: float = 600.0, z_alert: float = 6.0, if_quantile: float = 0.001):
         self.window_s, self.z_alert, self.if_quantile = window_s, z_alert, if_quantile
-        self.baseline: RobustZ | None = None
+        self.baseline: RobustZ | None = None  # per host
+        self.role_baseline: RobustZ | None = None  # per role (dtn, login, compute, host): hosts without their own
         self.forest: IsolationForest | None = None
         self.if_threshold = -1.0
         self.hours: dict[str, list[float]] = {}
@@ -57,11 +59,13 @@ class SiteModel:
 
     # -- learning ------------------------------------------------------------------------------
     def fit(self, hosts: list[str], starts: np.ndarray, X: np.ndarray,
-            destinations: dict[tuple[str, str], float], pins: dict[str, dict] | None = None) -> SiteModel:
+            destinations: dict[tuple[str, str], float], pins: dict[str, dict] | None = None,
+            roles: list[str] | None = None) -> SiteModel:
         if len(X) < 2:
             raise ValueError("too little traffic to learn from: fewer than two host windows")
         L = np.log1p(X)
         self.baseline = RobustZ().fit(L, FEATURES, entities=hosts)
+        self.role_baseline = RobustZ().fit(L, FEATURES, entities=roles or ["host"] * len(hosts))
         self.forest = IsolationForest(n_estimators=100, random_state=0).fit(L, FEATURES)
         self.if_threshold = float(np.quantile(self.forest.score_samples(L), self.if_quantile))
         hour = hour_of(starts)
@@ -74,7 +78,7 @@ class SiteModel:
         self.windows_trained = len(X)
         return self
 
-    def update(self, hosts: list[str], X: np.ndarray) -> int:
+    def update(self, hosts: list[str], X: np.ndarray, roles: list[str] | None = None) -> int:
         """Online learning (the daemon calls it as windows close): windows that the forest or
         the host's baseline finds unusual (either one: stricter than alerting, which needs both)
         are never learned from; the others move their host's baseline by a bounded step
@@ -83,45 +87,66 @@ class SiteModel:
         if self.frozen or not len(X):
             return 0
         L = np.log1p(np.asarray(X, dtype=np.float64))
+        median, scale, _ = self._reference(hosts, roles)
         usual = (self.forest.score_samples(L) >= self.if_threshold) & \
-            (np.abs(np.asarray(self.baseline.z(L, hosts))).max(axis=1) < self.z_alert)
+            (np.abs((L - median) / scale).max(axis=1) < self.z_alert)
         keep = np.flatnonzero(usual)
         return self.baseline.update(L[keep], [hosts[i] for i in keep.tolist()])
 
     # -- using it ------------------------------------------------------------------------------
+    def _reference(self, hosts: list[str], roles: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Per row, the baseline it is judged against: its host's own, else its role's own, else
+        the site-wide one: ``(median, scale, which)``."""
+        host_rows = self.baseline._rows(hosts, len(hosts))
+        role_rows = self.role_baseline._rows(roles, len(hosts))
+        n_hosts, n_roles = len(self.baseline.entities_), len(self.role_baseline.entities_)
+        own_host = (host_rows < n_hosts) & self.baseline.own_[np.minimum(host_rows, max(n_hosts - 1, 0))] \
+            if n_hosts else np.zeros(len(hosts), bool)
+        own_role = (role_rows < n_roles) & self.role_baseline.own_[np.minimum(role_rows, max(n_roles - 1, 0))] \
+            if n_roles else np.zeros(len(hosts), bool)
+        median = np.where(own_host[:, None], self.baseline.median_[host_rows],
+                          np.where(own_role[:, None], self.role_baseline.median_[role_rows], self.baseline.median_[-1]))
+        scale = np.where(own_host[:, None], self.baseline.scale_[host_rows],
+                         np.where(own_role[:, None], self.role_baseline.scale_[role_rows], self.baseline.scale_[-1]))
+        which = ["host" if h else f"role {roles[i]}" if r else "site"
+                 for i, (h, r) in enumerate(zip(own_host.tolist(), own_role.tolist()))]
+        return median, scale, which
+
     def known_transfer(self, src: str, dst: str, bytes_out: float, factor: float) -> bool:
         """Whether ``src`` sent ``dst`` at least 1/``factor`` of this much in one training window."""
         seen = self.destinations.get((src, dst))
         return seen is not None and bytes_out <= factor * seen
 
-    def judge(self, hosts: list[str], starts: np.ndarray, X: np.ndarray) -> list[dict]:
+    def judge(self, hosts: list[str], starts: np.ndarray, X: np.ndarray,
+              roles: list[str] | None = None) -> list[dict]:
         """The anomalous windows: host, window start, score, and the deviating features."""
         if not len(X):
             return []
         L = np.log1p(X)
         scores = self.forest.score_samples(L)
-        z = np.asarray(self.baseline.z(L, hosts))
+        median, scale, which = self._reference(hosts, roles)
+        z = (L - median) / scale
         out = []
         for i in np.flatnonzero((scores < self.if_threshold) & (np.abs(z).max(axis=1) >= self.z_alert)).tolist():
             order = np.argsort(-np.abs(z[i]), kind="stable")
-            row = self.baseline._rows([hosts[i]], 1)[0]
-            deviations = [{"feature": FEATURES[j], "value": float(X[i, j]),
-                           "baseline": float(np.expm1(self.baseline.median_[row, j])), "z": round(float(z[i, j]), 1)}
+            deviations = [{"feature": FEATURES[j], "value": float(X[i, j]), "baseline": float(np.expm1(median[i, j])),
+                           "z": round(float(z[i, j]), 1)}
                           for j in order[:4].tolist() if abs(z[i, j]) >= self.z_alert / 2]
             hour = int(hour_of([starts[i]])[0])
             profile = self.hours.get(hosts[i])
             out.append({"host": hosts[i], "start_ns": int(starts[i]), "score": float(scores[i]),
-                        "deviations": deviations, "known_host": hosts[i] in self.baseline._index,
+                        "deviations": deviations, "baseline": which[i], "known_host": hosts[i] in self.baseline._index,
                         "hour_share": None if profile is None else profile[hour], "hour": hour})
         return out
 
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str, key: bytes | None = None) -> None:
-        z, f = self.baseline.to_file(), self.forest.to_file()
-        arrays = {**{f"z.{k}": v for k, v in z.arrays.items()}, **{f"if.{k}": v for k, v in f.arrays.items()}}
+        z, r, f = self.baseline.to_file(), self.role_baseline.to_file(), self.forest.to_file()
+        arrays = {**{f"z.{k}": v for k, v in z.arrays.items()}, **{f"role.{k}": v for k, v in r.arrays.items()},
+                  **{f"if.{k}": v for k, v in f.arrays.items()}}
         meta = {"window_s": self.window_s, "z_alert": self.z_alert, "if_quantile": self.if_quantile,
                 "if_threshold": self.if_threshold, "windows_trained": self.windows_trained, "frozen": self.frozen,
-                "z": z.meta, "if": f.meta, "hours": self.hours,
+                "z": z.meta, "role": r.meta, "if": f.meta, "hours": self.hours,
                 "destinations": [[s, d, b] for (s, d), b in self.destinations.items()], "pins": self.pins}
         save(path, ModelFile(KIND, VERSION, list(FEATURES), meta, arrays), key)
 
@@ -140,6 +165,7 @@ class SiteModel:
             model.if_threshold, model.windows_trained = float(m["if_threshold"]), int(m["windows_trained"])
             model.frozen = bool(m["frozen"])
             model.baseline = RobustZ.from_file(_part(mf, "z", RobustZ.kind, m["z"]), path)
+            model.role_baseline = RobustZ.from_file(_part(mf, "role", RobustZ.kind, m["role"]), path)
             model.forest = IsolationForest.from_file(_part(mf, "if", IsolationForest.kind, m["if"]), path)
             model.hours = {str(h): [float(x) for x in v] for h, v in dict(m["hours"]).items()}
             model.destinations = {(str(s), str(d)): float(b) for s, d, b in _triples(m["destinations"])}

@@ -6,8 +6,8 @@ entropy, failed connections, DNS, inbound sources) is scored by the model's Isol
 (Liu et al. 2008) and explained by robust per-feature z-scores against the host's own
 median/MAD baseline, as Morpheus DFP explains its autoencoder's loss. A window is anomalous when
 both say so (thresholds learned at training: see :mod:`detector.baseline.site_model`). One
-alert per host, summarising its anomalous windows; medium for hosts in the model, low for hosts
-it never saw (judged against the site-wide baseline). Without a model this detector is off.
+alert per host, summarising its anomalous windows; medium when judged against its own or its
+role's baseline, low against the site-wide one. Without a model this detector is off.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ class HostAnomaly(Detector):
         model = self.site.model
         hosts, starts, X = self.collector.windows.table()
         by_host: dict[str, list[dict]] = {}
-        for w in model.judge(hosts, starts, X):
+        for w in model.judge(hosts, starts, X, [self.site.role(h) for h in hosts]):
             by_host.setdefault(w["host"], []).append(w)
         window_ns = int(model.window_s * 1e9)
         out = []
         for host, found in by_host.items():
             worst = min(found, key=lambda w: w["score"])
-            known = worst["known_host"]
+            known = worst["baseline"] != "site"
             dev = worst["deviations"]
             what = ", ".join(f"{d['feature']} {d['value']:,.0f} against a usual {d['baseline']:,.0f} (z {d['z']:+.1f})"
                              for d in dev[:3])
@@ -58,11 +58,12 @@ class HostAnomaly(Detector):
             out.append(Alert(
                 found[0]["start_ns"], max(w["start_ns"] for w in found) + window_ns, "anomaly", "host_behaviour",
                 "medium" if known else "low", round(min(0.95, -worst["score"]), 3),
-                f"{host} ({self.site.role(host)}) behaved unlike its {'baseline' if known else 'site baseline'} in "
+                f"{host} ({self.site.role(host)}) behaved unlike its {worst['baseline']} baseline in "
                 f"{len(found)} window(s) of {model.window_s:.0f} s: {what}{hour}",
                 self.label, host, host, None, None, None, None,
                 {"windows": len(found), "worst_window_start_ns": worst["start_ns"],
                  "isolation_score": round(worst["score"], 4), "threshold": round(model.if_threshold, 4),
-                 "deviations": dev, "baseline": "host" if known else "site", "hour_utc": worst["hour"],
+                 "deviations": dev, "baseline": worst["baseline"], "host_in_model": worst["known_host"],
+                 "hour_utc": worst["hour"],
                  "hour_share_in_training": worst["hour_share"]}))
         return out

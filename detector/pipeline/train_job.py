@@ -55,7 +55,8 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
     hosts, starts, X = c.windows.table()
     try:
         pins = {d.name: d.learned() for d in result.detectors if d.name in PINNING}
-        model = SiteModel(window_s=window_s).fit(hosts, starts, X, c.destinations(), pins)
+        roles = [c.site.role(h) for h in hosts]
+        model = SiteModel(window_s=window_s).fit(hosts, starts, X, c.destinations(), pins, roles)
         model.frozen = freeze
     except ValueError as exc:
         raise TrainingError(f"{', '.join(inputs)}: {exc}") from None
