@@ -152,5 +152,5 @@ def test_hosts_without_their_own_baseline_are_judged_by_their_role():
     for role, far in (("dtn", False), ("login", True)):
         median, scale, which = model._reference(["new"], [role])
         assert which == [f"role {role}"]
-        assert (np.abs((row - median) / scale).max() > model.z_alert) is far
+        assert bool(np.abs((row - median) / scale).max() > model.z_alert) is far
     assert model._reference(["new"], None)[2] == ["site"]
