@@ -5,5 +5,7 @@
 - :class:`models.isolation_forest.IsolationForest`: fitted by scikit-learn, scored by an
   array traversal of its trees (NumPy or CuPy).
 - :class:`models.pca.PcaReconstruction`: robust PCA reconstruction error.
+- :class:`models.knn.KnnDistance`: distance to the k-th nearest training row (brute force in
+  ``xp``, or cuML's ``NearestNeighbors`` on the GPU when installed).
 - :mod:`models.store`: the file format (JSON header, raw arrays, SHA-256, optional HMAC).
 """

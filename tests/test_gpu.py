@@ -89,15 +89,17 @@ def _spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-@pytest.mark.parametrize("name", ["robust_z", "isolation_forest", "pca_reconstruction"])
+@pytest.mark.parametrize("name", ["robust_z", "isolation_forest", "pca_reconstruction", "knn_distance"])
 def test_model_scores_on_the_gpu_agree_with_the_cpu(gpu, name):
     """Models fitted on the CPU score CuPy arrays with the same array code: the deterministic
     scorers agree to rank correlation 0.99 and more (here: to 1e-9 relative)."""
     from models.isolation_forest import IsolationForest
+    from models.knn import KnnDistance
     from models.pca import PcaReconstruction
     from models.robust_z import RobustZ
 
-    cls = {"robust_z": RobustZ, "isolation_forest": IsolationForest, "pca_reconstruction": PcaReconstruction}[name]
+    cls = {"robust_z": RobustZ, "isolation_forest": IsolationForest, "pca_reconstruction": PcaReconstruction,
+           "knn_distance": KnnDistance}[name]
     rng = np.random.default_rng(9)
     train = rng.lognormal(0, 1, (5000, 8))
     rows = np.vstack([rng.lognormal(0, 1, (20000, 8)), rng.lognormal(2, 1, (200, 8))])
@@ -105,4 +107,4 @@ def test_model_scores_on_the_gpu_agree_with_the_cpu(gpu, name):
     cpu = model.score_samples(rows)
     on_gpu = gpu.xp.asnumpy(model.score_samples(gpu.xp.asarray(rows)))
     assert _spearman(cpu, on_gpu) >= 0.99
-    np.testing.assert_allclose(on_gpu, cpu, rtol=1e-9)
+    np.testing.assert_allclose(on_gpu, cpu, rtol=1e-9, atol=1e-9)

@@ -8,11 +8,12 @@ import pytest
 
 from models.base import NotFittedError
 from models.isolation_forest import IsolationForest
+from models.knn import KnnDistance
 from models.pca import PcaReconstruction
 from models.robust_z import RobustZ
 from models.store import ModelError
 
-MODELS = [RobustZ, IsolationForest, PcaReconstruction]
+MODELS = [RobustZ, IsolationForest, PcaReconstruction, KnnDistance]
 NAMES = ["bytes_out", "bytes_in", "destinations", "ports", "dns_queries", "connections"]
 
 
@@ -148,3 +149,12 @@ def test_robust_z_online_updates_move_by_bounded_steps():
     moved = model.median_[0] - before
     assert (moved > 0).all() and (moved <= 50 * 0.05 * model.scale_[0] + 1e-9).all()
     assert model.update(shifted, ["never seen"] * 50) == 0  # no baseline of its own: not learned
+
+
+def test_knn_distance_equals_scikit_learn_neighbours(data):
+    from sklearn.neighbors import NearestNeighbors
+
+    train, test, _ = data
+    model = KnnDistance(k=3).fit(train, NAMES)
+    dist, _ = NearestNeighbors(n_neighbors=3).fit(model.reference_).kneighbors((test - model.center_) / model.scale_)
+    assert np.allclose(model.score_samples(test), -dist[:, 2], rtol=1e-9, atol=1e-9)
