@@ -154,3 +154,16 @@ def test_hosts_without_their_own_baseline_are_judged_by_their_role():
         assert which == [f"role {role}"]
         assert bool(np.abs((row - median) / scale).max() > model.z_alert) is far
     assert model._reference(["new"], None)[2] == ["site"]
+
+
+def test_train_bad_input_and_output_exit_2_with_the_path(synth_dir, tmp_path, capsys):
+    header_only = tmp_path / "empty.pcap"
+    header_only.write_bytes((synth_dir / "scan-sweep.pcap").read_bytes()[:24])
+    for argv, where in (([str(tmp_path / "missing.pcap"), "-o", str(tmp_path / "m.model")], "missing.pcap"),
+                        ([str(synth_dir / "scan-sweep.pcap"), "-o", str(tmp_path / "no" / "m.model")], "no/m.model"),
+                        ([str(header_only), "-o", str(tmp_path / "m.model")], "too little traffic")):
+        capsys.readouterr()
+        assert main(["train", *argv, "-q"]) == 2
+        err = capsys.readouterr().err
+        assert where in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.model").exists()
