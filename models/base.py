@@ -37,6 +37,14 @@ def as_matrix(X, n_features: int | None = None, xp=np) -> np.ndarray:
     return X
 
 
+def robust_scaling(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature median and IQR (the IQR of a constant feature is its magnitude, or 1)."""
+    center = np.median(X, axis=0)
+    q75, q25 = np.percentile(X, [75, 25], axis=0)
+    iqr = q75 - q25
+    return center, np.where(iqr > 0, iqr, np.maximum(np.abs(center), 1.0))
+
+
 class Scorer:
     """Base class. Subclasses set ``kind`` and implement ``_fit``, ``_score``, ``_arrays`` and
     ``_restore``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Scorer
+from models.base import Scorer, robust_scaling
 
 CHUNK = 4096
 
@@ -36,10 +36,7 @@ class KnnDistance(Scorer):
     def _fit(self, X: np.ndarray) -> None:
         if len(X) <= self.k:
             raise ValueError(f"needs more than k={self.k} rows")
-        self.center_ = np.median(X, axis=0)
-        q75, q25 = np.percentile(X, [75, 25], axis=0)
-        iqr = q75 - q25
-        self.scale_ = np.where(iqr > 0, iqr, np.maximum(np.abs(self.center_), 1.0))
+        self.center_, self.scale_ = robust_scaling(X)
         Z = (X - self.center_) / self.scale_
         if len(Z) > self.max_reference:
             pick = np.random.default_rng(self.random_state).choice(len(Z), self.max_reference, replace=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Scorer, array_namespace, as_matrix
+from models.base import Scorer, array_namespace, as_matrix, robust_scaling
 
 
 class PcaReconstruction(Scorer):
@@ -32,10 +32,7 @@ class PcaReconstruction(Scorer):
         return vt[:min(k, len(vt))]
 
     def _fit(self, X: np.ndarray) -> None:
-        self.center_ = np.median(X, axis=0)
-        q75, q25 = np.percentile(X, [75, 25], axis=0)
-        iqr = q75 - q25
-        self.scale_ = np.where(iqr > 0, iqr, np.maximum(np.abs(self.center_), 1.0))
+        self.center_, self.scale_ = robust_scaling(X)
         Z = (X - self.center_) / self.scale_
         comp = self._components(Z)
         err = ((Z - (Z @ comp.T) @ comp) ** 2).sum(axis=1)
