@@ -25,38 +25,43 @@ class PcaReconstruction(Scorer):
         super().__init__()
         self.variance, self.trim_quantile = variance, trim_quantile
 
-    def _components(self, Z: np.ndarray) -> np.ndarray:
-        _, s, vt = np.linalg.svd(Z - Z.mean(axis=0), full_matrices=False)
+    def _components(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = Z.mean(axis=0)
+        _, s, vt = np.linalg.svd(Z - mean, full_matrices=False)
         share = np.cumsum(s ** 2) / max(float((s ** 2).sum()), 1e-300)
         k = int(np.searchsorted(share, self.variance) + 1)
-        return vt[:min(k, len(vt))]
+        return mean, vt[:min(k, len(vt))]
 
     def _fit(self, X: np.ndarray) -> None:
         self.center_, self.scale_ = robust_scaling(X)
         Z = (X - self.center_) / self.scale_
-        comp = self._components(Z)
-        err = ((Z - (Z @ comp.T) @ comp) ** 2).sum(axis=1)
+        mean, comp = self._components(Z)
+        D = Z - mean
+        err = ((D - (D @ comp.T) @ comp) ** 2).sum(axis=1)
         keep = err <= np.quantile(err, self.trim_quantile)
-        self.components_ = self._components(Z[keep]) if keep.sum() > X.shape[1] else comp
+        self.mean_, self.components_ = self._components(Z[keep]) if keep.sum() > X.shape[1] else (mean, comp)
 
     def residuals(self, X):
         """Per-feature reconstruction residual (in robust units) of every row."""
         self._check_fitted()
         xp = array_namespace(X)
         Z = (as_matrix(X, len(self.feature_names_), xp) - xp.asarray(self.center_)) / xp.asarray(self.scale_)
+        D = Z - xp.asarray(self.mean_)
         comp = xp.asarray(self.components_)
-        return Z - (Z @ comp.T) @ comp
+        return D - (D @ comp.T) @ comp
 
     def _score(self, X, xp):
         return -(self.residuals(X) ** 2).sum(axis=1)
 
     def _arrays(self):
         return ({"variance": self.variance, "trim_quantile": self.trim_quantile},
-                {"center": self.center_, "scale": self.scale_, "components": self.components_})
+                {"center": self.center_, "scale": self.scale_, "mean": self.mean_, "components": self.components_})
 
     def _restore(self, meta, arrays):
         self.variance, self.trim_quantile = float(meta["variance"]), float(meta["trim_quantile"])
         self.center_, self.scale_, self.components_ = arrays["center"], arrays["scale"], arrays["components"]
+        self.mean_ = arrays["mean"]
         f = len(self.feature_names_)
-        if self.center_.shape != (f,) or self.scale_.shape != (f,) or self.components_.shape[1:] != (f,):
+        if self.center_.shape != (f,) or self.scale_.shape != (f,) or self.mean_.shape != (f,) \
+                or self.components_.shape[1:] != (f,):
             raise ValueError("arrays do not match the feature schema")

@@ -4,7 +4,9 @@
 For each entity (a host, or a role) and feature: the median and the MAD scaled by 1.4826 (so
 that it estimates the standard deviation of normal data), floored at ``min_scale`` times the
 feature's global scale so that a feature constant in training does not make every change
-infinite. Entities with fewer than ``min_rows`` training rows, and entities never seen, use
+infinite, and never below ``abs_min_scale`` (in the features' units: a feature that was always
+zero in training gets a scale a change of a few events stands out against, not one that makes a
+single event a billion deviations). Entities with fewer than ``min_rows`` training rows, and entities never seen, use
 the global baseline. Training trims outliers: rows of an entity with a baseline of its own whose
 |z| exceeds ``trim_z`` in any feature against a first fit are dropped and the baselines are
 fitted again (robust to a poisoned minority of windows).
@@ -29,15 +31,17 @@ class RobustZ(Scorer):
     kind = "robust_z"
     version = 1
 
-    def __init__(self, min_rows: int = 8, trim_z: float = 6.0, min_scale: float = 0.05):
+    def __init__(self, min_rows: int = 8, trim_z: float = 6.0, min_scale: float = 0.05, abs_min_scale: float = 1e-9):
         super().__init__()
         self.min_rows, self.trim_z, self.min_scale = min_rows, trim_z, min_scale
+        self.abs_min_scale = abs_min_scale
 
     def _baselines(self, X: np.ndarray, codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         med, scale = np.empty((n + 1, X.shape[1])), np.empty((n + 1, X.shape[1]))
         med[n], scale[n] = _median_scale(X)
-        floor = np.maximum(self.min_scale * np.where(scale[n] > 0, scale[n], np.abs(med[n])), 1e-9)
+        floor = np.maximum(self.min_scale * np.where(scale[n] > 0, scale[n], np.abs(med[n])), self.abs_min_scale)
         scale[n] = np.maximum(scale[n], floor)
+        self.floor_ = floor
         self.own_ = np.zeros(n, bool)
         for e in range(n):
             rows = X[codes == e]
@@ -95,7 +99,7 @@ class RobustZ(Scorer):
         self._check_fitted()
         X = np.asarray(X, dtype=np.float64)
         rows = self._rows(entities, len(X))
-        n, floor = len(self.entities_), self.min_scale * self.scale_[-1]
+        n, floor = len(self.entities_), self.floor_
         learned = 0
         for i in np.flatnonzero(rows < n).tolist():
             e = rows[i]
@@ -125,8 +129,8 @@ class RobustZ(Scorer):
 
     def _arrays(self):
         return ({"entities": self.entities_, "min_rows": self.min_rows, "trim_z": self.trim_z,
-                 "min_scale": self.min_scale, "trimmed": self.trimmed_},
-                {"median": self.median_, "scale": self.scale_, "own": self.own_})
+                 "min_scale": self.min_scale, "abs_min_scale": self.abs_min_scale, "trimmed": self.trimmed_},
+                {"median": self.median_, "scale": self.scale_, "own": self.own_, "floor": self.floor_})
 
     def _restore(self, meta, arrays):
         self.min_rows, self.trim_z, self.min_scale = int(meta["min_rows"]), float(meta["trim_z"]), \
@@ -134,7 +138,9 @@ class RobustZ(Scorer):
         self.entities_ = [str(e) for e in meta["entities"]]
         self._index = {e: k for k, e in enumerate(self.entities_)}
         self.trimmed_ = int(meta["trimmed"])
+        self.abs_min_scale = float(meta["abs_min_scale"])
         self.median_, self.scale_, self.own_ = arrays["median"], arrays["scale"], arrays["own"].astype(bool)
+        self.floor_ = arrays["floor"]
         if self.median_.shape != self.scale_.shape or len(self.median_) != len(self.entities_) + 1 \
-                or len(self.own_) != len(self.entities_):
+                or len(self.own_) != len(self.entities_) or self.floor_.shape != self.median_.shape[1:]:
             raise ValueError("median and scale do not match the entities")

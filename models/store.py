@@ -165,8 +165,12 @@ def _parse(path: str, header, blob: bytes, data_start: int, data_end: int, kind:
             raise ModelError(path, "an array entry of the header is malformed") from None
         if dtype not in DTYPES:
             raise ModelError(path, f"array {name!r} has dtype {dtype!r}, which is never loaded")
+        if any(d < 0 for d in shape):
+            raise ModelError(path, f"array {name!r} has a negative dimension")
         dt = np.dtype(dtype).newbyteorder("<")
-        count = int(np.prod(shape)) if shape else 1
+        count = 1
+        for d in shape:  # Python integers: no overflow
+            count *= d
         if offset < 0 or nbytes != count * dt.itemsize or data_start + offset + nbytes > data_end:
             raise ModelError(path, f"array {name!r} does not fit the file (offset {data_start + offset})")
         arr = np.frombuffer(blob, dt, count, data_start + offset).reshape(shape)

@@ -64,6 +64,17 @@ def test_a_consistent_file_with_an_object_dtype_is_still_refused(tmp_path):
         store.load(str(path))
 
 
+def test_a_consistent_file_with_negative_dimensions_is_refused(tmp_path):
+    header = json.dumps({"kind": "x", "version": 1, "schema": [], "meta": {}, "signed": False,
+                         "arrays": [{"name": "a", "dtype": "float64", "shape": [-1, -2], "offset": 0,
+                                     "nbytes": 16}]}).encode()
+    body = struct.pack("<8sHI", b"DETMODEL", 1, len(header)) + header + bytes(16)
+    path = tmp_path / "odd.model"
+    path.write_bytes(body + hashlib.sha256(body).digest())
+    with pytest.raises(ModelError, match="negative"):
+        store.load(str(path))
+
+
 def test_signed_models(tmp_path, monkeypatch):
     path = str(tmp_path / "m.model")
     store.save(path, sample(), key=b"site secret")

@@ -158,3 +158,13 @@ def test_knn_distance_equals_scikit_learn_neighbours(data):
     model = KnnDistance(k=3).fit(train, NAMES)
     dist, _ = NearestNeighbors(n_neighbors=3).fit(model.reference_).kneighbors((test - model.center_) / model.scale_)
     assert np.allclose(model.score_samples(test), -dist[:, 2], rtol=1e-9, atol=1e-9)
+
+
+def test_robust_z_scale_floor_keeps_always_zero_features_sane():
+    rng = np.random.default_rng(5)
+    X = np.column_stack([rng.normal(5, 1, 200), np.zeros(200)])
+    model = RobustZ(abs_min_scale=0.25).fit(X, ["busy", "never"], entities=["h"] * 200)
+    z = np.asarray(model.z(np.array([[5.0, np.log1p(1)]]), ["h"]))[0]
+    assert 2 < z[1] < 3  # one event where there never was one: notable, not a billion deviations
+    model.update(np.tile([5.0, 0.0], (500, 1)), ["h"] * 500)
+    assert (model.scale_ >= model.floor_ - 1e-12).all()  # online updates keep the training floor

@@ -38,6 +38,8 @@ from models.store import ModelError, ModelFile, load, save
 KIND = "site_model"
 VERSION = 1
 MAX_DESTINATIONS = 100_000
+# smallest baseline scale, in log1p units: a feature always 0 in training puts 10 events at z 9.6
+LOG_MIN_SCALE = 0.25
 
 
 def hour_of(window_start_ns: np.ndarray) -> np.ndarray:
@@ -64,8 +66,9 @@ class SiteModel:
         if len(X) < 2:
             raise ValueError("too little traffic to learn from: fewer than two host windows")
         L = np.log1p(X)
-        self.baseline = RobustZ().fit(L, FEATURES, entities=hosts)
-        self.role_baseline = RobustZ().fit(L, FEATURES, entities=roles or ["host"] * len(hosts))
+        self.baseline = RobustZ(abs_min_scale=LOG_MIN_SCALE).fit(L, FEATURES, entities=hosts)
+        self.role_baseline = RobustZ(abs_min_scale=LOG_MIN_SCALE).fit(L, FEATURES,
+                                                                      entities=roles or ["host"] * len(hosts))
         self.forest = IsolationForest(n_estimators=100, random_state=0).fit(L, FEATURES)
         self.if_threshold = float(np.quantile(self.forest.score_samples(L), self.if_quantile))
         hour = hour_of(starts)

@@ -86,7 +86,7 @@ class Floods(Detector):
         ts = f["ts"][rows]
         window = ts // int(self.p.window_s * 1e9)
         ports, att = f["resp_p"][rows], attempt[rows]
-        for target_code in (dst_code[rows], np.full(len(rows), -1)):
+        for target_code in (np.full(len(rows), -1), dst_code[rows]):  # all targets first: never dropped at the cap
             key = (target_code + 1) << 32 | (window - window.min())
             _, group, inverse = np.unique(key, return_index=True, return_inverse=True)
             order = np.argsort(inverse, kind="stable")

@@ -78,6 +78,7 @@ def _name(data: bytes, pos: int) -> tuple[str, int]:
 
 _SEEN: dict[bytes, DnsMessage] = {}
 SEEN_SIZE = 1 << 14
+SEEN_MAX_BYTES = 512  # larger messages (TCP, EDNS) are parsed each time: the memo stays small
 
 
 def parse(data: bytes, tcp: bool = False) -> DnsMessage:
@@ -90,6 +91,8 @@ def parse(data: bytes, tcp: bool = False) -> DnsMessage:
         data = data[2:2 + struct.unpack(">H", data[:2])[0]]
     if len(data) < 12:
         raise DnsError("shorter than a DNS header")
+    if len(data) > SEEN_MAX_BYTES:
+        return _parse(data)
     key = data[2:]
     seen = _SEEN.get(key)
     txid = (data[0] << 8) | data[1]
