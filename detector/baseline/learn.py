@@ -40,6 +40,9 @@ class WindowCollector(Detector):
             if key in pairs or len(pairs) < MAX_PAIR_WINDOWS:
                 pairs[key] = pairs.get(key, 0.0) + b
 
+    def observe_events(self, events) -> None:
+        self.windows.observe_dns(events.dns)
+
     def destinations(self) -> dict[tuple[str, str], float]:
         """The most bytes each host sent each external destination in one window."""
         out: dict[tuple[str, str], float] = {}

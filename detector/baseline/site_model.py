@@ -15,7 +15,10 @@ What it learns from traffic taken as normal:
   first packet;
 - the alert thresholds, from the training scores: a window is anomalous when its Isolation
   Forest score is below the ``if_quantile`` quantile of the training windows and one of its
-  features is at least ``z_alert`` robust standard deviations from the host's median.
+  features is at least ``z_alert`` robust standard deviations from its baseline; or when a
+  feature is ``z_strong`` deviations from the host's own baseline (an Isolation Forest cannot
+  tell how far beyond the training range a value lies: a value fifty times the usual lands in
+  the same leaf as the largest one seen, while the host's median and MAD measure it).
 
 Training trims outliers (RobustZ), and the forest's threshold is a low quantile of training
 scores, so a few attacker windows in the training data neither move the baselines nor raise
@@ -47,8 +50,9 @@ def hour_of(window_start_ns: np.ndarray) -> np.ndarray:
 
 
 class SiteModel:
-    def __init__(self, window_s: float = 600.0, z_alert: float = 6.0, if_quantile: float = 0.001):
-        self.window_s, self.z_alert, self.if_quantile = window_s, z_alert, if_quantile
+    def __init__(self, window_s: float = 600.0, z_alert: float = 6.0, if_quantile: float = 0.001,
+                 z_strong: float = 12.0):
+        self.window_s, self.z_alert, self.if_quantile, self.z_strong = window_s, z_alert, if_quantile, z_strong
         self.baseline: RobustZ | None = None  # per host
         self.role_baseline: RobustZ | None = None  # per role (dtn, login, compute, host): hosts without their own
         self.forest: IsolationForest | None = None
@@ -129,8 +133,11 @@ class SiteModel:
         scores = self.forest.score_samples(L)
         median, scale, which = self._reference(hosts, roles)
         z = (L - median) / scale
+        zmax = np.abs(z).max(axis=1)
+        agree = (scores < self.if_threshold) & (zmax >= self.z_alert)
+        strong = np.array([w == "host" for w in which]) & (zmax >= self.z_strong)
         out = []
-        for i in np.flatnonzero((scores < self.if_threshold) & (np.abs(z).max(axis=1) >= self.z_alert)).tolist():
+        for i in np.flatnonzero(agree | strong).tolist():
             order = np.argsort(-np.abs(z[i]), kind="stable")
             deviations = [{"feature": FEATURES[j], "value": float(X[i, j]), "baseline": float(np.expm1(median[i, j])),
                            "z": round(float(z[i, j]), 1)}
@@ -139,6 +146,7 @@ class SiteModel:
             profile = self.hours.get(hosts[i])
             out.append({"host": hosts[i], "start_ns": int(starts[i]), "score": float(scores[i]),
                         "deviations": deviations, "baseline": which[i], "known_host": hosts[i] in self.baseline._index,
+                        "rule": "forest and baseline" if agree[i] else "far from the host's own baseline",
                         "hour_share": None if profile is None else profile[hour], "hour": hour})
         return out
 
@@ -148,6 +156,7 @@ class SiteModel:
         arrays = {**{f"z.{k}": v for k, v in z.arrays.items()}, **{f"role.{k}": v for k, v in r.arrays.items()},
                   **{f"if.{k}": v for k, v in f.arrays.items()}}
         meta = {"window_s": self.window_s, "z_alert": self.z_alert, "if_quantile": self.if_quantile,
+                "z_strong": self.z_strong,
                 "if_threshold": self.if_threshold, "windows_trained": self.windows_trained, "frozen": self.frozen,
                 "z": z.meta, "role": r.meta, "if": f.meta, "hours": self.hours,
                 "destinations": [[s, d, b] for (s, d), b in self.destinations.items()], "pins": self.pins}
@@ -164,7 +173,7 @@ class SiteModel:
                                    f"{FEATURES}; train the model again")
         m = mf.meta
         try:
-            model = cls(float(m["window_s"]), float(m["z_alert"]), float(m["if_quantile"]))
+            model = cls(float(m["window_s"]), float(m["z_alert"]), float(m["if_quantile"]), float(m["z_strong"]))
             model.if_threshold, model.windows_trained = float(m["if_threshold"]), int(m["windows_trained"])
             model.frozen = bool(m["frozen"])
             model.baseline = RobustZ.from_file(_part(mf, "z", RobustZ.kind, m["z"]), path)

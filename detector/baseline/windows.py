@@ -21,7 +21,8 @@ from kernels.features import host_window_features
 from kernels.xp_ops import group_ids, segment_sum
 
 FEATURES = ["flows_out", "flows_in", "bytes_out", "bytes_in", "external_bytes_out", "distinct_dsts",
-            "distinct_ports", "dst_entropy", "port_entropy", "failed_out", "dns_flows", "inbound_sources"]
+            "distinct_ports", "dst_entropy", "port_entropy", "failed_out", "inbound_sources", "dns_queries",
+            "dns_names", "dns_name_length"]
 FAILED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH")
 
 
@@ -33,6 +34,17 @@ class HostWindows:
         self.peers: dict[str, int] = {}
         self._out: list[tuple] = []
         self._in: list[tuple] = []
+        self._dns: list[tuple[int, int, int, int]] = []  # (host id, window, name key, name length)
+
+    def observe_dns(self, events) -> None:
+        """DNS questions the site's hosts asked (from the L7 tap): how many, how many distinct
+        names, how long (tunnels and DGAs ask many long, distinct names)."""
+        for ev in events:
+            m = ev.msg
+            if m.response or not m.qname or not self.site.is_local(ev.ctx.src):
+                continue
+            host = self.hosts.setdefault(ev.ctx.src, len(self.hosts))
+            self._dns.append((host, ev.ctx.ts_ns // self.window_ns, hash(m.qname) & 0x7FFFFFFFFFFFFFFF, len(m.qname)))
 
     @staticmethod
     def _ids(f: FlowView, name: str, table: dict[str, int], rows: np.ndarray) -> np.ndarray:
@@ -51,8 +63,7 @@ class HostWindows:
             self._out.append((self._ids(f, "orig_h", self.hosts, out), window[out],
                               self._ids(f, "resp_h", self.peers, out), f["resp_p"][out].astype(np.int64), ob,
                               f["resp_bytes"][out].astype(np.float64), np.where(external, ob, 0.0),
-                              np.isin(f["conn_state"][out], FAILED_STATES).astype(np.float64),
-                              (f["resp_p"][out] == 53).astype(np.float64)))
+                              np.isin(f["conn_state"][out], FAILED_STATES).astype(np.float64)))
         inb = np.flatnonzero(f.member("resp_h", site.local))
         if len(inb):
             # the host answered: what it received is the originator's bytes, what it sent back
@@ -64,25 +75,27 @@ class HostWindows:
                              f["orig_bytes"][inb].astype(np.float64), np.where(external, sent, 0.0)))
 
     def __len__(self) -> int:
-        return sum(len(c[0]) for c in self._out) + sum(len(c[0]) for c in self._in)
+        return sum(len(c[0]) for c in self._out) + sum(len(c[0]) for c in self._in) + len(self._dns)
 
     def table(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(host of each row, window start (ns) of each row, features)``, one row per
         (host, window) with any traffic, in ``FEATURES`` order (raw units)."""
-        names = np.array(list(self.hosts), dtype=object)
         cols_out = [np.concatenate(c) for c in zip(*self._out)] if self._out else None
         cols_in = [np.concatenate(c) for c in zip(*self._in)] if self._in else None
+        dns = np.array(self._dns, np.int64).reshape(-1, 4)
         keys = []
         if cols_out is not None:
             keys.append(cols_out[0] << 32 | cols_out[1])
         if cols_in is not None:
             keys.append(cols_in[0] << 32 | cols_in[1])
+        if len(dns):
+            keys.append(dns[:, 0] << 32 | dns[:, 1])
         if not keys:
             return [], np.zeros(0, np.int64), np.zeros((0, len(FEATURES)))
         all_keys = np.unique(np.concatenate(keys))
         X = np.zeros((len(all_keys), len(FEATURES)))
         if cols_out is not None:
-            host, window, dst, port, ob, rb, ext, failed, dns = cols_out
+            host, window, dst, port, ob, rb, ext, failed = cols_out
             hw = host_window_features(np, host, window, dst, port, ob, rb)
             rows = np.searchsorted(all_keys, hw["keys_host"] << 32 | hw["keys_window"])
             for name in ("flows", "bytes_out", "bytes_in", "distinct_dsts", "distinct_ports", "dst_entropy",
@@ -91,7 +104,7 @@ class HostWindows:
             ids, first = group_ids(np, host, window)
             rows = np.searchsorted(all_keys, host[first] << 32 | window[first])
             n = len(first)
-            for name, values in (("external_bytes_out", ext), ("failed_out", failed), ("dns_flows", dns)):
+            for name, values in (("external_bytes_out", ext), ("failed_out", failed)):
                 X[rows, FEATURES.index(name)] = segment_sum(np, ids, values, n)
         if cols_in is not None:
             host, window, src, sent, received, ext = cols_in
@@ -104,5 +117,14 @@ class HostWindows:
             ids, first = group_ids(np, host, window)
             rows = np.searchsorted(all_keys, host[first] << 32 | window[first])
             X[rows, FEATURES.index("external_bytes_out")] += segment_sum(np, ids, ext, len(first))
+        if len(dns):
+            host, window, name, length = dns.T
+            hw = host_window_features(np, host, window, name, np.zeros(len(host), np.int64),
+                                      length.astype(np.float64), np.zeros(len(host)))
+            rows = np.searchsorted(all_keys, hw["keys_host"] << 32 | hw["keys_window"])
+            X[rows, FEATURES.index("dns_queries")] = hw["flows"]
+            X[rows, FEATURES.index("dns_names")] = hw["distinct_dsts"]
+            X[rows, FEATURES.index("dns_name_length")] = hw["bytes_out"] / np.maximum(hw["flows"], 1)
+        names = np.array(list(self.hosts), dtype=object)
         hosts = names[(all_keys >> 32).astype(np.int64)].tolist()
         return hosts, (all_keys & 0xFFFFFFFF).astype(np.int64) * self.window_ns, X

@@ -2,10 +2,12 @@
 
 Method: with a site model (``detector analyze --model``), every local host's activity per
 window (flows, bytes in and out, bytes to outside, distinct destinations and ports and their
-entropy, failed connections, DNS, inbound sources) is scored by the model's Isolation Forest
+entropy, failed connections, inbound sources, DNS questions: how many, how many distinct
+names, how long) is scored by the model's Isolation Forest
 (Liu et al. 2008) and explained by robust per-feature z-scores against the host's own
 median/MAD baseline, as Morpheus DFP explains its autoencoder's loss. A window is anomalous when
-both say so (thresholds learned at training: see :mod:`detector.baseline.site_model`). One
+both say so, or when it is very far from the host's own baseline (thresholds: see
+:mod:`detector.baseline.site_model`). One
 alert per host, summarising its anomalous windows; medium when judged against its own or its
 role's baseline, low against the site-wide one. Without a model this detector is off.
 """
@@ -36,6 +38,10 @@ class HostAnomaly(Detector):
         if self.collector is not None:
             self.collector.observe_flows(f)
 
+    def observe_events(self, events) -> None:
+        if self.collector is not None:
+            self.collector.observe_events(events)
+
     def finish(self) -> list[Alert]:
         if self.collector is None:
             return []
@@ -63,6 +69,7 @@ class HostAnomaly(Detector):
                 self.label, host, host, None, None, None, None,
                 {"windows": len(found), "worst_window_start_ns": worst["start_ns"],
                  "isolation_score": round(worst["score"], 4), "threshold": round(model.if_threshold, 4),
+                 "rule": worst["rule"],
                  "deviations": dev, "baseline": worst["baseline"], "host_in_model": worst["known_host"],
                  "hour_utc": worst["hour"],
                  "hour_share_in_training": worst["hour_share"]}))
