@@ -14,8 +14,6 @@ role's baseline, low against the site-wide one. Without a model this detector is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from detector.alerts import Alert
 from detector.baseline.learn import WindowCollector
 from detector.detect.base import Detector, FlowView
@@ -24,10 +22,6 @@ from detector.detect.base import Detector, FlowView
 class HostAnomaly(Detector):
     name = "host_anomaly"
     version = "1"
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)

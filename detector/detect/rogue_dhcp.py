@@ -10,7 +10,6 @@ traffic. Medium when a second server answers; high when two servers answer the s
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, mac_text
@@ -20,10 +19,6 @@ from detector.l7.events import Events
 class RogueDhcp(Detector):
     name = "rogue_dhcp"
     version = "1"
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from detector.alerts import Alert
 from detector.detect.base import Detector
 from detector.l7.events import Events
@@ -21,10 +19,6 @@ from detector.l7.events import Events
 class Tunnels(Detector):
     name = "tunnels"
     version = "1"
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)

@@ -22,11 +22,16 @@ EXIT_UNUSABLE = 2
 
 
 @dataclass
-class FlowsResult:
+class JobResult:
+    """What a job (flows, train) ends with: its exit status, summary and problems."""
+
     exit_code: int
     summary: dict
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+FlowsResult = JobResult
 
 
 def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 
 from detector.backend import CPU, Backend
 from detector.baseline.learn import WindowCollector
@@ -19,17 +18,9 @@ from detector.config import Config
 from detector.detect.registry import BY_NAME
 from detector.errors import DetectorError
 from detector.pipeline.analyze_job import run_analyze
-from detector.pipeline.flows_job import EXIT_PARTIAL, EXIT_UNUSABLE
+from detector.pipeline.flows_job import EXIT_PARTIAL, EXIT_UNUSABLE, JobResult
 
 PINNING = ("arp_spoof", "key_pins", "ttl_change")
-
-
-@dataclass
-class TrainResult:
-    exit_code: int
-    summary: dict
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 class TrainingError(DetectorError):
@@ -37,7 +28,7 @@ class TrainingError(DetectorError):
 
 
 def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend = CPU, progress: bool | None = None,
-              window_s: float = 600.0, key: bytes | None = None, freeze: bool = False) -> TrainResult:
+              window_s: float = 600.0, key: bytes | None = None, freeze: bool = False) -> JobResult:
     t0 = time.perf_counter()
     collectors: list[WindowCollector] = []
 
@@ -50,7 +41,7 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
     quiet = dataclasses.replace(cfg, disabled_detectors=tuple(n for n in BY_NAME if n not in PINNING))
     result = run_analyze(inputs, quiet, None, backend=backend, progress=progress, extra_detectors=[collector])
     if result.exit_code == EXIT_UNUSABLE:
-        return TrainResult(result.exit_code, result.summary, result.errors, result.warnings)
+        return JobResult(result.exit_code, result.summary, result.errors, result.warnings)
     c = collectors[0]
     hosts, starts, X = c.windows.table()
     try:
@@ -67,4 +58,4 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
                "pins": {name: sum(len(v) for v in p.values()) for name, p in model.pins.items()}, "model": model_out,
                "seconds": round(time.perf_counter() - t0, 3), "site_inferred": result.summary["site_inferred"]}
     code = EXIT_PARTIAL if result.errors or result.warnings else 0
-    return TrainResult(code, summary, result.errors, result.warnings)
+    return JobResult(code, summary, result.errors, result.warnings)
