@@ -188,3 +188,20 @@ def test_train_bad_input_and_output_exit_2_with_the_path(synth_dir, tmp_path, ca
         err = capsys.readouterr().err
         assert where in err and "Traceback" not in err, err
     assert not (tmp_path / "m.model").exists()
+
+
+def test_a_destination_the_model_saw_is_not_new(days, synth_dir, tmp_path):
+    model = SiteModel.load(train(days[0], tmp_path, "--config", str(days[0] / "site.toml")))
+    capture, cfg = str(synth_dir / "exfil-bulk-upload.pcap"), load_config(str(synth_dir / "site.toml"))
+
+    def upload():
+        [hit] = [a for a in run_analyze([capture], cfg, None, progress=False, model=model).alerts
+                 if a.technique == "bulk_upload"]
+        return hit
+
+    first = upload()
+    assert first.evidence["new_destination"] is True
+    model.destinations[("10.10.1.99", first.dst_ip)] = 1000.0  # some other host sent it a little, in training
+    model._known_dsts = None
+    again = upload()
+    assert again.evidence["new_destination"] is False and again.score < first.score

@@ -59,6 +59,7 @@ class SiteModel:
         self.if_threshold = -1.0
         self.hours: dict[str, list[float]] = {}
         self.destinations: dict[tuple[str, str], float] = {}
+        self._known_dsts: set[str] | None = None
         self.pins: dict[str, dict] = {}  # detector name -> what it pinned (ARP bindings, keys, certificates, TTLs)
         self.windows_trained = 0
         self.frozen = False  # a frozen model is never updated online
@@ -118,6 +119,12 @@ class SiteModel:
         which = ["host" if h else f"role {roles[i]}" if r else "site"
                  for i, (h, r) in enumerate(zip(own_host.tolist(), own_role.tolist()))]
         return median, scale, which
+
+    def knows_destination(self, dst: str) -> bool:
+        """Whether any site host sent data to ``dst`` in the training traffic."""
+        if self._known_dsts is None:
+            self._known_dsts = {d for _, d in self.destinations}
+        return dst in self._known_dsts
 
     def known_transfer(self, src: str, dst: str, bytes_out: float, factor: float) -> bool:
         """Whether ``src`` sent ``dst`` at least 1/``factor`` of this much in one training window."""

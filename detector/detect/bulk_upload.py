@@ -14,7 +14,8 @@ Thresholds: medium at ``min_bytes`` sent with a PCR of at least ``min_pcr`` and 
 ``baseline_factor`` times the host's median; high at ``high_bytes``. How new the destination is
 raises the score: the first time any site host contacted it is tracked (for up to
 ``max_destinations`` destinations), and an upload to a destination nobody at the site had
-talked to before it began says so in the summary and the evidence. With a site model
+talked to before it began (nor, with a site model, in the training traffic) says so in the
+summary and the evidence. With a site model
 (``analyze --model``), a pair the model saw carry at least 1/``baseline_factor`` of the upload's
 busiest window in one window of normal traffic is a known transfer, not reported.
 """
@@ -133,7 +134,8 @@ class BulkUpload(Detector):
                 continue  # the site model saw this host send that much there in normal traffic
             high = agg.out >= p.high_bytes
             contacted = self.first_contact.get(dst)
-            new_dst = contacted is not None and contacted >= agg.first
+            new_dst = contacted is not None and contacted >= agg.first and not (
+                model is not None and model.knows_destination(dst))
             score = (0.85 if high else 0.6) + (0.1 if new_dst else 0.0)
             out.append(Alert(agg.first, agg.last, "exfiltration", "bulk_upload", "high" if high else "medium", score,
                              f"{src} ({self.site.role(src)}) sent {agg.out / 2**20:.0f} MiB to {dst} over "
