@@ -14,7 +14,7 @@ from detector.alerts import SEVERITY_RANK
 from detector.baseline.site_model import SiteModel
 from detector.cli import main
 from detector.config import load_config
-from detector.pipeline.analyze_job import run_analyze
+from detector.pipeline.analyze_job import run_analyze, summary_text
 from models import store
 
 MEDIUM = SEVERITY_RANK["medium"]
@@ -53,6 +53,9 @@ def test_model_trained_on_one_day_quiets_the_next_days_normal_transfers(days, tm
     a, b = days
     model = SiteModel.load(train(a, tmp_path))
     assert [t for _, t, _ in strong(b / "benign-login.pcap")] == ["bulk_upload"]
+    result = run_analyze([str(b / "benign-login.pcap")], load_config(None), None, progress=False, model=model)
+    assert result.summary["model"]["windows_trained"] == model.windows_trained > 0
+    assert "site model" in summary_text(result.summary, result.alerts)
     assert strong(b / "benign-login.pcap", model=model) == []
     for name in ("benign-dtn", "hpc-mix"):
         assert strong(b / f"{name}.pcap", model=model) == []

@@ -188,6 +188,8 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
         "device": backend.device or "cpu", "bad_inputs": len(ingest.errors),
         "l7": {"streams_dropped": tap.dropped_streams, "parse_errors": tap.parse_errors},
         "site_inferred": site.inferred_local, "inferred_local_hosts": site.busiest,
+        "model": None if model is None else {"windows_trained": model.windows_trained,
+                                             "hosts": len(model.baseline.entities_), "frozen": model.frozen},
     }
     code, errors, warnings = outcome(ingest, c.records, output_error,
                                      "interrupted: alerts for the input read so far were written" if interrupted
@@ -208,6 +210,9 @@ def summary_text(s: dict, alerts: list[Alert]) -> str:
         worst = sorted(alerts, key=lambda a: (-a.severity_rank, a.ts_ns))[:5]
         for a in worst:
             lines.append(f"  [{a.severity}] {a.category}/{a.technique}: {a.summary[:150]}")
+    if s.get("model"):
+        m = s["model"]
+        lines.append(f"  site model: {m['windows_trained']:,} training windows of {m['hosts']:,} hosts")
     if s.get("site_inferred"):
         busiest = s.get("inferred_local_hosts") or []
         extra = f", and the busiest public host(s) {', '.join(busiest)}" if busiest else ""
