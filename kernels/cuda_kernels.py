@@ -1,7 +1,7 @@
 """``numba.cuda`` kernels of the GPU backend, built on first use.
 
 The per-element logic is the CPU's own: these kernels call the same Numba functions
-(``parse_packet``, ``canonical_key``, ``packet_ends_flow``, ``init_flow``, ``update_flow``,
+(``decode_record``, ``canonical_key``, ``packet_ends_flow``, ``init_flow``, ``update_flow``,
 ``expiry_reason``, ...), which Numba compiles for the GPU. What is GPU-specific is only how
 work is spread and how shared state is claimed:
 
@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from kernels.decode import decode_record
 from kernels.flowkey import canonical_key, is_flow_packet, mix64, packet_flow_hash
 from kernels.flowstate import (
     END_ACTIVE,
@@ -46,7 +47,6 @@ from kernels.flowtable import (
 )
 from kernels.fragments import STAT_OVERWRITTEN, STAT_RESOLVED, STAT_UNRESOLVED
 from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED
-from kernels.parse import parse_packet
 
 _KERNELS = None
 cuda = None  # numba.cuda, bound by _build(); a module global so Numba's simulator can swap it
@@ -71,14 +71,7 @@ def _build() -> SimpleNamespace:
         i = cuda.grid(1)
         if i >= n:
             return
-        parse_packet(buf, off[i], caplen[i], wirelen[i], link[i], cols, i)
-        cols.ts_ns[i] = ts_ns[i]
-        cols.wire_len[i] = wirelen[i]
-        cols.cap_len[i] = caplen[i]
-        if is_flow_packet(cols, i):
-            pkt_hash[i] = packet_flow_hash(cols, i)
-        else:
-            pkt_hash[i] = 0
+        decode_record(buf, off, caplen, wirelen, ts_ns, link, cols, pkt_hash, i)
 
     # -- fragments ---------------------------------------------------------------------------
     @cuda.jit(device=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from numba import literal_unroll
 
-from kernels._jit import cpu_kernel
+from kernels._jit import cpu_kernel, row_fn
 from kernels.flowkey import is_flow_packet, packet_flow_hash
 from kernels.parse import parse_packet
 
@@ -16,16 +16,23 @@ def clear_rows(cols, start, stop):
         col[start:stop] = 0
 
 
+@row_fn
+def decode_record(buf, off, caplen, wirelen, ts_ns, link, cols, pkt_hash, i):
+    """Record ``i`` into row ``i`` of ``cols``, and its flow-key hash (0 when not in a flow);
+    the CPU driver below and the CUDA kernel both call it."""
+    parse_packet(buf, off[i], caplen[i], wirelen[i], link[i], cols, i)
+    cols.ts_ns[i] = ts_ns[i]
+    cols.wire_len[i] = wirelen[i]
+    cols.cap_len[i] = caplen[i]
+    if is_flow_packet(cols, i):
+        pkt_hash[i] = packet_flow_hash(cols, i)
+    else:
+        pkt_hash[i] = 0
+
+
 @cpu_kernel
 def decode_records(buf, off, caplen, wirelen, ts_ns, link, start, stop, cols, pkt_hash):
     """Decode records ``start..stop`` into the same rows of ``cols``; hash their flow keys."""
     clear_rows(cols, start, stop)
     for i in range(start, stop):
-        parse_packet(buf, off[i], caplen[i], wirelen[i], link[i], cols, i)
-        cols.ts_ns[i] = ts_ns[i]
-        cols.wire_len[i] = wirelen[i]
-        cols.cap_len[i] = caplen[i]
-        if is_flow_packet(cols, i):
-            pkt_hash[i] = packet_flow_hash(cols, i)
-        else:
-            pkt_hash[i] = 0
+        decode_record(buf, off, caplen, wirelen, ts_ns, link, cols, pkt_hash, i)

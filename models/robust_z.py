@@ -71,7 +71,12 @@ class RobustZ(Scorer):
         self._index = index
         self.median_, self.scale_ = med, scale
 
-    def _rows(self, entities, count: int) -> np.ndarray:
+    def knows(self, entity) -> bool:
+        """Whether ``entity`` was in the training data."""
+        return entity in self._index
+
+    def entity_rows(self, entities, count: int) -> np.ndarray:
+        """Each row's baseline index: its entity's, or the global one (the last)."""
         n = len(self.entities_)
         if entities is None:
             return np.full(count, n, np.int64)
@@ -82,11 +87,11 @@ class RobustZ(Scorer):
         self._check_fitted()
         xp = array_namespace(X)
         X = as_matrix(X, len(self.feature_names_), xp)
-        rows = xp.asarray(self._rows(entities, len(X)))
+        rows = xp.asarray(self.entity_rows(entities, len(X)))
         return (X - xp.asarray(self.median_)[rows]) / xp.asarray(self.scale_)[rows]
 
     def _score(self, X, xp, entities=None):
-        rows = xp.asarray(self._rows(entities, len(X)))
+        rows = xp.asarray(self.entity_rows(entities, len(X)))
         return -xp.max(xp.abs(X - xp.asarray(self.median_)[rows]) / xp.asarray(self.scale_)[rows], axis=1)
 
     def update(self, X, entities=None, step: float = 0.05) -> int:
@@ -98,7 +103,7 @@ class RobustZ(Scorer):
         learned (they need a retraining). Returns the rows learned."""
         self._check_fitted()
         X = np.asarray(X, dtype=np.float64)
-        rows = self._rows(entities, len(X))
+        rows = self.entity_rows(entities, len(X))
         n, floor = len(self.entities_), self.floor_
         learned = 0
         for i in np.flatnonzero(rows < n).tolist():
@@ -118,7 +123,7 @@ class RobustZ(Scorer):
         entity's baseline (median), its scale, and z."""
         z = np.asarray(self.z(X, entities))
         X = np.asarray(X, dtype=np.float64)
-        rows = self._rows(entities, len(X))
+        rows = self.entity_rows(entities, len(X))
         out = []
         for i in range(len(X)):
             order = np.argsort(-np.abs(z[i]), kind="stable")[:top]

@@ -147,7 +147,7 @@ def test_online_updates_skip_flagged_windows_and_frozen_models(days, tmp_path):
     model = SiteModel.load(train(days[0], tmp_path, "--window", "10"))  # short windows: baselines of their own
     own = [h for h, mine in zip(model.baseline.entities_, model.baseline.own_) if mine]
     host = own[0]  # a host with a baseline of its own (enough training windows)
-    row = model.baseline._rows([host], 1)[0]
+    row = model.baseline.entity_rows([host], 1)[0]
     usual = np.expm1(model.baseline.median_[row])[None]
     wild = usual * 1000  # a window of one host sending a thousand times its usual
     before = model.baseline.median_[row].copy()
@@ -205,6 +205,5 @@ def test_a_destination_the_model_saw_is_not_new(days, synth_dir, tmp_path):
     first = upload()
     assert first.evidence["new_destination"] is True
     model.destinations[("10.10.1.99", first.dst_ip)] = 1000.0  # some other host sent it a little, in training
-    model._known_dsts = None
     again = upload()
     assert again.evidence["new_destination"] is False and again.score < first.score

@@ -59,7 +59,6 @@ class SiteModel:
         self.if_threshold = -1.0
         self.hours: dict[str, list[float]] = {}
         self.destinations: dict[tuple[str, str], float] = {}
-        self._known_dsts: set[str] | None = None
         self.pins: dict[str, dict] = {}  # detector name -> what it pinned (ARP bindings, keys, certificates, TTLs)
         self.windows_trained = 0
         self.frozen = False  # a frozen model is never updated online
@@ -105,8 +104,8 @@ class SiteModel:
     def _reference(self, hosts: list[str], roles: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Per row, the baseline it is judged against: its host's own, else its role's own, else
         the site-wide one: ``(median, scale, which)``."""
-        host_rows = self.baseline._rows(hosts, len(hosts))
-        role_rows = self.role_baseline._rows(roles, len(hosts))
+        host_rows = self.baseline.entity_rows(hosts, len(hosts))
+        role_rows = self.role_baseline.entity_rows(roles, len(hosts))
         n_hosts, n_roles = len(self.baseline.entities_), len(self.role_baseline.entities_)
         own_host = (host_rows < n_hosts) & self.baseline.own_[np.minimum(host_rows, max(n_hosts - 1, 0))] \
             if n_hosts else np.zeros(len(hosts), bool)
@@ -122,9 +121,7 @@ class SiteModel:
 
     def knows_destination(self, dst: str) -> bool:
         """Whether any site host sent data to ``dst`` in the training traffic."""
-        if self._known_dsts is None:
-            self._known_dsts = {d for _, d in self.destinations}
-        return dst in self._known_dsts
+        return any(d == dst for _, d in self.destinations)  # asked once per reported upload
 
     def known_transfer(self, src: str, dst: str, bytes_out: float, factor: float) -> bool:
         """Whether ``src`` sent ``dst`` at least 1/``factor`` of this much in one training window."""
@@ -152,7 +149,7 @@ class SiteModel:
             hour = int(hour_of([starts[i]])[0])
             profile = self.hours.get(hosts[i])
             out.append({"host": hosts[i], "start_ns": int(starts[i]), "score": float(scores[i]),
-                        "deviations": deviations, "baseline": which[i], "known_host": hosts[i] in self.baseline._index,
+                        "deviations": deviations, "baseline": which[i], "known_host": self.baseline.knows(hosts[i]),
                         "rule": "forest and baseline" if agree[i] else "far from the host's own baseline",
                         "hour_share": None if profile is None else profile[hour], "hour": hour})
         return out

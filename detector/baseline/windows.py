@@ -49,7 +49,7 @@ class HostWindows:
     @staticmethod
     def _ids(f: FlowView, name: str, table: dict[str, int], rows: np.ndarray) -> np.ndarray:
         """Run-wide integer ids of column ``name`` at ``rows`` (one dict step per distinct value)."""
-        values, codes = f._distinct(name)
+        values, codes = f.distinct(name)
         ids = np.fromiter((table.setdefault(v, len(table)) for v in values), np.int64, len(values))
         return ids[codes[rows]]
 

@@ -54,12 +54,12 @@ class FlowView:
         key = f"{name} in {id(nets)}"
         mask = self._cache.get(key)
         if mask is None:
-            values, indices = self._distinct(name)
+            values, indices = self.distinct(name)
             found = np.fromiter(map(nets.__contains__, values), bool, len(values))
             mask = self._cache[key] = found[indices]
         return mask
 
-    def _distinct(self, name: str) -> tuple[list, np.ndarray]:
+    def distinct(self, name: str) -> tuple[list, np.ndarray]:
         """The column's distinct values and each row's index into them (hosts repeat a lot)."""
         key = f"{name} distinct"
         hit = self._cache.get(key)

@@ -85,8 +85,8 @@ class Beaconing(Detector):
                               & ~f.member("resp_h", site.partners) & ~f.member("resp_h", site.proxies))
         if not len(rows):
             return
-        srcs, src_code = f._distinct("orig_h")
-        dsts, dst_code = f._distinct("resp_h")
+        srcs, src_code = f.distinct("orig_h")
+        dsts, dst_code = f.distinct("resp_h")
         pair = np.stack([src_code[rows], dst_code[rows]])
         _, first, inverse = np.unique(pair[0] * (len(dsts) + 1) + pair[1], return_index=True, return_inverse=True)
         order = np.argsort(inverse, kind="stable")  # each pair's rows, in batch order

@@ -100,7 +100,7 @@ class BulkUpload(Detector):
     def _note_contacts(self, f: FlowView, rows: np.ndarray) -> None:
         if not len(rows):
             return
-        dsts, codes = f._distinct("resp_h")
+        dsts, codes = f.distinct("resp_h")
         codes, ts = codes[rows], f["ts"][rows]
         order = np.argsort(codes, kind="stable")
         uniq, starts = np.unique(codes[order], return_index=True)

@@ -81,8 +81,8 @@ class Floods(Detector):
         rows = np.flatnonzero(opened | attempt)
         if not len(rows):
             return
-        dsts, dst_code = f._distinct("resp_h")
-        srcs, src_code = f._distinct("orig_h")
+        dsts, dst_code = f.distinct("resp_h")
+        srcs, src_code = f.distinct("orig_h")
         ts = f["ts"][rows]
         window = ts // int(self.p.window_s * 1e9)
         ports, att = f["resp_p"][rows], attempt[rows]

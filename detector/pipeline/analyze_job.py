@@ -26,7 +26,7 @@ from detector.flows.engine import make_engine
 from detector.flows.records import RecordBuilder
 from detector.l7.tap import L7Tap
 from detector.output.flow_writers import open_flow_writer
-from detector.pipeline.flows_job import outcome
+from detector.pipeline.flows_job import close_outputs, outcome
 from detector.pipeline.ingest import Ingest
 from detector.progress import Progress
 from detector.site import Site
@@ -168,13 +168,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
         output_error = exc
     finally:
         bar.close()
-        if sink is not None:
-            sink.close()
-        if flow_writer is not None:
-            try:
-                flow_writer.close()
-            except OutputError as exc:
-                output_error = output_error or exc
+        output_error = close_outputs((sink, flow_writer), output_error)
     elapsed = time.perf_counter() - t0
     c = engine.counts
     by_cat = Counter(a.category for a in alerts)

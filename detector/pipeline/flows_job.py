@@ -62,14 +62,7 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
         output_error = exc
     finally:
         bar.close()
-        try:
-            sink.close()
-        except OutputError as exc:
-            output_error = output_error or exc
-        try:
-            writer.close()
-        except OutputError as exc:
-            output_error = output_error or exc
+        output_error = close_outputs((sink, writer), output_error)
     elapsed = time.perf_counter() - t0
     c = engine.counts
     summary = {
@@ -95,6 +88,18 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
     code, errors, warnings = outcome(ingest, c.records, output_error,
                                      "interrupted: flows seen so far were written" if interrupted else None)
     return FlowsResult(code, summary, errors, warnings)
+
+
+def close_outputs(outputs, error: OutputError | None) -> OutputError | None:
+    """Close every output (None ones skipped); the first error wins, none is lost silently."""
+    for out in outputs:
+        if out is None:
+            continue
+        try:
+            out.close()
+        except OutputError as exc:
+            error = error or exc
+    return error
 
 
 def outcome(ingest, records: int, output_error, interrupted: str | None) -> tuple[int, list[str], list[str]]:
