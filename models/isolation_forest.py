@@ -1,7 +1,7 @@
 """Isolation Forest (Liu, Ting and Zhou, ICDM 2008).
 
-Fitted with scikit-learn's ``IsolationForest`` (on the CPU; cuML's ``IsolationForest`` is the
-drop-in on the GPU where installed). The fitted trees are then kept as flat arrays: left and
+Fitted with scikit-learn's ``IsolationForest`` on the CPU (cuML's ``IsolationForest`` is not
+used: a forest it fits can be saved only through pickle, which model files refuse). The fitted trees are then kept as flat arrays: left and
 right children, the split feature (in the input's column order) and threshold, and per node
 the path length a row ending there gets (its depth plus the average path length of the
 training rows left in it). Scoring walks every tree for every row at once with array

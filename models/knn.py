@@ -3,9 +3,10 @@ its k-th nearest training row is anomalous.
 
 Features are centred on their median and scaled by their IQR; up to ``max_reference`` training
 rows (a deterministic sample) are kept as the reference set, in the model file. Distances are
-computed brute force in chunks with ``xp`` (NumPy on the CPU, CuPy on the GPU), or with
-``cuml.neighbors.NearestNeighbors`` when the input is on the GPU and cuML is installed: the
-same distances either way. ``score_samples`` is minus the distance to the k-th neighbour.
+exact Euclidean ones on every backend: scikit-learn's KD-tree on the CPU (``brute=True`` asks
+for the chunked brute force in NumPy instead, which the tests compare with), and on the GPU
+``cuml.neighbors.NearestNeighbors`` where cuML is installed, else the same chunked brute force
+in CuPy. ``score_samples`` is minus the distance to the k-th neighbour.
 """
 
 from __future__ import annotations
@@ -43,9 +44,14 @@ class KnnDistance(Scorer):
             Z = Z[np.sort(pick)]
         self.reference_ = Z
 
-    def _score(self, X, xp):
+    def _score(self, X, xp, brute: bool = False):
         Z = (X - xp.asarray(self.center_)) / xp.asarray(self.scale_)
         ref = xp.asarray(self.reference_)
+        if xp is np and not brute:
+            from sklearn.neighbors import KDTree
+
+            dist, _ = KDTree(ref).query(Z, k=self.k)
+            return -dist[:, self.k - 1]
         if xp is not np:
             neighbors = _cuml_neighbors()
             if neighbors is not None:

@@ -158,6 +158,8 @@ def test_knn_distance_equals_scikit_learn_neighbours(data):
     model = KnnDistance(k=3).fit(train, NAMES)
     dist, _ = NearestNeighbors(n_neighbors=3).fit(model.reference_).kneighbors((test - model.center_) / model.scale_)
     assert np.allclose(model.score_samples(test), -dist[:, 2], rtol=1e-9, atol=1e-9)
+    # the array code the GPU runs (CuPy there, NumPy here) gives the KD-tree's distances
+    assert np.allclose(model.score_samples(test, brute=True), -dist[:, 2], rtol=1e-7, atol=1e-7)
 
 
 def test_robust_z_scale_floor_keeps_always_zero_features_sane():

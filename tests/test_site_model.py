@@ -93,7 +93,7 @@ def test_a_host_unlike_its_baseline_is_an_explained_anomaly():
     site = Site()
     site.model = model
     detector = HostAnomaly(site=site)
-    detector.collector.windows.table = lambda: (hosts[:20], np.full(20, starts[-1] + 600 * 10**9), today)
+    detector.collector.windows.table = lambda rare_flows=None: (hosts[:20], np.full(20, starts[-1] + 600 * 10**9), today)
     [alert] = detector.finish()
     assert (alert.category, alert.technique, alert.host, alert.severity) == ("anomaly", "host_behaviour", "10.0.0.4",
                                                                            "medium")
@@ -207,3 +207,32 @@ def test_a_destination_the_model_saw_is_not_new(days, synth_dir, tmp_path):
     model.destinations[("10.10.1.99", first.dst_ip)] = 1000.0  # some other host sent it a little, in training
     again = upload()
     assert again.evidence["new_destination"] is False and again.score < first.score
+
+
+def test_connections_of_a_kind_the_site_never_made_are_rare_flows(tmp_path):
+    """The flow scorer learns what connections look like (short request/response exchanges
+    here); a long, slow, one-way stream is rare, the usual kind is not, and a saved model says
+    the same after loading."""
+    from detector.baseline.flow_features import FLOW_FEATURES
+    from detector.baseline.windows import FEATURES
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    usual = np.column_stack([np.log1p(rng.integers(200, 2000, n)), np.log1p(rng.integers(1000, 50000, n)),
+                             np.log1p(rng.integers(3, 12, n)), np.log1p(rng.integers(3, 40, n)),
+                             np.log1p(rng.uniform(5, 500, n)), np.zeros(n), np.zeros(n), np.zeros(n)])
+    model = SiteModel().fit_flows(usual.astype(np.float32))
+    assert model.flow_scorer is not None and model.flow_scorer.feature_names_ == FLOW_FEATURES
+    assert model.rare_flows(usual).mean() <= 0.002  # the training quantile, give or take ties
+    stream = np.array([[np.log1p(5e8), np.log1p(2000), np.log1p(4e5), np.log1p(900), np.log1p(3.6e6), 0, 0, 0]])
+    assert model.rare_flows(stream).tolist() == [True]
+    assert SiteModel().rare_flows(stream).tolist() == [False]  # no flow scorer: nothing is rare
+
+    hosts = [f"10.0.0.{i % 5}" for i in range(200)]
+    X = np.abs(rng.normal(10, 2, (200, len(FEATURES))))
+    model.fit(hosts, np.arange(200) * 600 * 10**9, X, {}, roles=["host"] * 200)
+    model.save(str(tmp_path / "m.model"))
+    loaded = SiteModel.load(str(tmp_path / "m.model"))
+    assert loaded.flow_threshold == model.flow_threshold
+    mixed = np.vstack([usual[:50], stream])
+    assert np.array_equal(loaded.rare_flows(mixed), model.rare_flows(mixed))

@@ -7,6 +7,12 @@ What it learns from traffic taken as normal:
   for hosts with too few windows of their own or never seen, then site-wide; the baseline is
   also what explains an alert;
 - an Isolation Forest over all hosts' windows, for combinations no single feature shows;
+- a flow scorer: the distance from each outbound connection's features (bytes and packets
+  each way, duration, failed or not, transport; :mod:`detector.baseline.flow_features`) to its
+  k-th nearest training connection (:class:`models.knn.KnnDistance`); connections further than
+  all but ``flow_quantile`` of the training ones are rare, and each host window counts them
+  (the ``rare_flows`` window feature), so that a host that starts making connections of a kind
+  the site never made stands out even when its totals do not;
 - each host's hour-of-day profile (the share of its active windows in each UTC hour);
 - per (host, external destination), the most bytes sent there in one window: a transfer the
   site does every day is not an exfiltration (the bulk-upload detector asks the model);
@@ -33,16 +39,20 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from detector.baseline.flow_features import FLOW_FEATURES
 from detector.baseline.windows import FEATURES
 from models.isolation_forest import IsolationForest
+from models.knn import KnnDistance
 from models.robust_z import RobustZ
 from models.store import ModelError, ModelFile, load, save
 
 KIND = "site_model"
-VERSION = 1
+VERSION = 2
 MAX_DESTINATIONS = 100_000
 # smallest baseline scale, in log1p units: a feature always 0 in training puts 10 events at z 9.6
 LOG_MIN_SCALE = 0.25
+# flows are scored on a grid of 0.01 in log units (1 %): identical connections are scored once
+FLOW_GRID_DECIMALS = 2
 
 
 def hour_of(window_start_ns: np.ndarray) -> np.ndarray:
@@ -51,8 +61,11 @@ def hour_of(window_start_ns: np.ndarray) -> np.ndarray:
 
 class SiteModel:
     def __init__(self, window_s: float = 600.0, z_alert: float = 6.0, if_quantile: float = 0.001,
-                 z_strong: float = 12.0):
+                 z_strong: float = 12.0, flow_quantile: float = 0.001):
         self.window_s, self.z_alert, self.if_quantile, self.z_strong = window_s, z_alert, if_quantile, z_strong
+        self.flow_quantile = flow_quantile
+        self.flow_scorer: KnnDistance | None = None
+        self.flow_threshold = -np.inf
         self.baseline: RobustZ | None = None  # per host
         self.role_baseline: RobustZ | None = None  # per role (dtn, login, compute, host): hosts without their own
         self.forest: IsolationForest | None = None
@@ -64,6 +77,28 @@ class SiteModel:
         self.frozen = False  # a frozen model is never updated online
 
     # -- learning ------------------------------------------------------------------------------
+    def fit_flows(self, flows: np.ndarray) -> SiteModel:
+        """Fits the flow scorer on the training connections (``FLOW_FEATURES`` rows); fewer than
+        a few distinct connections leave it unfitted, and no flow is then rare."""
+        grid = np.unique(np.round(np.asarray(flows, np.float64), FLOW_GRID_DECIMALS), axis=0)
+        scorer = KnnDistance(k=5)
+        if len(grid) <= scorer.k:
+            return self
+        self.flow_scorer = scorer.fit(np.asarray(flows, np.float64), FLOW_FEATURES)
+        self.flow_threshold = float(np.quantile(self._flow_scores(flows), self.flow_quantile))
+        return self
+
+    def _flow_scores(self, flows: np.ndarray) -> np.ndarray:
+        grid, inverse = np.unique(np.round(np.asarray(flows, np.float64), FLOW_GRID_DECIMALS), axis=0,
+                                  return_inverse=True)
+        return self.flow_scorer.score_samples(grid)[inverse.reshape(-1)]
+
+    def rare_flows(self, flows: np.ndarray) -> np.ndarray:
+        """Per connection (``FLOW_FEATURES`` rows), whether it is unlike the training ones."""
+        if self.flow_scorer is None or not len(flows):
+            return np.zeros(len(flows), bool)
+        return self._flow_scores(flows) < self.flow_threshold
+
     def fit(self, hosts: list[str], starts: np.ndarray, X: np.ndarray,
             destinations: dict[tuple[str, str], float], pins: dict[str, dict] | None = None,
             roles: list[str] | None = None) -> SiteModel:
@@ -159,8 +194,13 @@ class SiteModel:
         z, r, f = self.baseline.to_file(), self.role_baseline.to_file(), self.forest.to_file()
         arrays = {**{f"z.{k}": v for k, v in z.arrays.items()}, **{f"role.{k}": v for k, v in r.arrays.items()},
                   **{f"if.{k}": v for k, v in f.arrays.items()}}
+        flows = self.flow_scorer.to_file() if self.flow_scorer is not None else None
+        if flows is not None:
+            arrays.update({f"flows.{k}": v for k, v in flows.arrays.items()})
         meta = {"window_s": self.window_s, "z_alert": self.z_alert, "if_quantile": self.if_quantile,
-                "z_strong": self.z_strong,
+                "z_strong": self.z_strong, "flow_quantile": self.flow_quantile,
+                "flow_threshold": self.flow_threshold if flows is not None else None,
+                "flows": flows.meta if flows is not None else None,
                 "if_threshold": self.if_threshold, "windows_trained": self.windows_trained, "frozen": self.frozen,
                 "z": z.meta, "role": r.meta, "if": f.meta, "hours": self.hours,
                 "destinations": [[s, d, b] for (s, d), b in self.destinations.items()], "pins": self.pins}
@@ -177,7 +217,12 @@ class SiteModel:
                                    f"{FEATURES}; train the model again")
         m = mf.meta
         try:
-            model = cls(float(m["window_s"]), float(m["z_alert"]), float(m["if_quantile"]), float(m["z_strong"]))
+            model = cls(float(m["window_s"]), float(m["z_alert"]), float(m["if_quantile"]), float(m["z_strong"]),
+                        float(m["flow_quantile"]))
+            if m["flows"] is not None:
+                model.flow_scorer = KnnDistance.from_file(
+                    _part(mf, "flows", KnnDistance.kind, m["flows"], FLOW_FEATURES), path)
+                model.flow_threshold = float(m["flow_threshold"])
             model.if_threshold, model.windows_trained = float(m["if_threshold"]), int(m["windows_trained"])
             model.frozen = bool(m["frozen"])
             model.baseline = RobustZ.from_file(_part(mf, "z", RobustZ.kind, m["z"]), path)
@@ -191,9 +236,9 @@ class SiteModel:
         return model
 
 
-def _part(mf: ModelFile, prefix: str, kind: str, meta: dict) -> ModelFile:
+def _part(mf: ModelFile, prefix: str, kind: str, meta: dict, schema: list[str] | None = None) -> ModelFile:
     arrays = {k[len(prefix) + 1:]: v for k, v in mf.arrays.items() if k.startswith(prefix + ".")}
-    return ModelFile(kind, 1, mf.schema, meta, arrays)
+    return ModelFile(kind, 1, mf.schema if schema is None else schema, meta, arrays)
 
 
 def _triples(items: Iterable) -> Iterable[tuple]:

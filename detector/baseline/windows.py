@@ -6,7 +6,9 @@ features) and for its responder (inbound), when that host is local. Bytes out an
 both directions of both kinds (a server sends what it is asked for); external bytes out are
 those sent to addresses outside the site, over connections either side opened. Flows arrive when they end,
 so rows are kept per flow (a few numbers each) and the features are computed when asked, with
-the shared feature kernels (:func:`kernels.features.host_window_features`). Counts and bytes
+the shared feature kernels (:func:`kernels.features.host_window_features`). ``rare_flows``
+counts the host's outbound connections that the site model's flow scorer finds unlike any it
+learned (see :mod:`detector.baseline.site_model`); it is 0 without one. Counts and bytes
 are heavy-tailed: models see them as ``log1p``, and explanations give them back in the units of
 the traffic.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from detector.baseline.flow_features import FAILED_STATES, FLOW_FEATURES, flow_matrix
 from detector.detect.base import FlowView
 from detector.site import Site
 from kernels.features import host_window_features
@@ -22,8 +25,7 @@ from kernels.xp_ops import group_ids, segment_sum
 
 FEATURES = ["flows_out", "flows_in", "bytes_out", "bytes_in", "external_bytes_out", "distinct_dsts",
             "distinct_ports", "dst_entropy", "port_entropy", "failed_out", "inbound_sources", "dns_queries",
-            "dns_names", "dns_name_length"]
-FAILED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH")
+            "dns_names", "dns_name_length", "rare_flows"]
 
 
 class HostWindows:
@@ -34,6 +36,7 @@ class HostWindows:
         self.peers: dict[str, int] = {}
         self._out: list[tuple] = []
         self._in: list[tuple] = []
+        self._flow_rows: list[np.ndarray] = []  # per outbound flow, its FLOW_FEATURES (parallel to _out)
         self._dns: list[tuple[int, int, int, int]] = []  # (host id, window, name key, name length)
 
     def observe_dns(self, events) -> None:
@@ -64,6 +67,7 @@ class HostWindows:
                               self._ids(f, "resp_h", self.peers, out), f["resp_p"][out].astype(np.int64), ob,
                               f["resp_bytes"][out].astype(np.float64), np.where(external, ob, 0.0),
                               np.isin(f["conn_state"][out], FAILED_STATES).astype(np.float64)))
+            self._flow_rows.append(flow_matrix(f, out))
         inb = np.flatnonzero(f.member("resp_h", site.local))
         if len(inb):
             # the host answered: what it received is the originator's bytes, what it sent back
@@ -77,9 +81,16 @@ class HostWindows:
     def __len__(self) -> int:
         return sum(len(c[0]) for c in self._out) + sum(len(c[0]) for c in self._in) + len(self._dns)
 
-    def table(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def flows(self) -> np.ndarray:
+        """Every outbound flow's ``FLOW_FEATURES`` seen so far."""
+        if not self._flow_rows:
+            return np.zeros((0, len(FLOW_FEATURES)), np.float32)
+        return np.concatenate(self._flow_rows)
+
+    def table(self, rare_flows=None) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(host of each row, window start (ns) of each row, features)``, one row per
-        (host, window) with any traffic, in ``FEATURES`` order (raw units)."""
+        (host, window) with any traffic, in ``FEATURES`` order (raw units). ``rare_flows``, when
+        given, maps flow features to a boolean per flow (the site model's flow scorer)."""
         cols_out = [np.concatenate(c) for c in zip(*self._out)] if self._out else None
         cols_in = [np.concatenate(c) for c in zip(*self._in)] if self._in else None
         dns = np.array(self._dns, np.int64).reshape(-1, 4)
@@ -104,7 +115,8 @@ class HostWindows:
             ids, first = group_ids(np, host, window)
             rows = np.searchsorted(all_keys, host[first] << 32 | window[first])
             n = len(first)
-            for name, values in (("external_bytes_out", ext), ("failed_out", failed)):
+            rare = rare_flows(self.flows()).astype(np.float64) if rare_flows is not None else np.zeros(len(host))
+            for name, values in (("external_bytes_out", ext), ("failed_out", failed), ("rare_flows", rare)):
                 X[rows, FEATURES.index(name)] = segment_sum(np, ids, values, n)
         if cols_in is not None:
             host, window, src, sent, received, ext = cols_in

@@ -3,7 +3,7 @@
 Method: with a site model (``detector analyze --model``), every local host's activity per
 window (flows, bytes in and out, bytes to outside, distinct destinations and ports and their
 entropy, failed connections, inbound sources, DNS questions: how many, how many distinct
-names, how long) is scored by the model's Isolation Forest
+names, how long; connections unlike any the site made in training) is scored by the model's Isolation Forest
 (Liu et al. 2008) and explained by robust per-feature z-scores against the host's own
 median/MAD baseline, as Morpheus DFP explains its autoencoder's loss. A window is anomalous when
 both say so, or when it is very far from the host's own baseline (thresholds: see
@@ -40,7 +40,7 @@ class HostAnomaly(Detector):
         if self.collector is None:
             return []
         model = self.site.model
-        hosts, starts, X = self.collector.windows.table()
+        hosts, starts, X = self.collector.windows.table(model.rare_flows)
         by_host: dict[str, list[dict]] = {}
         for w in model.judge(hosts, starts, X, [self.site.role(h) for h in hosts]):
             by_host.setdefault(w["host"], []).append(w)

@@ -43,16 +43,18 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
     if result.exit_code == EXIT_UNUSABLE:
         return JobResult(result.exit_code, result.summary, result.errors, result.warnings)
     c = collectors[0]
-    hosts, starts, X = c.windows.table()
     try:
+        model = SiteModel(window_s=window_s).fit_flows(c.windows.flows())
+        hosts, starts, X = c.windows.table(model.rare_flows)
         pins = {d.name: d.learned() for d in result.detectors if d.name in PINNING}
         roles = [c.site.role(h) for h in hosts]
-        model = SiteModel(window_s=window_s).fit(hosts, starts, X, c.destinations(), pins, roles)
+        model.fit(hosts, starts, X, c.destinations(), pins, roles)
         model.frozen = freeze
     except ValueError as exc:
         raise TrainingError(f"{', '.join(inputs)}: {exc}") from None
     model.save(model_out, key)
     summary = {"packets": result.summary["packets"], "flows": result.summary["flows"], "windows": len(X),
+               "rare_training_flows": int(model.rare_flows(c.windows.flows()).sum()),
                "hosts": len(set(hosts)), "trimmed_windows": model.baseline.trimmed_,
                "destinations": len(model.destinations), "window_s": window_s,
                "pins": {name: sum(len(v) for v in p.values()) for name, p in model.pins.items()}, "model": model_out,
