@@ -11,6 +11,7 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
+from detector.daemon.settings import DaemonConfig
 from detector.errors import ConfigError
 from detector.site import SiteConfig
 
@@ -79,6 +80,7 @@ class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     detect: dict = field(default_factory=dict)  # detector name -> its Params
     disabled_detectors: tuple[str, ...] = ()
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
 
 def _build(cls, table: dict, path: str, prefix: str):
@@ -102,6 +104,8 @@ def _build(cls, table: dict, path: str, prefix: str):
         elif isinstance(default, int):
             if not isinstance(value, int):
                 raise ConfigError("must be an integer", path, f"{prefix}{key}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError("must be a string", path, f"{prefix}{key}")
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -135,7 +139,7 @@ def load_config(path: str | None) -> Config:
         raise ConfigError(f"cannot read: {exc.strerror}", path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path) from None
-    known = {"flows", "site", "detect"}
+    known = {"flows", "site", "detect", "daemon"}
     for section in data:
         if section not in known:
             raise ConfigError(f"unknown section (known: {', '.join(sorted(known))})", path, section)
@@ -144,4 +148,5 @@ def load_config(path: str | None) -> Config:
     flows = _build(FlowConfig, data.get("flows", {}), path, "flows.").validate(path)
     site = _build(SiteConfig, data.get("site", {}), path, "site.").validate(path)
     params, disabled = _detect_section(data.get("detect", {}), path)
-    return Config(flows=flows, site=site, detect=params, disabled_detectors=disabled)
+    daemon = _build(DaemonConfig, data.get("daemon", {}), path, "daemon.").validate(path)
+    return Config(flows=flows, site=site, detect=params, disabled_detectors=disabled, daemon=daemon)

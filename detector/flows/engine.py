@@ -115,6 +115,13 @@ class FlowEngine:
             return []
         return self._drain()
 
+    def expire(self, now_ns: int) -> list[EmittedFlows]:
+        """Ends the flows idle at ``now_ns`` (the wall clock, for live input) and returns every
+        ended flow not yet returned."""
+        for shard in self.shards:
+            shard.maybe_expire(now_ns)
+        return self._drain()
+
     def finish(self) -> list[EmittedFlows]:
         """End of input: every open flow is ended (reason ``eof``)."""
         for shard in self.shards:

@@ -265,6 +265,11 @@ class GpuFlowEngine:
         if victims.shape[0]:
             self._end_rows(rows=victims, evict=True)
 
+    def expire(self, now_ns: int) -> list[EmittedFlows]:
+        """Ends the flows idle at ``now_ns`` (wall clock, live input); returns the ended flows."""
+        self._end_rows(now=now_ns)
+        return self._drain()
+
     def finish(self) -> list[EmittedFlows]:
         self._end_rows(flush_reason=fsd.END_EOF)
         return self._drain()

@@ -19,20 +19,13 @@ import numpy as np
 from detector.alerts import SEVERITY_RANK, Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
-from detector.detect.base import FlowView
-from detector.detect.registry import build_detectors
 from detector.errors import OutputError
-from detector.flows.engine import make_engine
-from detector.flows.records import RecordBuilder
-from detector.l7.tap import L7Tap
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.flows_job import close_outputs, outcome
 from detector.pipeline.ingest import Ingest
+from detector.pipeline.stages import Stages
 from detector.progress import Progress
-from detector.site import Site
-from detector.site_inference import infer_local_hosts
 from detector.sources.batch import RawBatch
-from kernels import packet_columns as pc
 
 log = logging.getLogger("detector.analyze")
 
@@ -78,13 +71,6 @@ def _head(b: RawBatch, k: int) -> RawBatch:
     return RawBatch(b.buf, b.off[:k], b.caplen[:k], b.wirelen[:k], b.ts_ns[:k], b.link[:k], b.path, b.file_offset)
 
 
-def _host_columns(engine, n: int) -> pc.PacketColumns:
-    cols = engine.cols
-    if hasattr(cols.ts_ns, "get"):  # device columns: the L7 tap runs on the host
-        return pc.PacketColumns(*(c[:n].get() for c in cols))
-    return cols
-
-
 def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, flows_out: str | None = None,
                 flows_format: str = "parquet", backend: Backend = CPU, progress: bool | None = None,
                 extra_detectors=(), min_severity: str = "low", until_ns: int | None = None,
@@ -95,47 +81,15 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     learned :class:`~detector.baseline.site_model.SiteModel`; ``extra_detectors`` are factories
     called with the run's :class:`Site` (detectors beyond the configured ones)."""
     t0 = time.perf_counter()
-    site = Site(cfg.site)
-    site.model = model
-    flow_cfg = cfg.flows
-    if not flow_cfg.local_nets and cfg.site.local_nets:
-        import dataclasses
-
-        flow_cfg = dataclasses.replace(flow_cfg, local_nets=cfg.site.local_nets)
-    ingest = Ingest(inputs, flow_cfg.batch_size)
+    ingest = Ingest(inputs, cfg.flows.batch_size)
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
-    engine = make_engine(flow_cfg, backend)
-    builder = RecordBuilder(flow_cfg)
-    tap = L7Tap()
-    detectors = build_detectors(site, cfg.detect, cfg.disabled_detectors) + [make(site) for make in extra_detectors]
-    if model is not None:
-        for d in detectors:
-            d.seed(model.pins.get(d.name, {}))
-    if backend.is_gpu:
-        log.info("L7 inspectors and detectors run on the host, on the packets and flows they need")
+    stages = Stages(cfg, backend, model, extra_detectors, flow_writer)
+    engine, site, tap = stages.engine, stages.site, stages.tap
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error = None
     interrupted = False
-    flows_seen = 0
-
-    def feed_flows(emitted) -> None:
-        nonlocal flows_seen
-        for em in emitted:
-            rb = builder.build(em)
-            flows_seen += rb.num_rows
-            if flow_writer is not None:
-                flow_writer.write(rb)
-            view = FlowView(rb)
-            for d in detectors:
-                d.observe_flows(view)
-
-    def feed_events(events) -> None:
-        for d in detectors:
-            d.observe_events(events)
-
     alerts: list[Alert] = []
-    first_batch = True
     try:
         try:
             for batch in ingest.batches():
@@ -144,23 +98,14 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
                     late = np.flatnonzero(batch.ts_ns > until_ns)
                     if len(late):
                         batch, last = _head(batch, int(late[0])), True
-                emitted = engine.process(batch)
-                host_cols = _host_columns(engine, batch.n)
-                if first_batch:
-                    infer_local_hosts(site, host_cols, batch.n)
-                    first_batch = False
-                feed_flows(emitted)
-                feed_events(tap.process(batch, host_cols, batch.n))
+                stages.process(batch)
                 bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
                 if last:
                     break
         except KeyboardInterrupt:
             interrupted = True
-        feed_flows(engine.finish())
-        feed_events(tap.flush())
-        for d in detectors:
-            alerts.extend(d.finish())
-        alerts.sort(key=lambda a: (a.ts_ns, -a.severity_rank))
+        stages.flush()
+        alerts = stages.report()
         if sink is not None:
             floor = SEVERITY_RANK[min_severity]
             sink.write_all([a for a in alerts if a.severity_rank >= floor])
@@ -175,7 +120,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     by_sev = Counter(a.severity for a in alerts)
     hosts = Counter(a.host for a in alerts if a.severity_rank >= SEVERITY_RANK["medium"])
     summary = {
-        "inputs": len(ingest.inputs), "packets": c.records, "ip_packets": c.ip, "flows": flows_seen,
+        "inputs": len(ingest.inputs), "packets": c.records, "ip_packets": c.ip, "flows": stages.flows_seen,
         "alerts": len(alerts), "alerts_by_category": dict(by_cat), "alerts_by_severity": dict(by_sev),
         "top_hosts": hosts.most_common(5), "seconds": round(elapsed, 6),
         "packets_per_s": round(c.records / elapsed, 1) if elapsed > 0 else 0.0, "backend": backend.name,
@@ -188,7 +133,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     code, errors, warnings = outcome(ingest, c.records, output_error,
                                      "interrupted: alerts for the input read so far were written" if interrupted
                                      else None)
-    return AnalyzeResult(code, alerts, summary, errors, warnings, detectors)
+    return AnalyzeResult(code, alerts, summary, errors, warnings, stages.detectors)
 
 
 def summary_text(s: dict, alerts: list[Alert]) -> str:

@@ -1,0 +1,1 @@
+"""``detector run``: the long-running service on login and data-transfer nodes."""

@@ -1,0 +1,104 @@
+"""The analysis stages shared by ``detector analyze`` and the daemon: flow accounting (CPU or
+GPU engine), the L7 tap on each batch's packets, and the detectors, which see the ended flows
+and the events. The caller owns the loop: batches in, alerts out when it asks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from detector.alerts import Alert
+from detector.backend import CPU, Backend
+from detector.config import Config
+from detector.detect.base import FlowView
+from detector.detect.registry import build_detectors
+from detector.flows.engine import make_engine
+from detector.flows.records import RecordBuilder
+from detector.l7.tap import L7Tap
+from detector.site import Site
+from detector.site_inference import infer_local_hosts
+from detector.sources.batch import RawBatch
+from kernels import packet_columns as pc
+
+log = logging.getLogger("detector.analyze")
+
+
+def _host_columns(engine, n: int) -> pc.PacketColumns:
+    cols = engine.cols
+    if hasattr(cols.ts_ns, "get"):  # device columns: the L7 tap runs on the host
+        return pc.PacketColumns(*(c[:n].get() for c in cols))
+    return cols
+
+
+class Stages:
+    def __init__(self, cfg: Config, backend: Backend = CPU, model=None, extra_detectors=(), flow_writer=None,
+                 site: Site | None = None):
+        self.site = site or Site(cfg.site)
+        self.site.model = model
+        flow_cfg = cfg.flows
+        if not flow_cfg.local_nets and cfg.site.local_nets:
+            flow_cfg = dataclasses.replace(flow_cfg, local_nets=cfg.site.local_nets)
+        self.engine = make_engine(flow_cfg, backend)
+        self.builder = RecordBuilder(flow_cfg)
+        self.tap = L7Tap()
+        self.flow_writer = flow_writer
+        self.cfg, self.extra_detectors = cfg, extra_detectors
+        self.detectors = self.new_detectors()
+        if backend.is_gpu:
+            log.info("L7 inspectors and detectors run on the host, on the packets and flows they need")
+        self.flows_seen = 0
+        self._first_batch = True
+
+    def new_detectors(self, pins: dict | None = None) -> list:
+        """The configured detectors (plus the extra ones), seeded with the model's pins, or
+        ``pins`` (detector name -> what it learned) when given."""
+        site = self.site
+        detectors = build_detectors(site, self.cfg.detect, self.cfg.disabled_detectors) + \
+            [make(site) for make in self.extra_detectors]
+        seeds = pins if pins is not None else (site.model.pins if site.model is not None else {})
+        for d in detectors:
+            if seeds.get(d.name):
+                d.seed(seeds[d.name])
+        return detectors
+
+    def feed_flows(self, emitted) -> None:
+        for em in emitted:
+            rb = self.builder.build(em)
+            self.flows_seen += rb.num_rows
+            if self.flow_writer is not None:
+                self.flow_writer.write(rb)
+            self.feed_flow_batch(rb)
+
+    def feed_flow_batch(self, rb) -> None:
+        """Flow records from elsewhere (a Zeek conn.log) meet the same detectors."""
+        view = FlowView(rb)
+        for d in self.detectors:
+            d.observe_flows(view)
+
+    def feed_events(self, events) -> None:
+        for d in self.detectors:
+            d.observe_events(events)
+
+    def process(self, batch: RawBatch) -> None:
+        emitted = self.engine.process(batch)
+        host_cols = _host_columns(self.engine, batch.n)
+        if self._first_batch:
+            infer_local_hosts(self.site, host_cols, batch.n)
+            self._first_batch = False
+        self.feed_flows(emitted)
+        self.feed_events(self.tap.process(batch, host_cols, batch.n))
+
+    def expire(self, now_ns: int) -> None:
+        """Ends the flows idle at ``now_ns`` (wall clock, for live input)."""
+        self.feed_flows(self.engine.expire(now_ns))
+
+    def flush(self) -> None:
+        """End of input: every open flow and stream ends."""
+        self.feed_flows(self.engine.finish())
+        self.feed_events(self.tap.flush())
+
+    def report(self) -> list[Alert]:
+        """Every detector's alerts over what it has seen so far, in time order."""
+        alerts = [a for d in self.detectors for a in d.finish()]
+        alerts.sort(key=lambda a: (a.ts_ns, -a.severity_rank))
+        return alerts
