@@ -146,6 +146,7 @@ class Site:
         self._local_names: dict[str, bool] = {}
         self.busiest: list[str] = []  # public hosts taken as local (see site_inference)
         self.model = None  # the learned site model (detector.baseline.site_model), when given
+        self.clock_ns: int | None = None  # live input: the wall clock (windows still open are not judged)
         if self.inferred_local:
             log.info("site: no local_nets configured: taking the private ranges (%s) as local",
                      ", ".join(PRIVATE_NETS[:4]))

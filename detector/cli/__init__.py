@@ -11,6 +11,7 @@ from detector import __version__
 
 COMMANDS = {
     "analyze": ("detector.cli.analyze", "detect threats in captures: alerts as JSON lines, and a summary"),
+    "run": ("detector.cli.run", "the daemon: live interface, rotating captures or Zeek logs in; alerts, metrics out"),
     "flows": ("detector.cli.flows", "turn captures into flow records (Parquet, CSV or Zeek conn.log)"),
     "synth": ("detector.cli.synth", "write labelled synthetic captures of an HPC site"),
     "train": ("detector.cli.train", "learn a site model (baselines, anomaly models) from traffic taken as normal"),

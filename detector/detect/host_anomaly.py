@@ -36,11 +36,23 @@ class HostAnomaly(Detector):
         if self.collector is not None:
             self.collector.observe_events(events)
 
+    def closed_windows(self):
+        """Host windows to judge: all of them for a capture; for live input (the daemon sets
+        the site's clock) those ended one window ago, since flows are counted in the window they
+        started in and arrive when they end (a window still filling looks like a quiet host)."""
+        model = self.site.model
+        hosts, starts, X = self.collector.windows.table(model.rare_flows)
+        if self.site.clock_ns is None:
+            return hosts, starts, X
+        window_ns = int(model.window_s * 1e9)
+        keep = (starts + 2 * window_ns) <= self.site.clock_ns
+        return [h for h, k in zip(hosts, keep.tolist()) if k], starts[keep], X[keep]
+
     def finish(self) -> list[Alert]:
         if self.collector is None:
             return []
         model = self.site.model
-        hosts, starts, X = self.collector.windows.table(model.rare_flows)
+        hosts, starts, X = self.closed_windows()
         by_host: dict[str, list[dict]] = {}
         for w in model.judge(hosts, starts, X, [self.site.role(h) for h in hosts]):
             by_host.setdefault(w["host"], []).append(w)

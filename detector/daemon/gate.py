@@ -1,0 +1,58 @@
+"""Which alerts go out: detectors summarise each incident over everything they have seen, and
+are asked again every few seconds, so the same incident comes back each time. The gate lets it
+out once, again when its severity rises, and again when it is still going on after
+``renotify_s`` (Zeek's notice suppression works the same way)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.alerts import Alert
+
+
+def incident_key(a: Alert) -> str:
+    return "|".join(str(x) for x in (a.detector, a.category, a.technique, a.host, a.src_ip, a.dst_ip, a.dst_port))
+
+
+@dataclass
+class Seen:
+    rank: int
+    ts_end_ns: int
+    sent_ns: int  # when it last went out (wall clock)
+
+
+class AlertGate:
+    def __init__(self, renotify_s: float, max_incidents: int = 200_000):
+        self.renotify_ns = int(renotify_s * 1e9)
+        self.max_incidents = max_incidents
+        self.seen: dict[str, Seen] = {}
+        self.changed: set[str] = set()  # keys to persist
+
+    def admit(self, alerts: list[Alert], now_ns: int) -> list[Alert]:
+        out = []
+        for a in alerts:
+            key = incident_key(a)
+            prev = self.seen.get(key)
+            if prev is None:
+                go = True
+            elif a.severity_rank > prev.rank:
+                go = True
+            else:
+                go = a.ts_end_ns > prev.ts_end_ns and now_ns - prev.sent_ns >= self.renotify_ns
+            if go:
+                out.append(a)
+                self.seen[key] = Seen(max(a.severity_rank, prev.rank if prev else 0), a.ts_end_ns, now_ns)
+                self.changed.add(key)
+        if len(self.seen) > self.max_incidents:  # forget the incidents reported longest ago
+            for key, _ in sorted(self.seen.items(), key=lambda kv: kv[1].sent_ns)[:len(self.seen) - self.max_incidents]:
+                del self.seen[key]
+        return out
+
+    def take_changes(self) -> list[tuple[str, int, int, int]]:
+        rows = [(k, s.rank, s.ts_end_ns, s.sent_ns) for k in self.changed if (s := self.seen.get(k)) is not None]
+        self.changed.clear()
+        return rows
+
+    def restore(self, rows) -> None:
+        for key, rank, ts_end, sent in rows:
+            self.seen[key] = Seen(int(rank), int(ts_end), int(sent))

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the daemon, served on a loopback address by default."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from detector.errors import ConfigError
+
+
+class Metrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.packets = Counter("detector_packets", "Packets processed", registry=r)
+        self.bytes = Counter("detector_bytes", "Bytes on the wire of the packets processed", registry=r)
+        self.flows_active = Gauge("detector_flows_active", "Flows open in the flow table", registry=r)
+        self.flows_expired = Counter("detector_flows_expired", "Flows ended (idle, closed, evicted, flushed)",
+                                     registry=r)
+        self.evictions = Gauge("detector_flow_evictions", "Flows evicted because the table was full", registry=r)
+        self.drops = Counter("detector_drops", "Packets dropped before analysis", ["where"], registry=r)
+        self.batch_latency = Histogram("detector_batch_latency_seconds", "Time to process one micro-batch",
+                                       buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=r)
+        self.alerts = Counter("detector_alerts", "Alerts sent", ["category", "severity"], registry=r)
+        self.backend = Gauge("detector_backend_info", "The backend in use (value 1)", ["backend", "device"],
+                             registry=r)
+        self.files = Counter("detector_files", "Rotating capture files processed", registry=r)
+        self.zeek_records = Counter("detector_zeek_records", "Zeek log records read", ["log"], registry=r)
+        self.sink_errors = Counter("detector_sink_errors", "Failed deliveries to a sink", ["sink"], registry=r)
+        self.input_errors = Counter("detector_input_errors", "Inputs that could not be read (fully)", registry=r)
+        self.outbox = Gauge("detector_outbox_alerts", "Alerts waiting for delivery", registry=r)
+        self.up = Gauge("detector_start_time_seconds", "When the daemon started", registry=r)
+
+    def serve(self, addr: str) -> None:
+        host, port = addr.rsplit(":", 1)
+        try:
+            start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {addr}: {exc.strerror}", None, "daemon.metrics") from None

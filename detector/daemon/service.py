@@ -1,0 +1,384 @@
+"""The daemon's main loop: sources in, the analysis stages, alerts out through the gate, the
+outbox and the sinks; state in SQLite; signals.
+
+Threads: a live capture runs in its own thread and hands micro-batches over through a bounded
+queue (when the pipeline falls behind, the capture thread waits, the kernel ring fills and the
+kernel drops and counts packets: backpressure ends in counted drops, never in unbounded
+memory). Everything else (rotating files, Zeek logs, reporting, state) runs in the main thread,
+so the analysis state has a single writer.
+
+Every ``report_s`` the detectors are asked for alerts; the gate lets out what is new; those
+alerts, the gate's changes and the positions in Zeek logs are committed in one transaction,
+then delivered to each sink from the outbox (each sink's progress is kept, so a sink that was
+down gets what it missed, and a crash re-sends at most the last delivery). A rotating file is
+marked processed in the same transaction as the alerts it produced.
+
+Every ``epoch_s`` the detectors' state is summarised (a final report) and started afresh,
+seeded with what they pinned, so detector memory is bounded in time as well as size; with a
+site model that is not frozen, the closed host windows of the epoch update its baselines
+(never from a window that looks unusual) and the model is saved in the state database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+
+from detector.alerts import SEVERITY_RANK
+from detector.backend import Backend
+from detector.config import Config, load_config
+from detector.daemon.folder import CaptureFile, RotatingFolder
+from detector.daemon.gate import AlertGate
+from detector.daemon.metrics import Metrics
+from detector.daemon.sinks import SinkError, open_sinks
+from detector.daemon.state import State
+from detector.daemon.zeek import ZeekLog, conn_batch, dns_events
+from detector.errors import CaptureError, ConfigError
+from detector.l7.events import Events
+from detector.pipeline.stages import Stages
+from detector.sources import open_capture
+
+log = logging.getLogger("detector.daemon")
+PINS_EVERY_S = 60.0
+STOP_WAIT_S = 5.0
+
+
+class Daemon:
+    def __init__(self, cfg: Config, backend: Backend, config_path: str | None = None, overrides: dict | None = None,
+                 model_key: bytes | None = None):
+        self.cfg, self.backend, self.config_path = cfg, backend, config_path
+        self.overrides = overrides or {}
+        self.model_key = model_key
+        d = cfg.daemon
+        if not d.sources:
+            raise ConfigError("no source: set daemon.iface, daemon.pcap_dir, daemon.zeek_conn or daemon.zeek_dns "
+                              "(or --iface, --pcap-dir, --zeek-log)", config_path, "daemon")
+        self.state = State(d.state_path())
+        model = self.state.load_model(model_key)
+        if model is None and d.model:
+            from detector.baseline.site_model import SiteModel
+
+            model = SiteModel.load(d.model, model_key)
+        self.model = model
+        self.stages = Stages(cfg, backend, model)
+        self.stages.site.clock_ns = time.time_ns() if d.iface else None
+        self.pins = self._merged_pins(self.state.pins())
+        self.stages.detectors = self.stages.new_detectors(self.pins)
+        self.gate = AlertGate(d.renotify_s)
+        self.gate.restore(self.state.incidents())
+        self.metrics = Metrics()
+        self.metrics.backend.labels(backend.name, backend.device or "cpu").set(1)
+        self.metrics.up.set(time.time())
+        self.sinks = open_sinks(d)
+        self.sent_upto = {s.name: self.state.sink_progress(s.name) for s in self.sinks}
+        self.folder = RotatingFolder(d.pcap_dir, d.pcap_glob, self.state, d.settle_s) if d.pcap_dir else None
+        self.zeek = [(kind, ZeekLog(path, self.state)) for kind, path in (("conn", d.zeek_conn), ("dns", d.zeek_dns))
+                     if path]
+        self.queue: queue.Queue = queue.Queue(d.queue_batches)
+        self.stop = threading.Event()
+        self.reload_asked = threading.Event()
+        self.capture = None
+        self.capture_thread = None
+        self.capture_error: Exception | None = None
+        self._last = Counter()
+        self.epoch_started = time.monotonic()
+        self.files_done = 0
+        self.alerts_sent = 0
+
+    # -- set-up --------------------------------------------------------------------------------------
+    def _merged_pins(self, stored: dict) -> dict:
+        pins = dict(self.model.pins) if self.model is not None else {}
+        pins.update(stored)
+        return pins
+
+    def start(self) -> None:
+        d = self.cfg.daemon
+        if d.metrics:
+            self.metrics.serve(d.metrics)
+        if d.iface:
+            from detector.daemon.live import LiveCapture
+
+            self.capture = LiveCapture(d.iface, d.snaplen, d.bpf, d.promisc, d.ring_mb, d.batch_packets, d.batch_s)
+            self.capture_thread = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
+            self.capture_thread.start()
+        log.info("detector run: %s; state %s; backend %s", ", ".join(d.sources), self.state.path, self.backend.name)
+
+    def _capture_loop(self) -> None:
+        try:
+            for batch in self.capture.batches(self.stop):
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue  # the pipeline is behind: the kernel ring absorbs, then drops and counts
+        except Exception as exc:  # reported by the main loop, which stops
+            self.capture_error = exc
+            self.stop.set()
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self) -> int:
+        d = self.cfg.daemon
+        last_report = last_poll = last_pins = last_stats = time.monotonic()
+        while not self.stop.is_set():
+            if self.reload_asked.is_set():
+                self.reload_asked.clear()
+                self.reload()
+            try:
+                batch = self.queue.get(timeout=min(d.poll_s, d.report_s, 0.2))
+            except queue.Empty:
+                batch = None
+            if batch is not None and batch.n:
+                self._process(batch)
+            now = time.monotonic()
+            if self.capture is not None and now - last_stats >= 1.0:  # flows expire on the wall clock
+                last_stats = now
+                clock = time.time_ns()
+                self.stages.site.clock_ns = clock
+                self.stages.expire(clock)
+                self._count()
+                self._kernel_stats()
+            if now - last_poll >= d.poll_s:
+                last_poll = now
+                self._poll_files()
+                self._poll_zeek()
+            if now - last_report >= d.report_s:
+                last_report = now
+                self.report(save_pins=now - last_pins >= PINS_EVERY_S)
+                if now - last_pins >= PINS_EVERY_S:
+                    last_pins = now
+            if now - self.epoch_started >= d.epoch_s:
+                self.new_epoch()
+        return self.shutdown()
+
+    def _process(self, batch) -> None:
+        t0 = time.perf_counter()
+        self.stages.process(batch)
+        self.metrics.batch_latency.observe(time.perf_counter() - t0)
+        self._count()
+
+    def _count(self) -> None:
+        engine = self.stages.engine
+        c = engine.counts
+        now = {"packets": c.records, "bytes": c.wire_bytes, "flows": self.stages.flows_seen}
+        self.metrics.packets.inc(now["packets"] - self._last["packets"])
+        self.metrics.bytes.inc(now["bytes"] - self._last["bytes"])
+        self.metrics.flows_expired.inc(now["flows"] - self._last["flows"])
+        self._last = Counter(now)
+        self.metrics.flows_active.set(engine.active_flows)
+        self.metrics.evictions.set(engine.evicted)
+
+    def _kernel_stats(self) -> None:
+        try:
+            _, drops = self.capture.statistics()
+        except OSError:
+            return
+        if drops:
+            self.metrics.drops.labels("kernel").inc(drops)
+
+    # -- rotating files ------------------------------------------------------------------------------
+    def _poll_files(self) -> None:
+        if self.folder is None:
+            return
+        for f in self.folder.ready():
+            if self.stop.is_set():
+                return
+            self._process_file(f)
+
+    def _process_file(self, f: CaptureFile) -> None:
+        packets, error = 0, None
+        try:
+            reader = open_capture(f.path, self.cfg.flows.batch_size)
+            try:
+                for batch in reader.batches():
+                    packets += batch.n
+                    self._process(batch)
+            finally:
+                reader.src.close()
+        except CaptureError as exc:
+            error = str(exc)
+            self.metrics.input_errors.inc()
+            log.error("%s (what came before was analysed)", exc)
+        last = self.stages.engine.last_ts
+        if last is not None:  # flows the file ended go to the detectors now, not when a batch fills
+            self.stages.expire(last)
+        self.files_done += 1
+        self.metrics.files.inc()
+        self.report(file_done=(f, packets, error), save_pins=True)
+
+    # -- Zeek logs -----------------------------------------------------------------------------------
+    def _poll_zeek(self) -> None:
+        for kind, z in self.zeek:
+            records, _ = z.read()
+            if not records:
+                continue
+            self.metrics.zeek_records.labels(kind).inc(len(records))
+            if kind == "conn":
+                rb, bad = conn_batch(records, self.stages.site.is_local)
+                if rb is not None:
+                    self.stages.flows_seen += rb.num_rows
+                    self.stages.feed_flow_batch(rb)
+            else:
+                self.stages.feed_events(Events(dns=dns_events(records)))
+
+    # -- alerts and state ----------------------------------------------------------------------------
+    def report(self, file_done=None, save_pins: bool = False) -> None:
+        """New alerts into the outbox, with the state that goes with them, in one transaction;
+        then delivery."""
+        d = self.cfg.daemon
+        alerts = self.gate.admit(self.stages.report(), time.time_ns())
+        floor = SEVERITY_RANK[d.min_severity]
+        alerts = [a for a in alerts if a.severity_rank >= floor]
+        for a in alerts:
+            self.metrics.alerts.labels(a.category, a.severity).inc()
+        with self.state.transaction() as db:
+            self.state.queue_alerts(db, [a.to_json() for a in alerts])
+            self.state.save_incidents(db, self.gate.take_changes())
+            for _, z in self.zeek:
+                z.commit(db)
+            if save_pins:
+                self.state.save_pins(db, self._learned())
+            if file_done is not None:
+                f, packets, error = file_done
+                self.state.mark_file(db, f.path, f.inode, f.size, f.mtime_ns, packets, error)
+        self.alerts_sent += len(alerts)
+        self.deliver()
+
+    def _learned(self) -> dict:
+        pins = dict(self.pins)
+        for det in self.stages.detectors:
+            got = det.learned()
+            if got:
+                pins[det.name] = got
+        return pins
+
+    def deliver(self) -> None:
+        pending = self.state.pending_alerts()
+        if pending:
+            for sink in self.sinks:
+                rows = [(i, line) for i, line in pending if i > self.sent_upto.get(sink.name, 0)]
+                if not rows:
+                    continue
+                try:
+                    sink.send([json.loads(line) for _, line in rows], [line for _, line in rows])
+                except SinkError as exc:
+                    self.metrics.sink_errors.labels(sink.name).inc()
+                    log.error("%s (the alerts stay queued and are sent again)", exc)
+                    continue
+                self.sent_upto[sink.name] = rows[-1][0]
+            done = min((self.sent_upto.get(s.name, 0) for s in self.sinks), default=pending[-1][0])
+            with self.state.transaction() as db:
+                for name, upto in self.sent_upto.items():
+                    self.state.set_sink_progress(db, name, upto)
+                db.execute("DELETE FROM outbox WHERE id <= ?", (done,))
+        self.metrics.outbox.set(self.state.outbox_size())
+
+    def new_epoch(self) -> None:
+        """Summarise and restart the detectors (their state stays bounded in time)."""
+        self.report()
+        self._update_model()
+        self.pins = self._learned()
+        with self.state.transaction() as db:
+            self.state.save_pins(db, self.pins)
+            if self.model is not None and not self.model.frozen:
+                self.state.save_model(db, self.model, self.model_key)
+        self.stages.detectors = self.stages.new_detectors(self.pins)
+        self.epoch_started = time.monotonic()
+
+    def _update_model(self) -> None:
+        model = self.model
+        if model is None or model.frozen:
+            return
+        for det in self.stages.detectors:
+            if det.name == "host_anomaly" and det.collector is not None:
+                hosts, _, X = det.closed_windows()
+                learned = model.update(hosts, X, [self.stages.site.role(h) for h in hosts])
+                log.info("site model: learned from %d of %d closed host windows", learned, len(X))
+
+    # -- signals -------------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: read the configuration again (the old one stays if the new one has an error)
+        and reopen the output files (after logrotate moved them)."""
+        if self.config_path is not None:
+            try:
+                new = apply_overrides(load_config(self.config_path), self.overrides)
+            except ConfigError as exc:
+                log.error("reload refused, the running configuration stays: %s", exc)
+                new = None
+            if new is not None:
+                if _sources(new.daemon) != _sources(self.cfg.daemon):
+                    log.warning("reload: sources changed; they take effect on restart")
+                rebuild = (new.detect, new.disabled_detectors, new.site) != \
+                    (self.cfg.detect, self.cfg.disabled_detectors, self.cfg.site)
+                self.cfg = dataclasses.replace(new, daemon=dataclasses.replace(
+                    new.daemon, **{k: getattr(self.cfg.daemon, k) for k in SOURCE_KEYS}))
+                self.gate.renotify_ns = int(self.cfg.daemon.renotify_s * 1e9)
+                for sink in self.sinks:
+                    sink.close()
+                try:
+                    self.sinks = open_sinks(self.cfg.daemon)
+                except SinkError as exc:
+                    log.error("%s", exc)
+                if rebuild:
+                    self.stages.cfg = self.cfg
+                    self.new_epoch()
+                log.info("configuration reloaded from %s", self.config_path)
+                return
+        for sink in self.sinks:
+            sink.reopen()
+
+    def shutdown(self) -> int:
+        """Flush open flows and pending alerts, save the state; exit status."""
+        self.stop.set()
+        if self.capture_thread is not None:
+            self.capture_thread.join(timeout=STOP_WAIT_S)
+        while True:  # what the capture already handed over
+            try:
+                batch = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if batch.n:
+                self._process(batch)
+        self.stages.flush()
+        self.stages.site.clock_ns = None  # every window is judged at the end
+        self.report(save_pins=True)
+        self._update_model()
+        if self.model is not None and not self.model.frozen:
+            with self.state.transaction() as db:
+                self.state.save_model(db, self.model, self.model_key)
+        for sink in self.sinks:
+            sink.close()
+        if self.capture is not None:
+            self.capture.close()
+        self.state.close()
+        if self.capture_error is not None:
+            log.error("live capture failed: %s", self.capture_error)
+            return 1
+        return 0
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_asked.set())
+
+
+SOURCE_KEYS = ("iface", "pcap_dir", "zeek_conn", "zeek_dns", "state")
+
+
+def _sources(d) -> tuple:
+    return tuple(getattr(d, k) for k in SOURCE_KEYS)
+
+
+def apply_overrides(cfg: Config, overrides: dict) -> Config:
+    """Command-line flags over the file's ``[daemon]`` section, validated again."""
+    if not overrides:
+        return cfg
+    daemon = dataclasses.replace(cfg.daemon, **overrides).validate(None)
+    return dataclasses.replace(cfg, daemon=daemon)
+
