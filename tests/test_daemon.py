@@ -330,3 +330,40 @@ def test_zeek_conn_log_feeds_the_same_detectors(tmp_path):
     # severity is not reported again until daemon.renotify_s has passed
     assert len(scans) == 1 and scans[0]["src_ip"] == "10.1.0.5" and scans[0]["dst_ip"] == "10.1.0.9"
     assert scans[0]["evidence"]["port_count"] >= 150 and scans[0]["severity"] == "high"
+
+
+def test_an_open_miners_session_is_reported_once_quiet_not_at_its_end(tmp_path):
+    """Live input never reaches "end of input": a Stratum session that stays open is reported
+    once its stream has been quiet for a moment (what Stages.expire does on the wall clock),
+    and a capture read to its end reports the same."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    from detector.config import load_config
+    from detector.pipeline.stages import Stages
+
+    a, b = ("52:54:00:00:00:01", "10.9.0.5"), ("52:54:00:00:00:02", "10.9.0.77")
+    msg = b'{"id":1,"method":"mining.subscribe","params":["XMRig/6.21.0"]}\n'
+    pkts = [Ether(src=a[0], dst=b[0]) / IP(src=a[1], dst=b[1]) / TCP(sport=40000, dport=3333, flags="S", seq=1),
+            Ether(src=b[0], dst=a[0]) / IP(src=b[1], dst=a[1]) / TCP(sport=3333, dport=40000, flags="SA", seq=9,
+                                                                         ack=2),
+            Ether(src=a[0], dst=b[0]) / IP(src=a[1], dst=b[1]) / TCP(sport=40000, dport=3333, flags="A", seq=2, ack=10),
+            Ether(src=a[0], dst=b[0]) / IP(src=a[1], dst=b[1]) / TCP(sport=40000, dport=3333, flags="PA", seq=2,
+                                                                         ack=10) / msg]
+    for k, p in enumerate(pkts):
+        p.time = 1_700_000_000 + k * 0.01
+    wrpcap(str(tmp_path / "s.pcap"), pkts)
+    stages = Stages(load_config(None))
+    reader = open_capture(str(tmp_path / "s.pcap"), 4096)
+    for batch in reader.batches():
+        stages.process(batch)
+    reader.src.close()
+    assert stages.report() == []  # the session is open: nothing handed on yet
+    stages.expire(int(1_700_000_000.03e9) + 1_000_000_000)
+    assert stages.report() == []  # quiet for one second only
+    stages.expire(int(1_700_000_003e9))
+    found = [(x.technique, x.src_ip) for x in stages.report()]
+    assert found == [("stratum", "10.9.0.5")]
+    stages.flush()
+    assert [(x.technique, x.src_ip) for x in stages.report()] == found

@@ -16,7 +16,11 @@ class Metrics:
         self.flows_expired = Counter("detector_flows_expired", "Flows ended (idle, closed, evicted, flushed)",
                                      registry=r)
         self.evictions = Gauge("detector_flow_evictions", "Flows evicted because the table was full", registry=r)
-        self.drops = Counter("detector_drops", "Packets dropped before analysis", ["where"], registry=r)
+        self.drops = Counter("detector_drops", "Packets dropped before analysis: by the kernel (the capture ring "
+                             "was full because analysis fell behind) or unreadable", ["where"], registry=r)
+        for where in ("kernel", "unreadable"):
+            self.drops.labels(where)
+        self.queue = Gauge("detector_queue_batches", "Captured batches waiting for analysis", registry=r)
         self.batch_latency = Histogram("detector_batch_latency_seconds", "Time to process one micro-batch",
                                        buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=r)
         self.alerts = Counter("detector_alerts", "Alerts sent", ["category", "severity"], registry=r)

@@ -26,6 +26,7 @@ import json
 import logging
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -166,13 +167,15 @@ class Daemon:
     def _count(self) -> None:
         engine = self.stages.engine
         c = engine.counts
-        now = {"packets": c.records, "bytes": c.wire_bytes, "flows": self.stages.flows_seen}
-        self.metrics.packets.inc(now["packets"] - self._last["packets"])
-        self.metrics.bytes.inc(now["bytes"] - self._last["bytes"])
-        self.metrics.flows_expired.inc(now["flows"] - self._last["flows"])
+        m = self.metrics
+        now = {"packets": c.records, "bytes": c.wire_bytes, "flows": self.stages.flows_seen, "bad": c.bad}
+        for key, counter in (("packets", m.packets), ("bytes", m.bytes), ("flows", m.flows_expired),
+                             ("bad", m.drops.labels("unreadable"))):
+            counter.inc(now[key] - self._last[key])
         self._last = Counter(now)
-        self.metrics.flows_active.set(engine.active_flows)
-        self.metrics.evictions.set(engine.evicted)
+        m.flows_active.set(engine.active_flows)
+        m.evictions.set(engine.evicted)
+        m.queue.set(self.queue.qsize())
 
     def _kernel_stats(self) -> None:
         try:
@@ -345,6 +348,7 @@ class Daemon:
                 break
             if batch.n:
                 self._process(batch)
+        open_flows = self.stages.engine.active_flows
         self.stages.flush()
         self.stages.site.clock_ns = None  # every window is judged at the end
         self.report(save_pins=True)
@@ -357,6 +361,10 @@ class Daemon:
         if self.capture is not None:
             self.capture.close()
         self.state.close()
+        c = self.stages.engine.counts
+        print(f"detector run: stopped: {c.records:,} packets, {self.stages.flows_seen:,} flows ({open_flows:,} "
+              f"open flows flushed at exit), {self.alerts_sent:,} alerts, {self.files_done:,} files", file=sys.stderr,
+              flush=True)
         if self.capture_error is not None:
             log.error("live capture failed: %s", self.capture_error)
             return 1

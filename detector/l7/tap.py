@@ -49,6 +49,7 @@ from kernels import packet_columns as pc
 log = logging.getLogger("detector.l7")
 
 HEAD_BYTES = 16384
+STREAM_LINGER_NS = 2_000_000_000  # live input: a quiet stream's findings are handed on after this
 FOLLOW_PACKETS = 32
 MAX_STREAMS = 200_000
 PAYLOAD_LIMIT = 4096
@@ -92,7 +93,7 @@ def ftp_endpoint(line: bytes) -> tuple[str | None, int] | None:
 
 
 class Stream:
-    __slots__ = ("kind", "ctx", "orig", "resp", "done", "event", "packets")
+    __slots__ = ("kind", "ctx", "orig", "resp", "done", "event", "packets", "last_ns")
 
     def __init__(self, kind: str, ctx: Ctx):
         self.kind = kind
@@ -102,6 +103,7 @@ class Stream:
         self.done = False
         self.event = None
         self.packets = 0
+        self.last_ns = ctx.ts_ns
 
 
 class L7Tap:
@@ -248,6 +250,7 @@ class L7Tap:
         if room > 0:
             buf += payload[:room]
         st.packets += 1
+        st.last_ns = ctx.ts_ns
         getattr(self, f"_{st.kind}")(st, ctx, payload, ev)
         if st.done or (len(st.orig) >= HEAD_BYTES and len(st.resp) >= HEAD_BYTES):
             self._finish_stream(st, ev)
@@ -372,6 +375,17 @@ class L7Tap:
         elif isinstance(e, RfbEvent):
             ev.rfb.append(e)
         st.event = None
+
+    def ripe(self, now_ns: int, linger_ns: int = STREAM_LINGER_NS) -> Events:
+        """Live input: what open streams found, once they have been quiet for ``linger_ns``
+        (a miner's session stays open for days; its first methods are the evidence). Such a
+        stream is read no further."""
+        ev = Events()
+        for st in self.streams.values():
+            if st.event is not None and not st.done and now_ns - st.last_ns >= linger_ns:
+                self._finish_stream(st, ev)
+                st.done = True
+        return ev
 
     def flush(self) -> Events:
         """End of input: hand on what the open streams found."""

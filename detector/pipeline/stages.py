@@ -89,8 +89,10 @@ class Stages:
         self.feed_events(self.tap.process(batch, host_cols, batch.n))
 
     def expire(self, now_ns: int) -> None:
-        """Ends the flows idle at ``now_ns`` (wall clock, for live input)."""
+        """Ends the flows idle at ``now_ns`` (wall clock, for live input), and hands on what
+        quiet application streams found."""
         self.feed_flows(self.engine.expire(now_ns))
+        self.feed_events(self.tap.ripe(now_ns))
 
     def flush(self) -> None:
         """End of input: every open flow and stream ends."""
