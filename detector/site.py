@@ -147,6 +147,7 @@ class Site:
         self.busiest: list[str] = []  # public hosts taken as local (see site_inference)
         self.model = None  # the learned site model (detector.baseline.site_model), when given
         self.clock_ns: int | None = None  # live input: the wall clock (windows still open are not judged)
+        self.window_flows_max = 20_000_000  # flows a site model's host windows keep (the daemon sets its own)
         if self.inferred_local:
             log.info("site: no local_nets configured: taking the private ranges (%s) as local",
                      ", ".join(PRIVATE_NETS[:4]))

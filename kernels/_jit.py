@@ -11,7 +11,37 @@ which adds ``nogil`` so several threads can run them at once.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+
+
+def _cache_dir_for_read_only_installs() -> None:
+    """Numba stores compiled code next to the sources, or in the user's cache folder when the
+    sources are read-only; with neither writable (a system install run by a service user
+    without a home, as deploy/detector.service does) it refuses to compile at all. Then the
+    cache goes to a folder of our own (also when ``NUMBA_CACHE_DIR`` names one that cannot be
+    written, e.g. inside a read-only container image). Set before Numba is imported: it reads
+    it once."""
+    chosen = os.environ.get("NUMBA_CACHE_DIR")
+    if chosen:
+        if os.access(chosen, os.W_OK) or (not os.path.exists(chosen) and os.access(os.path.dirname(chosen) or ".",
+                                                                                   os.W_OK)):
+            return
+    elif os.access(os.path.dirname(os.path.abspath(__file__)), os.W_OK):
+        return
+    for base in (os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), tempfile.gettempdir()):
+        path = os.path.join(base, f"detector-numba-{os.getuid()}")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            os.environ["NUMBA_CACHE_DIR"] = path
+            return
+
+
+_cache_dir_for_read_only_installs()
 
 
 def _import_numba_without_blas_probe():

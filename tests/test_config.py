@@ -31,6 +31,12 @@ def test_example_config_lists_every_detector_with_its_defaults():
             assert cfg.detect[d.name] == d.Params(), d.name
 
 
+def test_example_config_daemon_section_is_the_defaults():
+    from detector.daemon.settings import DaemonConfig
+
+    assert load_config(str(REPO / "deploy" / "detector.example.toml")).daemon == DaemonConfig()
+
+
 def test_defaults_without_a_file():
     assert load_config(None).flows == FlowConfig()
 

@@ -163,3 +163,27 @@ def test_live_capture_alerts_within_seconds_and_flushes_on_sigterm(veth, tmp_pat
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(timeout=30)
+
+
+def test_capture_needs_only_cap_net_raw(veth):
+    """What deploy/detector.service grants is enough: an unprivileged user with CAP_NET_RAW
+    alone opens the ring, attaches a filter and sets promiscuous mode; without it, the error
+    says which capability is missing."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs util-linux's setpriv to drop privileges")
+    _, here, _ = veth
+    probe = ("import sys; from detector.daemon.live import LiveCapture, CaptureSetupError\n"
+             "try:\n"
+             f"    c = LiveCapture({here!r}, bpf='tcp or arp', promisc=True); c.close(); print('captured')\n"
+             "except CaptureSetupError as e:\n"
+             "    print(e)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def as_nobody(caps: str) -> str:
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", f"--inh-caps=-all{caps}",
+                              f"--ambient-caps=-all{caps}", f"--bounding-set=-all{caps}", sys.executable, "-c", probe],
+                             capture_output=True, text=True, timeout=120, env=env, cwd="/")
+        return out.stdout.strip() or out.stderr.strip()
+
+    assert as_nobody(",+net_raw") == "captured"
+    assert "needs CAP_NET_RAW" in as_nobody("")

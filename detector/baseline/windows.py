@@ -29,8 +29,10 @@ FEATURES = ["flows_out", "flows_in", "bytes_out", "bytes_in", "external_bytes_ou
 
 
 class HostWindows:
-    def __init__(self, site: Site, window_s: float = 600.0):
+    def __init__(self, site: Site, window_s: float = 600.0, max_flows: int | None = None):
         self.site = site
+        self.max_flows = max_flows if max_flows is not None else site.window_flows_max
+        self.dropped_flows = 0  # beyond max_flows: counted, not kept
         self.window_ns = int(window_s * 1e9)
         self.hosts: dict[str, int] = {}
         self.peers: dict[str, int] = {}
@@ -58,6 +60,9 @@ class HostWindows:
 
     def observe(self, f: FlowView) -> None:
         site = self.site
+        if len(self) >= self.max_flows:
+            self.dropped_flows += len(f)
+            return
         window = f["ts"] // self.window_ns
         out = np.flatnonzero(f.member("orig_h", site.local))
         if len(out):

@@ -69,6 +69,7 @@ class Daemon:
         self.model = model
         self.stages = Stages(cfg, backend, model)
         self.stages.site.clock_ns = time.time_ns() if d.iface else None
+        self.stages.site.window_flows_max = d.window_flows_max
         self.pins = self._merged_pins(self.state.pins())
         self.stages.detectors = self.stages.new_detectors(self.pins)
         self.gate = AlertGate(d.renotify_s)
@@ -176,6 +177,8 @@ class Daemon:
         m.flows_active.set(engine.active_flows)
         m.evictions.set(engine.evicted)
         m.queue.set(self.queue.qsize())
+        m.window_drops.set(sum(d.collector.windows.dropped_flows for d in self.stages.detectors
+                               if d.name == "host_anomaly" and d.collector is not None))
 
     def _kernel_stats(self) -> None:
         try:

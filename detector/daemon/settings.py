@@ -48,7 +48,7 @@ class DaemonConfig:
     # state
     state: str = ""  # SQLite database; default: $STATE_DIRECTORY/state.db, else ./detector-state.db
     model: str = ""  # a site model (detector train) to start from
-    host_state_max: int = 100_000  # hosts tracked by the online baseline
+    window_flows_max: int = 2_000_000  # flows kept per epoch for a site model's host windows (~90 B each)
 
     def validate(self, path: str | None = None) -> DaemonConfig:
         def bad(key: str, msg: str):
@@ -81,8 +81,8 @@ class DaemonConfig:
             bad("metrics", "must be HOST:PORT (e.g. 127.0.0.1:9108), or empty to turn metrics off")
         if self.metrics and not 0 < int(ADDR.match(self.metrics).group(2)) < 65536:
             bad("metrics", "port out of range")
-        if self.host_state_max < 16:
-            bad("host_state_max", "must be at least 16")
+        if self.window_flows_max < 1000:
+            bad("window_flows_max", "must be at least 1000")
         if self.pcap_dir and not os.path.isdir(self.pcap_dir):
             bad("pcap_dir", f"{self.pcap_dir}: not a folder")
         return self

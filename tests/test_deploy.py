@@ -1,0 +1,40 @@
+"""The deployment files: example configurations that load, and a systemd unit that keeps the
+privileges the README promises (CAP_NET_RAW only, no new privileges, read-only system)."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from detector.config import load_config
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+@pytest.mark.parametrize("name, role", [("dtn.toml", "dtns"), ("login.toml", "login_nodes")])
+def test_example_node_configs_load(name, role):
+    cfg = load_config(str(DEPLOY / name))
+    assert cfg.daemon.iface and cfg.daemon.alerts.startswith("/var/log/detector/")
+    assert cfg.daemon.metrics.startswith("127.0.0.1:")  # metrics stay on loopback
+    assert getattr(cfg.site, role) and cfg.site.local_nets
+
+
+def test_systemd_unit_runs_unprivileged_with_cap_net_raw_only():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(DEPLOY / "detector.service")
+    svc = unit["Service"]
+    assert svc["User"] == "detector" and svc["AmbientCapabilities"] == "CAP_NET_RAW"
+    assert svc["CapabilityBoundingSet"] == "CAP_NET_RAW"
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
+                       ("PrivateTmp", "yes"), ("StateDirectory", "detector"), ("Type", "notify")):
+        assert svc[key] == value, key
+    assert "detector run --config" in svc["ExecStart"] and "-HUP" in svc["ExecReload"]
+    assert svc["Environment"].startswith("NUMBA_CACHE_DIR=/var/cache/detector")  # the install is read-only
+
+
+def test_logrotate_snippet_signals_the_daemon():
+    text = (DEPLOY / "detector.logrotate").read_text()
+    assert "/var/log/detector/" in text and "reload detector" in text
