@@ -367,3 +367,50 @@ def test_an_open_miners_session_is_reported_once_quiet_not_at_its_end(tmp_path):
     assert found == [("stratum", "10.9.0.5")]
     stages.flush()
     assert [(x.technique, x.src_ip) for x in stages.report()] == found
+
+
+def test_the_daemon_learns_online_and_keeps_the_model_in_its_state(tmp_path):
+    """With a site model that is not frozen, the daemon updates the host baselines from the
+    windows it saw (none it found unusual), saves the model in its state database (signed
+    format: digest checked on load), and starts from it after a restart; a frozen one is never
+    changed."""
+    import numpy as np
+
+    from detector.baseline.site_model import SiteModel
+
+    day_a, day_b = tmp_path / "a", tmp_path / "b"
+    assert main(["synth", "benign", "-o", str(day_a), "--packets", "3000", "--seed", "31"]) == 0
+    assert main(["synth", "benign", "-o", str(day_b), "--packets", "3000", "--seed", "32"]) == 0
+    model_path = tmp_path / "site.model"
+    # 30 s windows: the synthetic login node's capture is short, and a host needs 8 windows of
+    # its own before it has a baseline the daemon may move
+    assert main(["train", str(day_a / "benign-login.pcap"), "-o", str(model_path), "-q", "--window", "30"]) == 0
+    trained = SiteModel.load(str(model_path))
+    folder = tmp_path / "ring"
+    folder.mkdir()
+    shutil.copyfile(day_b / "benign-login.pcap", folder / "a.pcap")
+    os.utime(folder / "a.pcap", (time.time() - 100, time.time() - 100))
+    shutil.copyfile(day_b / "hpc-mix.pcap", folder / "z.pcap")  # newest: not complete
+    db = tmp_path / "state.db"
+    proc = start(tmp_path, "--pcap-dir", str(folder), "--model", str(model_path))
+    wait_for(lambda: "a.pcap" in processed(db), proc)
+    code, err = stop(proc)
+    assert code == 0, err
+    with State(str(db)) as st:
+        online = st.load_model(None)
+    assert online is not None and online.windows_trained == trained.windows_trained
+    assert trained.baseline.own_.any() and online.baseline.entities_ == trained.baseline.entities_
+    moved = np.abs(online.baseline.median_ - trained.baseline.median_).max(axis=1)[:-1]  # last: site-wide
+    assert (moved[trained.baseline.own_] > 0).any()  # hosts with baselines of their own learned from day B
+    assert (moved[~trained.baseline.own_] == 0).all()  # the others need a retraining
+
+    frozen_path = tmp_path / "frozen.model"
+    assert main(["train", str(day_a / "benign-login.pcap"), "-o", str(frozen_path), "-q", "--window", "30",
+                 "--freeze"]) == 0
+    db2 = tmp_path / "f" / "state.db"
+    proc = start(tmp_path, "--pcap-dir", str(folder), "--model", str(frozen_path), "--state", str(db2))
+    wait_for(lambda: "a.pcap" in processed(db2), proc)
+    code, err = stop(proc)
+    assert code == 0, err
+    with State(str(db2)) as st:
+        assert st.load_model(None) is None  # nothing learned, nothing saved

@@ -184,14 +184,18 @@ class LiveCapture:
 
     def batches(self, stop) -> Iterator[RawBatch]:
         """Micro-batches until ``stop`` (a threading.Event) is set: each closes at
-        ``batch_packets`` packets or ``batch_s`` seconds after its first packet. Empty batches
-        are yielded too, every ``batch_s`` of silence, so the caller's clocks keep ticking."""
+        ``batch_packets`` packets or ``batch_s`` seconds after it opened. Empty batches are
+        yielded too, every ``batch_s`` of silence, so the caller's clocks keep ticking. After
+        ``stop``, what the kernel already handed over comes out in a last batch."""
         poller = select.poll()
         poller.register(self.sock, select.POLLIN | select.POLLERR)
-        while not stop.is_set():
+        while True:
+            final = stop.is_set()
             used, n, started = 0, 0, time.monotonic()
-            while time.monotonic() - started < self.batch_s and not stop.is_set():
+            while final or (time.monotonic() - started < self.batch_s and not stop.is_set()):
                 if not self._ready(self.block):
+                    if final:
+                        break
                     poller.poll(BLOCK_TIMEOUT_MS)
                     continue
                 taken = self._take_block(used, n)
@@ -204,6 +208,8 @@ class LiveCapture:
             yield RawBatch(self._buf[:used].copy(), self._off[:n].copy(), self._caplen[:n].copy(),
                            self._wirelen[:n].copy(), self._ts[:n].copy(), np.full(n, self.link, np.uint16),
                            self.path, 0)
+            if final and not self._ready(self.block):
+                return
 
     def close(self) -> None:
         try:

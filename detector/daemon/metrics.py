@@ -32,6 +32,7 @@ class Metrics:
         self.zeek_records = Counter("detector_zeek_records", "Zeek log records read", ["log"], registry=r)
         self.sink_errors = Counter("detector_sink_errors", "Failed deliveries to a sink", ["sink"], registry=r)
         self.input_errors = Counter("detector_input_errors", "Inputs that could not be read (fully)", registry=r)
+        self.state_errors = Counter("detector_state_errors", "Failed writes to the state database", registry=r)
         self.outbox = Gauge("detector_outbox_alerts", "Alerts waiting for delivery", registry=r)
         self.up = Gauge("detector_start_time_seconds", "When the daemon started", registry=r)
 

@@ -26,6 +26,7 @@ import json
 import logging
 import queue
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -114,12 +115,9 @@ class Daemon:
     def _capture_loop(self) -> None:
         try:
             for batch in self.capture.batches(self.stop):
-                while not self.stop.is_set():
-                    try:
-                        self.queue.put(batch, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue  # the pipeline is behind: the kernel ring absorbs, then drops and counts
+                # the pipeline may be behind: then this waits, the kernel ring absorbs, then drops
+                # and counts (after stop, the main thread is draining the queue)
+                self.queue.put(batch)
         except Exception as exc:  # reported by the main loop, which stops
             self.capture_error = exc
             self.stop.set()
@@ -243,18 +241,37 @@ class Daemon:
         alerts = [a for a in alerts if a.severity_rank >= floor]
         for a in alerts:
             self.metrics.alerts.labels(a.category, a.severity).inc()
-        with self.state.transaction() as db:
-            self.state.queue_alerts(db, [a.to_json() for a in alerts])
-            self.state.save_incidents(db, self.gate.take_changes())
-            for _, z in self.zeek:
-                z.commit(db)
-            if save_pins:
-                self.state.save_pins(db, self._learned())
-            if file_done is not None:
-                f, packets, error = file_done
-                self.state.mark_file(db, f.path, f.inode, f.size, f.mtime_ns, packets, error)
+        lines = [a.to_json() for a in alerts]
+        try:
+            with self.state.transaction() as db:
+                self.state.queue_alerts(db, lines)
+                self.state.save_incidents(db, self.gate.take_changes())
+                for _, z in self.zeek:
+                    z.commit(db)
+                if save_pins:
+                    self.state.save_pins(db, self._learned())
+                if file_done is not None:
+                    f, packets, error = file_done
+                    self.state.mark_file(db, f.path, f.inode, f.size, f.mtime_ns, packets, error)
+        except sqlite3.Error as exc:
+            # a full disk, say: the alerts still go out, straight to the sinks; what the state
+            # would have recorded is retried with the next report
+            self.metrics.state_errors.inc()
+            log.error("%s: cannot write the state database (%s); alerts are sent without being queued",
+                      self.state.path, exc)
+            self._send_direct([a.to_dict() for a in alerts], lines)
+            self.alerts_sent += len(alerts)
+            return
         self.alerts_sent += len(alerts)
         self.deliver()
+
+    def _send_direct(self, records: list[dict], lines: list[str]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.send(records, lines)
+            except SinkError as exc:
+                self.metrics.sink_errors.labels(sink.name).inc()
+                log.error("%s (alerts lost for this sink)", exc)
 
     def _learned(self) -> dict:
         pins = dict(self.pins)
@@ -265,6 +282,13 @@ class Daemon:
         return pins
 
     def deliver(self) -> None:
+        try:
+            self._deliver()
+        except sqlite3.Error as exc:
+            self.metrics.state_errors.inc()
+            log.error("%s: cannot update the outbox (%s); delivery is retried", self.state.path, exc)
+
+    def _deliver(self) -> None:
         pending = self.state.pending_alerts()
         if pending:
             for sink in self.sinks:
@@ -290,12 +314,20 @@ class Daemon:
         self.report()
         self._update_model()
         self.pins = self._learned()
-        with self.state.transaction() as db:
-            self.state.save_pins(db, self.pins)
-            if self.model is not None and not self.model.frozen:
-                self.state.save_model(db, self.model, self.model_key)
+        self._save_learning()
         self.stages.detectors = self.stages.new_detectors(self.pins)
         self.epoch_started = time.monotonic()
+
+    def _save_learning(self) -> None:
+        """Pins and the online model into the state database."""
+        try:
+            with self.state.transaction() as db:
+                self.state.save_pins(db, self._learned())
+                if self.model is not None and not self.model.frozen:
+                    self.state.save_model(db, self.model, self.model_key)
+        except (sqlite3.Error, OSError) as exc:
+            self.metrics.state_errors.inc()
+            log.error("%s: cannot save pins and baselines (%s)", self.state.path, exc)
 
     def _update_model(self) -> None:
         model = self.model
@@ -342,12 +374,14 @@ class Daemon:
     def shutdown(self) -> int:
         """Flush open flows and pending alerts, save the state; exit status."""
         self.stop.set()
-        if self.capture_thread is not None:
-            self.capture_thread.join(timeout=STOP_WAIT_S)
-        while True:  # what the capture already handed over
+        deadline = time.monotonic() + STOP_WAIT_S
+        while True:  # what the capture already handed over, and its last batch
+            alive = self.capture_thread is not None and self.capture_thread.is_alive()
             try:
-                batch = self.queue.get_nowait()
+                batch = self.queue.get(timeout=0.1) if alive else self.queue.get_nowait()
             except queue.Empty:
+                if alive and time.monotonic() < deadline:
+                    continue
                 break
             if batch.n:
                 self._process(batch)
@@ -356,9 +390,7 @@ class Daemon:
         self.stages.site.clock_ns = None  # every window is judged at the end
         self.report(save_pins=True)
         self._update_model()
-        if self.model is not None and not self.model.frozen:
-            with self.state.transaction() as db:
-                self.state.save_model(db, self.model, self.model_key)
+        self._save_learning()
         for sink in self.sinks:
             sink.close()
         if self.capture is not None:
