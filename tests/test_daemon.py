@@ -414,3 +414,40 @@ def test_the_daemon_learns_online_and_keeps_the_model_in_its_state(tmp_path):
     assert code == 0, err
     with State(str(db2)) as st:
         assert st.load_model(None) is None  # nothing learned, nothing saved
+
+
+def test_zeek_json_dns_log_feeds_the_dns_tunnel_detector_and_survives_rotation(tmp_path):
+    """JSON dns.log lines become DNS events: a client asking hundreds of encoded names under one
+    domain is a DNS tunnel. A rotated log (new file) is read from its start; a half-written
+    last line waits for its end."""
+    import base64
+    import random
+
+    from detector.config import load_config
+    from detector.daemon.zeek import ZeekLog, dns_events
+    from detector.l7.events import Events
+    from detector.pipeline.stages import Stages
+
+    rnd = random.Random(4)
+
+    def line(k: int) -> str:
+        label = base64.b32encode(rnd.randbytes(20)).decode().rstrip("=").lower()
+        return json.dumps({"ts": 1_700_000_000 + k * 0.5, "uid": f"D{k}", "id.orig_h": "10.2.0.7",
+                           "id.orig_p": 40000 + k, "id.resp_h": "10.2.0.53", "id.resp_p": 53, "proto": "udp",
+                           "trans_id": k, "query": f"{label}.t.exfil-example.net", "qtype_name": "TXT",
+                           "rcode_name": "NOERROR", "answers": ["abc"], "TTLs": [0.0], "rtt": 0.01})
+
+    log = tmp_path / "dns.log"
+    log.write_text("\n".join(line(k) for k in range(100)) + "\n" + line(100)[:40])  # the last line is cut
+    with State(str(tmp_path / "s.db")) as st:
+        z = ZeekLog(str(log), st)
+        records, _ = z.read()
+        assert len(records) == 100 and z.offset == log.read_bytes().rfind(b"\n") + 1
+        stages = Stages(load_config(None))
+        stages.feed_events(Events(dns=dns_events(records)))
+        tunnels = [a for a in stages.report() if a.technique == "dns_tunnel"]
+        assert tunnels and tunnels[0].src_ip == "10.2.0.7"
+        log.unlink()  # rotated: a new file under the same name
+        log.write_text("\n".join(line(k) for k in range(200, 210)) + "\n")
+        again, _ = z.read()
+        assert [r["uid"] for r in again] == [f"D{k}" for k in range(200, 210)]
