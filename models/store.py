@@ -176,3 +176,13 @@ def _parse(path: str, header, blob: bytes, data_start: int, data_end: int, kind:
         arr = np.frombuffer(blob, dt, count, data_start + offset).reshape(shape)
         model.arrays[name] = arr.astype(dt.newbyteorder("="), copy=True)
     return model
+
+
+def file_digest(path: str) -> str | None:
+    """SHA-256 of a file's bytes (hex), or None when it cannot be read: tells whether a model
+    file is the one a daemon's state started from."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None

@@ -36,11 +36,27 @@ def start(tmp: Path, *args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "detector", "run", "--state", str(tmp / "state.db"), "--alerts",
            str(tmp / "alerts.jsonl"), "--metrics", "", "--backend", "cpu", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:  # signal handlers are in place once it says so
-        if "detector run: started" in line:
-            return proc
-    proc.wait(timeout=30)
-    pytest.fail(f"the daemon did not start ({proc.returncode})")
+    if not wait_line(proc.stderr, "detector run: started", WAIT_S):  # signal handlers are in place then
+        proc.kill()
+        pytest.fail(f"the daemon did not start within {WAIT_S} s ({proc.wait(timeout=30)})")
+    return proc
+
+
+def wait_line(stream, marker: str, timeout: float) -> bool:
+    """Whether a line containing ``marker`` comes out of ``stream`` within ``timeout`` seconds
+    (read in a thread: a silent child cannot hang the test)."""
+    import threading
+
+    found = threading.Event()
+
+    def reader():
+        for line in stream:
+            if marker in line:
+                found.set()
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    return found.wait(timeout)
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> tuple[int, str]:
@@ -451,3 +467,40 @@ def test_zeek_json_dns_log_feeds_the_dns_tunnel_detector_and_survives_rotation(t
         log.write_text("\n".join(line(k) for k in range(200, 210)) + "\n")
         again, _ = z.read()
         assert [r["uid"] for r in again] == [f"D{k}" for k in range(200, 210)]
+
+
+def test_a_sink_that_is_down_holds_back_no_other_and_gets_what_it_missed(tmp_path):
+    """More alerts queued than one delivery takes: the healthy sink gets them all at once, the
+    failing one none; when it comes back it gets exactly what it missed, and the outbox
+    empties."""
+    from detector.config import load_config
+    from detector.daemon.service import Daemon, apply_overrides
+    from detector.daemon.sinks import Sink, SinkError
+
+    class Collect(Sink):
+        def __init__(self, name, up=True):
+            self.name, self.up, self.got = name, up, []
+
+        def send(self, alerts, lines):
+            if not self.up:
+                raise SinkError(self.name, "down")
+            self.got += lines
+
+    log = tmp_path / "conn.log"
+    log.write_text("")
+    cfg = apply_overrides(load_config(None), {"zeek_conn": str(log), "metrics": "",
+                                              "state": str(tmp_path / "s.db")})
+    from detector.backend import CPU
+
+    daemon = Daemon(cfg, CPU)
+    good, bad = Collect("good"), Collect("bad", up=False)
+    daemon.sinks, daemon.sent_upto = [good, bad], {"good": 0, "bad": 0}
+    lines = [json.dumps({"n": k, "severity": "low", "category": "scan", "technique": "t"}) for k in range(10_050)]
+    with daemon.state.transaction() as db:
+        daemon.state.queue_alerts(db, lines)
+    daemon.deliver()
+    assert len(good.got) == 10_050 and bad.got == [] and daemon.state.outbox_size() == 10_050
+    bad.up = True
+    daemon.deliver()
+    assert bad.got == lines and daemon.state.outbox_size() == 0
+    daemon.state.close()

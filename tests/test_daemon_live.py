@@ -19,6 +19,8 @@ import urllib.request
 
 import pytest
 
+from tests.test_daemon import wait_line
+
 HOST_IP, PEER_IP = "10.250.0.1", "10.250.0.2"
 WAIT_S = 90
 
@@ -120,16 +122,13 @@ def test_live_capture_alerts_within_seconds_and_flushes_on_sigterm(veth, tmp_pat
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peer = None
     try:
-        for line in daemon.stderr:
-            if "detector run: started" in line:
-                break
-        else:
-            pytest.fail(f"the daemon did not start ({daemon.wait(timeout=30)})")
+        if not wait_line(daemon.stderr, "detector run: started", WAIT_S):
+            pytest.fail("the daemon did not start")
         with open(f"/sys/class/net/{here}/address") as fh:
             host_mac = fh.read().strip()
         peer = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PEER_SCRIPT, there, HOST_IP,
                                  PEER_IP, host_mac], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert peer.stdout.readline().strip() == "sent", peer.stderr.read() if peer.poll() is not None else ""
+        assert wait_line(peer.stdout, "sent", WAIT_S), "the traffic from the namespace was not sent"
         sent_at = time.monotonic()
         wanted = {"compute_theft", "scan", "mitm"}
         found: dict[str, dict] = {}

@@ -65,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc), 2)
     print(f"detector run: started ({', '.join(cfg.daemon.sources)}); pid {os.getpid()}", file=sys.stderr, flush=True)
     _notify_systemd()
-    try:
-        return daemon.run()
-    except DetectorError as exc:
-        daemon.stop.set()
-        return fail(str(exc), 1)
+    return daemon.run()
 
 
 def _notify_systemd() -> None:

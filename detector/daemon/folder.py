@@ -49,9 +49,9 @@ class RotatingFolder:
         out.sort(key=lambda f: (f.mtime_ns, _natural(os.path.basename(f.path))))
         return out
 
-    def ready(self, now_s: float | None = None) -> list[CaptureFile]:
+    def ready(self, now_s: float | None = None, listing: list[CaptureFile] | None = None) -> list[CaptureFile]:
         """The complete files not processed yet, oldest first."""
-        files = self.listing()
+        files = self.listing() if listing is None else listing
         if not files:
             return []
         now_s = time.time() if now_s is None else now_s
@@ -60,13 +60,6 @@ class RotatingFolder:
         if self.settle_s > 0 and now_s - newest.mtime_ns / 1e9 >= self.settle_s:
             complete.append(newest)
         return [f for f in complete if not self.state.file_done(f.path, f.inode, f.size, f.mtime_ns)]
-
-    def still_there(self, f: CaptureFile) -> bool:
-        try:
-            st = os.stat(f.path)
-        except OSError:
-            return False
-        return st.st_ino == f.inode
 
 
 def _natural(name: str) -> tuple:

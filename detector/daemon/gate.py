@@ -27,6 +27,7 @@ class AlertGate:
         self.max_incidents = max_incidents
         self.seen: dict[str, Seen] = {}
         self.changed: set[str] = set()  # keys to persist
+        self.forgotten: set[str] = set()  # keys to delete from the state
 
     def admit(self, alerts: list[Alert], now_ns: int) -> list[Alert]:
         out = []
@@ -46,12 +47,22 @@ class AlertGate:
         if len(self.seen) > self.max_incidents:  # forget the incidents reported longest ago
             for key, _ in sorted(self.seen.items(), key=lambda kv: kv[1].sent_ns)[:len(self.seen) - self.max_incidents]:
                 del self.seen[key]
+                self.changed.discard(key)
+                self.forgotten.add(key)
         return out
 
-    def take_changes(self) -> list[tuple[str, int, int, int]]:
+    def take_changes(self) -> tuple[list[tuple[str, int, int, int]], set[str]]:
+        """What changed since the last call: rows to write and keys to delete. Call
+        :meth:`keep_changes` with them when they could not be written."""
         rows = [(k, s.rank, s.ts_end_ns, s.sent_ns) for k in self.changed if (s := self.seen.get(k)) is not None]
+        forgotten = set(self.forgotten)
         self.changed.clear()
-        return rows
+        self.forgotten.clear()
+        return rows, forgotten
+
+    def keep_changes(self, rows, forgotten) -> None:
+        self.changed.update(k for k, *_ in rows if k in self.seen)
+        self.forgotten.update(forgotten)
 
     def restore(self, rows) -> None:
         for key, rank, ts_end, sent in rows:

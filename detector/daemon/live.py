@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import logging
 import mmap
+import os
 import select
 import socket
 import struct
@@ -29,6 +32,8 @@ import numpy as np
 from detector.errors import ConfigError, DetectorError
 from detector.sources.batch import RawBatch
 from kernels import tpacket
+
+log = logging.getLogger("detector.daemon")
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -42,6 +47,7 @@ SO_ATTACH_FILTER = 26
 TP_STATUS_USER = 1
 BLOCK_SIZE = 1 << 22  # 4 MiB: many jumbo frames per block
 BLOCK_TIMEOUT_MS = 100  # a block is handed over after this long even if not full: low latency at low rates
+MIN_SLOT = 96  # bytes a packet takes in a block at least: its 48-byte header, sockaddr_ll, a 20-byte packet
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 # /sys/class/net/IFACE/type (ARPHRD_*) -> the link type of what AF_PACKET hands over
@@ -100,6 +106,12 @@ def _arphrd(iface: str) -> int:
         raise CaptureSetupError(f"interface {iface!r}: no such interface") from None
 
 
+def _accept_all(snaplen: int) -> tuple[bytes, object]:
+    """A one-instruction filter (BPF_RET | BPF_K, snaplen): every packet, cut to ``snaplen``."""
+    code = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, snaplen), 8)
+    return bytes(_SockFprog(1, ctypes.addressof(code))), code
+
+
 def interface_link(iface: str) -> int:
     arphrd = _arphrd(iface)
     if arphrd not in ARPHRD_LINK:
@@ -119,14 +131,15 @@ class LiveCapture:
         self.kernel_packets = 0
         self.kernel_drops = 0
         try:
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            # protocol 0: no packet is queued before bind() names the interface
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except PermissionError:
             raise CaptureSetupError(f"interface {iface!r}: live capture needs CAP_NET_RAW (run as root, or grant "
                                     "the capability as deploy/detector.service does)") from None
         try:
-            if bpf:
-                fprog, self._filter_code = compile_filter(bpf, self.link, snaplen)
-                self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            # the filter's accept value is the snap length: the kernel truncates what it keeps
+            fprog, self._filter_code = compile_filter(bpf, self.link, snaplen) if bpf else _accept_all(snaplen)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
             self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
             frame = 1 << 11
             req = struct.pack("IIIIIII", BLOCK_SIZE, self.blocks, frame, BLOCK_SIZE * self.blocks // frame,
@@ -144,12 +157,15 @@ class LiveCapture:
             raise CaptureSetupError(f"interface {iface!r}: cannot set up the capture ring: {exc.strerror}") from None
         self.block = 0
         self.path = f"iface:{iface}"
-        cap = batch_packets
+        # room for a batch plus one whole block of minimum-size packets (a block is never split)
+        cap = batch_packets + BLOCK_SIZE // MIN_SLOT
         self._buf = np.empty(BLOCK_SIZE * 4, dtype=np.uint8)
         self._off = np.empty(cap, np.int64)
         self._caplen = np.empty(cap, np.uint32)
         self._wirelen = np.empty(cap, np.uint32)
         self._ts = np.empty(cap, np.int64)
+        # load the compiled walker now: the first block must not wait for it
+        tpacket.walk_block(np.zeros(64, np.uint8), 0, 64, self._off, self._caplen, self._wirelen, self._ts, 0, False)
 
     def statistics(self) -> tuple[int, int]:
         """Packets and drops the kernel counted since the last call (reading resets them)."""
@@ -189,27 +205,41 @@ class LiveCapture:
         ``stop``, what the kernel already handed over comes out in a last batch."""
         poller = select.poll()
         poller.register(self.sock, select.POLLIN | select.POLLERR)
+        final_blocks = self.blocks  # after stop: at most one turn of the ring, however fast it refills
         while True:
             final = stop.is_set()
             used, n, started = 0, 0, time.monotonic()
             while final or (time.monotonic() - started < self.batch_s and not stop.is_set()):
-                if not self._ready(self.block):
+                if not self._ready(self.block) or (final and final_blocks <= 0):
                     if final:
                         break
-                    poller.poll(BLOCK_TIMEOUT_MS)
+                    for _, event in poller.poll(BLOCK_TIMEOUT_MS):
+                        if event & select.POLLERR:
+                            self._socket_error()
                     continue
                 taken = self._take_block(used, n)
                 if taken is None:
                     break
                 used, n = used + taken[0], n + taken[1]
+                final_blocks -= final
                 if n >= self.batch_packets:
                     break
             # copies: the batch waits in a queue while the next one is filled
             yield RawBatch(self._buf[:used].copy(), self._off[:n].copy(), self._caplen[:n].copy(),
                            self._wirelen[:n].copy(), self._ts[:n].copy(), np.full(n, self.link, np.uint16),
                            self.path, 0)
-            if final and not self._ready(self.block):
+            if final and (final_blocks <= 0 or not self._ready(self.block)):
                 return
+
+    def _socket_error(self) -> None:
+        """The socket reported an error: the interface went down (wait for it to come back) or
+        disappeared (the capture ends, with a message)."""
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code == errno.ENODEV or not os.path.exists(f"/sys/class/net/{self.iface}"):
+            raise CaptureSetupError(f"interface {self.iface!r} disappeared")
+        if code:
+            log.warning("interface %s: %s; waiting for it", self.iface, os.strerror(code))
+        time.sleep(1.0)  # POLLERR stays set while the link is down: do not spin on it
 
     def close(self) -> None:
         try:

@@ -41,7 +41,7 @@ from detector.daemon.metrics import Metrics
 from detector.daemon.sinks import SinkError, open_sinks
 from detector.daemon.state import State
 from detector.daemon.zeek import ZeekLog, conn_batch, dns_events
-from detector.errors import CaptureError, ConfigError
+from detector.errors import CaptureError, ConfigError, DetectorError
 from detector.l7.events import Events
 from detector.pipeline.stages import Stages
 from detector.sources import open_capture
@@ -62,13 +62,8 @@ class Daemon:
             raise ConfigError("no source: set daemon.iface, daemon.pcap_dir, daemon.zeek_conn or daemon.zeek_dns "
                               "(or --iface, --pcap-dir, --zeek-log)", config_path, "daemon")
         self.state = State(d.state_path())
-        model = self.state.load_model(model_key)
-        if model is None and d.model:
-            from detector.baseline.site_model import SiteModel
-
-            model = SiteModel.load(d.model, model_key)
-        self.model = model
-        self.stages = Stages(cfg, backend, model)
+        self.model = self._starting_model(d.model, model_key)
+        self.stages = Stages(cfg, backend, self.model)
         self.stages.site.clock_ns = time.time_ns() if d.iface else None
         self.stages.site.window_flows_max = d.window_flows_max
         self.pins = self._merged_pins(self.state.pins())
@@ -93,8 +88,26 @@ class Daemon:
         self.epoch_started = time.monotonic()
         self.files_done = 0
         self.alerts_sent = 0
+        self.unmarked: dict[CaptureFile, tuple[int, str | None]] = {}  # processed, not yet recorded
+        self._last_forget = 0.0
 
     # -- set-up --------------------------------------------------------------------------------------
+    def _starting_model(self, path: str, key: bytes | None):
+        """The model learned online from ``path`` (kept in the state), or ``path`` itself when it
+        is a model the state did not start from (a retrained one), or None."""
+        from detector.baseline.site_model import SiteModel
+        from models.store import file_digest
+
+        digest = file_digest(path) if path else None
+        if digest is not None and self.state.meta("model_source") != digest:
+            model = SiteModel.load(path, key)
+            with self.state.transaction() as db:
+                self.state.set_meta(db, "model_source", digest)
+                db.execute("DELETE FROM model")
+            log.info("site model: starting from %s", path)
+            return model
+        return self.state.load_model(key)
+
     def _merged_pins(self, stored: dict) -> dict:
         pins = dict(self.model.pins) if self.model is not None else {}
         pins.update(stored)
@@ -124,6 +137,17 @@ class Daemon:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
+        """Until SIGTERM/SIGINT (or a failure, reported): then flush and save; exit status."""
+        failure = None
+        try:
+            self._loop()
+        except DetectorError as exc:
+            failure = exc
+            log.error("%s: stopping", exc)
+        code = self.shutdown()
+        return 1 if failure is not None else code
+
+    def _loop(self) -> None:
         d = self.cfg.daemon
         last_report = last_poll = last_pins = last_stats = time.monotonic()
         while not self.stop.is_set():
@@ -155,7 +179,6 @@ class Daemon:
                     last_pins = now
             if now - self.epoch_started >= d.epoch_s:
                 self.new_epoch()
-        return self.shutdown()
 
     def _process(self, batch) -> None:
         t0 = time.perf_counter()
@@ -190,19 +213,39 @@ class Daemon:
     def _poll_files(self) -> None:
         if self.folder is None:
             return
-        for f in self.folder.ready():
+        if self.unmarked:  # processed, but the state could not record it: record it now
+            self.report()
+        listing = self.folder.listing()
+        for f in self.folder.ready(listing=listing):
             if self.stop.is_set():
                 return
-            self._process_file(f)
+            if f not in self.unmarked:
+                self._process_file(f)
+        self._forget_gone_files(listing)
+
+    def _forget_gone_files(self, listing) -> None:
+        now = time.monotonic()
+        if now - self._last_forget < 600:
+            return
+        self._last_forget = now
+        try:
+            with self.state.transaction() as db:
+                self.state.forget_files_except(db, {(f.path, f.inode) for f in listing})
+        except sqlite3.Error as exc:
+            log.error("%s: cannot prune the file records (%s)", self.state.path, exc)
 
     def _process_file(self, f: CaptureFile) -> None:
         packets, error = 0, None
         try:
-            reader = open_capture(f.path, self.cfg.flows.batch_size)
+            # read, not mapped: a ring buffer may truncate its oldest file under us
+            reader = open_capture(f.path, self.cfg.flows.batch_size, mapped=False)
             try:
                 for batch in reader.batches():
                     packets += batch.n
                     self._process(batch)
+                    if self.stop.is_set():  # not marked: read again, from its start, after a restart
+                        log.info("%s: stopped part-way; it will be read again", f.path)
+                        return
             finally:
                 reader.src.close()
         except CaptureError as exc:
@@ -214,12 +257,18 @@ class Daemon:
             self.stages.expire(last)
         self.files_done += 1
         self.metrics.files.inc()
-        self.report(file_done=(f, packets, error), save_pins=True)
+        self.unmarked[f] = (packets, error)
+        self.report(save_pins=True)
 
     # -- Zeek logs -----------------------------------------------------------------------------------
     def _poll_zeek(self) -> None:
         for kind, z in self.zeek:
-            records, _ = z.read()
+            try:
+                records, _ = z.read()
+            except OSError as exc:
+                self.metrics.input_errors.inc()
+                log.error("%s: cannot read: %s (tried again at the next poll)", z.path, exc.strerror or exc)
+                continue
             if not records:
                 continue
             self.metrics.zeek_records.labels(kind).inc(len(records))
@@ -232,7 +281,7 @@ class Daemon:
                 self.stages.feed_events(Events(dns=dns_events(records)))
 
     # -- alerts and state ----------------------------------------------------------------------------
-    def report(self, file_done=None, save_pins: bool = False) -> None:
+    def report(self, save_pins: bool = False) -> None:
         """New alerts into the outbox, with the state that goes with them, in one transaction;
         then delivery."""
         d = self.cfg.daemon
@@ -242,18 +291,20 @@ class Daemon:
         for a in alerts:
             self.metrics.alerts.labels(a.category, a.severity).inc()
         lines = [a.to_json() for a in alerts]
+        changes, forgotten = self.gate.take_changes()
         try:
             with self.state.transaction() as db:
                 self.state.queue_alerts(db, lines)
-                self.state.save_incidents(db, self.gate.take_changes())
+                self.state.save_incidents(db, changes, forgotten)
                 for _, z in self.zeek:
                     z.commit(db)
                 if save_pins:
                     self.state.save_pins(db, self._learned())
-                if file_done is not None:
-                    f, packets, error = file_done
+                for f, (packets, error) in self.unmarked.items():
                     self.state.mark_file(db, f.path, f.inode, f.size, f.mtime_ns, packets, error)
+            self.unmarked.clear()
         except sqlite3.Error as exc:
+            self.gate.keep_changes(changes, forgotten)  # written with the next report
             # a full disk, say: the alerts still go out, straight to the sinks; what the state
             # would have recorded is retried with the next report
             self.metrics.state_errors.inc()
@@ -289,20 +340,25 @@ class Daemon:
             log.error("%s: cannot update the outbox (%s); delivery is retried", self.state.path, exc)
 
     def _deliver(self) -> None:
-        pending = self.state.pending_alerts()
-        if pending:
-            for sink in self.sinks:
-                rows = [(i, line) for i, line in pending if i > self.sent_upto.get(sink.name, 0)]
+        """Each sink gets the queued alerts after its own progress (a sink that is down holds
+        back no other); alerts every sink has are deleted."""
+        moved = False
+        for sink in self.sinks:
+            while True:
+                rows = self.state.pending_alerts(self.sent_upto.get(sink.name, 0))
                 if not rows:
-                    continue
+                    break
                 try:
                     sink.send([json.loads(line) for _, line in rows], [line for _, line in rows])
                 except SinkError as exc:
                     self.metrics.sink_errors.labels(sink.name).inc()
                     log.error("%s (the alerts stay queued and are sent again)", exc)
-                    continue
+                    break
                 self.sent_upto[sink.name] = rows[-1][0]
-            done = min((self.sent_upto.get(s.name, 0) for s in self.sinks), default=pending[-1][0])
+                moved = True
+        last = self.state.db.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
+        if last is not None and (moved or not self.sinks):
+            done = min((self.sent_upto.get(s.name, 0) for s in self.sinks), default=last)
             with self.state.transaction() as db:
                 for name, upto in self.sent_upto.items():
                     self.state.set_sink_progress(db, name, upto)
@@ -350,41 +406,54 @@ class Daemon:
                 log.error("reload refused, the running configuration stays: %s", exc)
                 new = None
             if new is not None:
-                if _sources(new.daemon) != _sources(self.cfg.daemon):
-                    log.warning("reload: sources changed; they take effect on restart")
-                rebuild = (new.detect, new.disabled_detectors, new.site) != \
-                    (self.cfg.detect, self.cfg.disabled_detectors, self.cfg.site)
-                self.cfg = dataclasses.replace(new, daemon=dataclasses.replace(
-                    new.daemon, **{k: getattr(self.cfg.daemon, k) for k in SOURCE_KEYS}))
-                self.gate.renotify_ns = int(self.cfg.daemon.renotify_s * 1e9)
-                for sink in self.sinks:
-                    sink.close()
-                try:
-                    self.sinks = open_sinks(self.cfg.daemon)
-                except SinkError as exc:
-                    log.error("%s", exc)
-                if rebuild:
-                    self.stages.cfg = self.cfg
-                    self.new_epoch()
-                log.info("configuration reloaded from %s", self.config_path)
+                self._apply(new)
                 return
         for sink in self.sinks:
-            sink.reopen()
+            try:
+                sink.reopen()
+            except SinkError as exc:
+                log.error("%s (alerts for it stay queued)", exc)
+
+    def _apply(self, new: Config) -> None:
+        """A reloaded configuration: new sinks first (if one cannot be opened, nothing
+        changes), then the rest. Sources, flow-table and site settings need a restart."""
+        old = self.cfg
+        if _sources(new.daemon) != _sources(old.daemon) or new.flows != old.flows or new.site != old.site:
+            log.warning("reload: [flows], [site] and the sources take effect on restart; the rest is applied")
+        new = dataclasses.replace(new, flows=old.flows, site=old.site, daemon=dataclasses.replace(
+            new.daemon, **{k: getattr(old.daemon, k) for k in SOURCE_KEYS}))
+        try:
+            sinks = open_sinks(new.daemon)
+        except SinkError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            return
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = sinks
+        self.sent_upto = {s.name: self.state.sink_progress(s.name) for s in sinks}
+        self.cfg = new
+        self.gate.renotify_ns = int(new.daemon.renotify_s * 1e9)
+        if (new.detect, new.disabled_detectors) != (old.detect, old.disabled_detectors):
+            self.stages.cfg = new
+            self.new_epoch()
+        log.info("configuration reloaded from %s", self.config_path)
 
     def shutdown(self) -> int:
         """Flush open flows and pending alerts, save the state; exit status."""
         self.stop.set()
         deadline = time.monotonic() + STOP_WAIT_S
-        while True:  # what the capture already handed over, and its last batch
+        while time.monotonic() < deadline:  # what the capture already handed over, and its last batch
             alive = self.capture_thread is not None and self.capture_thread.is_alive()
             try:
                 batch = self.queue.get(timeout=0.1) if alive else self.queue.get_nowait()
             except queue.Empty:
-                if alive and time.monotonic() < deadline:
+                if alive:
                     continue
                 break
             if batch.n:
                 self._process(batch)
+        if self.capture_thread is not None:
+            self.capture_thread.join(timeout=1.0)
         open_flows = self.stages.engine.active_flows
         self.stages.flush()
         self.stages.site.clock_ns = None  # every window is judged at the end
@@ -393,6 +462,8 @@ class Daemon:
         self._save_learning()
         for sink in self.sinks:
             sink.close()
+        for _, z in self.zeek:
+            z.close()
         if self.capture is not None:
             self.capture.close()
         self.state.close()

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 
 from detector import __version__
+from detector.errors import DetectorError
 
 log = logging.getLogger("detector.daemon")
 
@@ -26,7 +27,7 @@ SYSLOG_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5}
 SYSLOG_FACILITY = 13  # log audit
 
 
-class SinkError(Exception):
+class SinkError(DetectorError):
     def __init__(self, sink: str, message: str):
         self.sink = sink
         super().__init__(f"{sink}: {message}")
@@ -77,10 +78,13 @@ class JsonlSink(Sink):
     def _rotate(self) -> None:
         self._fh.close()
         self._fh = None
-        for k in range(self.keep - 1, 0, -1):
-            if os.path.exists(f"{self.path}.{k}"):
-                os.replace(f"{self.path}.{k}", f"{self.path}.{k + 1}")
-        os.replace(self.path, f"{self.path}.1")
+        try:
+            for k in range(self.keep - 1, 0, -1):
+                if os.path.exists(f"{self.path}.{k}"):
+                    os.replace(f"{self.path}.{k}", f"{self.path}.{k + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        except OSError as exc:  # the alerts were written; the next delivery appends to the same file
+            log.error("%s: cannot rotate: %s", self.name, exc.strerror)
         self._open()
 
     def reopen(self) -> None:
@@ -99,8 +103,11 @@ class StdoutSink(Sink):
     name = "stdout"
 
     def send(self, alerts, lines) -> None:
-        sys.stdout.write("".join(x + "\n" for x in lines))
-        sys.stdout.flush()
+        try:
+            sys.stdout.write("".join(x + "\n" for x in lines))
+            sys.stdout.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise SinkError(self.name, f"write failed: {exc.strerror or exc}") from None
 
 
 def rfc5424(a: dict, line: str, hostname: str) -> bytes:

@@ -86,11 +86,18 @@ class State:
     def files(self) -> list[tuple]:
         return self.db.execute("SELECT path, inode, size, packets, error FROM files ORDER BY done_at").fetchall()
 
-    def forget_files_except(self, db, keep: set[tuple[str, int]]) -> None:
-        """Files deleted from the folder (a ring buffer reuses names) need no record."""
-        for path, inode in db.execute("SELECT path, inode FROM files").fetchall():
-            if (path, inode) not in keep:
-                db.execute("DELETE FROM files WHERE path=? AND inode=?", (path, inode))
+    def forget_files_except(self, db, keep: set[tuple[str, int]]) -> int:
+        """Files gone from the folder (a ring buffer deleted them) need no record."""
+        gone = [row for row in db.execute("SELECT path, inode FROM files").fetchall() if tuple(row) not in keep]
+        db.executemany("DELETE FROM files WHERE path=? AND inode=?", gone)
+        return len(gone)
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, db, key: str, value: str) -> None:
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- Zeek log positions ----------------------------------------------------------------------
     def zeek_offset(self, path: str) -> tuple[int, int] | None:
@@ -111,26 +118,28 @@ class State:
     def incidents(self) -> list[tuple]:
         return self.db.execute("SELECT key, rank, ts_end_ns, sent_ns FROM incidents").fetchall()
 
-    def save_incidents(self, db, rows) -> None:
+    def save_incidents(self, db, rows, forgotten=()) -> None:
         db.executemany("INSERT OR REPLACE INTO incidents VALUES (?,?,?,?)", rows)
+        db.executemany("DELETE FROM incidents WHERE key = ?", [(k,) for k in forgotten])
 
     # -- outbox ------------------------------------------------------------------------------------
     def queue_alerts(self, db, lines: list[str]) -> None:
         db.executemany("INSERT INTO outbox (alert) VALUES (?)", [(x,) for x in lines])
 
-    def pending_alerts(self, limit: int = 10_000) -> list[tuple[int, str]]:
-        return self.db.execute("SELECT id, alert FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+    def pending_alerts(self, after_id: int = 0, limit: int = 10_000) -> list[tuple[int, str]]:
+        """Queued alerts after ``after_id`` (a sink's progress), oldest first."""
+        return self.db.execute("SELECT id, alert FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                               (after_id, limit)).fetchall()
 
     def outbox_size(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def sink_progress(self, name: str) -> int:
         """The last outbox id delivered to the sink ``name``."""
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (f"sink:{name}",)).fetchone()
-        return int(row[0]) if row else 0
+        return int(self.meta(f"sink:{name}") or 0)
 
     def set_sink_progress(self, db, name: str, upto: int) -> None:
-        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"sink:{name}", str(upto)))
+        self.set_meta(db, f"sink:{name}", str(upto))
 
     # -- the site model ----------------------------------------------------------------------------
     def save_model(self, db, model, key: bytes | None) -> None:

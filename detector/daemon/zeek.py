@@ -34,7 +34,9 @@ RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4,
 
 
 class ZeekLog:
-    """Follows one log file; :meth:`read` returns the records appended since the last call."""
+    """Follows one log file; :meth:`read` returns the records appended since the last call.
+    The file is kept open, so when Zeek rotates it (renames it and opens a new one), the lines
+    written to the old file since the last read are read before the new file is."""
 
     def __init__(self, path: str, state: State):
         self.path, self.state = path, state
@@ -42,9 +44,22 @@ class ZeekLog:
         self.inode, self.offset = saved if saved is not None else (0, 0)
         self.fields: list[str] | None = None
         self.bad_lines = 0
+        self._fh = None
 
-    def _header(self, fh) -> None:
+    def _open(self) -> bool:
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return False
+        st = os.fstat(fh.fileno())
+        if st.st_ino != self.inode or st.st_size < self.offset:  # another file, or truncated in place
+            self.inode, self.offset, self.fields = st.st_ino, 0, None
+        self._fh = fh
+        return True
+
+    def _header(self) -> None:
         """The ``#fields`` of a TSV log (read from its top when resuming in the middle)."""
+        fh = self._fh
         fh.seek(0)
         for _ in range(64):
             line = fh.readline()
@@ -53,21 +68,11 @@ class ZeekLog:
             if line.startswith(b"#fields"):
                 self.fields = line.rstrip(b"\n").decode("utf-8", "replace").split("\t")[1:]
 
-    def read(self) -> tuple[list[dict], int]:
-        """New records and the position after them (commit it with :meth:`commit`)."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return [], self.offset
-        if st.st_ino != self.inode or st.st_size < self.offset:  # rotated
-            self.inode, self.offset, self.fields = st.st_ino, 0, None
-        if st.st_size == self.offset:
-            return [], self.offset
-        with open(self.path, "rb") as fh:
-            if self.fields is None:
-                self._header(fh)
-            fh.seek(self.offset)
-            data = fh.read(MAX_READ)
+    def _more(self) -> list[dict]:
+        if self.fields is None:
+            self._header()
+        self._fh.seek(self.offset)
+        data = self._fh.read(MAX_READ)
         end = data.rfind(b"\n") + 1
         records = []
         for raw in data[:end].splitlines():
@@ -81,7 +86,30 @@ class ZeekLog:
             else:
                 records.append(rec)
         self.offset += end
+        return records
+
+    def read(self) -> tuple[list[dict], int]:
+        """New records and the position after them (commit it with :meth:`commit`)."""
+        if self._fh is None and not self._open():
+            return [], self.offset
+        records = self._more()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:  # rotated away, the new one not there yet
+            return records, self.offset
+        if st.st_ino != self.inode or st.st_size < self.offset:
+            if st.st_ino != self.inode:
+                records += self._more()  # the old file's last lines
+            self._fh.close()
+            self._fh = None
+            if self._open():
+                records += self._more()
         return records, self.offset
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
     def commit(self, db) -> None:
         self.state.set_zeek_offset(db, self.path, self.inode, self.offset)

@@ -18,9 +18,10 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".pcap.gz", ".pcapng.gz"
                     ".pcap.bz2", ".pcap.xz", ".pcapng.bz2", ".pcapng.xz")
 
 
-def open_capture(path: str, batch_size: int = 65536):
-    """Open one capture and return its reader (``PcapReader`` or ``PcapngReader``)."""
-    src = open_source(path)
+def open_capture(path: str, batch_size: int = 65536, mapped: bool = True):
+    """Open one capture and return its reader (``PcapReader`` or ``PcapngReader``);
+    ``mapped=False``: see :func:`~detector.sources.bytesource.open_source`."""
+    src = open_source(path, mapped)
     try:
         return _reader_for(src, batch_size)
     except BaseException:

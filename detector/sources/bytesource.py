@@ -244,8 +244,10 @@ def _decompressor(head: bytes, fh: BinaryIO):
     return None, None
 
 
-def open_source(path: str) -> ByteSource:
-    """Open a capture file, a compressed capture, or ``-`` for stdin."""
+def open_source(path: str, mapped: bool = True) -> ByteSource:
+    """Open a capture file, a compressed capture, or ``-`` for stdin. ``mapped=False`` reads a
+    plain file with read() instead of mapping it: a file another program may truncate (a
+    ring buffer reusing its oldest file) would kill a process that maps it (SIGBUS)."""
     if path == "-":
         import sys
 
@@ -269,5 +271,7 @@ def open_source(path: str) -> ByteSource:
     stream, kind = _decompressor(head, fh)
     if stream is not None:
         return StreamSource(stream, path, raw=fh, kind=kind)
+    if not mapped:
+        return StreamSource(fh, path, kind="file")
     fh.close()
     return MappedSource(path)
