@@ -25,8 +25,8 @@ test: $(BIN)/detector
 	rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 bench: $(BIN)/detector
-	$(BIN)/python -m pip install -q nfstream || true
-	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python -m pip install -q -e '.[bench]' || true
+	$(BIN)/detector bench --plot benchmarks/work/bench.png
 
 # compiled kernels are cached next to the sources; after editing a kernel's helpers, clear them
 clean-cache:

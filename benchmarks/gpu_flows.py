@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.ingest import machine  # noqa: E402
 from detector.backend import CPU, BackendUnavailable, select_backend  # noqa: E402
+from detector.bench.machine import machine  # noqa: E402
 from detector.config import FlowConfig  # noqa: E402
 from detector.flows.engine import FlowEngine  # noqa: E402
 from detector.pipeline.ingest import Ingest  # noqa: E402

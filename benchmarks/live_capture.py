@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.ingest import machine  # noqa: E402
+from detector.bench.machine import machine  # noqa: E402
 
 NS, HERE_IF, PEER_IF = "detbench", "vdbh", "vdbp"
 

@@ -14,6 +14,7 @@ COMMANDS = {
     "run": ("detector.cli.run", "the daemon: live interface, rotating captures or Zeek logs in; alerts, metrics out"),
     "flows": ("detector.cli.flows", "turn captures into flow records (Parquet, CSV or Zeek conn.log)"),
     "synth": ("detector.cli.synth", "write labelled synthetic captures of an HPC site"),
+    "bench": ("detector.cli.bench", "measure CPU and GPU throughput beside peer tools on one capture (JSON, chart)"),
     "train": ("detector.cli.train", "learn a site model (baselines, anomaly models) from traffic taken as normal"),
 }
 

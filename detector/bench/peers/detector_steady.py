@@ -2,7 +2,7 @@
 imports done and kernels loaded by a warm-up run on the first packets, then the whole capture
 timed in the same process.
 
-Usage: python detector_steady.py CAPTURE OUT THREADS [flows|analyze]   (prints JSON)
+Usage: python -m detector.bench.peers.detector_steady CAPTURE OUT THREADS [flows|analyze] [cpu|gpu]   (prints JSON)
 """
 
 from __future__ import annotations
@@ -35,16 +35,19 @@ def warm_up(path: str, job) -> None:
         job(head, f"{d}/w.out")
 
 
-def main(path: str, out: str, threads: int, mode: str = "flows") -> None:
+def main(path: str, out: str, threads: int, mode: str = "flows", backend_name: str = "cpu") -> None:
+    from detector.backend import select_backend
+
+    backend = select_backend(backend_name)
     flow_cfg = dataclasses.replace(FlowConfig(), threads=threads)
     if mode == "analyze":
         cfg = dataclasses.replace(Config(), flows=flow_cfg)
 
         def job(capture, dest):
-            return run_analyze([capture], cfg, alerts_out=dest, progress=False)
+            return run_analyze([capture], cfg, alerts_out=dest, progress=False, backend=backend)
     else:
         def job(capture, dest):
-            return run_flows([capture], dest, "parquet", flow_cfg, progress=False)
+            return run_flows([capture], dest, "parquet", flow_cfg, progress=False, backend=backend)
     warm_up(path, job)
     t0 = time.perf_counter()
     result = job(path, out)
@@ -54,4 +57,4 @@ def main(path: str, out: str, threads: int, mode: str = "flows") -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:6])

@@ -1,6 +1,6 @@
 """The dpkt peer: pcap.Reader, parse every packet, and a dict of bidirectional flows.
 
-Usage: python dpkt_flows.py CAPTURE   (prints the number of packets and flows as JSON)
+Usage: python -m detector.bench.peers.dpkt_flows CAPTURE   (prints the number of packets and flows as JSON)
 """
 
 from __future__ import annotations

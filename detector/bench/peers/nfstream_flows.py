@@ -1,6 +1,6 @@
 """The NFStream peer: one meter, statistical features on, flows iterated (no CSV round trip).
 
-Usage: python nfstream_flows.py CAPTURE   (prints the number of flows as JSON)
+Usage: python -m detector.bench.peers.nfstream_flows CAPTURE   (prints the number of flows as JSON)
 """
 
 from __future__ import annotations

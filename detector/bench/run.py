@@ -1,0 +1,126 @@
+"""The benchmark run: one capture (generated, or ``--input``), page cache warmed, every tool in
+its own process on that same file, back to back, the tools interleaved over ``repeat`` rounds;
+the best run of each is reported (on a shared machine, noise only ever adds time). Then the
+stage breakdown, ratios to each peer, and what detection costs (``analyze`` over ``flows``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from detector.bench.machine import machine
+from detector.bench.procs import run_timed
+from detector.bench.tools import Tool, gpu_status, tools
+
+QUICK_PACKETS = 300_000
+FULL_PACKETS = 2_000_000
+
+
+def generated_capture(work: Path, packets: int) -> Path:
+    path = work / f"hpc-mix-{packets}.pcap"
+    if not path.exists():
+        subprocess.run([sys.executable, "-m", "detector", "synth", "hpc-mix", "-o", str(work), "--packets",
+                        str(packets), "--seed", "1"], check=True, capture_output=True)
+        (work / "hpc-mix.pcap").rename(path)
+    return path
+
+
+def capture_info(path: Path, work: Path) -> dict:
+    """Packets, wire bytes and flows of the capture, from a ``detector flows`` run in a child
+    process (so that this process stays small: its size would show in every child's peak RSS)."""
+    stats = work / "capture-stats.json"
+    subprocess.run([sys.executable, "-m", "detector", "flows", str(path), "-o", str(work / "info.parquet"), "-q",
+                    "--stats", str(stats), "--backend", "cpu"], check=True)
+    s = json.loads(stats.read_text())
+    return {"file": path.name, "bytes": path.stat().st_size, "packets": s["packets"], "wire_bytes": s["wire_bytes"],
+            "flows": s["flows"], "generated": path.name.startswith("hpc-mix-")}
+
+
+def warm_page_cache(path: Path) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+class Progress:
+    """One line per finished measurement, and the fraction done, on stderr."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.monotonic()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        if self.enabled:
+            pct = 100 * self.done / max(self.total, 1)
+            print(f"[{pct:3.0f}% {time.monotonic() - self.t0:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+def run_bench(work: Path, input_path: str | None = None, packets: int | None = None, quick: bool = False,
+              repeat: int | None = None, only: list[str] | None = None, progress: bool = True) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    packets = packets or (QUICK_PACKETS if quick else FULL_PACKETS)
+    repeat = repeat or (1 if quick else 3)
+    capture = Path(input_path) if input_path else generated_capture(work, packets)
+    warm_page_cache(capture)
+    info = capture_info(capture, work)
+    rows = tools(capture, work, info["packets"], quick, gpu_status())
+    if only:
+        rows = [t for t in rows if t.name in only]
+    runnable = [t for t in rows if t.runnable]
+    bar = Progress(sum(1 if t.once else repeat for t in runnable) + 1, progress)
+    runs: dict[str, list[dict]] = {}
+    for rep in range(repeat):
+        for t in runnable:
+            if t.once and rep:
+                continue
+            if t.once:
+                shutil.rmtree(work / "numba-cold-cache", ignore_errors=True)
+            r = run_timed(t.cmd, t.env or None, cwd=t.cwd)
+            runs.setdefault(t.name, []).append(r)
+            bar.step(f"{t.name}: {r['wall']:.2f} s" + ("" if r["rc"] == 0 else f" (failed, exit {r['rc']})"))
+    stages = run_timed([sys.executable, "-m", "detector.bench.stages", str(capture)],
+                       {**os.environ, "NUMBA_NUM_THREADS": "1"}).get("json")
+    bar.step("stage breakdown")
+    results = [_row(t, runs.get(t.name, []), info) for t in rows]
+    by = {r["tool"]: r for r in results if r["packets_per_s"]}
+    for r in results:
+        if r["packets_per_s"]:
+            r["ratio_to"] = {peer: round(r["packets_per_s"] / p["packets_per_s"], 2) for peer, p in by.items()
+                             if not peer.startswith("detector")}
+    cost = {}
+    for mode in ("", "-process"):
+        a, f = by.get(f"detector-analyze-cpu-1core{mode}"), by.get(f"detector-cpu-1core{mode}")
+        if a and f:
+            cost[f"analyze_vs_flows{mode.replace('-', '_')}"] = round(a["packets_per_s"] / f["packets_per_s"], 2)
+    return {"benchmark": "detector bench", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "quick": quick, "repeat": repeat, "machine": machine(), "input": info, "results": results,
+            "stages": stages, "analyze_vs_flows": cost}
+
+
+def _row(t: Tool, runs: list[dict], info: dict) -> dict:
+    empty = {"tool": t.name, "packets_per_s": None, "gbit_per_s": None, "flows": None, "peak_rss_mb": None}
+    if not t.runnable:
+        return {**empty, "notes": t.notes}
+    ok = [r for r in runs if r["rc"] == 0]
+    if not ok:
+        err = runs[-1]["stderr"].strip().splitlines()[-1:] if runs else ["not run"]
+        return {**empty, "notes": f"failed: {' '.join(err)[-300:]}"}
+
+    def seconds(r: dict) -> float:
+        return r["json"]["seconds"] if "seconds" in r.get("json", {}) else r["wall"]
+
+    best = min(ok, key=seconds)
+    s = seconds(best)
+    flows = best.get("json", {}).get("flows")
+    if t.name.startswith("detector") and flows is None:
+        flows = info["flows"]
+    return {"tool": t.name, "seconds": round(s, 4), "packets_per_s": round(info["packets"] / s),
+            "gbit_per_s": round(info["wire_bytes"] * 8 / s / 1e9, 3), "flows": flows,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in ok), "notes": t.notes,
+            "runs": [round(r["wall"], 4) for r in runs]}

@@ -1,0 +1,154 @@
+"""The rows of ``detector bench``: this project's runs and the peer tools, each a command to
+run in its own process, or a sentence saying why it cannot run here (a missing peer or no
+usable GPU never fails the benchmark).
+
+Tool names are stable (the JSON's ``tool`` field): ``detector-cpu-1core``, ``detector-cpu-all``,
+``detector-gpu`` (flow records after start-up: imports done, kernels loaded, timed in the
+process; the rate a long capture sees), the same with ``-process`` (the whole process, start-up
+included, warm JIT cache), ``detector-cpu-1core-cold-jit`` (first run after an install),
+``detector-analyze-cpu-1core`` (every detector on) and its ``-process`` twin, then ``dpkt``,
+``scapy``, ``nfstream``, ``tshark``, ``nfpcapd``, ``softflowd``, ``suricata``, ``zeek``,
+``argus``. Every row but the ``-all`` and GPU ones runs pinned to one core.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detector.bench.procs import pinned
+
+PEERS = "detector.bench.peers"
+
+
+@dataclass
+class Tool:
+    name: str
+    cmd: list[str] | None
+    notes: str
+    env: dict = field(default_factory=dict)
+    cwd: str | None = None
+    once: bool = False  # measured once even with --repeat (compiling varies little and takes a minute)
+
+    @property
+    def runnable(self) -> bool:
+        return self.cmd is not None
+
+
+def gpu_status() -> tuple[bool, str]:
+    """Whether the GPU backend can run here, asked of a child process (this one never imports
+    a GPU library), and the device or the reason."""
+    probe = "from detector.backend import select_backend; b = select_backend('gpu'); print(b.device)"
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"GPU check failed: {exc}"
+    if out.returncode == 0:
+        return True, out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "gpu"
+    lines = [x for x in out.stderr.strip().splitlines() if x.strip()]
+    reason = lines[-1].split(": ", 1)[-1] if lines else "unknown reason"
+    return False, f"no usable GPU: {reason}"
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def tools(capture: Path, work: Path, packets: int, quick: bool, gpu: tuple[bool, str]) -> list[Tool]:
+    py = sys.executable
+    env = {**os.environ}
+    one = {**env, "NUMBA_NUM_THREADS": "1"}
+    out, alerts = str(work / "flows.parquet"), str(work / "alerts.jsonl")
+    cap = str(capture)
+    flows = [py, "-m", "detector", "flows", cap, "-o", out, "-q"]
+    analyze = [py, "-m", "detector", "analyze", cap, "-o", alerts, "-q", "--backend", "cpu"]
+    steady = [py, "-m", f"{PEERS}.detector_steady", cap]
+    rows = [
+        Tool("detector-cpu-1core", pinned([*steady, out, "1", "flows", "cpu"]),
+             "flows after start-up (imports, kernels loaded): the per-core rate on long captures", one),
+        Tool("detector-cpu-all", [*steady, out, "0", "flows", "cpu"], "flows after start-up, one thread per core",
+             env),
+        Tool("detector-cpu-1core-process", pinned([*flows, "--threads", "1", "--backend", "cpu"]),
+             "whole process: start-up (about 1.5 s) included, warm JIT cache", one),
+        Tool("detector-cpu-all-process", [*flows, "--threads", "0", "--backend", "cpu"],
+             "whole process, one thread per core", env),
+    ]
+    if not quick:
+        rows.append(Tool("detector-cpu-1core-cold-jit", pinned([*flows, "--threads", "1", "--backend", "cpu"]),
+                         "whole process, JIT cache empty (the first run after an install compiles every kernel)",
+                         {**one, "NUMBA_CACHE_DIR": str(work / "numba-cold-cache")}, once=True))
+    usable, device = gpu
+    if usable:
+        rows += [Tool("detector-gpu", [*steady, out, "1", "flows", "gpu"], f"flows after start-up, {device}", env),
+                 Tool("detector-gpu-process", [*flows, "--backend", "gpu"], f"whole process, {device}", env)]
+    else:
+        rows += [Tool("detector-gpu", None, device), Tool("detector-gpu-process", None, device)]
+    rows += [
+        Tool("detector-analyze-cpu-1core", pinned([*steady, alerts, "1", "analyze", "cpu"]),
+             "detector analyze (every detector on) after start-up", one),
+        Tool("detector-analyze-cpu-1core-process", pinned(analyze), "detector analyze, whole process", one),
+    ]
+    rows += _peers(capture, work, packets, env)
+    return rows
+
+
+def _peers(capture: Path, work: Path, packets: int, env: dict) -> list[Tool]:
+    py, cap = sys.executable, str(capture)
+    rows = []
+    if _installed("dpkt"):
+        rows.append(Tool("dpkt", pinned([py, "-m", f"{PEERS}.dpkt_flows", cap]),
+                         "pcap.Reader + parse + dict of flows", env))
+    else:
+        rows.append(Tool("dpkt", None, "not installed (pip install dpkt)"))
+    rows.append(Tool("scapy", pinned([py, "-m", f"{PEERS}.scapy_flows", cap, str(packets)]),
+                     "1% sample (at least 1,000 packets) dissected into flows, time extrapolated", env))
+    if _installed("nfstream"):
+        rows.append(Tool("nfstream", pinned([py, "-m", f"{PEERS}.nfstream_flows", cap]),
+                         "one meter, statistical_analysis=True", env))
+    else:
+        rows.append(Tool("nfstream", None, "not installed (pip install nfstream)"))
+    if shutil.which("tshark"):
+        rows.append(Tool("tshark", pinned(["tshark", "-r", cap, "-q", "-z", "conv,tcp", "-z", "conv,udp"]),
+                         "conversation statistics", env))
+    else:
+        rows.append(Tool("tshark", None, "not installed (Debian package tshark)"))
+    if shutil.which("nfpcapd"):
+        nfdir = work / "nfpcapd"
+        rows.append(Tool("nfpcapd", pinned(["sh", "-c", f"rm -rf {nfdir} && mkdir -p {nfdir} && "
+                                                        f"nfpcapd -r {cap} -w {nfdir}"]),
+                         "nfdump's pcap flow exporter, writes nfcapd files", env))
+    else:
+        rows.append(Tool("nfpcapd", None, "not installed (Debian package nfdump)"))
+    if shutil.which("softflowd"):
+        rows.append(Tool("softflowd", pinned(["softflowd", "-r", cap, "-n", "127.0.0.1:9995", "-v", "9", "-6",
+                                              "-d", "-c", "none", "-p", str(work / "softflowd.pid")]),
+                         "NetFlow v9 export to a closed local port", env))
+    else:
+        rows.append(Tool("softflowd", None, "not installed (Debian package softflowd)"))
+    if shutil.which("suricata"):
+        logdir = work / "suricata"
+        logdir.mkdir(exist_ok=True)
+        rows.append(Tool("suricata", pinned(["suricata", "-r", cap, "-l", str(logdir), "-k", "none", "-S", "/dev/null",
+                                             "--runmode", "single"]),
+                         "flow logging (eve), no rules", env))
+    else:
+        rows.append(Tool("suricata", None, "not installed (Debian package suricata)"))
+    if shutil.which("zeek"):
+        zdir = work / "zeek"
+        zdir.mkdir(exist_ok=True)
+        rows.append(Tool("zeek", pinned(["zeek", "-C", "-r", cap]), "default scripts, conn.log and the rest", env,
+                         cwd=str(zdir)))
+    else:
+        rows.append(Tool("zeek", None, "not installed (zeek.org packages)"))
+    if shutil.which("argus"):
+        rows.append(Tool("argus", pinned(["argus", "-r", cap, "-w", str(work / "out.argus")]),
+                         "flow records to an argus file", env))
+    else:
+        rows.append(Tool("argus", None, "not installed (Debian package argus-server)"))
+    return rows

@@ -1,0 +1,86 @@
+"""``detector bench``: the JSON follows benchmarks/bench.schema.json, the chart is a real PNG
+with a bar per measured tool, missing peers get rows saying so, and the README's performance
+table is the one generated from the committed run. Speeds are not asserted here (benchmarks
+report ratios; these machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from detector.bench import report
+from detector.bench.tools import tools
+from detector.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "benchmarks" / "bench.schema.json"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    out, png, md = d / "r.json", d / "r.png", d / "r.md"
+    code = main(["bench", "--quick", "--packets", "20000", "--work", str(d / "work"), "-o", str(out), "--plot",
+                 str(png), "--markdown", str(md), "-q", "--only", "detector-cpu-1core", "detector-cpu-1core-process",
+                 "detector-gpu", "dpkt", "scapy", "zeek"])
+    assert code == 0
+    return json.loads(out.read_text()), png, md
+
+
+def test_quick_run_json_follows_the_schema(quick_run):
+    doc, _, _ = quick_run
+    report.validate(doc, SCHEMA)
+    rows = {r["tool"]: r for r in doc["results"]}
+    assert set(rows) == {"detector-cpu-1core", "detector-cpu-1core-process", "detector-gpu", "dpkt", "scapy", "zeek"}
+    assert doc["input"]["packets"] == 20000 and rows["detector-cpu-1core"]["flows"] == doc["input"]["flows"]
+    assert rows["detector-cpu-1core"]["packets_per_s"] > 0 and "dpkt" in rows["detector-cpu-1core"]["ratio_to"]
+    assert "extrapolated" in rows["scapy"]["notes"]
+    if rows["detector-gpu"]["packets_per_s"] is None:
+        assert "GPU" in rows["detector-gpu"]["notes"]
+    assert set(doc["stages"]["stages"]) == {"read", "decode", "flows", "l7", "features", "scoring", "output"}
+
+
+def test_quick_run_chart_is_a_png_with_a_bar_per_measured_tool(quick_run, tmp_path):
+    doc, png, md = quick_run
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    measured = [r["tool"] for r in doc["results"] if r["packets_per_s"]]
+    assert report.plot(doc, str(tmp_path / "again.png")) == len(measured) >= 3
+    table = md.read_text()
+    assert all(f"| {r['tool']} |" in table for r in doc["results"])
+
+
+def test_a_missing_peer_is_a_row_that_says_so(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    rows = {t.name: t for t in tools(tmp_path / "x.pcap", tmp_path, 1000, True, (False, "no usable GPU: test"))}
+    for name in ("tshark", "nfpcapd", "softflowd", "suricata", "zeek", "argus"):
+        assert not rows[name].runnable and "not installed" in rows[name].notes
+    assert not rows["detector-gpu"].runnable and rows["detector-gpu"].notes == "no usable GPU: test"
+
+
+def test_schema_rejects_a_result_without_its_figures():
+    doc = {"benchmark": "detector bench", "date": "2026-11-26", "repeat": 1,
+           "machine": {"cpu": "x", "cores": 1, "memory_mb": 1, "gpu": None, "versions": {}, "python": "3",
+                       "platform": "p"},
+           "input": {"file": "f", "bytes": 1, "packets": 1, "wire_bytes": 1, "flows": 1},
+           "results": [{"tool": "dpkt", "packets_per_s": 10, "gbit_per_s": 1.0, "flows": 1, "peak_rss_mb": 1.0,
+                        "notes": ""}]}
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError):
+        report.validate(doc, SCHEMA)  # a measured row needs its seconds and ratios
+    doc["results"][0].update({"seconds": 0.1, "ratio_to": {"dpkt": 1.0}})
+    report.validate(doc, SCHEMA)
+
+
+def test_readme_performance_table_is_generated_from_the_committed_run(tmp_path):
+    text = (REPO / "README.md").read_text()
+    assert report.README_BEGIN in text
+    block = text.split(report.README_BEGIN, 1)[1].split(report.README_END, 1)[0].strip()
+    runs = sorted((REPO / "benchmarks" / "results").glob("*-bench-*.json"))
+    assert runs, "no committed detector bench run"
+    docs = [json.loads(p.read_text()) for p in runs]
+    assert block in [report.markdown(d).strip() for d in docs]
