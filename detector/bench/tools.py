@@ -113,42 +113,28 @@ def _peers(capture: Path, work: Path, packets: int, env: dict) -> list[Tool]:
                          "one meter, statistical_analysis=True", env))
     else:
         rows.append(Tool("nfstream", None, "not installed (pip install nfstream)"))
-    if shutil.which("tshark"):
-        rows.append(Tool("tshark", pinned(["tshark", "-r", cap, "-q", "-z", "conv,tcp", "-z", "conv,udp"]),
-                         "conversation statistics", env))
-    else:
-        rows.append(Tool("tshark", None, "not installed (Debian package tshark)"))
-    if shutil.which("nfpcapd"):
-        nfdir = work / "nfpcapd"
-        rows.append(Tool("nfpcapd", pinned(["sh", "-c", f"rm -rf {nfdir} && mkdir -p {nfdir} && "
-                                                        f"nfpcapd -r {cap} -w {nfdir}"]),
-                         "nfdump's pcap flow exporter, writes nfcapd files", env))
-    else:
-        rows.append(Tool("nfpcapd", None, "not installed (Debian package nfdump)"))
-    if shutil.which("softflowd"):
-        rows.append(Tool("softflowd", pinned(["softflowd", "-r", cap, "-n", "127.0.0.1:9995", "-v", "9", "-6",
-                                              "-d", "-c", "none", "-p", str(work / "softflowd.pid")]),
-                         "NetFlow v9 export to a closed local port", env))
-    else:
-        rows.append(Tool("softflowd", None, "not installed (Debian package softflowd)"))
-    if shutil.which("suricata"):
-        logdir = work / "suricata"
-        logdir.mkdir(exist_ok=True)
-        rows.append(Tool("suricata", pinned(["suricata", "-r", cap, "-l", str(logdir), "-k", "none", "-S", "/dev/null",
-                                             "--runmode", "single"]),
-                         "flow logging (eve), no rules", env))
-    else:
-        rows.append(Tool("suricata", None, "not installed (Debian package suricata)"))
-    if shutil.which("zeek"):
-        zdir = work / "zeek"
-        zdir.mkdir(exist_ok=True)
-        rows.append(Tool("zeek", pinned(["zeek", "-C", "-r", cap]), "default scripts, conn.log and the rest", env,
-                         cwd=str(zdir)))
-    else:
-        rows.append(Tool("zeek", None, "not installed (zeek.org packages)"))
-    if shutil.which("argus"):
-        rows.append(Tool("argus", pinned(["argus", "-r", cap, "-w", str(work / "out.argus")]),
-                         "flow records to an argus file", env))
-    else:
-        rows.append(Tool("argus", None, "not installed (Debian package argus-server)"))
+    nfdir, surdir, zdir = work / "nfpcapd", work / "suricata", work / "zeek"
+    external = [  # name, program, command, what it measures, where to get it, working folder
+        ("tshark", "tshark", ["tshark", "-r", cap, "-q", "-z", "conv,tcp", "-z", "conv,udp"],
+         "conversation statistics", "Debian package tshark", None),
+        ("nfpcapd", "nfpcapd", ["sh", "-c", f"rm -rf {nfdir} && mkdir -p {nfdir} && nfpcapd -r {cap} -w {nfdir}"],
+         "nfdump's pcap flow exporter, writes nfcapd files", "Debian package nfdump", None),
+        ("softflowd", "softflowd", ["softflowd", "-r", cap, "-n", "127.0.0.1:9995", "-v", "9", "-6", "-d", "-c",
+                                    "none", "-p", str(work / "softflowd.pid")],
+         "NetFlow v9 export to a closed local port", "Debian package softflowd", None),
+        ("suricata", "suricata", ["suricata", "-r", cap, "-l", str(surdir), "-k", "none", "-S", "/dev/null",
+                                  "--runmode", "single"], "flow logging (eve), no rules", "Debian package suricata",
+         None),
+        ("zeek", "zeek", ["zeek", "-C", "-r", cap], "default scripts, conn.log and the rest", "zeek.org packages",
+         zdir),
+        ("argus", "argus", ["argus", "-r", cap, "-w", str(work / "out.argus")], "flow records to an argus file",
+         "Debian package argus-server", None),
+    ]
+    for name, program, cmd, notes, where, cwd in external:
+        if not shutil.which(program):
+            rows.append(Tool(name, None, f"not installed ({where})"))
+            continue
+        for folder in (surdir, zdir):
+            folder.mkdir(parents=True, exist_ok=True)
+        rows.append(Tool(name, pinned(cmd), notes, env, cwd=str(cwd) if cwd else None))
     return rows

@@ -88,9 +88,7 @@ class JsonlSink(Sink):
         self._open()
 
     def reopen(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-        self._fh = None
+        self.close()
         self._open()
 
     def close(self) -> None:
