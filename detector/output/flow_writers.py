@@ -183,9 +183,76 @@ class ZeekConnWriter(_Writer):
         self._fh.close()
 
 
+class PartitionedParquetWriter(_Writer):
+    """A Parquet dataset in a folder, partitioned by the flows' UTC start date and hour
+    (``date=2026-11-02/hour=08/part-....parquet``, Hive-style: DuckDB's ``read_parquet(...,
+    hive_partitioning = true)``, ``pyarrow.dataset``/pandas and Spark read it as is). A part file
+    is written under a temporary name and renamed when complete, so a reader (or a crash) never
+    sees half a file; partitions two hours behind the newest flow are closed as the run goes."""
+
+    KEEP_OPEN_NS = 2 * 3600 * 10**9
+
+    def _open(self) -> None:
+        os.makedirs(self.path, exist_ok=True)
+        self._run = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        self._open_parts: dict[tuple[str, str], tuple] = {}  # (date, hour) -> (writer, tmp, final, hour start)
+        self._count = 0
+        self.files: list[str] = []
+
+    def _writer_for(self, date: str, hour: str, start_ns: int):
+        import pyarrow.parquet as pq
+
+        key = (date, hour)
+        if key not in self._open_parts:
+            folder = os.path.join(self.path, f"date={date}", f"hour={hour}")
+            os.makedirs(folder, exist_ok=True)
+            self._count += 1
+            final = os.path.join(folder, f"part-{self._run}-{self._count:05d}.parquet")
+            tmp = os.path.join(folder, f".{os.path.basename(final)}.tmp")
+            w = pq.ParquetWriter(tmp, FLOW_SCHEMA, compression="snappy",
+                                 use_dictionary=["proto", "conn_state", "end_reason", "service", "history"])
+            self._open_parts[key] = (w, tmp, final, start_ns)
+        return self._open_parts[key][0]
+
+    def _write_table(self, table: pa.Table) -> None:
+        ts = pc.cast(table["ts"], pa.int64())
+        hours = pc.divide(ts, 3600 * 10**9)
+        for h in pc.unique(hours).to_pylist():
+            part = table.filter(pc.equal(hours, h))
+            start = dt.datetime.fromtimestamp(h * 3600, dt.timezone.utc)
+            self._writer_for(start.strftime("%Y-%m-%d"), start.strftime("%H"), h * 3600 * 10**9).write_table(
+                part, row_group_size=ROW_GROUP)
+        newest = pc.max(ts).as_py()
+        for key, (_, _, _, start) in list(self._open_parts.items()):
+            if newest is not None and start + 3600 * 10**9 + self.KEEP_OPEN_NS < newest:
+                self._finish(key)
+
+    def _finish(self, key) -> None:
+        w, tmp, final, _ = self._open_parts.pop(key)
+        w.close()
+        os.replace(tmp, final)
+        self.files.append(final)
+
+    def _close(self) -> None:
+        for key in list(self._open_parts):
+            self._finish(key)
+
+
+def is_dataset_path(path: str) -> bool:
+    """A flows output that names a folder (existing, or ending with a slash) is a dataset."""
+    return path.endswith(("/", os.sep)) or os.path.isdir(path)
+
+
 def open_flow_writer(path: str, fmt: str) -> _Writer:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
+    if is_dataset_path(path):
+        if fmt != "parquet":
+            raise OutputError(path, "a folder takes a partitioned Parquet dataset; name a file for CSV or Zeek")
+        parent = os.path.dirname(os.path.abspath(path.rstrip("/" + os.sep)))
+        if not os.path.isdir(parent):
+            raise OutputError(path, f"folder {parent} does not exist")
+        return PartitionedParquetWriter(path.rstrip("/" + os.sep) or path)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputError(path, f"folder {parent} does not exist")
