@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="ALERTS", default="-",
                    help="alerts, one JSON object per line (default: stdout)")
     p.add_argument("--flows-out", metavar="FILE", help="also write the flow records (Parquet, CSV or Zeek by suffix)")
-    p.add_argument("--report", metavar="HTML", help=argparse.SUPPRESS)
+    p.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report (charts, sortable "
+                   "alert table)")
     p.add_argument("--model", metavar="MODEL", help="a site model from detector train (baselines, anomaly scores)")
     add_backend_argument(p)
     p.add_argument("--config", metavar="FILE", help="TOML configuration ([flows], [site], [detect.*])")
@@ -31,8 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from detector.config import load_config
     from detector.errors import ConfigError, DetectorError
 
-    if args.report:
-        return fail("--report: the HTML report is not available in this version", 2)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -54,12 +53,31 @@ def run(args: argparse.Namespace) -> int:
     flows_fmt = "parquet"
     if args.flows_out and "." in args.flows_out:
         flows_fmt = FORMAT_BY_SUFFIX.get("." + args.flows_out.rsplit(".", 1)[-1].lower(), "parquet")
+    collectors = []
+    extra = []
+    if args.report:
+        from detector.report.collect import ReportCollector
+
+        def collector(site):
+            c = ReportCollector(site=site)
+            collectors.append(c)
+            return c
+
+        extra.append(collector)
     try:
         result = run_analyze(args.inputs, cfg, args.output, args.flows_out, flows_fmt, backend, args.progress,
-                             min_severity=args.min_severity, model=model)
+                             min_severity=args.min_severity, model=model, extra_detectors=extra)
     except DetectorError as exc:
         return fail(str(exc), 2)
     print_problems(result)
+    if args.report and collectors:
+        from detector.report.page import write
+
+        try:
+            write(args.report, result, collectors[0], args.inputs)
+        except OSError as exc:
+            print(f"detector: error: {args.report}: cannot write the report: {exc.strerror}", file=sys.stderr)
+            return max(result.exit_code, 1)
     if not args.quiet:
         print(f"detector analyze: {summary_text(result.summary, result.alerts)}", file=sys.stderr)
     if args.stats:

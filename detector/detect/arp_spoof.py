@@ -54,6 +54,18 @@ class ArpSpoof(Detector):
         for ip, mac in pins.get("bindings", []):
             self.binding.setdefault(int(ip), int(mac))
 
+    def changes(self) -> list[dict]:
+        """Every IP address claimed by a MAC address other than the one first bound to it (for
+        the report): the address, both MACs, when the newcomer was seen, its unsolicited replies."""
+        rows = []
+        for mac, c in self.claims.items():
+            for ip, other in c["conflicts"].items():
+                if self.binding.get(ip) == mac:
+                    continue  # the first binding's side of the pair
+                rows.append({"ip": ipv4_text(ip), "bound_mac": mac_text(other), "claimed_by": mac_text(mac),
+                             "first_ns": c["first"], "last_ns": c["last"], "unsolicited": c["unsolicited"]})
+        return sorted(rows, key=lambda r: (r["first_ns"] or 0, r["ip"]))
+
     def observe_events(self, events: Events) -> None:
         for ev in events.dhcp:
             self.dhcp_routers.update(ev.msg.routers)

@@ -110,6 +110,25 @@ class Beaconing(Detector):
             self.starts[key].extend(ts_sorted[lo:hi])
             self.sizes[key].extend(ob_sorted[lo:hi])
 
+    def candidates(self, top: int = 6, max_gaps: int = 2000) -> list[dict]:
+        """The most regular (host, destination) series with enough connections to judge, alert
+        or not (for the report): their gaps between connections, the median and MAD."""
+        need = max(5, self.p.min_connections // 2)
+        out = []
+        for (src, dst), starts in self.starts.items():
+            if len(starts) < need:
+                continue
+            gaps = np.diff(np.sort(np.asarray(starts, np.int64))) / 1e9
+            median = float(np.median(gaps))
+            if median < self.p.min_interval_s:
+                continue
+            mad = float(np.median(np.abs(gaps - median)))
+            out.append({"src": src, "dst": dst, "name": self.names.get(dst), "port": self.meta[(src, dst)][0],
+                        "connections": len(starts), "median_s": median, "mad_s": mad,
+                        "gaps_s": gaps[:max_gaps].tolist()})
+        out.sort(key=lambda c: (c["mad_s"] / max(c["median_s"], 1e-9), -c["connections"]))
+        return out[:top]
+
     def finish(self) -> list[Alert]:
         p = self.p
         keys = [k for k, v in self.starts.items() if len(v) >= p.min_connections and len(self.ports[k]) <= p.max_ports]

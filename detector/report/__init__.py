@@ -1,0 +1,1 @@
+"""``detector analyze --report report.html``: a self-contained HTML report (no network fetch)."""
