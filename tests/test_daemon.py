@@ -430,6 +430,16 @@ def test_the_daemon_learns_online_and_keeps_the_model_in_its_state(tmp_path):
     assert code == 0, err
     with State(str(db2)) as st:
         assert st.load_model(None) is None  # nothing learned, nothing saved
+    # a restart with the same frozen model still uses it (read from its file again)
+    from detector.backend import CPU
+    from detector.config import load_config
+    from detector.daemon.service import Daemon, apply_overrides
+
+    cfg = apply_overrides(load_config(None), {"pcap_dir": str(folder), "metrics": "", "state": str(db2),
+                                              "model": str(frozen_path)})
+    again = Daemon(cfg, CPU)
+    assert again.model is not None and again.model.frozen
+    again.state.close()
 
 
 def test_zeek_json_dns_log_feeds_the_dns_tunnel_detector_and_survives_rotation(tmp_path):

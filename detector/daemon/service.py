@@ -96,17 +96,23 @@ class Daemon:
         """The model learned online from ``path`` (kept in the state), or ``path`` itself when it
         is a model the state did not start from (a retrained one), or None."""
         from detector.baseline.site_model import SiteModel
-        from models.store import file_digest
+        from models.store import ModelError, file_digest
 
-        digest = file_digest(path) if path else None
-        if digest is not None and self.state.meta("model_source") != digest:
+        if not path:
+            return self.state.load_model(key)
+        digest = file_digest(path)
+        if digest is None:
+            raise ModelError(path, "cannot read the model file")
+        if self.state.meta("model_source") != digest:
             model = SiteModel.load(path, key)
             with self.state.transaction() as db:
                 self.state.set_meta(db, "model_source", digest)
                 db.execute("DELETE FROM model")
             log.info("site model: starting from %s", path)
             return model
-        return self.state.load_model(key)
+        # the same file as before: what was learned from it online, if anything (a frozen model
+        # learns nothing and is read from its file again)
+        return self.state.load_model(key) or SiteModel.load(path, key)
 
     def _merged_pins(self, stored: dict) -> dict:
         pins = dict(self.model.pins) if self.model is not None else {}
