@@ -80,7 +80,7 @@ def test_truncated_capture_keeps_what_was_read(captures, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--config", "/nonexistent/x.toml"], "x.toml"),
-    (["--report", "r.html"], "--report"),
+    (["--report", "/nonexistent/r.html"], "folder /nonexistent does not exist"),
     (["--model", "/nonexistent/m.model"], "m.model: cannot read"),
 ])
 def test_usage_errors_exit_2(captures, capsys, argv, message):

@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     collectors = []
     extra = []
     if args.report:
+        import os
+
+        folder = os.path.dirname(os.path.abspath(args.report))
+        if not os.path.isdir(folder):
+            return fail(f"--report {args.report}: folder {folder} does not exist", 2)
         from detector.report.collect import ReportCollector
 
         def collector(site):
