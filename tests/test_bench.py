@@ -84,3 +84,14 @@ def test_readme_performance_table_is_generated_from_the_committed_run(tmp_path):
     assert runs, "no committed detector bench run"
     docs = [json.loads(p.read_text()) for p in runs]
     assert block in [report.markdown(d).strip() for d in docs]
+
+
+def test_unknown_tool_and_bad_input_are_usage_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"not a capture at all")
+    assert main(["bench", "--quick", "--input", str(bad), "--work", str(tmp_path / "w"), "-q"]) == 2
+    assert "bad.pcap" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--packets", "2000", "--work", str(tmp_path / "w"), "-q", "--only",
+                 "detector-cpu-1core", "dpkkt"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown tool(s) dpkkt" in err and "dpkt" in err

@@ -15,18 +15,30 @@ import time
 from pathlib import Path
 
 from detector.bench.machine import machine
-from detector.bench.procs import run_timed
+from detector.bench.procs import pinned, run_timed
 from detector.bench.tools import Tool, gpu_status, tools
+from detector.errors import DetectorError
 
 QUICK_PACKETS = 300_000
 FULL_PACKETS = 2_000_000
 
 
+class BenchError(DetectorError):
+    pass
+
+
+def _child(cmd: list[str]) -> None:
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        lines = [x for x in out.stderr.strip().splitlines() if x.strip()]
+        raise BenchError(lines[-1] if lines else f"{' '.join(cmd[:4])} failed ({out.returncode})")
+
+
 def generated_capture(work: Path, packets: int) -> Path:
     path = work / f"hpc-mix-{packets}.pcap"
     if not path.exists():
-        subprocess.run([sys.executable, "-m", "detector", "synth", "hpc-mix", "-o", str(work), "--packets",
-                        str(packets), "--seed", "1"], check=True, capture_output=True)
+        _child([sys.executable, "-m", "detector", "synth", "hpc-mix", "-o", str(work), "--packets", str(packets),
+                "--seed", "1"])
         (work / "hpc-mix.pcap").rename(path)
     return path
 
@@ -35,8 +47,8 @@ def capture_info(path: Path, work: Path) -> dict:
     """Packets, wire bytes and flows of the capture, from a ``detector flows`` run in a child
     process (so that this process stays small: its size would show in every child's peak RSS)."""
     stats = work / "capture-stats.json"
-    subprocess.run([sys.executable, "-m", "detector", "flows", str(path), "-o", str(work / "info.parquet"), "-q",
-                    "--stats", str(stats), "--backend", "cpu"], check=True)
+    _child([sys.executable, "-m", "detector", "flows", str(path), "-o", str(work / "info.parquet"), "-q",
+            "--stats", str(stats), "--backend", "cpu"])
     s = json.loads(stats.read_text())
     return {"file": path.name, "bytes": path.stat().st_size, "packets": s["packets"], "wire_bytes": s["wire_bytes"],
             "flows": s["flows"], "generated": path.name.startswith("hpc-mix-")}
@@ -71,6 +83,9 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
     info = capture_info(capture, work)
     rows = tools(capture, work, info["packets"], quick, gpu_status())
     if only:
+        unknown = sorted(set(only) - {t.name for t in rows})
+        if unknown:
+            raise BenchError(f"--only: unknown tool(s) {', '.join(unknown)} (known: {', '.join(t.name for t in rows)})")
         rows = [t for t in rows if t.name in only]
     runnable = [t for t in rows if t.runnable]
     bar = Progress(sum(1 if t.once else repeat for t in runnable) + 1, progress)
@@ -84,7 +99,7 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
             r = run_timed(t.cmd, t.env or None, cwd=t.cwd)
             runs.setdefault(t.name, []).append(r)
             bar.step(f"{t.name}: {r['wall']:.2f} s" + ("" if r["rc"] == 0 else f" (failed, exit {r['rc']})"))
-    stages = run_timed([sys.executable, "-m", "detector.bench.stages", str(capture)],
+    stages = run_timed(pinned([sys.executable, "-m", "detector.bench.stages", str(capture)]),
                        {**os.environ, "NUMBA_NUM_THREADS": "1"}).get("json")
     bar.step("stage breakdown")
     results = [_row(t, runs.get(t.name, []), info) for t in rows]
@@ -113,11 +128,14 @@ def _row(t: Tool, runs: list[dict], info: dict) -> dict:
         return {**empty, "notes": f"failed: {' '.join(err)[-300:]}"}
 
     def seconds(r: dict) -> float:
-        return r["json"]["seconds"] if "seconds" in r.get("json", {}) else r["wall"]
+        """In-process time where the tool reports it (this project's rows after start-up, the
+        Python peers after their imports), else the process's wall time (the C tools)."""
+        j = r.get("json")
+        return float(j["seconds"]) if isinstance(j, dict) and "seconds" in j else r["wall"]
 
     best = min(ok, key=seconds)
     s = seconds(best)
-    flows = best.get("json", {}).get("flows")
+    flows = best["json"].get("flows") if isinstance(best.get("json"), dict) else None
     if t.name.startswith("detector") and flows is None:
         flows = info["flows"]
     return {"tool": t.name, "seconds": round(s, 4), "packets_per_s": round(info["packets"] / s),

@@ -1,7 +1,8 @@
 """Where ``detector analyze``'s time goes, stage by stage, on one core, after start-up: read
-(finding records in the capture bytes), decode (packet columns), flows (flow table and
-records), L7 (selecting and inspecting application payloads), features (the feature kernels
-over flow records: rates, host windows), scoring (every detector), output (Parquet flow
+(finding records in the capture bytes), decode (packet columns), flows (the flow table:
+per-packet state), L7 (selecting and inspecting application payloads), features (turning
+ended flows into feature records: sizes, inter-arrival statistics, flags, TTLs, Community ID),
+scoring (every detector, including the feature kernels they call), output (Parquet flow
 records and JSON alerts). The stages run one after the other on each batch, as in
 ``analyze``; each is timed around its own calls. A warm-up on the first batch loads the
 kernels first.
@@ -18,8 +19,6 @@ import tempfile
 import time
 from collections import Counter
 
-import numpy as np
-
 
 def breakdown(path: str) -> dict:
     import pyarrow.parquet as pq
@@ -32,7 +31,6 @@ def breakdown(path: str) -> dict:
     from detector.l7.tap import L7Tap
     from detector.site import Site
     from detector.sources import open_capture
-    from kernels.features import flow_rates, host_window_features
 
     cfg = Config(flows=dataclasses.replace(FlowConfig(), threads=1))
     t: Counter = Counter()
@@ -51,25 +49,16 @@ def breakdown(path: str) -> dict:
                 for em in emitted:
                     c0 = time.perf_counter()
                     rb = builder.build(em)
-                    c1 = time.perf_counter()
                     view = FlowView(rb)
-                    flow_rates(np, view["duration"], view["orig_bytes"], view["resp_bytes"], view["orig_pkts"],
-                               view["resp_pkts"])
-                    _, host = np.unique(view["orig_h"], return_inverse=True)
-                    _, dst = np.unique(view["resp_h"], return_inverse=True)
-                    host_window_features(np, host.astype(np.int64), view["ts"] // 600_000_000_000,
-                                         dst.astype(np.int64), view["resp_p"].astype(np.int64),
-                                         view["orig_bytes"].astype(np.float64), view["resp_bytes"].astype(np.float64))
-                    c2 = time.perf_counter()
+                    c1 = time.perf_counter()
                     for det in detectors:
                         det.observe_flows(view)
-                    c3 = time.perf_counter()
+                    c2 = time.perf_counter()
                     writer.write_batch(rb)
-                    c4 = time.perf_counter()
-                    t["flows"] += c1 - c0
-                    t["features"] += c2 - c1
-                    t["scoring"] += c3 - c2
-                    t["output"] += c4 - c3
+                    c3 = time.perf_counter()
+                    t["features"] += c1 - c0
+                    t["scoring"] += c2 - c1
+                    t["output"] += c3 - c2
 
             while True:
                 c0 = time.perf_counter()

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         folder = os.path.dirname(os.path.abspath(args.report))
         if not os.path.isdir(folder):
             return fail(f"--report {args.report}: folder {folder} does not exist", 2)
+        if os.path.isdir(args.report):
+            return fail(f"--report {args.report}: is a folder; name the HTML file", 2)
         from detector.report.collect import ReportCollector
 
         def collector(site):

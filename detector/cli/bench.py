@@ -47,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
         work = Path(args.work) if args.work else (root / "benchmarks" / "work" if root else Path("bench-work"))
         if args.input and not Path(args.input).is_file():
             return fail(f"--input {args.input}: no such file", 2)
-        doc = run_bench(work, args.input, args.packets, args.quick, args.repeat, args.only, not args.quiet)
+        from detector.errors import DetectorError
+
+        try:
+            doc = run_bench(work, args.input, args.packets, args.quick, args.repeat, args.only, not args.quiet)
+        except DetectorError as exc:
+            return fail(str(exc), 2)
         out = Path(args.output) if args.output else (
             root / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-bench-{doc['machine']['host']}.json"
             if root else Path(f"bench-{dt.date.today().isoformat()}.json"))

@@ -43,6 +43,7 @@ class ArpSpoof(Detector):
         self.claims: dict[int, dict] = defaultdict(lambda: {"ips": set(), "conflicts": {}, "unsolicited": 0,
                                                              "mismatch": 0, "first": None, "last": 0,
                                                              "victims": set()})
+        self.conflict_seen: dict[tuple[int, int], list[int]] = {}  # (claiming MAC, ip) -> first, last, claims
         self.pending: dict[tuple[int, int], int] = {}  # (asker ip, asked ip) -> ts of the who-has
         self.askers: dict[int, set[int]] = defaultdict(set)  # asked ip -> asking ips
         self.dhcp_routers: set[str] = set()
@@ -56,15 +57,11 @@ class ArpSpoof(Detector):
 
     def changes(self) -> list[dict]:
         """Every IP address claimed by a MAC address other than the one first bound to it (for
-        the report): the address, both MACs, when the newcomer was seen, its unsolicited replies."""
-        rows = []
-        for mac, c in self.claims.items():
-            for ip, other in c["conflicts"].items():
-                if self.binding.get(ip) == mac:
-                    continue  # the first binding's side of the pair
-                rows.append({"ip": ipv4_text(ip), "bound_mac": mac_text(other), "claimed_by": mac_text(mac),
-                             "first_ns": c["first"], "last_ns": c["last"], "unsolicited": c["unsolicited"]})
-        return sorted(rows, key=lambda r: (r["first_ns"] or 0, r["ip"]))
+        the report): the address, both MACs, and when and how often the newcomer claimed it."""
+        rows = [{"ip": ipv4_text(ip), "bound_mac": mac_text(self.binding[ip]), "claimed_by": mac_text(mac),
+                 "first_ns": first, "last_ns": last, "claims": n}
+                for (mac, ip), (first, last, n) in self.conflict_seen.items() if ip in self.binding]
+        return sorted(rows, key=lambda r: (r["first_ns"], r["ip"]))
 
     def observe_events(self, events: Events) -> None:
         for ev in events.dhcp:
@@ -102,6 +99,9 @@ class ArpSpoof(Detector):
             if old != sha:
                 c["conflicts"].setdefault(spa, old)
                 self.claims[old]["conflicts"].setdefault(spa, sha)
+                seen = self.conflict_seen.setdefault((sha, spa), [ts, ts, 0])
+                seen[1] = ts
+                seen[2] += 1
 
     def _gateways(self) -> set[str]:
         gws = set(self.site.gateways) | self.dhcp_routers

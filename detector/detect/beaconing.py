@@ -114,17 +114,20 @@ class Beaconing(Detector):
         """The most regular (host, destination) series with enough connections to judge, alert
         or not (for the report): their gaps between connections, the median and MAD."""
         need = max(5, self.p.min_connections // 2)
+        keys = [k for k, v in self.starts.items() if len(v) >= need]
+        if not keys:
+            return []
+        group = np.concatenate([np.full(len(self.starts[k]), g) for g, k in enumerate(keys)])
+        times = np.concatenate([np.asarray(self.starts[k]) for k in keys]) / 1e9
+        st = interarrival_stats(np, group, times)  # the statistics finish() judges by
         out = []
-        for (src, dst), starts in self.starts.items():
-            if len(starts) < need:
-                continue
-            gaps = np.diff(np.sort(np.asarray(starts, np.int64))) / 1e9
-            median = float(np.median(gaps))
+        for g, (src, dst) in enumerate(keys):
+            median, mad = float(st["median"][g]), float(st["mad"][g])
             if median < self.p.min_interval_s:
                 continue
-            mad = float(np.median(np.abs(gaps - median)))
+            gaps = np.diff(np.sort(np.asarray(self.starts[(src, dst)], np.int64))) / 1e9
             out.append({"src": src, "dst": dst, "name": self.names.get(dst), "port": self.meta[(src, dst)][0],
-                        "connections": len(starts), "median_s": median, "mad_s": mad,
+                        "connections": len(self.starts[(src, dst)]), "median_s": median, "mad_s": mad,
                         "gaps_s": gaps[:max_gaps].tolist()})
         out.sort(key=lambda c: (c["mad_s"] / max(c["median_s"], 1e-9), -c["connections"]))
         return out[:top]

@@ -234,8 +234,14 @@ class PartitionedParquetWriter(_Writer):
         self.files.append(final)
 
     def _close(self) -> None:
+        error = None
         for key in list(self._open_parts):
-            self._finish(key)
+            try:
+                self._finish(key)
+            except OSError as exc:  # finish the others; report the first failure
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 def is_dataset_path(path: str) -> bool:

@@ -37,18 +37,18 @@ font-weight:bold}.sev-medium{color:#c65f00}.sev-low{color:#1f77b4}pre{white-spac
 # sorts the table whose header was clicked, by that column (numbers as numbers); evidence rows
 # travel with their alert
 SCRIPT = """
-document.querySelectorAll("table.sortable th").forEach(function(th, col){
+document.querySelectorAll("table.sortable th").forEach(function(th){
  th.addEventListener("click", function(){
-  var table = th.closest("table"), body = table.tBodies[0];
+  var col = th.cellIndex, table = th.closest("table"), body = table.tBodies[0];
   var asc = !th.classList.contains("sorted-asc");
   table.querySelectorAll("th").forEach(function(h){h.classList.remove("sorted-asc","sorted-desc");});
   th.classList.add(asc ? "sorted-asc" : "sorted-desc");
   var rows = Array.prototype.slice.call(body.querySelectorAll("tr.row"));
+  function key(r){ var c = r.cells[col]; return c.getAttribute("data-key") || c.textContent.trim(); }
+  function num(v){ return (v !== "" && isFinite(Number(v))) ? Number(v) : null; }
   rows.sort(function(a, b){
-   var x = a.cells[col].getAttribute("data-key") || a.cells[col].textContent;
-   var y = b.cells[col].getAttribute("data-key") || b.cells[col].textContent;
-   var nx = parseFloat(x), ny = parseFloat(y);
-   var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+   var x = key(a), y = key(b), nx = num(x), ny = num(y);
+   var c = (nx !== null && ny !== null) ? nx - ny : x.localeCompare(y, undefined, {numeric: true});
    return asc ? c : -c;
   });
   rows.forEach(function(r){ body.appendChild(r); var d = document.getElementById("ev-" + r.id);
@@ -164,8 +164,8 @@ def _hosts_over_time(c) -> str:
     else:
         charts.append("<p>No traffic of local hosts.</p>")
     out.append('<div class="charts">' + "".join(charts) + "</div>")
-    if c.dropped:
-        out.append(f'<p class="note">{c.dropped:,} cells not kept (memory cap).</p>')
+    if c.dropped_cells:
+        out.append(f'<p class="note">{c.dropped_cells:,} host and time cells not kept (memory cap).</p>')
     return "".join(out)
 
 
@@ -179,11 +179,11 @@ def _talkers(c) -> str:
 
 
 def _domains(c) -> str:
-    counts = {d: len(n) + c.domain_overflow.get(d, 0) for d, n in c.domains.items()}
+    counts = {d: len(n) for d, n in c.domains.items()}
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:TOP_ROWS]
     chart = svg.bars([d for d, _ in top], [n for _, n in top], "distinct names asked per registered domain")
-    examples = "".join(f"<tr class=\"row\"><td>{_e(d)}</td><td>{n}</td><td>{_e(', '.join(sorted(c.domains[d])[:3]))}"
-                       "</td></tr>" for d, n in top)
+    examples = "".join(f"<tr class=\"row\"><td>{_e(d)}</td><td data-key=\"{n}\">{n}{'+' if d in c.capped else ''}"
+                       f"</td><td>{_e(', '.join(sorted(c.domains[d])[:3]))}</td></tr>" for d, n in top)
     return (f'<h2 id="dns">DNS domains by unique names</h2><p class="note">Many distinct names under one domain is '
             f"how DNS tunnels and DGAs look (and CDNs).</p>{chart}<table class=\"sortable\"><thead><tr><th>domain</th>"
             f"<th>distinct names</th><th>examples</th></tr></thead><tbody>{examples}</tbody></table>")
@@ -214,18 +214,28 @@ def _bindings(det) -> str:
     if not rows:
         return out[0] + "<p>No address was claimed by a second MAC address.</p>"
     out.append('<table class="sortable"><thead><tr><th>IP address</th><th>bound to</th><th>claimed by</th>'
-               "<th>first claim</th><th>last claim</th><th>unsolicited replies</th></tr></thead><tbody>")
+               "<th>first claim</th><th>last claim</th><th>claims</th></tr></thead><tbody>")
     out += [f"<tr class=\"row\"><td>{_e(r['ip'])}</td><td>{_e(r['bound_mac'])}</td><td>{_e(r['claimed_by'])}</td>"
-            f"<td>{_e(_when(r['first_ns']))}</td><td>{_e(_when(r['last_ns']))}</td><td>{r['unsolicited']}</td></tr>"
+            f"<td data-key=\"{r['first_ns']}\">{_e(_when(r['first_ns']))}</td>"
+            f"<td data-key=\"{r['last_ns']}\">{_e(_when(r['last_ns']))}</td><td>{r['claims']}</td></tr>"
             for r in rows]
     out.append("</tbody></table>")
     return "".join(out)
 
 
 def write(path: str, result, collector, inputs: list[str], title: str | None = None) -> None:
-    """Writes the report (to a temporary name, then renamed: never half a report)."""
+    """Writes the report (to a temporary file in the same folder, then renamed: never half a
+    report; the temporary file is removed if writing fails)."""
+    import tempfile
+
     text = build(result, collector, inputs, title)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
