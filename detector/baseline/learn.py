@@ -19,10 +19,10 @@ class WindowCollector(Detector):
     name = "window_collector"
     version = "1"
 
-    def __init__(self, params=None, site=None, window_s: float = 600.0):
+    def __init__(self, params=None, site=None, window_s: float = 600.0, rare_flows=None):
         super().__init__(params, site)
         self.window_ns = int(window_s * 1e9)
-        self.windows = HostWindows(self.site, window_s)
+        self.windows = HostWindows(self.site, window_s, rare_flows=rare_flows)
         self.pair_bytes: dict[tuple[str, str, int], float] = {}
 
     def observe_flows(self, f: FlowView) -> None:

@@ -29,8 +29,11 @@ FEATURES = ["flows_out", "flows_in", "bytes_out", "bytes_in", "external_bytes_ou
 
 
 class HostWindows:
-    def __init__(self, site: Site, window_s: float = 600.0, max_flows: int | None = None):
+    def __init__(self, site: Site, window_s: float = 600.0, max_flows: int | None = None, rare_flows=None):
         self.site = site
+        # with a flow scorer (a fitted site model), each flow is scored once, as it arrives, and
+        # only its verdict kept; without one (training), its features are kept to fit one
+        self.rare_flows = rare_flows
         self.max_flows = max_flows if max_flows is not None else site.window_flows_max
         self.dropped_flows = 0  # beyond max_flows: counted, not kept
         self.window_ns = int(window_s * 1e9)
@@ -39,6 +42,7 @@ class HostWindows:
         self._out: list[tuple] = []
         self._in: list[tuple] = []
         self._flow_rows: list[np.ndarray] = []  # per outbound flow, its FLOW_FEATURES (parallel to _out)
+        self._rows = 0  # flows and DNS questions kept
         self._dns: list[tuple[int, int, int, int]] = []  # (host id, window, name key, name length)
 
     def observe_dns(self, events) -> None:
@@ -50,6 +54,7 @@ class HostWindows:
                 continue
             host = self.hosts.setdefault(ev.ctx.src, len(self.hosts))
             self._dns.append((host, ev.ctx.ts_ns // self.window_ns, hash(m.qname) & 0x7FFFFFFFFFFFFFFF, len(m.qname)))
+            self._rows += 1
 
     @staticmethod
     def _ids(f: FlowView, name: str, table: dict[str, int], rows: np.ndarray) -> np.ndarray:
@@ -68,11 +73,16 @@ class HostWindows:
         if len(out):
             external = ~f.member("resp_h", site.local)[out] & ~f.member("resp_h", site.multicast)[out]
             ob = f["orig_bytes"][out].astype(np.float64)
+            features = flow_matrix(f, out)
+            rare = self.rare_flows(features) if self.rare_flows is not None else np.zeros(len(out), bool)
             self._out.append((self._ids(f, "orig_h", self.hosts, out), window[out],
                               self._ids(f, "resp_h", self.peers, out), f["resp_p"][out].astype(np.int64), ob,
                               f["resp_bytes"][out].astype(np.float64), np.where(external, ob, 0.0),
-                              np.isin(f["conn_state"][out], FAILED_STATES).astype(np.float64)))
-            self._flow_rows.append(flow_matrix(f, out))
+                              np.isin(f["conn_state"][out], FAILED_STATES).astype(np.float64),
+                              rare.astype(np.float64)))
+            if self.rare_flows is None:
+                self._flow_rows.append(features)
+            self._rows += len(out)
         inb = np.flatnonzero(f.member("resp_h", site.local))
         if len(inb):
             # the host answered: what it received is the originator's bytes, what it sent back
@@ -82,12 +92,13 @@ class HostWindows:
             self._in.append((self._ids(f, "resp_h", self.hosts, inb), window[inb],
                              self._ids(f, "orig_h", self.peers, inb), sent,
                              f["orig_bytes"][inb].astype(np.float64), np.where(external, sent, 0.0)))
+            self._rows += len(inb)
 
     def __len__(self) -> int:
-        return sum(len(c[0]) for c in self._out) + sum(len(c[0]) for c in self._in) + len(self._dns)
+        return self._rows
 
     def flows(self) -> np.ndarray:
-        """Every outbound flow's ``FLOW_FEATURES`` seen so far."""
+        """Every outbound flow's ``FLOW_FEATURES`` seen so far (kept only without a scorer)."""
         if not self._flow_rows:
             return np.zeros((0, len(FLOW_FEATURES)), np.float32)
         return np.concatenate(self._flow_rows)
@@ -95,7 +106,8 @@ class HostWindows:
     def table(self, rare_flows=None) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(host of each row, window start (ns) of each row, features)``, one row per
         (host, window) with any traffic, in ``FEATURES`` order (raw units). ``rare_flows``, when
-        given, maps flow features to a boolean per flow (the site model's flow scorer)."""
+        given, scores the kept flow features (training: the scorer was fitted after the flows
+        were seen); otherwise the verdicts given as flows arrived count."""
         cols_out = [np.concatenate(c) for c in zip(*self._out)] if self._out else None
         cols_in = [np.concatenate(c) for c in zip(*self._in)] if self._in else None
         dns = np.array(self._dns, np.int64).reshape(-1, 4)
@@ -111,7 +123,7 @@ class HostWindows:
         all_keys = np.unique(np.concatenate(keys))
         X = np.zeros((len(all_keys), len(FEATURES)))
         if cols_out is not None:
-            host, window, dst, port, ob, rb, ext, failed = cols_out
+            host, window, dst, port, ob, rb, ext, failed, rare = cols_out
             hw = host_window_features(np, host, window, dst, port, ob, rb)
             rows = np.searchsorted(all_keys, hw["keys_host"] << 32 | hw["keys_window"])
             for name in ("flows", "bytes_out", "bytes_in", "distinct_dsts", "distinct_ports", "dst_entropy",
@@ -120,7 +132,8 @@ class HostWindows:
             ids, first = group_ids(np, host, window)
             rows = np.searchsorted(all_keys, host[first] << 32 | window[first])
             n = len(first)
-            rare = rare_flows(self.flows()).astype(np.float64) if rare_flows is not None else np.zeros(len(host))
+            if rare_flows is not None:
+                rare = rare_flows(self.flows()).astype(np.float64)
             for name, values in (("external_bytes_out", ext), ("failed_out", failed), ("rare_flows", rare)):
                 X[rows, FEATURES.index(name)] = segment_sum(np, ids, values, n)
         if cols_in is not None:

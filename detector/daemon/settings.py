@@ -48,7 +48,7 @@ class DaemonConfig:
     # state
     state: str = ""  # SQLite database; default: $STATE_DIRECTORY/state.db, else ./detector-state.db
     model: str = ""  # a site model (detector train) to start from
-    window_flows_max: int = 2_000_000  # flows kept per epoch for a site model's host windows (~90 B each)
+    window_flows_max: int = 2_000_000  # flows kept per epoch for a site model's host windows (~60 B each)
 
     def validate(self, path: str | None = None) -> DaemonConfig:
         def bad(key: str, msg: str):

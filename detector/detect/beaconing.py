@@ -110,6 +110,12 @@ class Beaconing(Detector):
             self.starts[key].extend(ts_sorted[lo:hi])
             self.sizes[key].extend(ob_sorted[lo:hi])
 
+    def _gap_stats(self, keys: list[tuple[str, str]]) -> dict:
+        """Inter-arrival statistics of each (host, destination) series in ``keys``, in order."""
+        group = np.concatenate([np.full(len(self.starts[k]), g) for g, k in enumerate(keys)])
+        times = np.concatenate([np.asarray(self.starts[k]) for k in keys]) / 1e9
+        return interarrival_stats(np, group, times)
+
     def candidates(self, top: int = 6, max_gaps: int = 2000) -> list[dict]:
         """The most regular (host, destination) series with enough connections to judge, alert
         or not (for the report): their gaps between connections, the median and MAD."""
@@ -117,9 +123,7 @@ class Beaconing(Detector):
         keys = [k for k, v in self.starts.items() if len(v) >= need]
         if not keys:
             return []
-        group = np.concatenate([np.full(len(self.starts[k]), g) for g, k in enumerate(keys)])
-        times = np.concatenate([np.asarray(self.starts[k]) for k in keys]) / 1e9
-        st = interarrival_stats(np, group, times)  # the statistics finish() judges by
+        st = self._gap_stats(keys)  # the statistics finish() judges by
         out = []
         for g, (src, dst) in enumerate(keys):
             median, mad = float(st["median"][g]), float(st["mad"][g])
@@ -137,9 +141,7 @@ class Beaconing(Detector):
         keys = [k for k, v in self.starts.items() if len(v) >= p.min_connections and len(self.ports[k]) <= p.max_ports]
         if not keys:
             return []
-        group = np.concatenate([np.full(len(self.starts[k]), g) for g, k in enumerate(keys)])
-        times = np.concatenate([np.asarray(self.starts[k]) for k in keys]) / 1e9
-        st = interarrival_stats(np, group, times)
+        st = self._gap_stats(keys)
         out = []
         for g, (src, dst) in enumerate(keys):
             name = self.names.get(dst, "")

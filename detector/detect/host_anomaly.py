@@ -26,7 +26,8 @@ class HostAnomaly(Detector):
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         model = self.site.model
-        self.collector = WindowCollector(site=self.site, window_s=model.window_s) if model is not None else None
+        self.collector = WindowCollector(site=self.site, window_s=model.window_s, rare_flows=model.rare_flows) \
+            if model is not None else None
 
     def observe_flows(self, f: FlowView) -> None:
         if self.collector is not None:
@@ -41,7 +42,7 @@ class HostAnomaly(Detector):
         the site's clock) those ended one window ago, since flows are counted in the window they
         started in and arrive when they end (a window still filling looks like a quiet host)."""
         model = self.site.model
-        hosts, starts, X = self.collector.windows.table(model.rare_flows)
+        hosts, starts, X = self.collector.windows.table()
         if self.site.clock_ns is None:
             return hosts, starts, X
         window_ns = int(model.window_s * 1e9)

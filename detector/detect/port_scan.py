@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import Alert
+from detector.baseline.flow_features import FAILED_STATES as FLOW_FAILED_STATES
 from detector.detect.base import Detector, FlowView
 from detector.detect.services import AMPLIFIER_PORTS
 
-FAILED_STATES = {"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"}
+FAILED_STATES = set(FLOW_FAILED_STATES)
 
 
 class PortScan(Detector):

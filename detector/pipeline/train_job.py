@@ -14,6 +14,7 @@ import time
 from detector.backend import CPU, Backend
 from detector.baseline.learn import WindowCollector
 from detector.baseline.site_model import SiteModel
+from detector.baseline.windows import FEATURES
 from detector.config import Config
 from detector.detect.registry import BY_NAME
 from detector.errors import DetectorError
@@ -54,7 +55,7 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
         raise TrainingError(f"{', '.join(inputs)}: {exc}") from None
     model.save(model_out, key)
     summary = {"packets": result.summary["packets"], "flows": result.summary["flows"], "windows": len(X),
-               "rare_training_flows": int(model.rare_flows(c.windows.flows()).sum()),
+               "rare_training_flows": int(X[:, FEATURES.index("rare_flows")].sum()),
                "hosts": len(set(hosts)), "trimmed_windows": model.baseline.trimmed_,
                "destinations": len(model.destinations), "window_s": window_s,
                "pins": {name: sum(len(v) for v in p.values()) for name, p in model.pins.items()}, "model": model_out,
