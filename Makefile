@@ -10,7 +10,7 @@ DEMO ?= demo
 $(BIN)/detector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,dist]'
 	touch $@
 
 demo: $(BIN)/detector

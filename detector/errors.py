@@ -17,6 +17,9 @@ class CaptureError(DetectorError):
         where = f"{path}" if offset is None else f"{path}: offset {offset}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):  # travels between processes (distributed analysis) whole
+        return CaptureError, (self.path, self.offset, self.message)
+
 
 class ConfigError(DetectorError):
     """A configuration that cannot be used. Names the file and the key."""

@@ -141,3 +141,18 @@ def scan_pcapng(buf, pos, end, little, if_link, if_snap, if_kind, if_factor, if_
         pos += blen
         n += 1
     return n, pos, SCAN_FULL
+
+
+@cpu_kernel
+def copy_records(buf, rec_off, caplen, idx, out, out_off):
+    """Copy records ``idx`` of ``buf`` back to back into ``out``; record ``j`` lands at
+    ``out_off[j]`` (a distributed run ships the packets of flows that span partitions)."""
+    pos = 0
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        a = rec_off[i]
+        n = caplen[i]
+        out_off[j] = pos
+        for k in range(n):
+            out[pos + k] = buf[a + k]
+        pos += n

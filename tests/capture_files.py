@@ -82,3 +82,24 @@ def custom_block(little: bool = True) -> bytes:
     """A block type no reader knows (it must be skipped)."""
     o = "<" if little else ">"
     return _block(o, 0x40000BAD, b"\x01\x02\x03\x04\x05\x06\x07\x08")
+
+
+def split_pcap(src, dst_dir, parts: int, stem: str = "part") -> list:
+    """Cut a classic little-endian pcap into ``parts`` files of about equal packet counts
+    (a rotating capture's files), named so that they sort in capture order."""
+    import pathlib
+
+    data = pathlib.Path(src).read_bytes()
+    head, pos, records = data[:24], 24, []
+    while pos < len(data):
+        caplen = struct.unpack_from("<I", data, pos + 8)[0]
+        records.append(data[pos:pos + 16 + caplen])
+        pos += 16 + caplen
+    dst = pathlib.Path(dst_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    out, per = [], -(-len(records) // parts)
+    for k in range(parts):
+        p = dst / f"{stem}-{k:03d}.pcap"
+        p.write_bytes(head + b"".join(records[k * per:(k + 1) * per]))
+        out.append(p)
+    return out

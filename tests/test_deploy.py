@@ -38,3 +38,24 @@ def test_systemd_unit_runs_unprivileged_with_cap_net_raw_only():
 def test_logrotate_snippet_signals_the_daemon():
     text = (DEPLOY / "detector.logrotate").read_text()
     assert "/var/log/detector/" in text and "reload detector" in text
+
+
+def test_slurm_examples_use_real_options():
+    """The Slurm examples parse, and every ``detector analyze`` option they pass exists."""
+    import argparse
+    import re
+    import subprocess
+
+    from detector.cli import analyze
+
+    slurm = DEPLOY / "slurm"
+    compile((slurm / "dask_cluster.py").read_text(), "dask_cluster.py", "exec")
+    script = (slurm / "analyze-archive.sbatch").read_text()
+    assert subprocess.run(["bash", "-n", str(slurm / "analyze-archive.sbatch")]).returncode == 0
+    command = script[script.index("detector analyze"):]
+    used = set(re.findall(r"(--[a-z-]+)", command))
+    parser = argparse.ArgumentParser()
+    analyze.add_arguments(parser)
+    known = {opt for action in parser._actions for opt in action.option_strings}
+    assert {"--cluster", "--work-dir"} <= used and used <= known, used - known
+    assert "--scheduler-file" in script and "dask worker" in script

@@ -17,6 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flows-out", metavar="FILE", help="also write the flow records (Parquet, CSV or Zeek by suffix)")
     p.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report (charts, sortable "
                    "alert table)")
+    p.add_argument("--cluster", metavar="SPEC", help="run on Dask distributed: local, local:N (N worker processes), "
+                   "tcp://HOST:PORT or a scheduler file (needs the 'dist' extra); same alerts as one process")
+    p.add_argument("--work-dir", metavar="DIR", help="with --cluster: where partitions write their results (shared "
+                   "by every worker; kept, and reused by a run given the same folder); default: ALERTS.work, "
+                   "removed when the run completes")
     p.add_argument("--model", metavar="MODEL", help="a site model from detector train (baselines, anomaly scores)")
     add_backend_argument(p)
     p.add_argument("--config", metavar="FILE", help="TOML configuration ([flows], [site], [detect.*])")
@@ -71,9 +76,17 @@ def run(args: argparse.Namespace) -> int:
             return c
 
         extra.append(collector)
+    if args.work_dir and not args.cluster:
+        return fail("--work-dir is used with --cluster only", 2)
     try:
-        result = run_analyze(args.inputs, cfg, args.output, args.flows_out, flows_fmt, backend, args.progress,
-                             min_severity=args.min_severity, model=model, extra_detectors=extra)
+        if args.cluster:
+            from detector.dist.job import run_distributed
+
+            result = run_distributed(args.inputs, cfg, args.cluster, args.output, args.flows_out, flows_fmt, backend,
+                                     args.progress, extra, args.min_severity, model, args.work_dir)
+        else:
+            result = run_analyze(args.inputs, cfg, args.output, args.flows_out, flows_fmt, backend, args.progress,
+                                 min_severity=args.min_severity, model=model, extra_detectors=extra)
     except DetectorError as exc:
         return fail(str(exc), 2)
     print_problems(result)

@@ -76,7 +76,7 @@ class BruteForce(Detector):
     def _login(self, key: tuple, c, ok: bool, user: str | None, delay_s: float | None) -> None:
         a = self.logins.setdefault(key, {"first": c.ts_ns, "last": c.ts_ns, "fail": 0, "ok": 0, "users": set(),
                                          "uid": c.uid, "fast_fail": 0, "delays": []})
-        a["last"] = c.ts_ns
+        a["first"], a["last"] = min(a["first"], c.ts_ns), max(a["last"], c.ts_ns)
         if ok:
             a["ok"] += 1
         else:

@@ -37,7 +37,7 @@ class ComputeOutbound(Detector):
                 continue
             h = self.hosts.setdefault(src, {"first": int(f["ts"][j]), "last": 0, "dsts": set(), "ports": set(),
                                             "bytes": 0, "uid": f["uid"][j], "cid": f["community_id"][j]})
-            h["last"] = max(h["last"], int(f["ts"][j]))
+            h["first"], h["last"] = min(h["first"], int(f["ts"][j])), max(h["last"], int(f["ts"][j]))
             if len(h["dsts"]) < 256:
                 h["dsts"].add(f"{dst}:{int(rp[j])}")
             h["ports"].add(int(rp[j]))

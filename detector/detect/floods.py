@@ -133,15 +133,14 @@ class Floods(Detector):
                 victim, reflector, port, vport = rh[j], oh[j], int(op[j]), int(rp[j])
                 nbytes, npk = int(f["orig_ip_bytes"][j]), int(opk[j])
             r = self.refl.setdefault(victim, {"first": int(ts[j]), "last": 0, "bytes": 0, "pkts": 0, "refl": set(),
-                                              "services": set(), "victim_ports": set()})
-            r["last"] = max(r["last"], int(ts[j]))
+                                              "services": set(), "victim_port": 65536})
+            r["first"], r["last"] = min(r["first"], int(ts[j])), max(r["last"], int(ts[j]))
             r["bytes"] += nbytes
             r["pkts"] += npk
             if len(r["refl"]) < 10_000:
                 r["refl"].add(reflector)
             r["services"].add(AMPLIFIER_PORTS[port])
-            if len(r["victim_ports"]) < 32:
-                r["victim_ports"].add(vport)
+            r["victim_port"] = min(r["victim_port"], vport)  # the lowest: whatever order flows come in
 
     def observe_events(self, events: Events) -> None:
         for ev in events.dhcp:
@@ -187,7 +186,7 @@ class Floods(Detector):
                              f"{victim} received {r['bytes']:,} bytes of unrequested "
                              f"{'/'.join(sorted(r['services']))} answers from {len(r['refl'])} reflectors: an "
                              "amplification attack", self.label, self.host_for(victim), None, victim, None,
-                             min(r["victim_ports"]) if r["victim_ports"] else None, "udp",
+                             r["victim_port"] if r["victim_port"] < 65536 else None, "udp",
                              {"bytes": r["bytes"], "packets": r["pkts"], "reflectors": len(r["refl"]),
                               "example_reflectors": sorted(r["refl"])[:10], "services": sorted(r["services"])}))
         if self.dhcp:

@@ -67,7 +67,7 @@ class IcmpRedirect(Detector):
                                               "gateways": set(), "mac": mac_text(a["eth_src"][j]),
                                               "forged": False})
             s["forged"] |= forged
-            s["last"] = int(a["ts"][j])
+            s["first"], s["last"] = min(s["first"], int(a["ts"][j])), max(s["last"], int(a["ts"][j]))
             s["count"] += 1
             s["victims"].add(a["dst"][j])
             s["gateways"].add(target)

@@ -106,7 +106,7 @@ class PortScan(Detector):
                 continue
             seen.add(dst)
             w = self.trw.setdefault(src, {"lr": 1.0, "fail": 0, "ok": 0, "first": t, "last": t, "dsts": set()})
-            w["last"] = t
+            w["first"], w["last"] = min(w["first"], t), max(w["last"], t)
             if failed:
                 w["fail"] += 1
                 w["lr"] = min(w["lr"] * 4.0, 1e12)

@@ -33,7 +33,7 @@ class RogueDhcp(Detector):
             server = m.server_id or ev.ctx.src
             s = self.servers.setdefault(server, {"first": ev.ctx.ts_ns, "last": 0, "answers": 0, "clients": set(),
                                                  "routers": set(), "dns": set(), "mac": mac_text(ev.src_mac)})
-            s["last"] = ev.ctx.ts_ns
+            s["first"], s["last"] = min(s["first"], ev.ctx.ts_ns), max(s["last"], ev.ctx.ts_ns)
             s["answers"] += 1
             s["clients"].add(m.client_mac)
             s["routers"].update(m.routers)

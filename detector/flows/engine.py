@@ -92,20 +92,26 @@ class FlowEngine:
             for fut in [self._pool.submit(fn, *args) for args in args_list]:
                 fut.result()
 
+    def decode(self, b: RawBatch) -> None:
+        """Decode ``b`` into :attr:`cols` and :attr:`pkt_hash` (non-first fragments take their
+        datagram's flow hash), without accounting it."""
+        n = b.n
+        bounds = np.linspace(0, n, self.threads + 1).astype(int)
+        self._run_parallel(self._decode, [(b, int(bounds[k]), int(bounds[k + 1])) for k in range(self.threads)])
+        frag_idx = np.flatnonzero(self.cols.frag[:n] & pc.FRAG_IS_FRAGMENT)
+        if len(frag_idx):
+            self.frags.resolve(self.cols, frag_idx)
+            flow_hashes_at(self.cols, frag_idx, self.pkt_hash)
+
     def process(self, b: RawBatch) -> list[EmittedFlows]:
         """Account one batch; returns the flows that ended (in groups, see RECORD_GROUP)."""
         n = b.n
         if n == 0:
             return []
         t0 = time.perf_counter()
-        bounds = np.linspace(0, n, self.threads + 1).astype(int)
-        self._run_parallel(self._decode, [(b, int(bounds[k]), int(bounds[k + 1])) for k in range(self.threads)])
+        self.decode(b)
         t1 = time.perf_counter()
         self.seconds["decode"] += t1 - t0
-        frag_idx = np.flatnonzero(self.cols.frag[:n] & pc.FRAG_IS_FRAGMENT)
-        if len(frag_idx):
-            self.frags.resolve(self.cols, frag_idx)
-            flow_hashes_at(self.cols, frag_idx, self.pkt_hash)
         self._run_parallel(lambda k: self.shards[k].account(self.cols, self.pkt_hash, n, k, self.threads),
                            [(k,) for k in range(self.threads)])
         self.counts.records += n
@@ -130,9 +136,15 @@ class FlowEngine:
             shard.maybe_expire(now_ns)
         return self._drain()
 
-    def finish(self) -> list[EmittedFlows]:
-        """End of input: every open flow is ended (reason ``eof``)."""
+    def finish(self, last_ts: int | None = None) -> list[EmittedFlows]:
+        """End of input: flows already idle at the last timestamp (``last_ts``, default the
+        latest seen) end as idle, whatever the expiry scans' timing was; every other open flow
+        ends with reason ``eof``. A partition of an archive passes the archive's last timestamp,
+        so its flows end exactly as in one pass over the whole archive."""
+        now = self.last_ts if last_ts is None else last_ts
         for shard in self.shards:
+            if now is not None:
+                shard.expire_idle(now)
             shard.flush()
         out = self._drain()
         if self._pool is not None:

@@ -270,7 +270,11 @@ class GpuFlowEngine:
         self._end_rows(now=now_ns)
         return self._drain()
 
-    def finish(self) -> list[EmittedFlows]:
+    def finish(self, last_ts: int | None = None) -> list[EmittedFlows]:
+        """As :meth:`FlowEngine.finish`: idle at the last timestamp ends as idle, the rest as eof."""
+        now = self.last_ts if last_ts is None else last_ts
+        if now is not None:
+            self._end_rows(now=now)
         self._end_rows(flush_reason=fsd.END_EOF)
         return self._drain()
 

@@ -187,6 +187,10 @@ class FlowTable:
             self._last_scan = now_ns
             self._expire(now_ns, -1)
 
+    def expire_idle(self, now_ns: int) -> None:
+        """Emit every flow idle at ``now_ns``, scan interval or not."""
+        self._expire(now_ns, -1)
+
     def flush(self, reason: int = fsd.END_EOF) -> None:
         """End every flow (end of input)."""
         self._expire(0, reason)

@@ -52,10 +52,11 @@ class AlertSink:
             except OSError as exc:
                 raise OutputError(self.path, f"cannot create: {exc.strerror}") from None
 
-    def write_all(self, alerts: list[Alert]) -> None:
+    def write_all(self, alerts: list[Alert], min_severity: str = "low") -> None:
         fh = self._fh or sys.stdout
+        floor = SEVERITY_RANK[min_severity]
         try:
-            for a in alerts:
+            for a in (a for a in alerts if a.severity_rank >= floor):
                 fh.write(a.to_json())
                 fh.write("\n")
             fh.flush()
@@ -85,7 +86,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
     stages = Stages(cfg, backend, model, extra_detectors, flow_writer)
-    engine, site, tap = stages.engine, stages.site, stages.tap
+    engine = stages.engine
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error = None
     interrupted = False
@@ -107,30 +108,36 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
         stages.flush()
         alerts = stages.report()
         if sink is not None:
-            floor = SEVERITY_RANK[min_severity]
-            sink.write_all([a for a in alerts if a.severity_rank >= floor])
+            sink.write_all(alerts, min_severity)
     except OutputError as exc:
         output_error = exc
     finally:
         bar.close()
         output_error = close_outputs((sink, flow_writer), output_error)
-    elapsed = time.perf_counter() - t0
-    c = engine.counts
+    return analysis_result(ingest, engine.counts, stages, alerts, time.perf_counter() - t0, backend, model,
+                           output_error, interrupted)
+
+
+def analysis_result(inputs, counts, stages: Stages, alerts: list[Alert], elapsed: float, backend: Backend, model,
+                    output_error, interrupted: bool, tap_stats: dict | None = None) -> AnalyzeResult:
+    """The run's summary and exit status. ``inputs`` is an :class:`InputLog`; ``counts`` the
+    decoder's :class:`PacketCounts` over the whole input."""
+    c, site = counts, stages.site
     by_cat = Counter(a.category for a in alerts)
     by_sev = Counter(a.severity for a in alerts)
     hosts = Counter(a.host for a in alerts if a.severity_rank >= SEVERITY_RANK["medium"])
     summary = {
-        "inputs": len(ingest.inputs), "packets": c.records, "ip_packets": c.ip, "flows": stages.flows_seen,
+        "inputs": len(inputs.inputs), "packets": c.records, "ip_packets": c.ip, "flows": stages.flows_seen,
         "alerts": len(alerts), "alerts_by_category": dict(by_cat), "alerts_by_severity": dict(by_sev),
         "top_hosts": hosts.most_common(5), "seconds": round(elapsed, 6),
         "packets_per_s": round(c.records / elapsed, 1) if elapsed > 0 else 0.0, "backend": backend.name,
-        "device": backend.device or "cpu", "bad_inputs": len(ingest.errors),
-        "l7": {"streams_dropped": tap.dropped_streams, "parse_errors": tap.parse_errors},
+        "device": backend.device or "cpu", "bad_inputs": len(inputs.errors),
+        "l7": tap_stats or {"streams_dropped": stages.tap.dropped_streams, "parse_errors": stages.tap.parse_errors},
         "site_inferred": site.inferred_local, "inferred_local_hosts": site.busiest,
         "model": None if model is None else {"windows_trained": model.windows_trained,
                                              "hosts": len(model.baseline.entities_), "frozen": model.frozen},
     }
-    code, errors, warnings = outcome(ingest, c.records, output_error,
+    code, errors, warnings = outcome(inputs, c.records, output_error,
                                      "interrupted: alerts for the input read so far were written" if interrupted
                                      else None)
     return AnalyzeResult(code, alerts, summary, errors, warnings, stages.detectors)

@@ -24,13 +24,11 @@ class InputStatus:
     warnings: list[str] = field(default_factory=list)
 
 
-class Ingest:
-    def __init__(self, paths: list[str], batch_size: int):
-        self.files = expand_inputs(paths)
-        self.batch_size = batch_size
+class InputLog:
+    """What became of each input: the errors, and whether anything at all could be read."""
+
+    def __init__(self):
         self.inputs: list[InputStatus] = []
-        self._current = None
-        self._done_bytes = 0
 
     @property
     def errors(self) -> list[CaptureError]:
@@ -40,6 +38,15 @@ class Ingest:
     def unusable(self) -> bool:
         """True when nothing at all could be read."""
         return all(s.records == 0 and s.error is not None for s in self.inputs) and bool(self.inputs)
+
+
+class Ingest(InputLog):
+    def __init__(self, paths: list[str], batch_size: int):
+        super().__init__()
+        self.files = expand_inputs(paths)
+        self.batch_size = batch_size
+        self._current = None
+        self._done_bytes = 0
 
     def total_bytes(self) -> int:
         total = 0

@@ -30,14 +30,20 @@ def _host_columns(engine, n: int) -> pc.PacketColumns:
     return cols
 
 
+def flow_config(cfg: Config):
+    """The flow table's settings: ``[flows]``, its local networks defaulting to ``[site]``'s."""
+    flow_cfg = cfg.flows
+    if not flow_cfg.local_nets and cfg.site.local_nets:
+        flow_cfg = dataclasses.replace(flow_cfg, local_nets=cfg.site.local_nets)
+    return flow_cfg
+
+
 class Stages:
     def __init__(self, cfg: Config, backend: Backend = CPU, model=None, extra_detectors=(), flow_writer=None,
                  site: Site | None = None):
         self.site = site or Site(cfg.site)
         self.site.model = model
-        flow_cfg = cfg.flows
-        if not flow_cfg.local_nets and cfg.site.local_nets:
-            flow_cfg = dataclasses.replace(flow_cfg, local_nets=cfg.site.local_nets)
+        flow_cfg = flow_config(cfg)
         self.engine = make_engine(flow_cfg, backend)
         self.builder = RecordBuilder(flow_cfg)
         self.tap = L7Tap()
@@ -63,11 +69,15 @@ class Stages:
 
     def feed_flows(self, emitted) -> None:
         for em in emitted:
-            rb = self.builder.build(em)
-            self.flows_seen += rb.num_rows
-            if self.flow_writer is not None:
-                self.flow_writer.write(rb)
-            self.feed_flow_batch(rb)
+            self.feed_records(self.builder.build(em))
+
+    def feed_records(self, rb) -> None:
+        """Flow records built here or by a partition of a distributed run: counted, written
+        (``--flows-out``), and seen by the detectors."""
+        self.flows_seen += rb.num_rows
+        if self.flow_writer is not None:
+            self.flow_writer.write(rb)
+        self.feed_flow_batch(rb)
 
     def feed_flow_batch(self, rb) -> None:
         """Flow records from elsewhere (a Zeek conn.log) meet the same detectors."""
@@ -94,9 +104,10 @@ class Stages:
         self.feed_flows(self.engine.expire(now_ns))
         self.feed_events(self.tap.ripe(now_ns))
 
-    def flush(self) -> None:
-        """End of input: every open flow and stream ends."""
-        self.feed_flows(self.engine.finish())
+    def flush(self, last_ts: int | None = None) -> None:
+        """End of input: every open flow and stream ends (``last_ts``: the input's last
+        timestamp, when this engine saw only part of the input)."""
+        self.feed_flows(self.engine.finish(last_ts))
         self.feed_events(self.tap.flush())
 
     def report(self) -> list[Alert]:

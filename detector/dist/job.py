@@ -1,0 +1,260 @@
+"""``detector analyze ARCHIVE... --cluster SPEC``: the client's side of a distributed run.
+
+It starts the census and partition tasks (:mod:`detector.dist.partition`), consumes the
+finished partitions in file order while later ones still run (records and events to the
+detectors, shared packets through the stitching flow table), and ends as ``run_analyze`` does:
+alerts in time order, summary, exit status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from detector.alerts import Alert
+from detector.backend import CPU, Backend
+from detector.config import Config
+from detector.dist import cluster as dcluster
+from detector.dist.partition import (
+    Census,
+    PartitionResult,
+    analyze_file,
+    census_file,
+    event_batches,
+    file_stamp,
+    flow_batches,
+    shared_batches,
+    shared_hashes,
+)
+from detector.errors import CaptureError, DetectorError, OutputError
+from detector.flows.engine import FlowEngine, PacketCounts
+from detector.output.flow_writers import open_flow_writer
+from detector.pipeline.analyze_job import AlertSink, AnalyzeResult, analysis_result
+from detector.pipeline.flows_job import close_outputs
+from detector.pipeline.ingest import InputLog, InputStatus
+from detector.pipeline.stages import Stages, flow_config
+from detector.progress import Progress
+from detector.site_inference import infer_local_hosts
+from detector.sources import expand_inputs, open_capture
+
+log = logging.getLogger("detector.dist")
+
+TASK_RETRIES = 2  # a task that raised is tried this many more times (a lost worker's tasks are rerun anyway)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> tuple[str, bool]:
+    """The folder partitions write to, and whether it stays after a successful run. Named
+    ones stay (a later run reuses what is there); the default one (next to the alerts, or a
+    temporary folder) is removed once the run has finished."""
+    if work_dir:
+        os.makedirs(work_dir, exist_ok=True)
+        return work_dir, True
+    if alerts_out and alerts_out != "-":
+        folder = alerts_out + ".work"
+        os.makedirs(folder, exist_ok=True)
+        return folder, False
+    if remote:
+        raise DetectorError("--cluster with a remote scheduler needs --work-dir (a folder every worker can write) "
+                            "or -o ALERTS (its folder is used)")
+    return tempfile.mkdtemp(prefix="detector-work-"), False
+
+
+def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: str | None = "-",
+                    flows_out: str | None = None, flows_format: str = "parquet", backend: Backend = CPU,
+                    progress: bool | None = None, extra_detectors=(), min_severity: str = "low", model=None,
+                    work_dir: str | None = None) -> AnalyzeResult:
+    """Analyse the captures ``inputs`` on the Dask cluster ``cluster`` (see
+    :func:`detector.dist.cluster.parse`); the alerts equal :func:`run_analyze`'s."""
+    t0 = time.perf_counter()
+    kind, _ = dcluster.parse(cluster)
+    files = expand_inputs(inputs)
+    if "-" in files:
+        raise DetectorError("--cluster reads files: standard input (-) cannot be shared out to workers")
+    work, keep = work_folder(work_dir, alerts_out, remote=kind != "local")
+    sink = AlertSink(alerts_out) if alerts_out is not None else None
+    flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
+    stages = Stages(cfg, backend, model, extra_detectors, flow_writer)
+    run = _Run(files, work, stages)
+    bar = Progress(2 * sum(_size(f) for f in files), enabled=progress)
+    output_error: OutputError | None = None
+    interrupted = False
+    alerts: list[Alert] = []
+    try:
+        try:
+            with dcluster.connect(cluster, gpu=backend.is_gpu) as client:
+                run.cluster = dcluster.describe(client)
+                run.census(client, cfg, bar)
+                run.partitions(client, cfg, backend, bar)
+        except KeyboardInterrupt:
+            interrupted = True
+        stages.flush(run.last_ts)
+        alerts = stages.report()
+        if sink is not None:
+            sink.write_all(alerts, min_severity)
+    except OutputError as exc:
+        output_error = exc
+    finally:
+        bar.close()
+        output_error = close_outputs((sink, flow_writer), output_error)
+    counts = run.counts
+    engine = stages.engine.counts
+    counts.records += engine.records
+    counts.wire_bytes += engine.wire_bytes
+    counts.by_status += engine.by_status
+    result = analysis_result(run.inputs, counts, stages, alerts, time.perf_counter() - t0, backend, model,
+                             output_error, interrupted, run.tap_stats())
+    complete = not interrupted and len(run.results) == len(files)
+    if complete and not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    elif not complete:
+        result.warnings.append(f"finished partitions are kept in {work}: run again with --work-dir {work} "
+                               "to reuse them")
+    result.summary["cluster"] = {**run.cluster, "partitions": len(files), "reused_partitions": run.reused,
+                                 "shared_flow_hashes": run.shared_count, "shared_packets": run.shared_packets,
+                                 "work_dir": work if (keep or not complete) else None}
+    return result
+
+
+class _Run:
+    """The client's bookkeeping for one distributed run."""
+
+    def __init__(self, files: list[str], work: str, stages: Stages):
+        self.files, self.work, self.stages = files, work, stages
+        self.inputs = InputLog()
+        self.inputs.inputs = [InputStatus(f) for f in files]
+        self.counts = PacketCounts()
+        self.censuses: list[Census | None] = [None] * len(files)
+        self.results: list[PartitionResult] = []
+        self.last_ts: int | None = None
+        self.shared_file = ""
+        self.shared_count = self.shared_packets = self.reused = 0
+        self.cluster: dict = {}
+        self.done_bytes = 0
+        self.packets = 0
+        self._tap = {"streams_dropped": 0, "parse_errors": 0}
+
+    # -- phase 1: census -------------------------------------------------------------------
+    def census(self, client, cfg: Config, bar: Progress) -> None:
+        from dask.distributed import as_completed
+
+        futures = client.map(census_file, range(len(self.files)), self.files, cfg=cfg, retries=TASK_RETRIES,
+                             pure=False)
+        for fut in as_completed(futures):
+            try:
+                c = fut.result()
+            except Exception as exc:  # the task failed on every try: the file is reported, the rest goes on
+                idx = futures.index(fut)
+                c = Census(idx, self.files[idx], np.empty(0, np.uint64), error=_task_error(self.files[idx], exc))
+            self.censuses[c.index] = c
+            self.done_bytes += _size(c.path)
+            self.packets += c.records
+            bar.update(self.done_bytes, self.packets, "census " + os.path.basename(c.path))
+        ends = [c.last_ts for c in self.censuses if c is not None and c.last_ts is not None]
+        self.last_ts = max(ends) if ends else None
+        shared = shared_hashes([c for c in self.censuses if c is not None])
+        self.shared_count = len(shared)
+        digest = hashlib.sha256(shared.tobytes()).hexdigest()[:16]
+        self.shared_file = os.path.join(self.work, f"shared-{digest}.npy")
+        if not os.path.exists(self.shared_file):
+            tmp = self.shared_file + ".tmp.npy"
+            np.save(tmp, shared)
+            os.replace(tmp, self.shared_file)
+        self._infer_site(cfg)
+
+    def _infer_site(self, cfg: Config) -> None:
+        """One pass takes the site's busiest hosts from its first batch: so does this run."""
+        self.stages._first_batch = False
+        decoder = FlowEngine(dataclasses.replace(flow_config(cfg), threads=1))
+        for c in self.censuses:
+            if c is None or not c.records:
+                continue
+            reader = open_capture(c.path, cfg.flows.batch_size)
+            try:
+                for b in reader.batches():
+                    decoder.decode(b)
+                    infer_local_hosts(self.stages.site, decoder.cols, b.n)
+                    return
+            except CaptureError:
+                continue
+            finally:
+                reader.src.close()
+
+    # -- phase 2: partitions, consumed in file order ---------------------------------------
+    def partitions(self, client, cfg: Config, backend: Backend, bar: Progress) -> None:
+        key = hashlib.sha256(repr((cfg, backend.name, self.last_ts, self.shared_file)).encode()).hexdigest()[:16]
+        futures = []
+        for i, path in enumerate(self.files):
+            folder = os.path.join(self.work, f"part-{i:05d}-{key}")
+            stamp = {**_stamp(path), "run": key}
+            futures.append(client.submit(analyze_file, i, path, cfg, backend.name, self.shared_file, self.last_ts,
+                                         folder, stamp, retries=TASK_RETRIES, pure=False, key=f"partition-{i}-{key}"))
+        for i, fut in enumerate(futures):
+            try:
+                res = fut.result()
+            except Exception as exc:
+                res = PartitionResult(i, self.files[i], "", error=_task_error(self.files[i], exc))
+            self._consume(res)
+            self.packets += res.records
+            self.done_bytes += _size(res.path)
+            bar.update(self.done_bytes, self.packets, os.path.basename(res.path))
+
+    def _consume(self, res: PartitionResult) -> None:
+        stages = self.stages
+        self.results.append(res)
+        status = self.inputs.inputs[res.index]
+        status.format, status.records, status.warnings = res.format, res.records, res.warnings
+        census = self.censuses[res.index]
+        status.error = res.error or (census.error if census is not None else None)
+        self.counts.records += res.accounted
+        self.counts.wire_bytes += res.wire_bytes
+        self.counts.by_status += np.asarray(res.by_status, np.int64)
+        self.shared_packets += res.shared_packets
+        self.reused += int(res.reused)
+        self._tap["streams_dropped"] += res.streams_dropped
+        self._tap["parse_errors"] += res.parse_errors
+        if not res.folder:
+            return
+        try:
+            for rb in flow_batches(res.folder):
+                stages.feed_records(rb)
+            for ev in event_batches(res.folder):
+                stages.feed_events(ev)
+            for b in shared_batches(res.folder, res.path):
+                stages.process(b)
+        except (OSError, EOFError, pickle.UnpicklingError, pa.ArrowException) as exc:
+            raise DetectorError(f"{res.folder}: the partition of {res.path} cannot be read back ({exc}); "
+                                "remove the folder and run again") from None
+
+    def tap_stats(self) -> dict:
+        t = self.stages.tap
+        return {"streams_dropped": self._tap["streams_dropped"] + t.dropped_streams,
+                "parse_errors": self._tap["parse_errors"] + t.parse_errors}
+
+
+def _stamp(path: str) -> dict:
+    try:
+        return file_stamp(path)
+    except OSError:
+        return {"path": os.path.abspath(path), "size": None, "mtime_ns": None}
+
+
+def _task_error(path: str, exc: BaseException) -> CaptureError:
+    log.debug("task for %s failed", path, exc_info=exc)
+    return CaptureError(path, None, f"its task failed on the cluster after {TASK_RETRIES + 1} tries: "
+                                    f"{type(exc).__name__}: {exc}")

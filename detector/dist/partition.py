@@ -1,0 +1,274 @@
+"""What a Dask worker does with one file of an archive: the census of its flow hashes, and
+the partition's analysis (flows and L7 events of the flows seen in no other file; the packets
+of the others copied out for the client to stitch).
+
+Everything a partition produces goes to its own folder under the work folder, written under a
+temporary name and renamed when complete, so that a restarted run can reuse it
+(:func:`analyze_file` returns the stored result when the folder's stamp matches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from detector.config import Config
+from detector.errors import CaptureError
+from detector.flows.engine import FlowEngine, make_engine
+from detector.flows.records import RecordBuilder
+from detector.flows.table import flow_packet_mask
+from detector.l7.tap import L7Tap
+from detector.pipeline.stages import _host_columns, flow_config
+from detector.sources import open_capture
+from detector.sources.batch import RawBatch
+from kernels.capture_scan import copy_records
+
+FLOWS_FILE = "flows.arrow"
+EVENTS_FILE = "events.pkl"
+SHARED_FILE = "shared.pkl"
+DONE_FILE = "done.json"
+
+
+@dataclass
+class Census:
+    """One file's flow hashes (distinct, sorted) and extent."""
+
+    index: int
+    path: str
+    hashes: np.ndarray
+    records: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    error: CaptureError | None = None
+
+
+@dataclass
+class PartitionResult:
+    """What the client needs of a finished partition (the bulk stays in ``folder``)."""
+
+    index: int
+    path: str
+    folder: str
+    format: str = "?"
+    records: int = 0  # captured records read
+    accounted: int = 0  # of which accounted here (the rest are shared packets)
+    wire_bytes: int = 0
+    by_status: list[int] = field(default_factory=lambda: [0] * 8)
+    flows: int = 0
+    shared_packets: int = 0
+    evicted: int = 0
+    fragments: dict = field(default_factory=dict)
+    streams_dropped: int = 0
+    parse_errors: int = 0
+    error: CaptureError | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    reused: bool = False
+
+
+def _single_thread(cfg: Config) -> Config:
+    """Workers are the parallelism: each partition's flow table runs on one thread."""
+    return dataclasses.replace(cfg, flows=dataclasses.replace(cfg.flows, threads=1))
+
+
+def census_file(index: int, path: str, cfg: Config) -> Census:
+    """Decode ``path`` and collect the flow hashes of its IP packets."""
+    cfg = _single_thread(cfg)
+    decoder = FlowEngine(flow_config(cfg))
+    found: list[np.ndarray] = []
+    out = Census(index, path, np.empty(0, np.uint64))
+    try:
+        reader = open_capture(path, cfg.flows.batch_size)
+    except CaptureError as exc:
+        out.error = exc
+        return out
+    try:
+        for b in reader.batches():
+            decoder.decode(b)
+            n = b.n
+            out.records += n
+            ts_min, ts_max = int(b.ts_ns.min()), int(b.ts_ns.max())
+            out.first_ts = ts_min if out.first_ts is None else min(out.first_ts, ts_min)
+            out.last_ts = ts_max if out.last_ts is None else max(out.last_ts, ts_max)
+            found.append(np.unique(decoder.pkt_hash[:n][flow_packet_mask(np, decoder.cols, n)]))
+    except CaptureError as exc:
+        out.error = exc
+    finally:
+        reader.src.close()
+    if found:
+        out.hashes = np.unique(np.concatenate(found))
+    return out
+
+
+def shared_hashes(censuses: list[Census]) -> np.ndarray:
+    """Flow hashes seen in more than one file, sorted."""
+    parts = [c.hashes for c in censuses if len(c.hashes)]
+    if len(parts) < 2:
+        return np.empty(0, np.uint64)
+    values, counts = np.unique(np.concatenate(parts), return_counts=True)
+    return values[counts > 1]
+
+
+def _subset(b: RawBatch, rows: np.ndarray) -> RawBatch:
+    return RawBatch(b.buf, b.off[rows], b.caplen[rows], b.wirelen[rows], b.ts_ns[rows], b.link[rows], b.path,
+                    b.file_offset)
+
+
+def _copy_out(b: RawBatch, rows: np.ndarray) -> dict:
+    """Records ``rows`` of ``b`` as a self-contained batch (bytes copied)."""
+    idx = rows.astype(np.int64)
+    data = np.empty(int(b.caplen[idx].astype(np.int64).sum()), np.uint8)
+    off = np.empty(len(idx), np.int64)
+    copy_records(b.buf, b.off, b.caplen, idx, data, off)
+    return {"buf": data, "off": off, "caplen": b.caplen[idx].copy(), "wirelen": b.wirelen[idx].copy(),
+            "ts_ns": b.ts_ns[idx].copy(), "link": b.link[idx].copy(), "file_offset": b.file_offset}
+
+
+def shared_batches(folder: str, path: str):
+    """The shared packets a partition copied out, batch by batch, in capture order."""
+    fn = os.path.join(folder, SHARED_FILE)
+    if not os.path.exists(fn):
+        return
+    with open(fn, "rb") as fh:
+        while True:
+            try:
+                d = pickle.load(fh)
+            except EOFError:
+                return
+            yield RawBatch(d["buf"], d["off"], d["caplen"], d["wirelen"], d["ts_ns"], d["link"], path, d["file_offset"])
+
+
+def flow_batches(folder: str):
+    fn = os.path.join(folder, FLOWS_FILE)
+    if not os.path.exists(fn) or os.path.getsize(fn) == 0:  # no flow ended in this partition
+        return
+    with pa.OSFile(fn, "rb") as src:
+        reader = pa.ipc.open_stream(src)
+        yield from reader
+
+
+def event_batches(folder: str):
+    fn = os.path.join(folder, EVENTS_FILE)
+    if not os.path.exists(fn):
+        return
+    with open(fn, "rb") as fh:
+        while True:
+            try:
+                yield pickle.load(fh)
+            except EOFError:
+                return
+
+
+def file_stamp(path: str) -> dict:
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _stored(folder: str, stamp: dict) -> PartitionResult | None:
+    try:
+        with open(os.path.join(folder, DONE_FILE), encoding="utf-8") as fh:
+            done = json.load(fh)
+        if done.get("stamp") != stamp:
+            return None
+        with open(os.path.join(folder, "result.pkl"), "rb") as fh:
+            res = pickle.load(fh)
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError):
+        return None
+    res.reused = True
+    return res
+
+
+def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_file: str, last_ts: int | None,
+                 folder: str, stamp: dict) -> PartitionResult:
+    """The partition of ``path``: flows and events of its flows that no other file has, and
+    copies of the packets of those that other files share (hashes in ``shared_file``).
+    ``last_ts`` is the archive's last timestamp (flows open at the end end as in one pass)."""
+    stored = _stored(folder, stamp)
+    if stored is not None:
+        return stored
+    from detector.backend import select_backend
+
+    t0 = time.perf_counter()
+    cfg = _single_thread(cfg)
+    shared = np.load(shared_file) if shared_file else np.empty(0, np.uint64)
+    flow_cfg = flow_config(cfg)
+    engine = make_engine(flow_cfg, select_backend(backend_name))
+    splitter = FlowEngine(flow_cfg) if len(shared) else None
+    builder, tap = RecordBuilder(flow_cfg), L7Tap()
+    res = PartitionResult(index, path, folder)
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    with open(os.path.join(tmp, EVENTS_FILE), "wb") as ev_fh, open(os.path.join(tmp, SHARED_FILE), "wb") as sh_fh, \
+            pa.OSFile(os.path.join(tmp, FLOWS_FILE), "wb") as fl_fh:
+        writer = None
+
+        def write_flows(emitted):
+            nonlocal writer
+            for em in emitted:
+                rb = builder.build(em)
+                if writer is None:
+                    writer = pa.ipc.new_stream(fl_fh, rb.schema)
+                writer.write_batch(rb)
+                res.flows += rb.num_rows
+
+        def account(b: RawBatch):
+            write_flows(engine.process(b))
+            pickle.dump(tap.process(b, _host_columns(engine, b.n), b.n), ev_fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+        try:
+            reader = open_capture(path, cfg.flows.batch_size)
+        except CaptureError as exc:
+            res.error = exc
+            reader = None
+        if reader is not None:
+            res.format = reader.format
+            try:
+                for b in reader.batches():
+                    res.records += b.n
+                    if splitter is None:
+                        account(b)
+                        continue
+                    splitter.decode(b)
+                    n = b.n
+                    mine = ~(flow_packet_mask(np, splitter.cols, n) & np.isin(splitter.pkt_hash[:n], shared))
+                    if mine.all():
+                        account(b)
+                        continue
+                    pickle.dump(_copy_out(b, np.flatnonzero(~mine)), sh_fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    res.shared_packets += int(n - mine.sum())
+                    if mine.any():
+                        account(_subset(b, np.flatnonzero(mine)))
+            except CaptureError as exc:
+                res.error = exc
+            finally:
+                reader.src.close()
+            for lt, count in getattr(reader, "unsupported", {}).items():
+                from detector.sources import linktypes
+
+                res.warnings.append(f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; "
+                                    "their packets were skipped")
+        write_flows(engine.finish(last_ts))
+        pickle.dump(tap.flush(), ev_fh, protocol=pickle.HIGHEST_PROTOCOL)
+        if writer is not None:
+            writer.close()
+    c = engine.counts
+    res.accounted, res.wire_bytes, res.by_status = c.records, c.wire_bytes, [int(x) for x in c.by_status]
+    res.evicted, res.fragments = engine.evicted, engine.fragment_stats
+    res.streams_dropped, res.parse_errors = tap.dropped_streams, tap.parse_errors
+    res.seconds = round(time.perf_counter() - t0, 6)
+    with open(os.path.join(tmp, "result.pkl"), "wb") as fh:
+        pickle.dump(res, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(os.path.join(tmp, DONE_FILE), "w", encoding="utf-8") as fh:
+        json.dump({"stamp": stamp, "path": path, "flows": res.flows, "records": res.records}, fh)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.rename(tmp, folder)
+    return res
