@@ -55,7 +55,8 @@ def main() -> int:
             rows.append({"mode": f"--cluster local:{n}", "seconds": round(time.perf_counter() - t, 3),
                          "same_alerts": [a.to_json() for a in dist.alerts] == ref,
                          "same_flows": dist.summary["flows"] == single.summary["flows"],
-                         "shared_packet_share": round(info["shared_packets"] / max(dist.summary["packets"], 1), 3)})
+                         "shared_packet_share": round(info["shared_packets"] / max(dist.summary["packets"], 1), 3),
+                         "phase_seconds": info["seconds"]})
         packets = single.summary["packets"]
     for r in rows:
         r["packets_per_s"] = round(packets / r["seconds"])
@@ -63,7 +64,9 @@ def main() -> int:
     out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "python": platform.python_version()},
            "packets": packets, "files": args.files, "rows": rows,
-           "note": "wall time including cluster start-up (worker processes import and load the kernels)"}
+           "note": "wall time including cluster start-up (worker processes import and load the kernels); "
+                   "phases: start (cluster), census (decode every file), partitions (flows and L7 of the "
+                   "flows no other file has), stitch (the flows that cross files), detect (detector groups)"}
     text = json.dumps(out, indent=2)
     print(text)
     if args.output:

@@ -52,7 +52,7 @@ def test_slurm_examples_use_real_options():
     compile((slurm / "dask_cluster.py").read_text(), "dask_cluster.py", "exec")
     script = (slurm / "analyze-archive.sbatch").read_text()
     assert subprocess.run(["bash", "-n", str(slurm / "analyze-archive.sbatch")]).returncode == 0
-    command = script[script.index("detector analyze"):]
+    command = script[script.rindex("detector analyze"):]
     used = set(re.findall(r"(--[a-z-]+)", command))
     parser = argparse.ArgumentParser()
     analyze.add_arguments(parser)

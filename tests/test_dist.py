@@ -78,7 +78,10 @@ def test_cluster_cli_with_a_corrupt_file_reports_it_and_exit_1(archive, tmp_path
     assert "login01-999.pcap" in err and "offset" in err and "Traceback" not in err
     alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert any(a["technique"] == "beaconing" for a in alerts)
-    assert "login01-999.pcap" in (tmp_path / "report.html").read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert "login01-999.pcap" in page
+    beacons = page.split('id="beaconing"')[1].split('id="bindings"')[0]
+    assert "10.10.1.13" in beacons and "<svg" in beacons  # the beaconing detector came back from its worker
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["bad_inputs"] == 1 and stats["cluster"]["partitions"] == 5
     assert not (tmp_path / "alerts.jsonl.work").exists()  # the default work folder goes when the run completes

@@ -81,9 +81,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.cluster:
             from detector.dist.job import run_distributed
+            from detector.report.page import DETECTORS
 
             result = run_distributed(args.inputs, cfg, args.cluster, args.output, args.flows_out, flows_fmt, backend,
-                                     args.progress, extra, args.min_severity, model, args.work_dir)
+                                     args.progress, extra, args.min_severity, model, args.work_dir,
+                                     DETECTORS if args.report else ())
         else:
             result = run_analyze(args.inputs, cfg, args.output, args.flows_out, flows_fmt, backend, args.progress,
                                  min_severity=args.min_severity, model=model, extra_detectors=extra)

@@ -26,6 +26,10 @@ from detector.detect.base import Detector, ipv4_text, mac_text
 from detector.l7.events import Events
 
 
+def _new_claim() -> dict:  # a module-level factory: finished detectors travel back from workers
+    return {"ips": set(), "conflicts": {}, "unsolicited": 0, "mismatch": 0, "first": None, "last": 0,
+            "victims": set()}
+
 class ArpSpoof(Detector):
     name = "arp_spoof"
     version = "1"
@@ -40,9 +44,7 @@ class ArpSpoof(Detector):
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.binding: dict[int, int] = {}  # ip -> first MAC seen
-        self.claims: dict[int, dict] = defaultdict(lambda: {"ips": set(), "conflicts": {}, "unsolicited": 0,
-                                                             "mismatch": 0, "first": None, "last": 0,
-                                                             "victims": set()})
+        self.claims: dict[int, dict] = defaultdict(_new_claim)
         self.conflict_seen: dict[tuple[int, int], list[int]] = {}  # (claiming MAC, ip) -> first, last, claims
         self.pending: dict[tuple[int, int], int] = {}  # (asker ip, asked ip) -> ts of the who-has
         self.askers: dict[int, set[int]] = defaultdict(set)  # asked ip -> asking ips

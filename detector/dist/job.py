@@ -24,6 +24,7 @@ from detector.alerts import Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
 from detector.dist import cluster as dcluster
+from detector.dist.detect_group import GroupResult, detect_group, groups
 from detector.dist.partition import (
     Census,
     PartitionResult,
@@ -32,8 +33,8 @@ from detector.dist.partition import (
     event_batches,
     file_stamp,
     flow_batches,
-    shared_batches,
     shared_hashes,
+    stitch_shard,
 )
 from detector.errors import CaptureError, DetectorError, OutputError
 from detector.flows.engine import FlowEngine, PacketCounts
@@ -41,7 +42,7 @@ from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.analyze_job import AlertSink, AnalyzeResult, analysis_result
 from detector.pipeline.flows_job import close_outputs
 from detector.pipeline.ingest import InputLog, InputStatus
-from detector.pipeline.stages import Stages, flow_config
+from detector.pipeline.stages import Stages, flow_config, time_ordered
 from detector.progress import Progress
 from detector.site_inference import infer_local_hosts
 from detector.sources import expand_inputs, open_capture
@@ -78,9 +79,11 @@ def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> t
 def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: str | None = "-",
                     flows_out: str | None = None, flows_format: str = "parquet", backend: Backend = CPU,
                     progress: bool | None = None, extra_detectors=(), min_severity: str = "low", model=None,
-                    work_dir: str | None = None) -> AnalyzeResult:
+                    work_dir: str | None = None, keep_detectors: tuple[str, ...] = ()) -> AnalyzeResult:
     """Analyse the captures ``inputs`` on the Dask cluster ``cluster`` (see
-    :func:`detector.dist.cluster.parse`); the alerts equal :func:`run_analyze`'s."""
+    :func:`detector.dist.cluster.parse`); the alerts equal :func:`run_analyze`'s. The
+    detectors named in ``keep_detectors`` come back from the workers finished, in the
+    result's ``detectors`` (the report reads their state)."""
     t0 = time.perf_counter()
     kind, _ = dcluster.parse(cluster)
     files = expand_inputs(inputs)
@@ -90,6 +93,9 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
     stages = Stages(cfg, backend, model, extra_detectors, flow_writer)
+    # the configured detectors run on the workers; the client keeps the extra ones (the report's)
+    names = [d.name for d in stages.detectors[:len(stages.detectors) - len(extra_detectors)]]
+    stages.detectors = stages.detectors[len(names):]
     run = _Run(files, work, stages)
     bar = Progress(2 * sum(_size(f) for f in files), enabled=progress)
     output_error: OutputError | None = None
@@ -99,12 +105,16 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
         try:
             with dcluster.connect(cluster, gpu=backend.is_gpu) as client:
                 run.cluster = dcluster.describe(client)
+                run.seconds["start"] = run._lap()
                 run.census(client, cfg, bar)
                 run.partitions(client, cfg, backend, bar)
+                run.detect(client, cfg, model, names, keep_detectors)
         except KeyboardInterrupt:
             interrupted = True
         stages.flush(run.last_ts)
-        alerts = stages.report()
+        by_name = {name: a for g in run.groups for name, a in g.alerts.items()}
+        alerts = time_ordered([a for name in names for a in by_name.get(name, [])] +
+                              [a for d in stages.detectors for a in d.finish()])
         if sink is not None:
             sink.write_all(alerts, min_severity)
     except OutputError as exc:
@@ -117,9 +127,13 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     counts.records += engine.records
     counts.wire_bytes += engine.wire_bytes
     counts.by_status += engine.by_status
+    stages.flows_seen = run.flows
     result = analysis_result(run.inputs, counts, stages, alerts, time.perf_counter() - t0, backend, model,
                              output_error, interrupted, run.tap_stats())
+    result.detectors = [d for g in run.groups for d in g.kept] + stages.detectors
     complete = not interrupted and len(run.results) == len(files)
+    if interrupted and not run.groups:
+        result.warnings.append("interrupted before the detectors had run: no alerts were written")
     if complete and not keep:
         shutil.rmtree(work, ignore_errors=True)
     elif not complete:
@@ -127,6 +141,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
                                "to reuse them")
     result.summary["cluster"] = {**run.cluster, "partitions": len(files), "reused_partitions": run.reused,
                                  "shared_flow_hashes": run.shared_count, "shared_packets": run.shared_packets,
+                                 "seconds": run.seconds,
                                  "work_dir": work if (keep or not complete) else None}
     return result
 
@@ -148,6 +163,11 @@ class _Run:
         self.done_bytes = 0
         self.packets = 0
         self._tap = {"streams_dropped": 0, "parse_errors": 0}
+        self.seconds: dict[str, float] = {}
+        self.flows = 0
+        self.folders: list[str] = []  # every finished partition's and stitching shard's, in order
+        self.groups: list[GroupResult] = []
+        self._t = time.perf_counter()
 
     # -- phase 1: census -------------------------------------------------------------------
     def census(self, client, cfg: Config, bar: Progress) -> None:
@@ -176,6 +196,7 @@ class _Run:
             np.save(tmp, shared)
             os.replace(tmp, self.shared_file)
         self._infer_site(cfg)
+        self.seconds["census"] = self._lap()
 
     def _infer_site(self, cfg: Config) -> None:
         """One pass takes the site's busiest hosts from its first batch: so does this run."""
@@ -195,15 +216,17 @@ class _Run:
             finally:
                 reader.src.close()
 
-    # -- phase 2: partitions, consumed in file order ---------------------------------------
+    # -- phase 2: partitions, consumed in file order; phase 3: stitching shards -------------
     def partitions(self, client, cfg: Config, backend: Backend, bar: Progress) -> None:
-        key = hashlib.sha256(repr((cfg, backend.name, self.last_ts, self.shared_file)).encode()).hexdigest()[:16]
+        shards = max(1, self.cluster.get("threads", 1)) if self.shared_count else 0
+        key = _digest((cfg, backend.name, self.last_ts, self.shared_file, shards))
         futures = []
         for i, path in enumerate(self.files):
             folder = os.path.join(self.work, f"part-{i:05d}-{key}")
             stamp = {**_stamp(path), "run": key}
-            futures.append(client.submit(analyze_file, i, path, cfg, backend.name, self.shared_file, self.last_ts,
-                                         folder, stamp, retries=TASK_RETRIES, pure=False, key=f"partition-{i}-{key}"))
+            futures.append(client.submit(analyze_file, i, path, cfg, backend.name, self.shared_file, shards,
+                                         self.last_ts, folder, stamp, retries=TASK_RETRIES, pure=False,
+                                         key=f"partition-{i}-{key}"))
         for i, fut in enumerate(futures):
             try:
                 res = fut.result()
@@ -213,38 +236,80 @@ class _Run:
             self.packets += res.records
             self.done_bytes += _size(res.path)
             bar.update(self.done_bytes, self.packets, os.path.basename(res.path))
+        self.seconds["partitions"] = self._lap()
+        if not shards:
+            return
+        parts = list(self.results)
+        chain_key = _digest((key, [_stamp(f) for f in self.files]))
+        stitched = [client.submit(stitch_shard, s, parts, cfg, backend.name, self.last_ts,
+                                  os.path.join(self.work, f"stitch-{s:03d}-{chain_key}"), {"run": chain_key},
+                                  retries=TASK_RETRIES, pure=False, key=f"stitch-{s}-{chain_key}")
+                    for s in range(shards)]
+        for fut in stitched:
+            try:
+                res = fut.result()
+            except Exception as exc:  # nothing to fall back on: these flows would be missing
+                raise DetectorError(f"stitching the flows that cross files failed on the cluster after "
+                                    f"{TASK_RETRIES + 1} tries: {type(exc).__name__}: {exc}") from None
+            self._consume(res)
+        self.seconds["stitch"] = self._lap()
+
+    # -- phase 4: the detectors, in groups, over every record and event -------------------
+    def detect(self, client, cfg: Config, model, names: list[str], keep: tuple[str, ...]) -> None:
+        split = groups(names, max(1, self.cluster.get("threads", 1)))
+        site = self.stages.site
+        futures = [client.submit(detect_group, g, self.folders, cfg, site, model, keep, retries=TASK_RETRIES,
+                                 pure=False) for g in split]
+        for g, fut in zip(split, futures):
+            try:
+                self.groups.append(fut.result())
+            except Exception as exc:
+                raise DetectorError(f"detectors {', '.join(g)} failed on the cluster after {TASK_RETRIES + 1} "
+                                    f"tries: {type(exc).__name__}: {exc}") from None
+        self.seconds["detect"] = self._lap()
+
+    def _lap(self) -> float:
+        now = time.perf_counter()
+        lap, self._t = now - self._t, now
+        return round(lap, 3)
 
     def _consume(self, res: PartitionResult) -> None:
         stages = self.stages
-        self.results.append(res)
-        status = self.inputs.inputs[res.index]
-        status.format, status.records, status.warnings = res.format, res.records, res.warnings
-        census = self.censuses[res.index]
-        status.error = res.error or (census.error if census is not None else None)
+        if res.index >= 0:
+            self.results.append(res)
+            status = self.inputs.inputs[res.index]
+            status.format, status.records, status.warnings = res.format, res.records, res.warnings
+            census = self.censuses[res.index]
+            status.error = res.error or (census.error if census is not None else None)
+            self.shared_packets += res.shared_packets
+            self.reused += int(res.reused)
         self.counts.records += res.accounted
         self.counts.wire_bytes += res.wire_bytes
         self.counts.by_status += np.asarray(res.by_status, np.int64)
-        self.shared_packets += res.shared_packets
-        self.reused += int(res.reused)
         self._tap["streams_dropped"] += res.streams_dropped
         self._tap["parse_errors"] += res.parse_errors
-        if not res.folder:
+        self.flows += res.flows
+        if res.folder:
+            self.folders.append(res.folder)
+        if not res.folder or not (self.stages.detectors or self.stages.flow_writer is not None):
             return
         try:
             for rb in flow_batches(res.folder):
                 stages.feed_records(rb)
             for ev in event_batches(res.folder):
                 stages.feed_events(ev)
-            for b in shared_batches(res.folder, res.path):
-                stages.process(b)
         except (OSError, EOFError, pickle.UnpicklingError, pa.ArrowException) as exc:
-            raise DetectorError(f"{res.folder}: the partition of {res.path} cannot be read back ({exc}); "
+            raise DetectorError(f"{res.folder}: the results of {res.path} cannot be read back ({exc}); "
                                 "remove the folder and run again") from None
 
     def tap_stats(self) -> dict:
         t = self.stages.tap
         return {"streams_dropped": self._tap["streams_dropped"] + t.dropped_streams,
                 "parse_errors": self._tap["parse_errors"] + t.parse_errors}
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
 
 
 def _stamp(path: str) -> dict:

@@ -27,13 +27,13 @@ from detector.flows.records import RecordBuilder
 from detector.flows.table import flow_packet_mask
 from detector.l7.tap import L7Tap
 from detector.pipeline.stages import _host_columns, flow_config
-from detector.sources import open_capture
+from detector.sources import linktypes, open_capture
 from detector.sources.batch import RawBatch
 from kernels.capture_scan import copy_records
 
 FLOWS_FILE = "flows.arrow"
 EVENTS_FILE = "events.pkl"
-SHARED_FILE = "shared.pkl"
+SHARED_FILE = "shared-{shard}.pkl"
 DONE_FILE = "done.json"
 
 
@@ -132,9 +132,9 @@ def _copy_out(b: RawBatch, rows: np.ndarray) -> dict:
             "ts_ns": b.ts_ns[idx].copy(), "link": b.link[idx].copy(), "file_offset": b.file_offset}
 
 
-def shared_batches(folder: str, path: str):
-    """The shared packets a partition copied out, batch by batch, in capture order."""
-    fn = os.path.join(folder, SHARED_FILE)
+def shared_batches(folder: str, path: str, shard: int):
+    """The shared packets of ``shard`` a partition copied out, batch by batch, in capture order."""
+    fn = os.path.join(folder, SHARED_FILE.format(shard=shard))
     if not os.path.exists(fn):
         return
     with open(fn, "rb") as fh:
@@ -186,89 +186,140 @@ def _stored(folder: str, stamp: dict) -> PartitionResult | None:
     return res
 
 
-def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_file: str, last_ts: int | None,
-                 folder: str, stamp: dict) -> PartitionResult:
+class _Outputs:
+    """A task's results folder: flow records (Arrow stream), events (pickles), a result, all
+    written under ``FOLDER.tmp`` and renamed to ``FOLDER`` when complete."""
+
+    def __init__(self, folder: str, res: PartitionResult, cfg: Config):
+        self.folder, self.res = folder, res
+        self.tmp = folder + ".tmp"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        os.makedirs(self.tmp)
+        self.builder = RecordBuilder(flow_config(cfg))
+        self._flows = pa.OSFile(os.path.join(self.tmp, FLOWS_FILE), "wb")
+        self._events = open(os.path.join(self.tmp, EVENTS_FILE), "wb")
+        self._writer = None
+
+    def flows(self, emitted) -> None:
+        for em in emitted:
+            rb = self.builder.build(em)
+            if self._writer is None:
+                self._writer = pa.ipc.new_stream(self._flows, rb.schema)
+            self._writer.write_batch(rb)
+            self.res.flows += rb.num_rows
+
+    def events(self, ev) -> None:
+        pickle.dump(ev, self._events, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def commit(self, engine, tap, stamp: dict, t0: float) -> PartitionResult:
+        if self._writer is not None:
+            self._writer.close()
+        self._flows.close()
+        self._events.close()
+        res, c = self.res, engine.counts
+        res.accounted, res.wire_bytes, res.by_status = c.records, c.wire_bytes, [int(x) for x in c.by_status]
+        res.evicted, res.fragments = engine.evicted, engine.fragment_stats
+        res.streams_dropped, res.parse_errors = tap.dropped_streams, tap.parse_errors
+        res.seconds = round(time.perf_counter() - t0, 6)
+        with open(os.path.join(self.tmp, "result.pkl"), "wb") as fh:
+            pickle.dump(res, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        with open(os.path.join(self.tmp, DONE_FILE), "w", encoding="utf-8") as fh:
+            json.dump({"stamp": stamp, "path": res.path, "flows": res.flows, "records": res.records}, fh)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        os.rename(self.tmp, self.folder)
+        return res
+
+
+def _engine(cfg: Config, backend_name: str):
+    from detector.backend import select_backend
+
+    return make_engine(flow_config(cfg), select_backend(backend_name))
+
+
+def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_file: str, shards: int,
+                 last_ts: int | None, folder: str, stamp: dict) -> PartitionResult:
     """The partition of ``path``: flows and events of its flows that no other file has, and
-    copies of the packets of those that other files share (hashes in ``shared_file``).
-    ``last_ts`` is the archive's last timestamp (flows open at the end end as in one pass)."""
+    copies of the packets of those that other files share (hashes in ``shared_file``), one
+    spool per stitching shard. ``last_ts`` is the archive's last timestamp (flows open at the
+    end end as in one pass)."""
     stored = _stored(folder, stamp)
     if stored is not None:
         return stored
-    from detector.backend import select_backend
-
     t0 = time.perf_counter()
     cfg = _single_thread(cfg)
     shared = np.load(shared_file) if shared_file else np.empty(0, np.uint64)
-    flow_cfg = flow_config(cfg)
-    engine = make_engine(flow_cfg, select_backend(backend_name))
-    splitter = FlowEngine(flow_cfg) if len(shared) else None
-    builder, tap = RecordBuilder(flow_cfg), L7Tap()
+    engine, tap = _engine(cfg, backend_name), L7Tap()
+    splitter = FlowEngine(flow_config(cfg)) if len(shared) else None
     res = PartitionResult(index, path, folder)
-    tmp = folder + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    with open(os.path.join(tmp, EVENTS_FILE), "wb") as ev_fh, open(os.path.join(tmp, SHARED_FILE), "wb") as sh_fh, \
-            pa.OSFile(os.path.join(tmp, FLOWS_FILE), "wb") as fl_fh:
-        writer = None
+    out = _Outputs(folder, res, cfg)
+    spools = [open(os.path.join(out.tmp, SHARED_FILE.format(shard=s)), "wb") for s in range(shards if splitter else 0)]
 
-        def write_flows(emitted):
-            nonlocal writer
-            for em in emitted:
-                rb = builder.build(em)
-                if writer is None:
-                    writer = pa.ipc.new_stream(fl_fh, rb.schema)
-                writer.write_batch(rb)
-                res.flows += rb.num_rows
+    def account(b: RawBatch):
+        out.flows(engine.process(b))
+        out.events(tap.process(b, _host_columns(engine, b.n), b.n))
 
-        def account(b: RawBatch):
-            write_flows(engine.process(b))
-            pickle.dump(tap.process(b, _host_columns(engine, b.n), b.n), ev_fh, protocol=pickle.HIGHEST_PROTOCOL)
-
+    try:
+        reader = open_capture(path, cfg.flows.batch_size)
+    except CaptureError as exc:
+        res.error = exc
+        reader = None
+    if reader is not None:
+        res.format = reader.format
         try:
-            reader = open_capture(path, cfg.flows.batch_size)
+            for b in reader.batches():
+                res.records += b.n
+                if splitter is None:
+                    account(b)
+                    continue
+                splitter.decode(b)
+                n = b.n
+                h = splitter.pkt_hash[:n]
+                theirs = flow_packet_mask(np, splitter.cols, n) & np.isin(h, shared)
+                if not theirs.any():
+                    account(b)
+                    continue
+                shard = ((h >> np.uint64(40)) % np.uint64(shards)).astype(np.int64)
+                for s in range(shards):
+                    rows = np.flatnonzero(theirs & (shard == s))
+                    if len(rows):
+                        pickle.dump(_copy_out(b, rows), spools[s], protocol=pickle.HIGHEST_PROTOCOL)
+                res.shared_packets += int(theirs.sum())
+                if not theirs.all():
+                    account(_subset(b, np.flatnonzero(~theirs)))
         except CaptureError as exc:
             res.error = exc
-            reader = None
-        if reader is not None:
-            res.format = reader.format
-            try:
-                for b in reader.batches():
-                    res.records += b.n
-                    if splitter is None:
-                        account(b)
-                        continue
-                    splitter.decode(b)
-                    n = b.n
-                    mine = ~(flow_packet_mask(np, splitter.cols, n) & np.isin(splitter.pkt_hash[:n], shared))
-                    if mine.all():
-                        account(b)
-                        continue
-                    pickle.dump(_copy_out(b, np.flatnonzero(~mine)), sh_fh, protocol=pickle.HIGHEST_PROTOCOL)
-                    res.shared_packets += int(n - mine.sum())
-                    if mine.any():
-                        account(_subset(b, np.flatnonzero(mine)))
-            except CaptureError as exc:
-                res.error = exc
-            finally:
-                reader.src.close()
-            for lt, count in getattr(reader, "unsupported", {}).items():
-                from detector.sources import linktypes
+        finally:
+            reader.src.close()
+        for lt, count in getattr(reader, "unsupported", {}).items():
+            res.warnings.append(f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; "
+                                "their packets were skipped")
+    for fh in spools:
+        fh.close()
+    out.flows(engine.finish(last_ts))
+    out.events(tap.flush())
+    return out.commit(engine, tap, stamp, t0)
 
-                res.warnings.append(f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; "
-                                    "their packets were skipped")
-        write_flows(engine.finish(last_ts))
-        pickle.dump(tap.flush(), ev_fh, protocol=pickle.HIGHEST_PROTOCOL)
-        if writer is not None:
-            writer.close()
-    c = engine.counts
-    res.accounted, res.wire_bytes, res.by_status = c.records, c.wire_bytes, [int(x) for x in c.by_status]
-    res.evicted, res.fragments = engine.evicted, engine.fragment_stats
-    res.streams_dropped, res.parse_errors = tap.dropped_streams, tap.parse_errors
-    res.seconds = round(time.perf_counter() - t0, 6)
-    with open(os.path.join(tmp, "result.pkl"), "wb") as fh:
-        pickle.dump(res, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    with open(os.path.join(tmp, DONE_FILE), "w", encoding="utf-8") as fh:
-        json.dump({"stamp": stamp, "path": path, "flows": res.flows, "records": res.records}, fh)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.rename(tmp, folder)
-    return res
+
+def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_name: str, last_ts: int | None,
+                 folder: str, stamp: dict) -> PartitionResult:
+    """The flows that cross files, one shard of them (by flow hash): their packets, copied out
+    by every partition, run in file order through one flow table and L7 tap, so each such flow
+    is one record with the state one pass gives it."""
+    stored = _stored(folder, stamp)
+    if stored is not None:
+        return stored
+    t0 = time.perf_counter()
+    cfg = _single_thread(cfg)
+    engine, tap = _engine(cfg, backend_name), L7Tap()
+    res = PartitionResult(-1 - shard, f"stitch shard {shard}", folder)
+    out = _Outputs(folder, res, cfg)
+    for part in parts:
+        if not part.folder:
+            continue
+        for b in shared_batches(part.folder, part.path, shard):
+            out.flows(engine.process(b))
+            out.events(tap.process(b, _host_columns(engine, b.n), b.n))
+            res.shared_packets += b.n
+    out.flows(engine.finish(last_ts))
+    out.events(tap.flush())
+    return out.commit(engine, tap, stamp, t0)

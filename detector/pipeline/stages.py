@@ -112,6 +112,10 @@ class Stages:
 
     def report(self) -> list[Alert]:
         """Every detector's alerts over what it has seen so far, in time order."""
-        alerts = [a for d in self.detectors for a in d.finish()]
-        alerts.sort(key=lambda a: (a.ts_ns, -a.severity_rank))
-        return alerts
+        return time_ordered([a for d in self.detectors for a in d.finish()])
+
+
+def time_ordered(alerts: list[Alert]) -> list[Alert]:
+    """Alerts by time, the more severe first at one instant; ties keep the detectors' order."""
+    alerts.sort(key=lambda a: (a.ts_ns, -a.severity_rank))
+    return alerts

@@ -66,6 +66,9 @@ def _when(ns: int | None) -> str:
     return rfc3339(ns) if ns else "-"
 
 
+DETECTORS = ("beaconing", "arp_spoof")  # whose state the report shows (candidates, binding changes)
+
+
 def build(result, collector, inputs: list[str], title: str | None = None) -> str:
     s = result.summary
     alerts = sorted(result.alerts, key=lambda a: (a.ts_ns, -a.severity_rank))
