@@ -147,3 +147,36 @@ def test_alerts_do_not_depend_on_batching(scenarios, name, monkeypatch):
         monkeypatch.setattr(engine, "RECORD_GROUP", group)
         small = dataclasses.replace(cfg, flows=dataclasses.replace(cfg.flows, batch_size=batch))
         assert [a.to_json() for a in run_analyze(path, small, None, progress=False).alerts] == base, (group, batch)
+
+
+class _DieOnce:
+    """A worker plugin that kills its worker process the first time a task named
+    ``prefix...`` starts (a marker file makes it once per test, across restarted workers)."""
+
+    def __init__(self, prefix: str, marker: str):
+        self.prefix, self.marker = prefix, marker
+
+    def transition(self, key, start, finish, **kwargs):
+        import os
+
+        if finish == "executing" and str(key).startswith(self.prefix) and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+
+
+def test_a_lost_worker_costs_nothing(archive, tmp_path):
+    """The worker running a partition dies mid-task: Dask runs the task elsewhere and the
+    alerts are still one pass's."""
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    d, files, cfg, single = archive
+    plugin = type("DieOnce", (_DieOnce, WorkerPlugin), {})("partition-1-", str(tmp_path / "died"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as c:
+        c.register_plugin(plugin)
+        dist = run_distributed([str(d / "capture")], cfg, cluster.scheduler_address, None, progress=False,
+                               work_dir=str(tmp_path / "work"))
+    assert (tmp_path / "died").exists()  # a worker did die
+    assert dist.exit_code == 0 and not dist.errors
+    assert [a.to_json() for a in dist.alerts] == [a.to_json() for a in single.alerts]
+    assert dist.summary["flows"] == single.summary["flows"]
