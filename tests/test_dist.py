@@ -76,6 +76,7 @@ def test_cluster_cli_with_a_corrupt_file_reports_it_and_exit_1(archive, tmp_path
     err = capsys.readouterr().err
     assert code == 1
     assert "login01-999.pcap" in err and "offset" in err and "Traceback" not in err
+    assert "cluster: 2 worker(s), 5 partition(s)" in err
     alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert any(a["technique"] == "beaconing" for a in alerts)
     page = (tmp_path / "report.html").read_text()

@@ -156,6 +156,11 @@ def summary_text(s: dict, alerts: list[Alert]) -> str:
         worst = sorted(alerts, key=lambda a: (-a.severity_rank, a.ts_ns))[:5]
         for a in worst:
             lines.append(f"  [{a.severity}] {a.category}/{a.technique}: {a.summary[:150]}")
+    if s.get("cluster"):
+        c = s["cluster"]
+        share = c["shared_packets"] / max(s["packets"], 1)
+        lines.append(f"  cluster: {c['workers']} worker(s), {c['partitions']} partition(s) ({c['reused_partitions']} "
+                     f"reused), {share:.0%} of the packets in flows that cross files (stitched)")
     if s.get("model"):
         m = s["model"]
         lines.append(f"  site model: {m['windows_trained']:,} training windows of {m['hosts']:,} hosts")
