@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -61,8 +60,9 @@ def main() -> int:
     for r in rows:
         r["packets_per_s"] = round(packets / r["seconds"])
         r["vs_single"] = round(rows[0]["seconds"] / r["seconds"], 2)
-    out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "python": platform.python_version()},
+    from detector.bench.machine import machine
+
+    out = {"machine": machine(),
            "packets": packets, "files": args.files, "rows": rows,
            "note": "wall time including cluster start-up (worker processes import and load the kernels); "
                    "phases: start (cluster), census (decode every file), partitions (flows and L7 of the "

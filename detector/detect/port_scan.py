@@ -57,8 +57,7 @@ class PortScan(Detector):
         self.ports: dict[tuple[str, str], set[int]] = defaultdict(set)
         self.hosts: dict[tuple[str, int, str], set[str]] = defaultdict(set)
         self.first: dict[tuple, tuple[int, int]] = {}
-        self.trw: dict[str, dict] = {}
-        self.seen_targets: dict[str, set] = defaultdict(set)
+        self.trw: dict[str, dict[str, tuple[int, bool]]] = {}  # src -> dst -> (time, failed) of the first contact
         self.inbound: dict[str, dict] = {}
 
     def _note(self, key, ts: int) -> None:
@@ -98,23 +97,35 @@ class PortScan(Detector):
                 self.hosts[key].add(dst)
                 self._note(key, t)
                 self._note_inbound(src, dst, port, pr, t)
-            # threshold random walk over first contacts with distinct hosts, as in the paper
+            # threshold random walk over first contacts with distinct hosts, as in the paper: the
+            # first contact is the earliest, whatever order the flows arrive in; the walk runs in
+            # time order in finish()
             if len(self.trw) >= self.p.max_sources and src not in self.trw:
                 continue
-            seen = self.seen_targets[src]
-            if dst in seen or len(seen) >= self.p.max_sources:
-                continue
-            seen.add(dst)
-            w = self.trw.setdefault(src, {"lr": 1.0, "fail": 0, "ok": 0, "first": t, "last": t, "dsts": set()})
-            w["first"], w["last"] = min(w["first"], t), max(w["last"], t)
+            contacts = self.trw.setdefault(src, {})
+            prev = contacts.get(dst)
+            if prev is None:
+                if len(contacts) < self.p.max_sources:
+                    contacts[dst] = (t, failed)
+            elif (t, not failed) < (prev[0], not prev[1]):
+                contacts[dst] = (t, failed)
+
+    @staticmethod
+    def _walk(contacts: dict[str, tuple[int, bool]]) -> dict:
+        """The random walk over a source's first contacts, in time order."""
+        w = {"lr": 1.0, "fail": 0, "ok": 0, "dsts": []}
+        for _, dst, failed in sorted((t, dst, failed) for dst, (t, failed) in contacts.items()):
             if failed:
                 w["fail"] += 1
                 w["lr"] = min(w["lr"] * 4.0, 1e12)
                 if len(w["dsts"]) < 64:
-                    w["dsts"].add(dst)
+                    w["dsts"].append(dst)
             else:
                 w["ok"] += 1
                 w["lr"] *= 0.25
+        times = [t for t, _ in contacts.values()]
+        w["first"], w["last"] = min(times), max(times)
+        return w
 
     def _note_inbound(self, src: str, dst: str, port: int, pr: str, t: int) -> None:
         if dst not in self.inbound and len(self.inbound) >= self.p.max_sources:
@@ -155,8 +166,11 @@ class PortScan(Detector):
                              None if pr == "icmp" else port, pr,
                              {"hosts": sorted(hosts)[:64], "host_count": len(hosts), "threshold": p.sweep_threshold}))
             reported.add(src)
-        for src, w in self.trw.items():
-            if src in reported or w["lr"] < p.trw_eta1 or w["fail"] < p.trw_min_failures:
+        for src, contacts in self.trw.items():
+            if src in reported:
+                continue
+            w = self._walk(contacts)
+            if w["lr"] < p.trw_eta1 or w["fail"] < p.trw_min_failures:
                 continue
             dsts = sorted(w["dsts"])
             out.append(Alert(w["first"], w["last"], "scan", "slow_scan", "medium", 0.6,

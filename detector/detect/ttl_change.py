@@ -15,6 +15,7 @@ reported at low severity: a route change looks the same.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
 
 INITIAL_TTLS = np.array([32, 64, 128, 255])
+KEEP_EARLIEST = 256  # connections kept per peer for the replay in time order
 
 
 def hops(ttl: np.ndarray) -> np.ndarray:
@@ -54,16 +56,23 @@ class TtlChange(Detector):
         super().__init__(params, site)
         self.found: dict[tuple, Alert] = {}
         self.peers: dict[str, dict] = {}  # hop count learned per address from established connections
+        self.seeded: dict[str, dict] = {}  # from a site model
+        # per peer, its earliest connections (a max-heap by time) and the earliest at each hop
+        # count: what the replay in time order needs, whatever order flows arrive in
+        self.early: dict[str, list] = {}
+        self.first_at: dict[str, dict[int, tuple]] = {}
 
     def learned(self) -> dict:
         """The peers whose hop count had settled."""
+        self._replay()
         return {"peers": {a: [p["hops"], p["n"], p["ttl"]] for a, p in self.peers.items()
                           if p["n"] >= self.p.peer_min_connections}}
 
     def seed(self, pins: dict) -> None:
         for addr, (hops, n, ttl) in dict(pins.get("peers", {})).items():
-            if len(self.peers) < self.p.max_peers:
-                self.peers.setdefault(str(addr), {"hops": int(hops), "n": int(n), "ttl": int(ttl)})
+            if len(self.seeded) < self.p.max_peers:
+                self.seeded.setdefault(str(addr), {"hops": int(hops), "n": int(n), "ttl": int(ttl)})
+        self.peers = {a: dict(p) for a, p in self.seeded.items()}
 
     def observe_flows(self, f: FlowView) -> None:
         tcp = np.flatnonzero(f["proto"] == "tcp")
@@ -111,31 +120,51 @@ class TtlChange(Detector):
              "uid": f["uid"][j], "connections": 1, "ports": [f"{sport}->{dport}"]}, f["community_id"][j])
 
     def _learn(self, f, j, src, dst, h: int, ttl: int) -> None:
-        """A peer's hop count over its connections; a settled count that later moves by
-        ``min_delta`` is reported at low severity (routes do change; injection is within one)."""
-        p = self.peers.get(src)
-        if p is None:
-            if len(self.peers) >= self.p.max_peers:
-                return
-            p = self.peers[src] = {"hops": h, "n": 0, "ttl": ttl}
-        if abs(h - p["hops"]) < self.p.min_delta:
-            p["n"] += 1
-            return
-        if p["n"] < self.p.peer_min_connections:
-            p.update(hops=h, n=1, ttl=ttl)  # not settled yet: start over
-            return
-        key = ("peer", src)
-        if key in self.found:
-            self.found[key].evidence["connections"] += 1
+        """Keep what the replay needs of a connection of ``src``."""
+        if src not in self.early and len(self.early) >= self.p.max_peers:
             return
         ts = int(f["ts"][j])
-        self.found[key] = Alert(
-            ts, ts, "mitm", "ttl_change", "low", 0.3,
-            f"{src} is {h} hops away in a connection to {dst} after {p['n']} connections at {p['hops']} hops "
-            f"(TTL {ttl} against {p['ttl']}): its traffic now takes another path, or comes from another host",
-            self.label, self.host_for(dst, src), src, dst, None, None, "tcp",
-            {"hops_before": p["hops"], "hops_now": h, "ttl_before": p["ttl"], "ttl_now": ttl,
-             "connections_before": p["n"], "connections": 1, "uid": f["uid"][j]}, f["community_id"][j])
+        obs = (ts, dst, h, ttl, f["uid"][j], f["community_id"][j])
+        heap = self.early.setdefault(src, [])
+        item = (-ts, obs)
+        if len(heap) < KEEP_EARLIEST:
+            heapq.heappush(heap, item)
+        elif item > heap[0]:
+            heapq.heapreplace(heap, item)
+        at = self.first_at.setdefault(src, {})
+        if (h not in at and len(at) < 16) or (h in at and obs < at[h]):
+            at[h] = obs
+
+    def _replay(self) -> list[Alert]:
+        """A peer's hop count over its connections in time order; a settled count that later
+        moves by ``min_delta`` is reported at low severity (routes do change; injection is
+        within one connection). Counts are over each peer's earliest ``KEEP_EARLIEST``
+        connections and the first at each hop count."""
+        self.peers = {a: dict(p) for a, p in self.seeded.items()}
+        out = []
+        for src, heap in self.early.items():
+            seq = sorted({o for _, o in heap} | set(self.first_at.get(src, {}).values()))
+            p, alert = self.peers.get(src), None
+            for ts, dst, h, ttl, uid, cid in seq:
+                if p is None:
+                    p = self.peers[src] = {"hops": h, "n": 0, "ttl": ttl}
+                if abs(h - p["hops"]) < self.p.min_delta:
+                    p["n"] += 1
+                elif p["n"] < self.p.peer_min_connections:
+                    p.update(hops=h, n=1, ttl=ttl)  # not settled yet: start over
+                elif alert is not None:
+                    alert.evidence["connections"] += 1
+                else:
+                    alert = Alert(
+                        ts, ts, "mitm", "ttl_change", "low", 0.3,
+                        f"{src} is {h} hops away in a connection to {dst} after {p['n']} connections at {p['hops']} "
+                        f"hops (TTL {ttl} against {p['ttl']}): its traffic now takes another path, or comes from "
+                        "another host", self.label, self.host_for(dst, src), src, dst, None, None, "tcp",
+                        {"hops_before": p["hops"], "hops_now": h, "ttl_before": p["ttl"], "ttl_now": ttl,
+                         "connections_before": p["n"], "connections": 1, "uid": uid}, cid)
+            if alert is not None:
+                out.append(alert)
+        return out
 
     def finish(self) -> list[Alert]:
-        return list(self.found.values())
+        return list(self.found.values()) + self._replay()

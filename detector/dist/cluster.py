@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from detector.errors import DetectorError
 
+WORKER_WAIT_S = 300  # a scheduler whose workers are still being scheduled (Slurm) gets this long
 USAGE = "expected local, local:N (N worker processes), tcp://HOST:PORT, tls://HOST:PORT or a scheduler file"
 
 
@@ -43,7 +44,7 @@ def connect(spec: str, gpu: bool = False, retries: int = 3):
     Client, LocalCluster, dask_config = _dask()
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    cluster = None
+    cluster = client = None
     with dask_config.set({"distributed.scheduler.allowed-failures": retries}):
         try:
             if kind == "local":
@@ -53,7 +54,12 @@ def connect(spec: str, gpu: bool = False, retries: int = 3):
                 client = Client(scheduler_file=spec, timeout="30s")
             else:
                 client = Client(spec, timeout="30s")
-        except (OSError, TimeoutError, RuntimeError) as exc:
+            if kind != "local":
+                client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except (OSError, TimeoutError, RuntimeError, ValueError, AssertionError) as exc:
+            # AssertionError/ValueError: a scheduler file that is not one
+            if client is not None:
+                client.close()
             if cluster is not None:
                 cluster.close()
             raise DetectorError(f"--cluster {spec}: cannot start or reach the cluster: {exc}") from None
@@ -81,7 +87,5 @@ def _local_cluster(LocalCluster, n: int | None, gpu: bool):
 
 def describe(client) -> dict:
     """Workers and their threads, for the run's summary."""
-    info = client.scheduler_info()
-    workers = info.get("workers", {})
-    return {"scheduler": info.get("address"), "workers": len(workers),
-            "threads": sum(w.get("nthreads", 0) for w in workers.values())}
+    threads = client.nthreads()  # every worker (scheduler_info() may list only a few)
+    return {"scheduler": client.scheduler.address, "workers": len(threads), "threads": sum(threads.values())}

@@ -9,11 +9,14 @@ lightest group), which only decides how fast the run is, never what it finds.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass, field
 
 from detector.alerts import Alert
 from detector.config import Config
-from detector.dist.partition import event_batches, flow_batches
+from detector.dist.partition import feed_items
+from detector.l7.events import merge_events
 from detector.site import Site
 
 # seconds per million packets of the hpc-mix synthetic site on one core (2-core VM, Nov 2026);
@@ -37,6 +40,21 @@ def groups(names: list[str], n: int) -> list[list[str]]:
     return [g for g in out if g]
 
 
+def _ranked(items, rank: int):
+    for (i, j), rbs, events in items:
+        yield (i, j, rank), rbs, events
+
+
+def ordered_feed(folders: list[str]):
+    """Every task's record batches and events, merged into one pass's order: by file, by
+    batch within the file (the partition's part of a batch first, then the stitching shards'),
+    what ends with the input last. Yields ``(record batches, events)`` per batch."""
+    merged = heapq.merge(*(_ranked(feed_items(f), r) for r, f in enumerate(folders)), key=lambda it: it[0])
+    for _, group in itertools.groupby(merged, key=lambda it: it[0][:2]):
+        group = list(group)
+        yield [rb for _, rbs, _ in group for rb in rbs], merge_events([ev for _, _, ev in group])
+
+
 @dataclass
 class GroupResult:
     alerts: dict[str, list[Alert]]  # detector name -> its alerts
@@ -45,16 +63,16 @@ class GroupResult:
 
 def detect_group(names: list[str], folders: list[str], cfg: Config, site: Site, model,
                  keep: tuple[str, ...] = ()) -> GroupResult:
-    """Run the detectors ``names`` over the records and events in ``folders``, in order."""
+    """Run the detectors ``names`` over the records and events in ``folders`` (partitions in
+    file order, then the stitching shards), in one pass's order."""
     from detector.pipeline.stages import Stages
 
     stages = Stages(cfg, model=model, site=site)
     stages.detectors = [d for d in stages.detectors if d.name in names]
-    for folder in folders:
-        for rb in flow_batches(folder):
+    for rbs, events in ordered_feed(folders):
+        for rb in rbs:
             stages.feed_flow_batch(rb)
-        for ev in event_batches(folder):
-            stages.feed_events(ev)
+        stages.feed_events(events)
     alerts = {d.name: d.finish() for d in stages.detectors}
     return GroupResult(alerts, [d for d in stages.detectors if d.name in keep])
 

@@ -18,21 +18,19 @@ import tempfile
 import time
 
 import numpy as np
-import pyarrow as pa
 
 from detector.alerts import Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
 from detector.dist import cluster as dcluster
-from detector.dist.detect_group import GroupResult, detect_group, groups
+from detector.dist.detect_group import GroupResult, detect_group, groups, ordered_feed
 from detector.dist.partition import (
+    SHARDS,
     Census,
     PartitionResult,
     analyze_file,
     census_file,
-    event_batches,
     file_stamp,
-    flow_batches,
     shared_hashes,
     stitch_shard,
 )
@@ -60,20 +58,29 @@ def _size(path: str) -> int:
 
 
 def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> tuple[str, bool]:
-    """The folder partitions write to, and whether it stays after a successful run. Named
-    ones stay (a later run reuses what is there); the default one (next to the alerts, or a
-    temporary folder) is removed once the run has finished."""
+    """The folder tasks write to (absolute: workers resolve paths on their own), and whether
+    it stays after a successful run. A named one stays (a later run reuses what is there);
+    the default one (``ALERTS.work``, or a temporary folder) is removed once the run has
+    finished."""
     if work_dir:
-        os.makedirs(work_dir, exist_ok=True)
-        return work_dir, True
-    if alerts_out and alerts_out != "-":
-        folder = alerts_out + ".work"
-        os.makedirs(folder, exist_ok=True)
-        return folder, False
-    if remote:
+        folder, keep = work_dir, True
+    elif alerts_out and alerts_out != "-":
+        folder, keep = alerts_out + ".work", False
+    elif remote:
         raise DetectorError("--cluster with a remote scheduler needs --work-dir (a folder every worker can write) "
-                            "or -o ALERTS (its folder is used)")
-    return tempfile.mkdtemp(prefix="detector-work-"), False
+                            "or -o ALERTS (then ALERTS.work is used)")
+    else:
+        return tempfile.mkdtemp(prefix="detector-work-"), False
+    folder = os.path.abspath(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".writable")
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise DetectorError(f"--work-dir {folder}: cannot write there: {exc.strerror}") from None
+    return folder, keep
 
 
 def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: str | None = "-",
@@ -86,7 +93,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     result's ``detectors`` (the report reads their state)."""
     t0 = time.perf_counter()
     kind, _ = dcluster.parse(cluster)
-    files = expand_inputs(inputs)
+    files = [f if f == "-" else os.path.abspath(f) for f in expand_inputs(inputs)]
     if "-" in files:
         raise DetectorError("--cluster reads files: standard input (-) cannot be shared out to workers")
     work, keep = work_folder(work_dir, alerts_out, remote=kind != "local")
@@ -139,7 +146,11 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     elif not complete:
         result.warnings.append(f"finished partitions are kept in {work}: run again with --work-dir {work} "
                                "to reuse them")
+    if run.evicted:
+        result.warnings.append(f"{run.evicted:,} flows were evicted from full flow tables (max_flows): the run may "
+                               "differ from one pass; raise [flows] max_flows")
     result.summary["cluster"] = {**run.cluster, "partitions": len(files), "reused_partitions": run.reused,
+                                 "evicted_flows": run.evicted,
                                  "shared_flow_hashes": run.shared_count, "shared_packets": run.shared_packets,
                                  "seconds": run.seconds,
                                  "work_dir": work if (keep or not complete) else None}
@@ -164,7 +175,7 @@ class _Run:
         self.packets = 0
         self._tap = {"streams_dropped": 0, "parse_errors": 0}
         self.seconds: dict[str, float] = {}
-        self.flows = 0
+        self.flows = self.evicted = 0
         self.folders: list[str] = []  # every finished partition's and stitching shard's, in order
         self.groups: list[GroupResult] = []
         self._t = time.perf_counter()
@@ -180,7 +191,8 @@ class _Run:
                 c = fut.result()
             except Exception as exc:  # the task failed on every try: the file is reported, the rest goes on
                 idx = futures.index(fut)
-                c = Census(idx, self.files[idx], np.empty(0, np.uint64), error=_task_error(self.files[idx], exc))
+                c = Census(idx, self.files[idx], np.empty(0, np.uint64), error=_task_error(self.files[idx], exc),
+                           task_failed=True)
             self.censuses[c.index] = c
             self.done_bytes += _size(c.path)
             self.packets += c.records
@@ -205,7 +217,10 @@ class _Run:
         for c in self.censuses:
             if c is None or not c.records:
                 continue
-            reader = open_capture(c.path, cfg.flows.batch_size)
+            try:
+                reader = open_capture(c.path, cfg.flows.batch_size)
+            except CaptureError:
+                continue
             try:
                 for b in reader.batches():
                     decoder.decode(b)
@@ -218,33 +233,38 @@ class _Run:
 
     # -- phase 2: partitions, consumed in file order; phase 3: stitching shards -------------
     def partitions(self, client, cfg: Config, backend: Backend, bar: Progress) -> None:
-        shards = max(1, self.cluster.get("threads", 1)) if self.shared_count else 0
-        key = _digest((cfg, backend.name, self.last_ts, self.shared_file, shards))
-        futures = []
+        key = _digest((cfg, backend.name, self.last_ts, self.shared_file, SHARDS))
+        futures = {}
         for i, path in enumerate(self.files):
+            census = self.censuses[i]
+            if census is None or census.task_failed:
+                continue  # its census task failed: its flows could not be told apart; reported
             folder = os.path.join(self.work, f"part-{i:05d}-{key}")
             stamp = {**_stamp(path), "run": key}
-            futures.append(client.submit(analyze_file, i, path, cfg, backend.name, self.shared_file, shards,
-                                         self.last_ts, folder, stamp, retries=TASK_RETRIES, pure=False,
-                                         key=f"partition-{i}-{key}"))
-        for i, fut in enumerate(futures):
-            try:
-                res = fut.result()
-            except Exception as exc:
-                res = PartitionResult(i, self.files[i], "", error=_task_error(self.files[i], exc))
+            futures[i] = client.submit(analyze_file, i, path, cfg, backend.name, self.shared_file, self.last_ts,
+                                       folder, stamp, retries=TASK_RETRIES, pure=False, key=f"partition-{i}-{key}")
+        for i, path in enumerate(self.files):
+            if i not in futures:
+                res = PartitionResult(i, path, "")
+            else:
+                try:
+                    res = futures[i].result()
+                except Exception as exc:
+                    res = PartitionResult(i, path, "", error=_task_error(path, exc))
             self._consume(res)
             self.packets += res.records
             self.done_bytes += _size(res.path)
             bar.update(self.done_bytes, self.packets, os.path.basename(res.path))
         self.seconds["partitions"] = self._lap()
-        if not shards:
+        if not self.shared_count:
             return
         parts = list(self.results)
-        chain_key = _digest((key, [_stamp(f) for f in self.files]))
+        # which partitions are in decides the stitched flows: a rerun that has more is stitched again
+        chain_key = _digest((key, [(p.folder, _stamp(p.path)) for p in parts]))
         stitched = [client.submit(stitch_shard, s, parts, cfg, backend.name, self.last_ts,
                                   os.path.join(self.work, f"stitch-{s:03d}-{chain_key}"), {"run": chain_key},
                                   retries=TASK_RETRIES, pure=False, key=f"stitch-{s}-{chain_key}")
-                    for s in range(shards)]
+                    for s in range(SHARDS)]
         for fut in stitched:
             try:
                 res = fut.result()
@@ -260,6 +280,17 @@ class _Run:
         site = self.stages.site
         futures = [client.submit(detect_group, g, self.folders, cfg, site, model, keep, retries=TASK_RETRIES,
                                  pure=False) for g in split]
+        # meanwhile the client: --flows-out and the extra detectors (the report's collector)
+        stages = self.stages
+        if stages.detectors or stages.flow_writer is not None:
+            try:
+                for rbs, events in ordered_feed(self.folders):
+                    for rb in rbs:
+                        stages.feed_records(rb)
+                    stages.feed_events(events)
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                raise DetectorError(f"{self.work}: a finished task's results cannot be read back ({exc}); remove "
+                                    "the work folder and run again") from None
         for g, fut in zip(split, futures):
             try:
                 self.groups.append(fut.result())
@@ -274,7 +305,6 @@ class _Run:
         return round(lap, 3)
 
     def _consume(self, res: PartitionResult) -> None:
-        stages = self.stages
         if res.index >= 0:
             self.results.append(res)
             status = self.inputs.inputs[res.index]
@@ -289,18 +319,9 @@ class _Run:
         self._tap["streams_dropped"] += res.streams_dropped
         self._tap["parse_errors"] += res.parse_errors
         self.flows += res.flows
+        self.evicted += res.evicted
         if res.folder:
             self.folders.append(res.folder)
-        if not res.folder or not (self.stages.detectors or self.stages.flow_writer is not None):
-            return
-        try:
-            for rb in flow_batches(res.folder):
-                stages.feed_records(rb)
-            for ev in event_batches(res.folder):
-                stages.feed_events(ev)
-        except (OSError, EOFError, pickle.UnpicklingError, pa.ArrowException) as exc:
-            raise DetectorError(f"{res.folder}: the results of {res.path} cannot be read back ({exc}); "
-                                "remove the folder and run again") from None
 
     def tap_stats(self) -> dict:
         t = self.stages.tap

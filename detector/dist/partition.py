@@ -15,10 +15,10 @@ import os
 import pickle
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
 from detector.config import Config
 from detector.errors import CaptureError
@@ -31,10 +31,12 @@ from detector.sources import linktypes, open_capture
 from detector.sources.batch import RawBatch
 from kernels.capture_scan import copy_records
 
-FLOWS_FILE = "flows.arrow"
-EVENTS_FILE = "events.pkl"
+FEED_FILE = "feed.pkl"
 SHARED_FILE = "shared-{shard}.pkl"
 DONE_FILE = "done.json"
+RESULT_FILE = "result.pkl"
+SHARDS = 16  # stitching shards: fixed, so that a rerun on another number of workers reuses partitions
+END = 1 << 62  # the position of what is handed on at the end of input (open flows and streams)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Census:
     first_ts: int | None = None
     last_ts: int | None = None
     error: CaptureError | None = None
+    task_failed: bool = False  # the task itself failed (not the capture): its flows are unknown
 
 
 @dataclass
@@ -122,43 +125,26 @@ def _subset(b: RawBatch, rows: np.ndarray) -> RawBatch:
                     b.file_offset)
 
 
-def _copy_out(b: RawBatch, rows: np.ndarray) -> dict:
-    """Records ``rows`` of ``b`` as a self-contained batch (bytes copied)."""
+def _copy_out(b: RawBatch, rows: np.ndarray, batch_no: int) -> dict:
+    """Records ``rows`` of ``b`` (the file's batch ``batch_no``) as a self-contained batch."""
     idx = rows.astype(np.int64)
     data = np.empty(int(b.caplen[idx].astype(np.int64).sum()), np.uint8)
     off = np.empty(len(idx), np.int64)
     copy_records(b.buf, b.off, b.caplen, idx, data, off)
     return {"buf": data, "off": off, "caplen": b.caplen[idx].copy(), "wirelen": b.wirelen[idx].copy(),
-            "ts_ns": b.ts_ns[idx].copy(), "link": b.link[idx].copy(), "file_offset": b.file_offset}
+            "ts_ns": b.ts_ns[idx].copy(), "link": b.link[idx].copy(), "file_offset": b.file_offset,
+            "batch": batch_no}
 
 
 def shared_batches(folder: str, path: str, shard: int):
-    """The shared packets of ``shard`` a partition copied out, batch by batch, in capture order."""
-    fn = os.path.join(folder, SHARED_FILE.format(shard=shard))
-    if not os.path.exists(fn):
-        return
-    with open(fn, "rb") as fh:
-        while True:
-            try:
-                d = pickle.load(fh)
-            except EOFError:
-                return
-            yield RawBatch(d["buf"], d["off"], d["caplen"], d["wirelen"], d["ts_ns"], d["link"], path, d["file_offset"])
+    """(batch number, batch) of the shared packets of ``shard`` a partition copied out, in
+    capture order."""
+    for d in _pickles(os.path.join(folder, SHARED_FILE.format(shard=shard))):
+        yield d["batch"], RawBatch(d["buf"], d["off"], d["caplen"], d["wirelen"], d["ts_ns"], d["link"], path,
+                                   d["file_offset"])
 
 
-def flow_batches(folder: str):
-    fn = os.path.join(folder, FLOWS_FILE)
-    if not os.path.exists(fn) or os.path.getsize(fn) == 0:  # no flow ended in this partition
-        return
-    with pa.OSFile(fn, "rb") as src:
-        reader = pa.ipc.open_stream(src)
-        yield from reader
-
-
-def event_batches(folder: str):
-    fn = os.path.join(folder, EVENTS_FILE)
-    if not os.path.exists(fn):
-        return
+def _pickles(fn: str):
     with open(fn, "rb") as fh:
         while True:
             try:
@@ -167,64 +153,75 @@ def event_batches(folder: str):
                 return
 
 
+def feed_items(folder: str):
+    """What a task handed on, in its order: ``(position, record batches, events)``; the
+    position is (file index, batch number), (END, file index) for what ends with the input."""
+    yield from _pickles(os.path.join(folder, FEED_FILE))
+
+
 def file_stamp(path: str) -> dict:
     st = os.stat(path)
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _stored(folder: str, stamp: dict) -> PartitionResult | None:
+    """A finished task's result, if ``folder`` holds one for ``stamp`` with every file whole."""
     try:
         with open(os.path.join(folder, DONE_FILE), encoding="utf-8") as fh:
             done = json.load(fh)
         if done.get("stamp") != stamp:
             return None
-        with open(os.path.join(folder, "result.pkl"), "rb") as fh:
+        for name, size in done.get("files", {}).items():
+            if os.path.getsize(os.path.join(folder, name)) != size:
+                return None
+        with open(os.path.join(folder, RESULT_FILE), "rb") as fh:
             res = pickle.load(fh)
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError):
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError, AttributeError):
         return None
     res.reused = True
     return res
 
 
 class _Outputs:
-    """A task's results folder: flow records (Arrow stream), events (pickles), a result, all
-    written under ``FOLDER.tmp`` and renamed to ``FOLDER`` when complete."""
+    """A task's results folder: what it hands on (record batches and events, in order, as
+    pickles), its result, written under a private temporary name and renamed to ``folder``
+    when complete."""
 
     def __init__(self, folder: str, res: PartitionResult, cfg: Config):
         self.folder, self.res = folder, res
-        self.tmp = folder + ".tmp"
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp = f"{folder}.tmp-{uuid.uuid4().hex[:12]}"  # two tries of one task never share it
         os.makedirs(self.tmp)
         self.builder = RecordBuilder(flow_config(cfg))
-        self._flows = pa.OSFile(os.path.join(self.tmp, FLOWS_FILE), "wb")
-        self._events = open(os.path.join(self.tmp, EVENTS_FILE), "wb")
-        self._writer = None
+        self._feed = open(os.path.join(self.tmp, FEED_FILE), "wb")
+        self.extra: list = []  # other open files of the task, closed with it
 
-    def flows(self, emitted) -> None:
-        for em in emitted:
-            rb = self.builder.build(em)
-            if self._writer is None:
-                self._writer = pa.ipc.new_stream(self._flows, rb.schema)
-            self._writer.write_batch(rb)
-            self.res.flows += rb.num_rows
+    def put(self, position: tuple[int, int], emitted, events) -> None:
+        rbs = [self.builder.build(em) for em in emitted]
+        self.res.flows += sum(rb.num_rows for rb in rbs)
+        if rbs or events is not None:
+            pickle.dump((position, rbs, events), self._feed, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def events(self, ev) -> None:
-        pickle.dump(ev, self._events, protocol=pickle.HIGHEST_PROTOCOL)
+    def close(self) -> None:
+        for fh in [self._feed, *self.extra]:
+            fh.close()
+
+    def abandon(self) -> None:
+        self.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def commit(self, engine, tap, stamp: dict, t0: float) -> PartitionResult:
-        if self._writer is not None:
-            self._writer.close()
-        self._flows.close()
-        self._events.close()
+        self.close()
         res, c = self.res, engine.counts
         res.accounted, res.wire_bytes, res.by_status = c.records, c.wire_bytes, [int(x) for x in c.by_status]
         res.evicted, res.fragments = engine.evicted, engine.fragment_stats
         res.streams_dropped, res.parse_errors = tap.dropped_streams, tap.parse_errors
         res.seconds = round(time.perf_counter() - t0, 6)
-        with open(os.path.join(self.tmp, "result.pkl"), "wb") as fh:
+        with open(os.path.join(self.tmp, RESULT_FILE), "wb") as fh:
             pickle.dump(res, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        files = {f: os.path.getsize(os.path.join(self.tmp, f)) for f in os.listdir(self.tmp)}
         with open(os.path.join(self.tmp, DONE_FILE), "w", encoding="utf-8") as fh:
-            json.dump({"stamp": stamp, "path": res.path, "flows": res.flows, "records": res.records}, fh)
+            json.dump({"stamp": stamp, "path": res.path, "flows": res.flows, "records": res.records, "files": files},
+                      fh)
         shutil.rmtree(self.folder, ignore_errors=True)
         os.rename(self.tmp, self.folder)
         return res
@@ -236,12 +233,12 @@ def _engine(cfg: Config, backend_name: str):
     return make_engine(flow_config(cfg), select_backend(backend_name))
 
 
-def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_file: str, shards: int,
-                 last_ts: int | None, folder: str, stamp: dict) -> PartitionResult:
-    """The partition of ``path``: flows and events of its flows that no other file has, and
-    copies of the packets of those that other files share (hashes in ``shared_file``), one
-    spool per stitching shard. ``last_ts`` is the archive's last timestamp (flows open at the
-    end end as in one pass)."""
+def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_file: str, last_ts: int | None,
+                 folder: str, stamp: dict) -> PartitionResult:
+    """The partition of ``path`` (the archive's file ``index``): records and events of its
+    flows that no other file has, and copies of the packets of those that other files share
+    (hashes in ``shared_file``), one spool per stitching shard. ``last_ts`` is the archive's
+    last timestamp (flows open at the end end as in one pass)."""
     stored = _stored(folder, stamp)
     if stored is not None:
         return stored
@@ -252,52 +249,59 @@ def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_f
     splitter = FlowEngine(flow_config(cfg)) if len(shared) else None
     res = PartitionResult(index, path, folder)
     out = _Outputs(folder, res, cfg)
-    spools = [open(os.path.join(out.tmp, SHARED_FILE.format(shard=s)), "wb") for s in range(shards if splitter else 0)]
+    try:
+        spools = [open(os.path.join(out.tmp, SHARED_FILE.format(shard=s)), "wb") for s in range(SHARDS)] \
+            if splitter else []
+        out.extra = spools
+        _partition(path, cfg, engine, tap, splitter, shared, spools, out, index)
+        out.put((END, index), engine.finish(last_ts), tap.flush())
+        return out.commit(engine, tap, stamp, t0)
+    except BaseException:
+        out.abandon()
+        raise
 
-    def account(b: RawBatch):
-        out.flows(engine.process(b))
-        out.events(tap.process(b, _host_columns(engine, b.n), b.n))
+
+def _partition(path, cfg, engine, tap, splitter, shared, spools, out: _Outputs, index: int) -> None:
+    res = out.res
+
+    def account(b: RawBatch, j: int):
+        emitted = engine.process(b)
+        out.put((index, j), emitted, tap.process(b, _host_columns(engine, b.n), b.n))
 
     try:
         reader = open_capture(path, cfg.flows.batch_size)
     except CaptureError as exc:
         res.error = exc
-        reader = None
-    if reader is not None:
-        res.format = reader.format
-        try:
-            for b in reader.batches():
-                res.records += b.n
-                if splitter is None:
-                    account(b)
-                    continue
-                splitter.decode(b)
-                n = b.n
-                h = splitter.pkt_hash[:n]
-                theirs = flow_packet_mask(np, splitter.cols, n) & np.isin(h, shared)
-                if not theirs.any():
-                    account(b)
-                    continue
-                shard = ((h >> np.uint64(40)) % np.uint64(shards)).astype(np.int64)
-                for s in range(shards):
-                    rows = np.flatnonzero(theirs & (shard == s))
-                    if len(rows):
-                        pickle.dump(_copy_out(b, rows), spools[s], protocol=pickle.HIGHEST_PROTOCOL)
-                res.shared_packets += int(theirs.sum())
-                if not theirs.all():
-                    account(_subset(b, np.flatnonzero(~theirs)))
-        except CaptureError as exc:
-            res.error = exc
-        finally:
-            reader.src.close()
-        for lt, count in getattr(reader, "unsupported", {}).items():
-            res.warnings.append(f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; "
-                                "their packets were skipped")
-    for fh in spools:
-        fh.close()
-    out.flows(engine.finish(last_ts))
-    out.events(tap.flush())
-    return out.commit(engine, tap, stamp, t0)
+        return
+    res.format = reader.format
+    try:
+        for j, b in enumerate(reader.batches()):
+            res.records += b.n
+            if splitter is None:
+                account(b, j)
+                continue
+            splitter.decode(b)
+            n = b.n
+            h = splitter.pkt_hash[:n]
+            pos = np.minimum(np.searchsorted(shared, h), len(shared) - 1)
+            theirs = flow_packet_mask(np, splitter.cols, n) & (shared[pos] == h)
+            if not theirs.any():
+                account(b, j)
+                continue
+            shard = ((h >> np.uint64(40)) % np.uint64(SHARDS)).astype(np.int64)
+            for s in np.unique(shard[theirs]).tolist():
+                pickle.dump(_copy_out(b, np.flatnonzero(theirs & (shard == s)), j), spools[s],
+                            protocol=pickle.HIGHEST_PROTOCOL)
+            res.shared_packets += int(theirs.sum())
+            if not theirs.all():
+                account(_subset(b, np.flatnonzero(~theirs)), j)
+    except CaptureError as exc:
+        res.error = exc
+    finally:
+        reader.src.close()
+    for lt, count in getattr(reader, "unsupported", {}).items():
+        res.warnings.append(f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; "
+                            "their packets were skipped")
 
 
 def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_name: str, last_ts: int | None,
@@ -313,13 +317,16 @@ def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_
     engine, tap = _engine(cfg, backend_name), L7Tap()
     res = PartitionResult(-1 - shard, f"stitch shard {shard}", folder)
     out = _Outputs(folder, res, cfg)
-    for part in parts:
-        if not part.folder:
-            continue
-        for b in shared_batches(part.folder, part.path, shard):
-            out.flows(engine.process(b))
-            out.events(tap.process(b, _host_columns(engine, b.n), b.n))
-            res.shared_packets += b.n
-    out.flows(engine.finish(last_ts))
-    out.events(tap.flush())
-    return out.commit(engine, tap, stamp, t0)
+    try:
+        for part in parts:
+            if not part.folder:
+                continue
+            for j, b in shared_batches(part.folder, part.path, shard):
+                emitted = engine.process(b)
+                out.put((part.index, j), emitted, tap.process(b, _host_columns(engine, b.n), b.n))
+                res.shared_packets += b.n
+        out.put((END, END), engine.finish(last_ts), tap.flush())
+        return out.commit(engine, tap, stamp, t0)
+    except BaseException:
+        out.abandon()
+        raise

@@ -156,3 +156,29 @@ class Events:
     arp: PacketArrays = field(default_factory=PacketArrays)
     icmp: PacketArrays = field(default_factory=PacketArrays)
     tcp_odd: PacketArrays = field(default_factory=PacketArrays)
+
+
+def merge_events(parts: list[Events]) -> Events:
+    """Events of one batch that different tasks produced, as one pass would hand them on:
+    each kind's events by time (ties keep the parts' order), packet arrays by time."""
+    import heapq
+    from dataclasses import fields
+
+    parts = [p for p in parts if p is not None]
+    if len(parts) <= 1:
+        return parts[0] if parts else Events()
+    out = Events()
+    for f in fields(Events):
+        values = [getattr(p, f.name) for p in parts]
+        if isinstance(values[0], PacketArrays):
+            filled = [v for v in values if len(v)]
+            if len(filled) == 1:
+                setattr(out, f.name, filled[0])
+            elif filled:
+                cols = {k: np.concatenate([v.cols[k] for v in filled]) for k in filled[0].cols}
+                order = np.argsort(cols["ts"], kind="stable")
+                setattr(out, f.name, PacketArrays({k: c[order] for k, c in cols.items()}))
+        else:
+            setattr(out, f.name, list(heapq.merge(*values, key=lambda e: e.ctx.ts_ns)))
+    return out
+
