@@ -61,13 +61,14 @@ class GroupResult:
     kept: list = field(default_factory=list)  # finished detectors the client asked back (the report's)
 
 
-def detect_group(names: list[str], folders: list[str], cfg: Config, site: Site, model,
+def detect_group(names: list[str], folders: list[str], cfg: Config, site: Site,
                  keep: tuple[str, ...] = ()) -> GroupResult:
     """Run the detectors ``names`` over the records and events in ``folders`` (partitions in
-    file order, then the stitching shards), in one pass's order."""
+    file order, then the stitching shards), in one pass's order. ``site`` carries the site
+    model, if any (``site.model``)."""
     from detector.pipeline.stages import Stages
 
-    stages = Stages(cfg, model=model, site=site)
+    stages = Stages(cfg, model=site.model, site=site)
     stages.detectors = [d for d in stages.detectors if d.name in names]
     for rbs, events in ordered_feed(folders):
         for rb in rbs:

@@ -99,7 +99,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     work, keep = work_folder(work_dir, alerts_out, remote=kind != "local")
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
-    stages = Stages(cfg, backend, model, extra_detectors, flow_writer)
+    stages = Stages(cfg, CPU, model, extra_detectors, flow_writer)  # the client accounts no packets
     # the configured detectors run on the workers; the client keeps the extra ones (the report's)
     names = [d.name for d in stages.detectors[:len(stages.detectors) - len(extra_detectors)]]
     stages.detectors = stages.detectors[len(names):]
@@ -108,6 +108,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     output_error: OutputError | None = None
     interrupted = False
     alerts: list[Alert] = []
+    scratch = not work_dir and not (alerts_out and alerts_out != "-")  # a temporary folder nobody can name again
     try:
         try:
             with dcluster.connect(cluster, gpu=backend.is_gpu) as client:
@@ -115,7 +116,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
                 run.seconds["start"] = run._lap()
                 run.census(client, cfg, bar)
                 run.partitions(client, cfg, backend, bar)
-                run.detect(client, cfg, model, names, keep_detectors)
+                run.detect(client, cfg, names, keep_detectors)
         except KeyboardInterrupt:
             interrupted = True
         stages.flush(run.last_ts)
@@ -126,6 +127,10 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
             sink.write_all(alerts, min_severity)
     except OutputError as exc:
         output_error = exc
+    except DetectorError:
+        if scratch:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
         bar.close()
         output_error = close_outputs((sink, flow_writer), output_error)
@@ -143,6 +148,8 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
         result.warnings.append("interrupted before the detectors had run: no alerts were written")
     if complete and not keep:
         shutil.rmtree(work, ignore_errors=True)
+    elif complete:
+        run.prune()
     elif not complete:
         result.warnings.append(f"finished partitions are kept in {work}: run again with --work-dir {work} "
                                "to reuse them")
@@ -275,10 +282,11 @@ class _Run:
         self.seconds["stitch"] = self._lap()
 
     # -- phase 4: the detectors, in groups, over every record and event -------------------
-    def detect(self, client, cfg: Config, model, names: list[str], keep: tuple[str, ...]) -> None:
+    def detect(self, client, cfg: Config, names: list[str], keep: tuple[str, ...]) -> None:
         split = groups(names, max(1, self.cluster.get("threads", 1)))
         site = self.stages.site
-        futures = [client.submit(detect_group, g, self.folders, cfg, site, model, keep, retries=TASK_RETRIES,
+        shared_site = client.scatter(site, broadcast=False)  # with the model: sent once, not per group
+        futures = [client.submit(detect_group, g, self.folders, cfg, shared_site, keep, retries=TASK_RETRIES,
                                  pure=False) for g in split]
         # meanwhile the client: --flows-out and the extra detectors (the report's collector)
         stages = self.stages
@@ -298,6 +306,17 @@ class _Run:
                 raise DetectorError(f"detectors {', '.join(g)} failed on the cluster after {TASK_RETRIES + 1} "
                                     f"tries: {type(exc).__name__}: {exc}") from None
         self.seconds["detect"] = self._lap()
+
+    def prune(self) -> None:
+        """Drop what earlier runs left in a kept work folder and this run did not use."""
+        used = {os.path.basename(f) for f in self.folders} | {os.path.basename(self.shared_file)}
+        for name in os.listdir(self.work):
+            if name.startswith(("part-", "stitch-", "shared-")) and name not in used:
+                path = os.path.join(self.work, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
 
     def _lap(self) -> float:
         now = time.perf_counter()
