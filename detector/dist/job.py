@@ -113,7 +113,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
         try:
             with dcluster.connect(cluster, gpu=backend.is_gpu) as client:
                 run.cluster = dcluster.describe(client)
-                run.seconds["start"] = run._lap()
+                run.seconds["start"] = run.lap()
                 run.census(client, cfg, bar)
                 run.partitions(client, cfg, backend, bar)
                 run.detect(client, cfg, names, keep_detectors)
@@ -134,13 +134,8 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     finally:
         bar.close()
         output_error = close_outputs((sink, flow_writer), output_error)
-    counts = run.counts
-    engine = stages.engine.counts
-    counts.records += engine.records
-    counts.wire_bytes += engine.wire_bytes
-    counts.by_status += engine.by_status
     stages.flows_seen = run.flows
-    result = analysis_result(run.inputs, counts, stages, alerts, time.perf_counter() - t0, backend, model,
+    result = analysis_result(run.inputs, run.counts, stages, alerts, time.perf_counter() - t0, backend, model,
                              output_error, interrupted, run.tap_stats())
     result.detectors = [d for g in run.groups for d in g.kept] + stages.detectors
     complete = not interrupted and len(run.results) == len(files)
@@ -150,7 +145,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
         shutil.rmtree(work, ignore_errors=True)
     elif complete:
         run.prune()
-    elif not complete:
+    else:
         result.warnings.append(f"finished partitions are kept in {work}: run again with --work-dir {work} "
                                "to reuse them")
     if run.evicted:
@@ -215,7 +210,7 @@ class _Run:
             np.save(tmp, shared)
             os.replace(tmp, self.shared_file)
         self._infer_site(cfg)
-        self.seconds["census"] = self._lap()
+        self.seconds["census"] = self.lap()
 
     def _infer_site(self, cfg: Config) -> None:
         """One pass takes the site's busiest hosts from its first batch: so does this run."""
@@ -262,7 +257,7 @@ class _Run:
             self.packets += res.records
             self.done_bytes += _size(res.path)
             bar.update(self.done_bytes, self.packets, os.path.basename(res.path))
-        self.seconds["partitions"] = self._lap()
+        self.seconds["partitions"] = self.lap()
         if not self.shared_count:
             return
         parts = list(self.results)
@@ -279,7 +274,7 @@ class _Run:
                 raise DetectorError(f"stitching the flows that cross files failed on the cluster after "
                                     f"{TASK_RETRIES + 1} tries: {type(exc).__name__}: {exc}") from None
             self._consume(res)
-        self.seconds["stitch"] = self._lap()
+        self.seconds["stitch"] = self.lap()
 
     # -- phase 4: the detectors, in groups, over every record and event -------------------
     def detect(self, client, cfg: Config, names: list[str], keep: tuple[str, ...]) -> None:
@@ -305,7 +300,7 @@ class _Run:
             except Exception as exc:
                 raise DetectorError(f"detectors {', '.join(g)} failed on the cluster after {TASK_RETRIES + 1} "
                                     f"tries: {type(exc).__name__}: {exc}") from None
-        self.seconds["detect"] = self._lap()
+        self.seconds["detect"] = self.lap()
 
     def prune(self) -> None:
         """Drop what earlier runs left in a kept work folder and this run did not use."""
@@ -318,7 +313,7 @@ class _Run:
                 else:
                     os.unlink(path)
 
-    def _lap(self) -> float:
+    def lap(self) -> float:
         now = time.perf_counter()
         lap, self._t = now - self._t, now
         return round(lap, 3)

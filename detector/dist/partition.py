@@ -26,7 +26,7 @@ from detector.flows.engine import FlowEngine, make_engine
 from detector.flows.records import RecordBuilder
 from detector.flows.table import flow_packet_mask
 from detector.l7.tap import L7Tap
-from detector.pipeline.stages import _host_columns, flow_config
+from detector.pipeline.stages import flow_config, host_columns
 from detector.sources import linktypes, open_capture
 from detector.sources.batch import RawBatch
 from kernels.capture_scan import copy_records
@@ -266,7 +266,7 @@ def _partition(path, cfg, engine, tap, splitter, shared, spools, out: _Outputs, 
 
     def account(b: RawBatch, j: int):
         emitted = engine.process(b)
-        out.put((index, j), emitted, tap.process(b, _host_columns(engine, b.n), b.n))
+        out.put((index, j), emitted, tap.process(b, host_columns(engine, b.n), b.n))
 
     try:
         reader = open_capture(path, cfg.flows.batch_size)
@@ -323,7 +323,7 @@ def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_
                 continue
             for j, b in shared_batches(part.folder, part.path, shard):
                 emitted = engine.process(b)
-                out.put((part.index, j), emitted, tap.process(b, _host_columns(engine, b.n), b.n))
+                out.put((part.index, j), emitted, tap.process(b, host_columns(engine, b.n), b.n))
                 res.shared_packets += b.n
         out.put((END, END), engine.finish(last_ts), tap.flush())
         return out.commit(engine, tap, stamp, t0)

@@ -23,7 +23,7 @@ from kernels import packet_columns as pc
 log = logging.getLogger("detector.analyze")
 
 
-def _host_columns(engine, n: int) -> pc.PacketColumns:
+def host_columns(engine, n: int) -> pc.PacketColumns:
     cols = engine.cols
     if hasattr(cols.ts_ns, "get"):  # device columns: the L7 tap runs on the host
         return pc.PacketColumns(*(c[:n].get() for c in cols))
@@ -91,7 +91,7 @@ class Stages:
 
     def process(self, batch: RawBatch) -> None:
         emitted = self.engine.process(batch)
-        host_cols = _host_columns(self.engine, batch.n)
+        host_cols = host_columns(self.engine, batch.n)
         if self._first_batch:
             infer_local_hosts(self.site, host_cols, batch.n)
             self._first_batch = False
