@@ -29,7 +29,8 @@ def manifest() -> list[tuple[str, str]]:
         return [(row["category"], row["local_file"]) for row in csv.DictReader(fh, delimiter="\t")]
 
 
-@pytest.mark.parametrize("category,local_file", manifest() or [pytest.param("", "", marks=pytest.mark.skip)])
+@pytest.mark.parametrize("category,local_file", manifest() or [
+    pytest.param("", "", marks=pytest.mark.skip(reason=f"capture corpus not found at {CORPUS}"))])
 def test_corpus_capture_gets_its_category(corpus, category, local_file):
     result = run_analyze([str(corpus / local_file)], Config(), None, progress=False)
     strong = [a for a in result.alerts if a.severity_rank >= SEVERITY_RANK["medium"]]
