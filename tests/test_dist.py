@@ -216,3 +216,19 @@ def test_cluster_equals_single_process_on_the_corpus(corpus):
     assert [a.to_json() for a in dist.alerts] == [a.to_json() for a in single.alerts]
     for key in ("packets", "ip_packets", "flows", "bad_inputs"):
         assert dist.summary[key] == single.summary[key], key
+
+
+def test_events_of_one_batch_from_two_tasks_merge_into_time_order():
+    import numpy as np
+
+    from detector.l7.events import Ctx, DnsEvent, Events, PacketArrays, merge_events
+
+    def dns(ts):
+        return DnsEvent(Ctx(ts, f"C{ts}", True, "10.0.0.1", "10.0.0.53", 5000, 53, 17), None)
+
+    a = Events(dns=[dns(1), dns(5)], arp=PacketArrays({"ts": np.array([2, 9]), "op": np.array([1, 1])}))
+    b = Events(dns=[dns(3), dns(5)], arp=PacketArrays({"ts": np.array([4]), "op": np.array([2])}))
+    m = merge_events([a, b])
+    assert [e.ctx.ts_ns for e in m.dns] == [1, 3, 5, 5] and m.dns[2] is a.dns[1]  # ties keep the tasks' order
+    assert m.arp["ts"].tolist() == [2, 4, 9] and m.arp["op"].tolist() == [1, 2, 1]
+    assert merge_events([a]) is a and len(merge_events([]).dns) == 0
