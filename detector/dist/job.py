@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from detector import __version__
 from detector.alerts import Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
@@ -235,7 +236,7 @@ class _Run:
 
     # -- phase 2: partitions, consumed in file order; phase 3: stitching shards -------------
     def partitions(self, client, cfg: Config, backend: Backend, bar: Progress) -> None:
-        key = _digest((cfg, backend.name, self.last_ts, self.shared_file, SHARDS))
+        key = _digest((__version__, cfg, backend.name, self.last_ts, self.shared_file, SHARDS))
         futures = {}
         for i, path in enumerate(self.files):
             census = self.censuses[i]

@@ -113,6 +113,12 @@ class RfbEvent:
 
 
 @dataclass
+class FtpDataAnnounce:
+    ctx: Ctx  # the control-connection packet (PORT/EPRT, or a 227/229 reply) that announced it
+    endpoints: tuple[tuple[str, int], ...]  # (host, port) a data connection will use
+
+
+@dataclass
 class ShellEvent:
     ctx: Ctx  # the packet that carried the marker
     marker: str  # what the text is evidence of
@@ -153,6 +159,7 @@ class Events:
     ftp: list[FtpReply] = field(default_factory=list)
     rfb: list[RfbEvent] = field(default_factory=list)
     shell: list[ShellEvent] = field(default_factory=list)
+    ftp_data: list[FtpDataAnnounce] = field(default_factory=list)
     arp: PacketArrays = field(default_factory=PacketArrays)
     icmp: PacketArrays = field(default_factory=PacketArrays)
     tcp_odd: PacketArrays = field(default_factory=PacketArrays)

@@ -32,6 +32,7 @@ from detector.l7.events import (
     DhcpEvent,
     DnsEvent,
     Events,
+    FtpDataAnnounce,
     FtpReply,
     HttpEvent,
     MiningEvent,
@@ -114,7 +115,6 @@ class L7Tap:
         self.ftp_users: dict[int, str] = {}
         # web flows whose HTTP stream was read: their later packets are not searched for shell text
         self.web_flows: OrderedDict[int, None] = OrderedDict()
-        self.ftp_data: OrderedDict[tuple[str, int], None] = OrderedDict()  # announced FTP data endpoints
 
     # -- per batch -------------------------------------------------------------------------
     def process(self, b: RawBatch, cols: pc.PacketColumns, n: int) -> Events:
@@ -199,10 +199,9 @@ class L7Tap:
         sel = np.array([j for j, _, _ in found], np.int64)
         ctxs = self._contexts(cols, idx[sel], fid)
         for ctx, (_, marker, text) in zip(ctxs, found):
-            if shell_mod.is_file_transfer(ctx.sport, ctx.dport) or (ctx.dst, ctx.dport) in self.ftp_data \
-                    or (ctx.src, ctx.sport) in self.ftp_data:
+            if shell_mod.is_file_transfer(ctx.sport, ctx.dport):
                 continue  # file contents may quote any command; they are not a shell session
-            ev.shell.append(ShellEvent(ctx, marker, text))
+            ev.shell.append(ShellEvent(ctx, marker, text))  # (or FTP data: remote_shell checks the announcements)
 
     def _ftp(self, f: int, ctx: Ctx, payload: bytes, ev: Events) -> None:
         """FTP control lines: remember the client's USER and the data connections announced
@@ -215,20 +214,21 @@ class L7Tap:
                         self.ftp_users.clear()
                     self.ftp_users[f] = line[5:69].decode("latin-1")
                 elif verb in (b"PORT ", b"EPRT "):
-                    self._expect_data(ctx.client, ftp_endpoint(line))
+                    self._expect_data(ctx, ctx.client, ftp_endpoint(line), ev)
             elif line[:3] in (b"230", b"530"):
                 ev.ftp.append(FtpReply(ctx, int(line[:3]), self.ftp_users.get(f)))
             elif line[:4] in (b"227 ", b"229 "):
-                self._expect_data(ctx.server, ftp_endpoint(line))
+                self._expect_data(ctx, ctx.server, ftp_endpoint(line), ev)
 
-    def _expect_data(self, peer: str, endpoint: tuple[str | None, int] | None) -> None:
+    @staticmethod
+    def _expect_data(ctx: Ctx, peer: str, endpoint: tuple[str | None, int] | None, ev: Events) -> None:
+        """A data connection announced on the control connection (Zeek's expected connection):
+        handed on as an event, so that the detectors, not this tap's state, tell a file sent
+        over it from a shell session, whichever flows it meets first."""
         if endpoint is None:
             return
         ip, port = endpoint
-        for host in {peer, ip} - {None}:
-            self.ftp_data[(host, port)] = None
-        while len(self.ftp_data) > MAX_STREAMS:
-            self.ftp_data.popitem(last=False)
+        ev.ftp_data.append(FtpDataAnnounce(ctx, tuple(sorted((host, port) for host in {peer, ip} - {None}))))
 
     # -- streams ---------------------------------------------------------------------------
     def _stream_packet(self, f: int, s: int, ctx: Ctx, payload: bytes, ev: Events) -> None:
