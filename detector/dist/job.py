@@ -255,8 +255,7 @@ class _Run:
                 except Exception as exc:
                     res = PartitionResult(i, path, "", error=_task_error(path, exc))
             self._consume(res)
-            self.packets += res.records
-            self.done_bytes += _size(res.path)
+            self.done_bytes += _size(res.path)  # (the census already counted the packets)
             bar.update(self.done_bytes, self.packets, os.path.basename(res.path))
         self.seconds["partitions"] = self.lap()
         if not self.shared_count:

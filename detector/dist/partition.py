@@ -47,7 +47,6 @@ class Census:
     path: str
     hashes: np.ndarray
     records: int = 0
-    first_ts: int | None = None
     last_ts: int | None = None
     error: CaptureError | None = None
     task_failed: bool = False  # the task itself failed (not the capture): its flows are unknown
@@ -98,8 +97,7 @@ def census_file(index: int, path: str, cfg: Config) -> Census:
             decoder.decode(b)
             n = b.n
             out.records += n
-            ts_min, ts_max = int(b.ts_ns.min()), int(b.ts_ns.max())
-            out.first_ts = ts_min if out.first_ts is None else min(out.first_ts, ts_min)
+            ts_max = int(b.ts_ns.max())
             out.last_ts = ts_max if out.last_ts is None else max(out.last_ts, ts_max)
             found.append(np.unique(decoder.pkt_hash[:n][flow_packet_mask(np, decoder.cols, n)]))
     except CaptureError as exc:

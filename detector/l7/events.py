@@ -6,7 +6,8 @@ objects; packet-level events (ARP, ICMP, odd TCP flags) can be many and are colu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import heapq
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -168,9 +169,6 @@ class Events:
 def merge_events(parts: list[Events]) -> Events:
     """Events of one batch that different tasks produced, as one pass would hand them on:
     each kind's events by time (ties keep the parts' order), packet arrays by time."""
-    import heapq
-    from dataclasses import fields
-
     parts = [p for p in parts if p is not None]
     if len(parts) <= 1:
         return parts[0] if parts else Events()
