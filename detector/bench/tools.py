@@ -86,9 +86,11 @@ def tools(capture: Path, work: Path, packets: int, quick: bool, gpu: tuple[bool,
     usable, device = gpu
     if usable:
         rows += [Tool("detector-gpu", [*steady, out, "1", "flows", "gpu"], f"flows after start-up, {device}", env),
-                 Tool("detector-gpu-process", [*flows, "--backend", "gpu"], f"whole process, {device}", env)]
+                 Tool("detector-gpu-process", [*flows, "--backend", "gpu"], f"whole process, {device}", env),
+                 Tool("detector-analyze-gpu", [*steady, alerts, "1", "analyze", "gpu"],
+                      f"detector analyze (every detector on) after start-up, {device}", env)]
     else:
-        rows += [Tool("detector-gpu", None, device), Tool("detector-gpu-process", None, device)]
+        rows += [Tool(name, None, device) for name in ("detector-gpu", "detector-gpu-process", "detector-analyze-gpu")]
     rows += [
         Tool("detector-analyze-cpu-1core", pinned([*steady, alerts, "1", "analyze", "cpu"]),
              "detector analyze (every detector on) after start-up", one),

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The checks that need a real CUDA GPU, run as one command on a lent GPU machine:
+#   1. the `gpu` test marker (GPU flows equal the CPU's on the corpus and on 1.2M packets, alerts
+#      equal on every attack scenario, feature and model math);
+#   2. `detector bench` (the CPU, GPU and dpkt rows, side by side on the same machine);
+#   3. benchmarks/gpu_flows.py (decode + flow accounting for batch sizes from 1e4 to 1e7).
+# Every step has its own time limit, so that one that hangs leaves the others their time.
+#
+#   OUT=folder bash benchmarks/device_check.sh
+#
+# Packages missing on that machine travel as wheels in .whl/; a copy of the capture corpus in
+# .corpus/ is tested when present (the ../shared/pcaps beside a checkout does not travel).
+set -u
+STEPS=${STEPS:-tests bench flows}  # a subset runs only those steps
+OUT=${OUT:-benchmarks/work/device}
+PACKETS=${PACKETS:-2000000}
+mkdir -p "$OUT" benchmarks/work
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:$PWD"
+fi
+[ -f .corpus/MANIFEST.tsv ] && export DETECTOR_CORPUS="$PWD/.corpus"
+{
+  date -u; nvidia-smi -L; echo "cores: $(nproc)"; python3 -V
+  python3 -c 'import numpy, numba, pyarrow, cupy, sklearn; from numba import cuda
+print("numpy", numpy.__version__, "numba", numba.__version__, "pyarrow", pyarrow.__version__,
+      "cupy", cupy.__version__, "sklearn", sklearn.__version__, "cuda available", cuda.is_available())'
+} >"$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+# the bench's capture, generated while the tests run (the bench would make the same one)
+CAP=benchmarks/work/hpc-mix-$PACKETS.pcap
+( [ -f "$CAP" ] || { python3 -m detector synth hpc-mix -o benchmarks/work/synth --packets "$PACKETS" --seed 1 \
+    && mv benchmarks/work/synth/hpc-mix.pcap "$CAP"; } ) >"$OUT/synth.log" 2>&1 &
+SYNTH=$!
+
+has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
+
+has tests && timeout "${TEST_LIMIT:-220}" python3 -m pytest -q -m gpu -p no:cacheprovider --durations=8 tests/test_gpu.py \
+  2>&1 | tee "$OUT/gpu-tests.log" | tail -40
+wait $SYNTH || cat "$OUT/synth.log"
+
+has bench && timeout "${BENCH_LIMIT:-200}" python3 -m detector bench --input "$CAP" --repeat "${REPEAT:-3}" \
+  --only detector-cpu-1core detector-cpu-all detector-cpu-1core-process detector-cpu-all-process \
+         detector-gpu detector-gpu-process detector-analyze-cpu-1core detector-analyze-gpu dpkt \
+  -o "$OUT/bench.json" --plot "$OUT/bench.png" --markdown "$OUT/bench.md" 2>&1 | tail -30
+
+has flows && timeout "${FLOWS_LIMIT:-100}" python3 benchmarks/gpu_flows.py --input "$CAP" --repeat 2 -o "$OUT/gpu-flows.json" \
+  2>&1 | tail -20
+ls -la "$OUT"
