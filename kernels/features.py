@@ -14,7 +14,7 @@ give identical values.
 
 from __future__ import annotations
 
-from kernels.xp_ops import group_ids, segment_count, segment_max, segment_min, segment_sum
+from kernels.xp_ops import group_ids, lexsort, segment_count, segment_max, segment_min, segment_sum
 
 MIN_DURATION_S = 1e-3  # rates of shorter (or single-packet) flows are taken over this span
 
@@ -55,7 +55,7 @@ def interarrival_stats(xp, group, ts_s) -> dict:
     """
     ts_s = ts_s.astype(xp.float64)
     n_groups = int(group.max()) + 1 if group.shape[0] else 0
-    order = xp.lexsort((ts_s, group))
+    order = lexsort(xp, (ts_s, group))
     g, t = group[order], ts_s[order]
     same = g[1:] == g[:-1]
     gap = (t[1:] - t[:-1])[same]
@@ -65,14 +65,14 @@ def interarrival_stats(xp, group, ts_s) -> dict:
     has = n > 0
     mean = segment_sum(xp, gg, gap, n_groups) / xp.maximum(n, 1)
     var = xp.maximum(segment_sum(xp, gg, gap * gap, n_groups) / xp.maximum(n, 1) - mean * mean, 0.0)
-    o2 = xp.lexsort((gap, gg))
+    o2 = lexsort(xp, (gap, gg))
     gap_sorted = gap[o2]
     starts = xp.cumsum(n) - n
     median = _quantile_sorted(xp, gap_sorted, starts, n, 0.5)
     q1 = _quantile_sorted(xp, gap_sorted, starts, n, 0.25)
     q3 = _quantile_sorted(xp, gap_sorted, starts, n, 0.75)
     dev = xp.abs(gap - median[gg])
-    o3 = xp.lexsort((dev, gg))
+    o3 = lexsort(xp, (dev, gg))
     mad = _quantile_sorted(xp, dev[o3], starts, n, 0.5)
     spread = q3 - q1
     bowley = xp.where(spread > 0, (q3 + q1 - 2 * median) / xp.where(spread > 0, spread, 1.0), 0.0)

@@ -11,6 +11,24 @@ def is_cupy(xp) -> bool:
     return xp.__name__.startswith("cupy")
 
 
+def lexsort(xp, keys):
+    """``numpy.lexsort(keys)`` (the last key is the primary one) for NumPy and CuPy.
+
+    ``cupy.lexsort`` takes one 2-D array, so mixed key types (a float time under a uint64
+    hash) would be cast to one dtype and lose precision; on CuPy this sorts once per key
+    instead, least significant first, each sort stable (CuPy's sorts always are).
+    """
+    if not is_cupy(xp):
+        return xp.lexsort(tuple(keys))
+    keys = list(keys)
+    if not keys:
+        raise ValueError("lexsort needs at least one key")
+    order = xp.argsort(keys[0], kind="stable")
+    for k in keys[1:]:
+        order = order[xp.argsort(k[order], kind="stable")]
+    return order
+
+
 def segment_count(xp, ids, n: int):
     return xp.bincount(ids, minlength=n)
 
@@ -43,7 +61,7 @@ def segment_min(xp, ids, values, n: int, empty=0.0):
 
 def group_ids(xp, *keys):
     """Dense ids for the distinct combinations of the key arrays: ``(ids, first_row_of_each)``."""
-    order = xp.lexsort(tuple(reversed(keys)))
+    order = lexsort(xp, tuple(reversed(keys)))
     n = order.shape[0]
     if n == 0:
         return xp.zeros(0, dtype=xp.int64), order

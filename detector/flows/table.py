@@ -14,6 +14,7 @@ from kernels import flowstate as fsd
 from kernels import flowtable as kft
 from kernels import packet_columns as pc
 from kernels.flowkey import KEY_WORDS
+from kernels.xp_ops import lexsort
 
 NS = 1_000_000_000
 EVICT_FRACTION = 16  # a full table evicts 1/16 of its flows at once, oldest first
@@ -82,7 +83,7 @@ def eviction_victims(xp, used, st, keys, k: int):
     if rows.shape[0] == 0:
         return rows.astype(xp.int64)
     kk = keys[rows]
-    order = xp.lexsort((kk[:, 4], kk[:, 3], kk[:, 2], kk[:, 1], kk[:, 0], st[rows, fsd.LAST_SEEN]))
+    order = lexsort(xp, (kk[:, 4], kk[:, 3], kk[:, 2], kk[:, 1], kk[:, 0], st[rows, fsd.LAST_SEEN]))
     return rows[order[:k]].astype(xp.int64)
 
 
