@@ -11,7 +11,7 @@
 # Packages missing on that machine travel as wheels in .whl/; a copy of the capture corpus in
 # .corpus/ is tested when present (the ../shared/pcaps beside a checkout does not travel).
 set -u
-STEPS=${STEPS:-tests bench flows}  # a subset runs only those steps
+STEPS=${STEPS:-tests bench flows}  # these steps, in this order
 OUT=${OUT:-benchmarks/work/device}
 PACKETS=${PACKETS:-2000000}
 mkdir -p "$OUT" benchmarks/work
@@ -35,17 +35,26 @@ CAP=benchmarks/work/hpc-mix-$PACKETS.pcap
     && mv benchmarks/work/synth/hpc-mix.pcap "$CAP"; } ) >"$OUT/synth.log" 2>&1 &
 SYNTH=$!
 
-has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
+BENCH_ONLY=${BENCH_ONLY:-detector-cpu-1core detector-cpu-all detector-cpu-1core-process detector-cpu-all-process \
+  detector-gpu detector-gpu-process detector-analyze-cpu-1core detector-analyze-gpu dpkt}
 
-has tests && timeout "${TEST_LIMIT:-220}" python3 -m pytest -q -m gpu -p no:cacheprovider --durations=8 tests/test_gpu.py \
-  2>&1 | tee "$OUT/gpu-tests.log" | tail -40
-wait $SYNTH || cat "$OUT/synth.log"
+run_tests() {
+  timeout "${TEST_LIMIT:-220}" python3 -m pytest -q -m gpu -p no:cacheprovider --durations=8 tests/test_gpu.py \
+    2>&1 | tee "$OUT/gpu-tests.log" | tail -40
+}
 
-has bench && timeout "${BENCH_LIMIT:-200}" python3 -m detector bench --input "$CAP" --repeat "${REPEAT:-3}" \
-  --only detector-cpu-1core detector-cpu-all detector-cpu-1core-process detector-cpu-all-process \
-         detector-gpu detector-gpu-process detector-analyze-cpu-1core detector-analyze-gpu dpkt \
-  -o "$OUT/bench.json" --plot "$OUT/bench.png" --markdown "$OUT/bench.md" 2>&1 | tail -30
+run_bench() {
+  wait $SYNTH || cat "$OUT/synth.log"
+  # shellcheck disable=SC2086  # BENCH_ONLY is a list of names
+  timeout "${BENCH_LIMIT:-200}" python3 -m detector bench --input "$CAP" --repeat "${REPEAT:-3}" --only $BENCH_ONLY \
+    -o "$OUT/bench.json" --plot "$OUT/bench.png" --markdown "$OUT/bench.md" 2>&1 | tail -30
+}
 
-has flows && timeout "${FLOWS_LIMIT:-100}" python3 benchmarks/gpu_flows.py --input "$CAP" --repeat 2 -o "$OUT/gpu-flows.json" \
-  2>&1 | tail -20
+run_flows() {
+  wait $SYNTH || cat "$OUT/synth.log"
+  timeout "${FLOWS_LIMIT:-100}" python3 benchmarks/gpu_flows.py --input "$CAP" --repeat 2 -o "$OUT/gpu-flows.json" \
+    2>&1 | tail -20
+}
+
+for step in $STEPS; do "run_$step"; done
 ls -la "$OUT"

@@ -1,7 +1,7 @@
 """Segmented reductions written once for NumPy and CuPy (``xp``).
 
 Segments are given by integer ids ``0..n-1`` (not necessarily sorted). Sums and counts use
-``bincount``; minima and maxima use ``ufunc.at`` on NumPy and the scatter kernels of CuPy.
+``bincount``; minima and maxima use ``ufunc.at`` on NumPy and a sort by (segment, value) on CuPy.
 """
 
 from __future__ import annotations
@@ -40,9 +40,7 @@ def segment_sum(xp, ids, values, n: int):
 def segment_max(xp, ids, values, n: int, empty=0.0):
     out = xp.full(n, -xp.inf, dtype=xp.float64)
     if is_cupy(xp):
-        import cupyx
-
-        cupyx.scatter_max(out, ids, values.astype(xp.float64))
+        _segment_extreme_by_sort(xp, ids, values, out, last=True)
     else:
         xp.maximum.at(out, ids, values.astype(xp.float64))
     return xp.where(xp.isinf(out), empty, out)
@@ -51,12 +49,27 @@ def segment_max(xp, ids, values, n: int, empty=0.0):
 def segment_min(xp, ids, values, n: int, empty=0.0):
     out = xp.full(n, xp.inf, dtype=xp.float64)
     if is_cupy(xp):
-        import cupyx
-
-        cupyx.scatter_min(out, ids, values.astype(xp.float64))
+        _segment_extreme_by_sort(xp, ids, values, out, last=False)
     else:
         xp.minimum.at(out, ids, values.astype(xp.float64))
     return xp.where(xp.isinf(out), empty, out)
+
+
+def _segment_extreme_by_sort(xp, ids, values, out, last: bool) -> None:
+    """Each segment's smallest (or largest) value written into ``out``, exactly.
+
+    ``cupyx.scatter_min``/``scatter_max`` on float64 came back rounded to float32 precision on
+    an H200 (CuPy 14.2), so on CuPy the extremes come from one sort by (segment, value) instead.
+    """
+    v = values.astype(xp.float64)
+    if v.shape[0] == 0:
+        return
+    order = lexsort(xp, (v, ids))
+    ids_s, v_s = ids[order], v[order]
+    change = ids_s[1:] != ids_s[:-1]
+    edge = xp.ones(1, dtype=bool)
+    pick = xp.concatenate((change, edge)) if last else xp.concatenate((edge, change))
+    out[ids_s[pick]] = v_s[pick]
 
 
 def group_ids(xp, *keys):

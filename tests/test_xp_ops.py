@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.xp_ops import is_cupy, lexsort
+from kernels.xp_ops import is_cupy, lexsort, segment_max, segment_min
 
 
 def cupy_like() -> types.ModuleType:
@@ -40,3 +40,14 @@ def test_lexsort_keeps_uint64_keys_that_float64_would_merge():
     got = lexsort(cupy_like(), (b, a))
     np.testing.assert_array_equal(got, [3, 1, 0, 2])
     np.testing.assert_array_equal(got, np.lexsort((b, a)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_segment_extremes_on_the_cupy_branch_equal_numpy(n, groups, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, groups, n)
+    values = rng.normal(0, 1e6, n) + rng.integers(0, 3, n)  # full float64 precision matters
+    for fn in (segment_min, segment_max):
+        np.testing.assert_array_equal(fn(cupy_like(), ids, values, groups + 2, empty=-1.0),
+                                      fn(np, ids, values, groups + 2, empty=-1.0), err_msg=fn.__name__)
