@@ -58,8 +58,8 @@ RESP = N_FLOW + N_DIR
 NI = N_FLOW + 2 * N_DIR
 
 # float64 row
-FO_IAT_SUMSQ = 0  # seconds squared
-FR_IAT_SUMSQ = 1
+FO_IAT_M2 = 0  # sum of squared deviations of the gaps from their running mean, seconds squared (Welford)
+FR_IAT_M2 = 1
 NF = 2
 
 HIST_LEN = 32  # history letters kept per flow

@@ -62,8 +62,8 @@ from kernels.flowstate import (
     F_R_DID_CLOSE,
     FIRST_TS,
     FLAGS,
-    FO_IAT_SUMSQ,
-    FR_IAT_SUMSQ,
+    FO_IAT_M2,
+    FR_IAT_M2,
     H_DATA,
     HIST_N,
     ICMP_CODE,
@@ -318,9 +318,14 @@ def update_flow(st, fs, hist, f, cols, i, from_a, cfg):
             st[f, base + D_IAT_MIN] = iat
         if iat > st[f, base + D_IAT_MAX]:
             st[f, base + D_IAT_MAX] = iat
+        # Welford's update, with the running means taken from the exact integer sum: a sum of
+        # squares minus the squared mean cancels catastrophically for regular gaps (beacons),
+        # and there the CPU's and the GPU's (fused multiply-add) roundings would disagree.
+        gaps = st[f, base + D_PKTS] - 1
+        mean_old = st[f, base + D_IAT_SUM] / gaps if gaps > 0 else 0.0
         st[f, base + D_IAT_SUM] += iat
-        sec = iat * 1e-9
-        fs[f, FO_IAT_SUMSQ if is_orig else FR_IAT_SUMSQ] += sec * sec
+        mean_new = st[f, base + D_IAT_SUM] / (gaps + 1)
+        fs[f, FO_IAT_M2 if is_orig else FR_IAT_M2] += ((iat - mean_old) * 1e-9) * ((iat - mean_new) * 1e-9)
     st[f, base + D_LAST_PKT] = ts
     st[f, base + D_PKTS] += 1
     st[f, base + D_BYTES] += new_bytes

@@ -218,3 +218,20 @@ def test_local_nets_mark_direction(flows):
     f = flows(pcap_bytes([Rec(T0, p)]), local_nets=("10.0.0.0/8",)).one(proto="udp")
     assert f["local_orig"] is True and f["local_resp"] is False
     assert flows(pcap_bytes([Rec(T0, p)])).one(proto="udp")["local_orig"] is None
+
+
+def test_inter_arrival_std_is_accurate_for_nearly_regular_gaps(flows):
+    """A beacon every second with 100 ns of jitter: the gaps' std (about 60 ns) must match a
+    two-pass computation to 1e-9 relative. A sum of squares minus the squared mean cancels
+    catastrophically here (the variance is 1e-15 of the mean square) and keeps no digit."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    times = T0 + np.cumsum(S + rng.integers(-100, 101, 600))
+    pkt = eth(IP(src=C, dst=SV) / UDP(sport=50000, dport=443) / b"x")
+    run = flows(pcap_bytes([Rec(int(t), pkt) for t in times], nanosecond=True))
+    f = run.one(proto="udp")
+    gaps = np.diff(times) / 1e9
+    assert f["orig_pkts"] == 600
+    assert f["orig_iat_mean"] == pytest.approx(gaps.mean(), rel=1e-12, abs=0)
+    assert f["orig_iat_std"] == pytest.approx(gaps.std(), rel=1e-9, abs=0)

@@ -76,6 +76,7 @@ class GpuFlowEngine:
         self.frag_stats = xp.zeros(3, dtype=xp.int64)
         self.frag_timeout = int(cfg.fragment_timeout * 1e9)
         self._staging = None
+        self._copied = None  # event recorded after the last copies out of self._staging
         self.profile = profile
         self.h2d_seconds = 0.0
         self.h2d_bytes = 0
@@ -102,27 +103,43 @@ class GpuFlowEngine:
         blocks = (n + self.block - 1) // self.block
         kernel[blocks, self.block](*args)
 
-    def _to_device(self, host: np.ndarray):
-        """Host to device through a reused pinned buffer, asynchronously on a real GPU."""
-        xp = self.xp
+    def _to_device(self, *hosts: np.ndarray) -> list:
+        """Host arrays to the device through one reused pinned buffer, each in its own region.
+
+        Copies from pinned memory are asynchronous: a region must not be rewritten while a copy
+        may still read it. (Reusing one region for every array let a batch's timestamps arrive
+        holding its link types, seen on an H200.) So the arrays of one call get disjoint
+        regions, and the next call first waits for the event recorded after these copies."""
         if self.backend.simulated:
-            return np.array(host)
+            return [np.array(h) for h in hosts]
         import cupyx
 
-        if self._staging is None or self._staging.nbytes < host.nbytes:
-            self._staging = cupyx.empty_pinned(max(host.nbytes, 1 << 24), dtype=np.uint8)
+        xp = self.xp
+        spans, total = [], 0
+        for h in hosts:
+            spans.append(total)
+            total += -(-h.nbytes // 256) * 256  # keep every region aligned
+        if self._copied is not None:
+            self._copied.synchronize()
+        if self._staging is None or self._staging.nbytes < total:
+            self._staging = cupyx.empty_pinned(max(total, 1 << 24), dtype=np.uint8)
         if self.profile:
             xp.cuda.get_current_stream().synchronize()
             t0 = time.perf_counter()
-        view = self._staging[: host.nbytes]
-        view[:] = host.view(np.uint8).reshape(-1)
-        dev = xp.empty(host.nbytes, dtype=xp.uint8)
-        dev.set(view)
+        out = []
+        for h, start in zip(hosts, spans):
+            view = self._staging[start: start + h.nbytes]
+            view[:] = h.view(np.uint8).reshape(-1)
+            dev = xp.empty(h.nbytes, dtype=xp.uint8)
+            dev.set(view)
+            out.append(dev.view(h.dtype) if h.dtype != np.uint8 else dev)
+            self.h2d_bytes += h.nbytes
+        self._copied = xp.cuda.Event()
+        self._copied.record()
         if self.profile:
-            xp.cuda.get_current_stream().synchronize()
+            self._copied.synchronize()
             self.h2d_seconds += time.perf_counter() - t0
-        self.h2d_bytes += host.nbytes
-        return dev.view(host.dtype) if host.dtype != np.uint8 else dev
+        return out
 
     def _host(self, a) -> np.ndarray:
         """Device to host; a synchronisation point."""
@@ -178,10 +195,8 @@ class GpuFlowEngine:
         xp, d = self.xp, self._dev
         lo = int(b.off[0])
         hi = int((b.off + b.caplen).max())
-        buf = self._to_device(b.buf[lo:hi])
-        off = self._to_device(b.off - lo)
-        caplen, wirelen = self._to_device(b.caplen), self._to_device(b.wirelen)
-        ts, link = self._to_device(b.ts_ns), self._to_device(b.link)
+        buf, off, caplen, wirelen, ts, link = self._to_device(
+            b.buf[lo:hi], b.off - lo, b.caplen, b.wirelen, b.ts_ns, b.link)
         for col in self.cols:
             col[:n] = 0
         cols = pc.PacketColumns(*(d(c) for c in self.cols))

@@ -20,7 +20,7 @@ from kernels import flow_records as kfr
 from kernels import flowstate as fsd
 from kernels.tcp_state import CONN_STATES
 
-_DIRS = (("orig", fsd.ORIG, fsd.FO_IAT_SUMSQ), ("resp", fsd.RESP, fsd.FR_IAT_SUMSQ))
+_DIRS = (("orig", fsd.ORIG, fsd.FO_IAT_M2), ("resp", fsd.RESP, fsd.FR_IAT_M2))
 _FLAG_FIELDS = (("syn", fsd.D_SYN), ("ack", fsd.D_ACK), ("fin", fsd.D_FIN), ("rst", fsd.D_RST),
                 ("psh", fsd.D_PSH), ("urg", fsd.D_URG), ("ece", fsd.D_ECE), ("cwr", fsd.D_CWR))
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
@@ -137,7 +137,7 @@ class RecordBuilder:
             "vlan": au.array(vlan),
             "end_reason": au.dictionary(em.reason, _REASON_DICT),
         }
-        for d, base, sq in _DIRS:
+        for d, base, m2 in _DIRS:
             pk = st[:, base + fsd.D_PKTS]
             has = pk > 0
             npk = np.maximum(pk, 1)
@@ -153,7 +153,7 @@ class RecordBuilder:
             has_iat = ni > 0
             nni = np.maximum(ni, 1)
             imean = st[:, base + fsd.D_IAT_SUM] / nni / 1e9
-            ivar = np.maximum(fs[:, sq] / nni - imean * imean, 0.0)
+            ivar = np.maximum(fs[:, m2] / nni, 0.0)
             cols[f"{d}_iat_min"] = au.array(st[:, base + fsd.D_IAT_MIN] / 1e9, pa.float64(), valid=has_iat)
             cols[f"{d}_iat_mean"] = au.array(imean, pa.float64(), valid=has_iat)
             cols[f"{d}_iat_std"] = au.array(np.sqrt(ivar), pa.float64(), valid=has_iat)
