@@ -38,6 +38,10 @@ CAP=benchmarks/work/hpc-mix-$PACKETS.pcap
 ( [ -f "$CAP" ] || { python3 -m detector synth hpc-mix -o benchmarks/work/synth --packets "$PACKETS" --seed 1 \
     && mv benchmarks/work/synth/hpc-mix.pcap "$CAP"; } ) >"$OUT/synth.log" 2>&1 &
 SYNTH=$!
+synth_done() {  # the capture is there (waits for it once)
+  [ -n "$SYNTH" ] && { wait "$SYNTH" || cat "$OUT/synth.log"; SYNTH=; }
+  [ -f "$CAP" ]
+}
 
 BENCH_ONLY=${BENCH_ONLY:-detector-cpu-1core detector-cpu-all detector-gpu detector-gpu-process \
   detector-analyze-cpu-1core detector-analyze-gpu}
@@ -48,14 +52,14 @@ run_tests() {
 }
 
 run_bench() {
-  wait $SYNTH || cat "$OUT/synth.log"
+  synth_done || return
   # shellcheck disable=SC2086  # BENCH_ONLY is a list of names
   timeout "${BENCH_LIMIT:-240}" python3 -m detector bench --input "$CAP" --repeat "${REPEAT:-1}" --only $BENCH_ONLY \
     -o "$OUT/bench.json" --plot "$OUT/bench.png" --markdown "$OUT/bench.md" 2>&1 | tail -30
 }
 
 run_flows() {
-  wait $SYNTH || cat "$OUT/synth.log"
+  synth_done || return
   timeout "${FLOWS_LIMIT:-100}" python3 benchmarks/gpu_flows.py --input "$CAP" --repeat 2 -o "$OUT/gpu-flows.json" \
     2>&1 | tail -20
 }

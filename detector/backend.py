@@ -60,7 +60,9 @@ def _probe_gpu() -> Backend:
         raise BackendUnavailable(f"no usable CUDA device: {exc}") from None
     if count < 1:
         raise BackendUnavailable("no CUDA device found")
-    _numpy_aliases_for_numba_cuda()
+    from kernels.numpy_compat import numpy_aliases_for_numba_cuda
+
+    numpy_aliases_for_numba_cuda()
     try:
         from numba import cuda
 
@@ -71,15 +73,6 @@ def _probe_gpu() -> Backend:
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     return Backend("gpu", cupy, device=name, reason=f"CUDA device 0: {name}")
-
-
-def _numpy_aliases_for_numba_cuda() -> None:
-    """numba-cuda (0.2x) registers an overload of ``np.row_stack`` when it compiles its first
-    kernel; NumPy 2.5 removed that alias of ``np.vstack``, so every kernel compile failed with
-    an AttributeError (seen on an H200 machine: numba-cuda with NumPy 2.5.2). Restore the alias
-    until numba-cuda stops asking for it."""
-    if not hasattr(np, "row_stack"):
-        np.row_stack = np.vstack
 
 
 def select_backend(requested: str) -> Backend:

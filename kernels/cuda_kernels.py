@@ -61,6 +61,9 @@ def kernels() -> SimpleNamespace:
 
 def _build() -> SimpleNamespace:
     global cuda
+    from kernels.numpy_compat import numpy_aliases_for_numba_cuda
+
+    numpy_aliases_for_numba_cuda()
     from numba import cuda as numba_cuda
 
     cuda = numba_cuda

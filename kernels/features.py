@@ -64,7 +64,9 @@ def interarrival_stats(xp, group, ts_s) -> dict:
     n = segment_count(xp, gg, n_groups)
     has = n > 0
     mean = segment_sum(xp, gg, gap, n_groups) / xp.maximum(n, 1)
-    var = xp.maximum(segment_sum(xp, gg, gap * gap, n_groups) / xp.maximum(n, 1) - mean * mean, 0.0)
+    # two passes: a sum of squares minus the squared mean cancels for regular gaps (beacons)
+    dev_mean = gap - mean[gg]
+    var = segment_sum(xp, gg, dev_mean * dev_mean, n_groups) / xp.maximum(n, 1)
     o2 = lexsort(xp, (gap, gg))
     gap_sorted = gap[o2]
     starts = xp.cumsum(n) - n

@@ -70,6 +70,7 @@ def _segment_extreme_by_sort(xp, ids, values, out, last: bool) -> None:
     edge = xp.ones(1, dtype=bool)
     pick = xp.concatenate((change, edge)) if last else xp.concatenate((edge, change))
     out[ids_s[pick]] = v_s[pick]
+    out[ids[xp.isnan(v)]] = xp.nan  # as ufunc.at: a NaN in a segment makes its extreme NaN
 
 
 def group_ids(xp, *keys):

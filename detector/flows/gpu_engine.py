@@ -122,12 +122,14 @@ class GpuFlowEngine:
         if self._copied is not None:
             self._copied.synchronize()
         if self._staging is None or self._staging.nbytes < total:
-            self._staging = cupyx.empty_pinned(max(total, 1 << 24), dtype=np.uint8)
+            grown = 2 * self._staging.nbytes if self._staging is not None else 0
+            self._staging = cupyx.empty_pinned(max(total, grown, 1 << 24), dtype=np.uint8)
         if self.profile:
             xp.cuda.get_current_stream().synchronize()
             t0 = time.perf_counter()
         out = []
         for h, start in zip(hosts, spans):
+            assert h.ndim == 1 and h.flags.c_contiguous, "batch columns are 1-D and contiguous"
             view = self._staging[start: start + h.nbytes]
             view[:] = h.view(np.uint8).reshape(-1)
             dev = xp.empty(h.nbytes, dtype=xp.uint8)
