@@ -60,9 +60,6 @@ def _probe_gpu() -> Backend:
         raise BackendUnavailable(f"no usable CUDA device: {exc}") from None
     if count < 1:
         raise BackendUnavailable("no CUDA device found")
-    from kernels.numpy_compat import numpy_aliases_for_numba_cuda
-
-    numpy_aliases_for_numba_cuda()
     try:
         from numba import cuda
 
