@@ -9,6 +9,7 @@ state, and returns its alerts from ``finish``. One incident gives one alert.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from typing import ClassVar
 
 import numpy as np
@@ -19,6 +20,23 @@ from detector import arrowutil as au
 from detector.alerts import Alert
 from detector.l7.events import Events
 from detector.site import Site
+
+
+def keep_earliest(heap: list, item: tuple, k: int) -> None:
+    """Keep in ``heap`` the ``k`` earliest of the items offered, whatever their order: items
+    start with the negated time, so the heap's root is the latest one kept."""
+    if len(heap) < k:
+        heapq.heappush(heap, item)
+    elif item > heap[0]:
+        heapq.heapreplace(heap, item)
+
+
+def widen(span: dict, ts: int) -> None:
+    """Stretch ``span["first"]``/``span["last"]`` to cover ``ts``, whatever order times come in."""
+    if ts < span["first"]:
+        span["first"] = ts
+    if ts > span["last"]:
+        span["last"] = ts
 
 
 class FlowView:

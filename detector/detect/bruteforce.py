@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import Alert
-from detector.detect.base import Detector, FlowView
+from detector.detect.base import Detector, FlowView, widen
 from detector.l7.events import Events
 
 SSH_PORTS = (22, 2222)
@@ -76,7 +76,7 @@ class BruteForce(Detector):
     def _login(self, key: tuple, c, ok: bool, user: str | None, delay_s: float | None) -> None:
         a = self.logins.setdefault(key, {"first": c.ts_ns, "last": c.ts_ns, "fail": 0, "ok": 0, "users": set(),
                                          "uid": c.uid, "fast_fail": 0, "delays": []})
-        a["first"], a["last"] = min(a["first"], c.ts_ns), max(a["last"], c.ts_ns)
+        widen(a, c.ts_ns)
         if ok:
             a["ok"] += 1
         else:

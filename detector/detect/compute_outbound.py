@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detector.alerts import Alert
-from detector.detect.base import Detector, FlowView
+from detector.detect.base import Detector, FlowView, widen
 
 
 class ComputeOutbound(Detector):
@@ -37,7 +37,7 @@ class ComputeOutbound(Detector):
                 continue
             h = self.hosts.setdefault(src, {"first": int(f["ts"][j]), "last": 0, "dsts": set(), "ports": set(),
                                             "bytes": 0, "uid": f["uid"][j], "cid": f["community_id"][j]})
-            h["first"], h["last"] = min(h["first"], int(f["ts"][j])), max(h["last"], int(f["ts"][j]))
+            widen(h, int(f["ts"][j]))
             if len(h["dsts"]) < 256:
                 h["dsts"].add(f"{dst}:{int(rp[j])}")
             h["ports"].add(int(rp[j]))

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from detector import arrowutil as au
 from detector.alerts import Alert
-from detector.detect.base import Detector, FlowView
+from detector.detect.base import Detector, FlowView, widen
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
 
@@ -134,7 +134,7 @@ class Floods(Detector):
                 nbytes, npk = int(f["orig_ip_bytes"][j]), int(opk[j])
             r = self.refl.setdefault(victim, {"first": int(ts[j]), "last": 0, "bytes": 0, "pkts": 0, "refl": set(),
                                               "services": set(), "victim_port": 65536})
-            r["first"], r["last"] = min(r["first"], int(ts[j])), max(r["last"], int(ts[j]))
+            widen(r, int(ts[j]))
             r["bytes"] += nbytes
             r["pkts"] += npk
             if len(r["refl"]) < 10_000:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import Alert
-from detector.detect.base import Detector, ipv4_text, mac_text
+from detector.detect.base import Detector, ipv4_text, mac_text, widen
 from detector.l7.events import Events
 
 
@@ -67,7 +67,7 @@ class IcmpRedirect(Detector):
                                               "gateways": set(), "mac": mac_text(a["eth_src"][j]),
                                               "forged": False})
             s["forged"] |= forged
-            s["first"], s["last"] = min(s["first"], int(a["ts"][j])), max(s["last"], int(a["ts"][j]))
+            widen(s, int(a["ts"][j]))
             s["count"] += 1
             s["victims"].add(a["dst"][j])
             s["gateways"].add(target)

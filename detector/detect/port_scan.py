@@ -30,7 +30,7 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.baseline.flow_features import FAILED_STATES as FLOW_FAILED_STATES
-from detector.detect.base import Detector, FlowView
+from detector.detect.base import Detector, FlowView, widen
 from detector.detect.services import AMPLIFIER_PORTS
 
 FAILED_STATES = set(FLOW_FAILED_STATES)
@@ -131,7 +131,7 @@ class PortScan(Detector):
         if dst not in self.inbound and len(self.inbound) >= self.p.max_sources:
             return
         d = self.inbound.setdefault(dst, {"sources": set(), "ports": set(), "first": t, "last": t, "attempts": 0})
-        d["first"], d["last"] = min(d["first"], t), max(d["last"], t)
+        widen(d, t)
         d["attempts"] += 1
         if len(d["sources"]) < 4096:
             d["sources"].add(src)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import Alert
-from detector.detect.base import Detector, ipv4_text, mac_text
+from detector.detect.base import Detector, ipv4_text, mac_text, widen
 from detector.l7.events import Events
 
 SCANNER_AGENTS = ("nmap scripting engine", "masscan", "zgrab", "nikto", "sqlmap", "nuclei", "wpscan", "dirbuster",
@@ -59,7 +59,7 @@ class ProbeSigns(Detector):
         for j in range(len(t)):
             src = t["src"][j]
             o = self.odd.setdefault(src, {"first": int(t["ts"][j]), "last": 0, "n": 0, "kinds": set(), "targets": set()})
-            o["first"], o["last"] = min(o["first"], int(t["ts"][j])), max(o["last"], int(t["ts"][j]))
+            widen(o, int(t["ts"][j]))
             o["n"] += 1
             o["kinds"].add(flag_text(int(t["flags"][j])))
             if len(o["targets"]) < 64:
@@ -71,7 +71,7 @@ class ProbeSigns(Detector):
             if tool:
                 a = self.agents.setdefault((ev.ctx.client, tool), {"first": ev.ctx.ts_ns, "last": 0, "n": 0,
                                                                    "servers": set(), "ua": ua, "uid": ev.ctx.uid})
-                a["first"], a["last"] = min(a["first"], ev.ctx.ts_ns), max(a["last"], ev.ctx.ts_ns)
+                widen(a, ev.ctx.ts_ns)
                 a["n"] += 1
                 a["servers"].add(ev.ctx.server)
         a = events.arp

@@ -13,11 +13,10 @@ evidence.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 from detector.alerts import Alert
-from detector.detect.base import Detector
+from detector.detect.base import Detector, keep_earliest
 from detector.l7.events import Events
 from detector.l7.shell import TEXT_SERVICE_PORTS
 
@@ -56,11 +55,8 @@ class RemoteShell(Detector):
                     continue
                 heap = self.sessions[key] = []
             self.last[key] = max(self.last.get(key, c.ts_ns), c.ts_ns)
-            item = (-c.ts_ns, c.uid, ev.marker, ev.text, c.src, c.dst, c.sport, c.dport, c.from_orig)
-            if len(heap) < KEEP_PACKETS:
-                heapq.heappush(heap, item)
-            elif item > heap[0]:
-                heapq.heapreplace(heap, item)
+            keep_earliest(heap, (-c.ts_ns, c.uid, ev.marker, ev.text, c.src, c.dst, c.sport, c.dport, c.from_orig),
+                          KEEP_PACKETS)
 
     def _file_transfer(self, ts: int, src: str, dst: str, sport: int, dport: int) -> bool:
         """A data connection an FTP control connection announced before this packet: the

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from detector.alerts import Alert
-from detector.detect.base import Detector, mac_text
+from detector.detect.base import Detector, mac_text, widen
 from detector.l7.events import Events
 
 
@@ -33,7 +33,7 @@ class RogueDhcp(Detector):
             server = m.server_id or ev.ctx.src
             s = self.servers.setdefault(server, {"first": ev.ctx.ts_ns, "last": 0, "answers": 0, "clients": set(),
                                                  "routers": set(), "dns": set(), "mac": mac_text(ev.src_mac)})
-            s["first"], s["last"] = min(s["first"], ev.ctx.ts_ns), max(s["last"], ev.ctx.ts_ns)
+            widen(s, ev.ctx.ts_ns)
             s["answers"] += 1
             s["clients"].add(m.client_mac)
             s["routers"].update(m.routers)

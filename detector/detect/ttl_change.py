@@ -15,13 +15,12 @@ reported at low severity: a route change looks the same.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 import numpy as np
 
 from detector.alerts import Alert
-from detector.detect.base import Detector, FlowView
+from detector.detect.base import Detector, FlowView, keep_earliest
 
 INITIAL_TTLS = np.array([32, 64, 128, 255])
 KEEP_EARLIEST = 256  # connections kept per peer for the replay in time order
@@ -55,7 +54,6 @@ class TtlChange(Detector):
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.found: dict[tuple, Alert] = {}
-        self.peers: dict[str, dict] = {}  # hop count learned per address from established connections
         self.seeded: dict[str, dict] = {}  # from a site model
         # per peer, its earliest connections (a max-heap by time) and the earliest at each hop
         # count: what the replay in time order needs, whatever order flows arrive in
@@ -64,15 +62,14 @@ class TtlChange(Detector):
 
     def learned(self) -> dict:
         """The peers whose hop count had settled."""
-        self._replay()
-        return {"peers": {a: [p["hops"], p["n"], p["ttl"]] for a, p in self.peers.items()
+        peers, _ = self._replay()
+        return {"peers": {a: [p["hops"], p["n"], p["ttl"]] for a, p in peers.items()
                           if p["n"] >= self.p.peer_min_connections}}
 
     def seed(self, pins: dict) -> None:
         for addr, (hops, n, ttl) in dict(pins.get("peers", {})).items():
             if len(self.seeded) < self.p.max_peers:
                 self.seeded.setdefault(str(addr), {"hops": int(hops), "n": int(n), "ttl": int(ttl)})
-        self.peers = {a: dict(p) for a, p in self.seeded.items()}
 
     def observe_flows(self, f: FlowView) -> None:
         tcp = np.flatnonzero(f["proto"] == "tcp")
@@ -125,29 +122,25 @@ class TtlChange(Detector):
             return
         ts = int(f["ts"][j])
         obs = (ts, dst, h, ttl, f["uid"][j], f["community_id"][j])
-        heap = self.early.setdefault(src, [])
-        item = (-ts, obs)
-        if len(heap) < KEEP_EARLIEST:
-            heapq.heappush(heap, item)
-        elif item > heap[0]:
-            heapq.heapreplace(heap, item)
+        keep_earliest(self.early.setdefault(src, []), (-ts, obs), KEEP_EARLIEST)
         at = self.first_at.setdefault(src, {})
         if (h not in at and len(at) < 16) or (h in at and obs < at[h]):
             at[h] = obs
 
-    def _replay(self) -> list[Alert]:
+    def _replay(self) -> tuple[dict[str, dict], list[Alert]]:
         """A peer's hop count over its connections in time order; a settled count that later
         moves by ``min_delta`` is reported at low severity (routes do change; injection is
         within one connection). Counts are over each peer's earliest ``KEEP_EARLIEST``
-        connections and the first at each hop count."""
-        self.peers = {a: dict(p) for a, p in self.seeded.items()}
+        connections and the first at each hop count. Returns the hop counts learned per
+        address (from the seeds and established connections) and the alerts."""
+        peers = {a: dict(p) for a, p in self.seeded.items()}
         out = []
         for src, heap in self.early.items():
             seq = sorted({o for _, o in heap} | set(self.first_at.get(src, {}).values()))
-            p, alert = self.peers.get(src), None
+            p, alert = peers.get(src), None
             for ts, dst, h, ttl, uid, cid in seq:
                 if p is None:
-                    p = self.peers[src] = {"hops": h, "n": 0, "ttl": ttl}
+                    p = peers[src] = {"hops": h, "n": 0, "ttl": ttl}
                 if abs(h - p["hops"]) < self.p.min_delta:
                     p["n"] += 1
                 elif p["n"] < self.p.peer_min_connections:
@@ -164,7 +157,7 @@ class TtlChange(Detector):
                          "connections_before": p["n"], "connections": 1, "uid": uid}, cid)
             if alert is not None:
                 out.append(alert)
-        return out
+        return peers, out
 
     def finish(self) -> list[Alert]:
-        return list(self.found.values()) + self._replay()
+        return list(self.found.values()) + self._replay()[1]

@@ -33,6 +33,7 @@ from detector.dist.partition import (
     census_file,
     file_stamp,
     shared_hashes,
+    single_thread,
     stitch_shard,
 )
 from detector.errors import CaptureError, DetectorError, OutputError
@@ -40,7 +41,7 @@ from detector.flows.engine import FlowEngine, PacketCounts
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.analyze_job import AlertSink, AnalyzeResult, analysis_result
 from detector.pipeline.flows_job import close_outputs
-from detector.pipeline.ingest import InputLog, InputStatus
+from detector.pipeline.ingest import InputLog, InputStatus, file_size
 from detector.pipeline.stages import Stages, flow_config, time_ordered
 from detector.progress import Progress
 from detector.site_inference import infer_local_hosts
@@ -51,16 +52,9 @@ log = logging.getLogger("detector.dist")
 TASK_RETRIES = 2  # a task that raised is tried this many more times (a lost worker's tasks are rerun anyway)
 
 
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> tuple[str, bool]:
-    """The folder tasks write to (absolute: workers resolve paths on their own), and whether
-    it stays after a successful run. A named one stays (a later run reuses what is there);
+def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> tuple[str, bool, bool]:
+    """The folder tasks write to (absolute: workers resolve paths on their own), whether it
+    stays after a successful run, and whether it is a temporary folder nobody can name again. A named one stays (a later run reuses what is there);
     the default one (``ALERTS.work``, or a temporary folder) is removed once the run has
     finished."""
     if work_dir:
@@ -71,7 +65,7 @@ def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> t
         raise DetectorError("--cluster with a remote scheduler needs --work-dir (a folder every worker can write) "
                             "or -o ALERTS (then ALERTS.work is used)")
     else:
-        return tempfile.mkdtemp(prefix="detector-work-"), False
+        return tempfile.mkdtemp(prefix="detector-work-"), False, True
     folder = os.path.abspath(folder)
     try:
         os.makedirs(folder, exist_ok=True)
@@ -81,7 +75,7 @@ def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> t
         os.unlink(probe)
     except OSError as exc:
         raise DetectorError(f"--work-dir {folder}: cannot write there: {exc.strerror}") from None
-    return folder, keep
+    return folder, keep, False
 
 
 def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: str | None = "-",
@@ -97,7 +91,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     files = [f if f == "-" else os.path.abspath(f) for f in expand_inputs(inputs)]
     if "-" in files:
         raise DetectorError("--cluster reads files: standard input (-) cannot be shared out to workers")
-    work, keep = work_folder(work_dir, alerts_out, remote=kind != "local")
+    work, keep, scratch = work_folder(work_dir, alerts_out, remote=kind != "local")
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
     stages = Stages(cfg, CPU, model, extra_detectors, flow_writer)  # the client accounts no packets
@@ -105,11 +99,10 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     names = [d.name for d in stages.detectors[:len(stages.detectors) - len(extra_detectors)]]
     stages.detectors = stages.detectors[len(names):]
     run = _Run(files, work, stages)
-    bar = Progress(2 * sum(_size(f) for f in files), enabled=progress)
+    bar = Progress(2 * sum(file_size(f) for f in files), enabled=progress)
     output_error: OutputError | None = None
     interrupted = False
     alerts: list[Alert] = []
-    scratch = not work_dir and not (alerts_out and alerts_out != "-")  # a temporary folder nobody can name again
     try:
         try:
             with dcluster.connect(cluster, gpu=backend.is_gpu) as client:
@@ -120,7 +113,6 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
                 run.detect(client, cfg, names, keep_detectors)
         except KeyboardInterrupt:
             interrupted = True
-        stages.flush(run.last_ts)
         by_name = {name: a for g in run.groups for name, a in g.alerts.items()}
         alerts = time_ordered([a for name in names for a in by_name.get(name, [])] +
                               [a for d in stages.detectors for a in d.finish()])
@@ -197,7 +189,7 @@ class _Run:
                 c = Census(idx, self.files[idx], np.empty(0, np.uint64), error=_task_error(self.files[idx], exc),
                            task_failed=True)
             self.censuses[c.index] = c
-            self.done_bytes += _size(c.path)
+            self.done_bytes += file_size(c.path)
             self.packets += c.records
             bar.update(self.done_bytes, self.packets, "census " + os.path.basename(c.path))
         ends = [c.last_ts for c in self.censuses if c is not None and c.last_ts is not None]
@@ -215,8 +207,7 @@ class _Run:
 
     def _infer_site(self, cfg: Config) -> None:
         """One pass takes the site's busiest hosts from its first batch: so does this run."""
-        self.stages._first_batch = False
-        decoder = FlowEngine(dataclasses.replace(flow_config(cfg), threads=1))
+        decoder = FlowEngine(flow_config(single_thread(cfg)))
         for c in self.censuses:
             if c is None or not c.records:
                 continue
@@ -255,7 +246,7 @@ class _Run:
                 except Exception as exc:
                     res = PartitionResult(i, path, "", error=_task_error(path, exc))
             self._consume(res)
-            self.done_bytes += _size(res.path)  # (the census already counted the packets)
+            self.done_bytes += file_size(res.path)  # (the census already counted the packets)
             bar.update(self.done_bytes, self.packets, os.path.basename(res.path))
         self.seconds["partitions"] = self.lap()
         if not self.shared_count:
@@ -338,9 +329,7 @@ class _Run:
             self.folders.append(res.folder)
 
     def tap_stats(self) -> dict:
-        t = self.stages.tap
-        return {"streams_dropped": self._tap["streams_dropped"] + t.dropped_streams,
-                "parse_errors": self._tap["parse_errors"] + t.parse_errors}
+        return dict(self._tap)  # the client's own tap sees no packets
 
 
 def _digest(value) -> str:

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import shutil
-import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -67,23 +66,21 @@ class PartitionResult:
     flows: int = 0
     shared_packets: int = 0
     evicted: int = 0
-    fragments: dict = field(default_factory=dict)
     streams_dropped: int = 0
     parse_errors: int = 0
     error: CaptureError | None = None
     warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
     reused: bool = False
 
 
-def _single_thread(cfg: Config) -> Config:
+def single_thread(cfg: Config) -> Config:
     """Workers are the parallelism: each partition's flow table runs on one thread."""
     return dataclasses.replace(cfg, flows=dataclasses.replace(cfg.flows, threads=1))
 
 
 def census_file(index: int, path: str, cfg: Config) -> Census:
     """Decode ``path`` and collect the flow hashes of its IP packets."""
-    cfg = _single_thread(cfg)
+    cfg = single_thread(cfg)
     decoder = FlowEngine(flow_config(cfg))
     found: list[np.ndarray] = []
     out = Census(index, path, np.empty(0, np.uint64))
@@ -207,13 +204,12 @@ class _Outputs:
         self.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def commit(self, engine, tap, stamp: dict, t0: float) -> PartitionResult:
+    def commit(self, engine, tap, stamp: dict) -> PartitionResult:
         self.close()
         res, c = self.res, engine.counts
         res.accounted, res.wire_bytes, res.by_status = c.records, c.wire_bytes, [int(x) for x in c.by_status]
-        res.evicted, res.fragments = engine.evicted, engine.fragment_stats
+        res.evicted = engine.evicted
         res.streams_dropped, res.parse_errors = tap.dropped_streams, tap.parse_errors
-        res.seconds = round(time.perf_counter() - t0, 6)
         with open(os.path.join(self.tmp, RESULT_FILE), "wb") as fh:
             pickle.dump(res, fh, protocol=pickle.HIGHEST_PROTOCOL)
         files = {f: os.path.getsize(os.path.join(self.tmp, f)) for f in os.listdir(self.tmp)}
@@ -240,8 +236,7 @@ def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_f
     stored = _stored(folder, stamp)
     if stored is not None:
         return stored
-    t0 = time.perf_counter()
-    cfg = _single_thread(cfg)
+    cfg = single_thread(cfg)
     shared = np.load(shared_file) if shared_file else np.empty(0, np.uint64)
     engine, tap = _engine(cfg, backend_name), L7Tap()
     splitter = FlowEngine(flow_config(cfg)) if len(shared) else None
@@ -253,7 +248,7 @@ def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_f
         out.extra = spools
         _partition(path, cfg, engine, tap, splitter, shared, spools, out, index)
         out.put((END, index), engine.finish(last_ts), tap.flush())
-        return out.commit(engine, tap, stamp, t0)
+        return out.commit(engine, tap, stamp)
     except BaseException:
         out.abandon()
         raise
@@ -310,8 +305,7 @@ def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_
     stored = _stored(folder, stamp)
     if stored is not None:
         return stored
-    t0 = time.perf_counter()
-    cfg = _single_thread(cfg)
+    cfg = single_thread(cfg)
     engine, tap = _engine(cfg, backend_name), L7Tap()
     res = PartitionResult(-1 - shard, f"stitch shard {shard}", folder)
     out = _Outputs(folder, res, cfg)
@@ -324,7 +318,7 @@ def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_
                 out.put((part.index, j), emitted, tap.process(b, host_columns(engine, b.n), b.n))
                 res.shared_packets += b.n
         out.put((END, END), engine.finish(last_ts), tap.flush())
-        return out.commit(engine, tap, stamp, t0)
+        return out.commit(engine, tap, stamp)
     except BaseException:
         out.abandon()
         raise

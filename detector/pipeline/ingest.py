@@ -24,6 +24,14 @@ class InputStatus:
     warnings: list[str] = field(default_factory=list)
 
 
+def file_size(path: str) -> int:
+    """The size of ``path``, 0 when it cannot be read (its reader will say why)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 class InputLog:
     """What became of each input: the errors, and whether anything at all could be read."""
 
@@ -49,13 +57,7 @@ class Ingest(InputLog):
         self._done_bytes = 0
 
     def total_bytes(self) -> int:
-        total = 0
-        for f in self.files:
-            try:
-                total += os.path.getsize(f) if f != "-" else 0
-            except OSError:
-                pass
-        return total
+        return sum(file_size(f) for f in self.files if f != "-")
 
     def done_bytes(self) -> int:
         cur = self._current.src.consumed() if self._current is not None else 0

@@ -104,10 +104,9 @@ class Stages:
         self.feed_flows(self.engine.expire(now_ns))
         self.feed_events(self.tap.ripe(now_ns))
 
-    def flush(self, last_ts: int | None = None) -> None:
-        """End of input: every open flow and stream ends (``last_ts``: the input's last
-        timestamp, when this engine saw only part of the input)."""
-        self.feed_flows(self.engine.finish(last_ts))
+    def flush(self) -> None:
+        """End of input: every open flow and stream ends."""
+        self.feed_flows(self.engine.finish())
         self.feed_events(self.tap.flush())
 
     def report(self) -> list[Alert]:
