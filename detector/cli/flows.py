@@ -48,10 +48,13 @@ def run(args: argparse.Namespace) -> int:
         suffix = "." + args.output.rsplit(".", 1)[-1].lower() if "." in args.output else ""
         fmt = FORMAT_BY_SUFFIX.get(suffix, "parquet")
 
-    from detector.pipeline.flow_summary import FlowSummary
     from detector.pipeline.flows_job import run_flows, summary_line
 
-    report = FlowSummary() if args.top > 0 else None
+    report = None
+    if args.top > 0:  # imported only then: it needs pyarrow.compute (0.08 s of start-up)
+        from detector.pipeline.flow_summary import FlowSummary
+
+        report = FlowSummary()
     try:
         result = run_flows(args.inputs, args.output, fmt, cfg, progress=args.progress, summary=report,
                            backend=backend)

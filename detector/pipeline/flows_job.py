@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from detector.backend import CPU, Backend
 from detector.config import FlowConfig
@@ -11,10 +12,12 @@ from detector.errors import DetectorError, OutputError
 from detector.flows.engine import make_engine
 from detector.flows.records import RecordBuilder
 from detector.output.flow_writers import open_flow_writer
-from detector.pipeline.flow_summary import FlowSummary
 from detector.pipeline.ingest import Ingest
 from detector.pipeline.record_sink import RecordSink
 from detector.progress import Progress
+
+if TYPE_CHECKING:  # pyarrow.compute, which it needs, costs 0.08 s of start-up
+    from detector.pipeline.flow_summary import FlowSummary
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
