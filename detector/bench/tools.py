@@ -2,13 +2,14 @@
 run in its own process, or a sentence saying why it cannot run here (a missing peer or no
 usable GPU never fails the benchmark).
 
-Tool names are stable (the JSON's ``tool`` field): ``detector-cpu-1core``, ``detector-cpu-all``,
-``detector-gpu`` (flow records after start-up: imports done, kernels loaded, timed in the
+Tool names are stable (the JSON's ``tool`` field): ``detector-cpu-1core``,
+``detector-cpu-1thread`` (one flow thread, the default, with the reader thread on another core),
+``detector-cpu-all``, ``detector-gpu`` (flow records after start-up: imports done, kernels loaded, timed in the
 process; the rate a long capture sees), the same with ``-process`` (the whole process, start-up
 included, warm JIT cache), ``detector-cpu-1core-cold-jit`` (first run after an install),
 ``detector-analyze-cpu-1core`` (every detector on) and its ``-process`` twin, then ``dpkt``,
 ``scapy``, ``nfstream``, ``tshark``, ``nfpcapd``, ``softflowd``, ``suricata``, ``zeek``,
-``argus``. Every row but the ``-all`` and GPU ones runs pinned to one core.
+``argus``. Every row but the ``-1thread``, ``-all`` and GPU ones runs pinned to one core.
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ def tools(capture: Path, work: Path, packets: int, quick: bool, gpu: tuple[bool,
     rows = [
         Tool("detector-cpu-1core", pinned([*steady, out, "1", "flows", "cpu"]),
              "flows after start-up (imports, kernels loaded): the per-core rate on long captures", one),
+        Tool("detector-cpu-1thread", [*steady, out, "1", "flows", "cpu"],
+             "flows after start-up, one flow thread (the default), reading on another core", env),
         Tool("detector-cpu-all", [*steady, out, "0", "flows", "cpu"], "flows after start-up, one thread per core",
              env),
         Tool("detector-cpu-1core-process", pinned([*flows, "--threads", "1", "--backend", "cpu"]),
-             "whole process: start-up (about 1.5 s) included, warm JIT cache", one),
+             "whole process: start-up included, warm JIT cache", one),
         Tool("detector-cpu-all-process", [*flows, "--threads", "0", "--backend", "cpu"],
              "whole process, one thread per core", env),
     ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from detector.errors import CaptureError
 from detector.sources import expand_inputs, linktypes, open_capture
 from detector.sources.batch import RawBatch
+from detector.sources.read_ahead import can_read_ahead, read_ahead
 
 
 @dataclass
@@ -49,10 +50,13 @@ class InputLog:
 
 
 class Ingest(InputLog):
-    def __init__(self, paths: list[str], batch_size: int):
+    """``read_ahead``: read mapped files on a thread of their own (:mod:`~detector.sources.read_ahead`)."""
+
+    def __init__(self, paths: list[str], batch_size: int, read_ahead: bool = False):
         super().__init__()
         self.files = expand_inputs(paths)
         self.batch_size = batch_size
+        self.read_ahead = read_ahead
         self._current = None
         self._done_bytes = 0
 
@@ -74,13 +78,15 @@ class Ingest(InputLog):
                 continue
             status.format = reader.format
             self._current = reader
+            batches = read_ahead(reader) if self.read_ahead and can_read_ahead(reader) else reader.batches()
             try:
-                for batch in reader.batches():
+                for batch in batches:
                     status.records += batch.n
                     yield batch
             except CaptureError as exc:
                 status.error = exc
             finally:
+                batches.close()  # joins a reader thread: before the source closes
                 self._current = None
                 try:
                     self._done_bytes += os.path.getsize(path) if path != "-" else 0

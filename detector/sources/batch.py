@@ -43,3 +43,27 @@ class RecordArrays:
     def batch(self, buf: np.ndarray, n: int, path: str, file_offset: int) -> RawBatch:
         return RawBatch(buf, self.off[:n], self.caplen[:n], self.wirelen[:n], self.ts_ns[:n],
                         self.link[:n], path, file_offset)
+
+
+class RecordRing:
+    """The per-record arrays of a reader's batches, used in turn.
+
+    One set is enough while each batch is consumed before the next is read. A reader that runs
+    ahead of its consumer (:func:`detector.sources.read_ahead.read_ahead`) needs one more set
+    per batch it may have handed out and not yet seen consumed, so that none is overwritten
+    while in use.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._sets = [RecordArrays(capacity)]
+        self._i = 0
+
+    def grow(self, count: int) -> None:
+        while len(self._sets) < count:
+            self._sets.append(RecordArrays(self.capacity))
+
+    def next(self) -> RecordArrays:
+        """The set the next batch is scanned into."""
+        self._i = (self._i + 1) % len(self._sets)
+        return self._sets[self._i]

@@ -14,6 +14,7 @@ import lzma
 import mmap
 import os
 import zlib
+from collections import deque
 from typing import BinaryIO
 
 import numpy as np
@@ -38,6 +39,9 @@ class ByteSource:
     base: int
     eof: bool
     error: CaptureError | None = None  # why the stream ended early, raised once its data is read
+    # True when bytes once in ``buf`` stay where they are until released: batches handed out
+    # stay valid while the reader goes on (refilling a streamed window moves them)
+    stable = False
 
     def raise_pending(self) -> None:
         """At the end of the data: raise the error that cut the stream short, if any."""
@@ -51,6 +55,10 @@ class ByteSource:
 
     def release(self, upto: int) -> None:
         """Tell the source that ``buf[:upto]`` will not be read again."""
+
+    def hold(self, count: int) -> None:
+        """Keep the bytes of the last ``count`` release points: a reader running ahead calls
+        :meth:`release` for batches its consumer may still be reading."""
 
     def ensure(self, pos: int, n: int) -> int:
         """Make ``buf[pos:pos+n]`` available; returns the (possibly moved) ``pos``, or -1 at EOF."""
@@ -71,8 +79,12 @@ class ByteSource:
 class MappedSource(ByteSource):
     """A regular file, mapped whole and read-only."""
 
+    stable = True
+
     def __init__(self, path: str):
         self.path = path
+        self._held: deque[int] = deque()
+        self._hold = 0
         self.base = 0
         self.eof = True
         self._released = 0
@@ -95,8 +107,16 @@ class MappedSource(ByteSource):
     def consumed(self) -> int:
         return self._walked
 
+    def hold(self, count: int) -> None:
+        self._hold = count
+
     def release(self, upto: int) -> None:
         self._walked = upto
+        if self._hold:
+            self._held.append(upto)
+            if len(self._held) <= self._hold:
+                return
+            upto = self._held.popleft()
         if self._mm is None or upto - self._released < RELEASE_EVERY or not hasattr(mmap, "MADV_DONTNEED"):
             return
         page = mmap.PAGESIZE

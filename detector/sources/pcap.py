@@ -9,7 +9,7 @@ import numpy as np
 
 from detector.errors import CaptureError
 from detector.sources import linktypes
-from detector.sources.batch import RawBatch, RecordArrays
+from detector.sources.batch import RawBatch, RecordRing
 from detector.sources.bytesource import ByteSource
 from kernels import capture_scan as cs
 
@@ -55,15 +55,16 @@ class PcapReader:
         self.max_caplen = snaplen if 0 < snaplen <= (16 << 20) else ABSURD_CAPLEN
         self.interfaces = {0: self.link_type}
         self._pos = pos + HEADER_LEN
-        self._rec = RecordArrays(batch_size)
+        self.records_ring = RecordRing(batch_size)
         self.records = 0
 
     def batches(self) -> Iterator[RawBatch]:
-        src, rec = self.src, self._rec
+        src = self.src
         pos = self._pos
         ts_mult = 1 if self.nanosecond else 1000
         while True:
             start = pos
+            rec = self.records_ring.next()
             n, pos, code = cs.scan_pcap(src.buf, pos, src.end, self.little, ts_mult, self.max_caplen,
                                         rec.capacity, rec.off, rec.caplen, rec.wirelen, rec.ts_ns)
             if n:

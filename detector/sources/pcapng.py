@@ -16,7 +16,7 @@ import numpy as np
 
 from detector.errors import CaptureError
 from detector.sources import linktypes
-from detector.sources.batch import RawBatch, RecordArrays
+from detector.sources.batch import RawBatch, RecordRing
 from detector.sources.bytesource import MAX_WINDOW, ByteSource
 from kernels import capture_scan as cs
 
@@ -59,7 +59,7 @@ class PcapngReader:
         self._ifaces: list[Interface] = []
         self._arrays = None
         self._pos = 0
-        self._rec = RecordArrays(batch_size)
+        self.records_ring = RecordRing(batch_size)
         self._last_ts = 0
         self.records = 0
         self.unsupported: dict[int, int] = {}  # link type -> interface count, for the summary
@@ -163,7 +163,7 @@ class PcapngReader:
         return self._arrays
 
     def batches(self) -> Iterator[RawBatch]:
-        src, rec = self.src, self._rec
+        src = self.src
         pos = self._pos
         while True:
             if pos + 12 > src.end:
@@ -191,6 +191,7 @@ class PcapngReader:
                 continue
             link, snap, kind, factor, offset = self._interface_arrays()
             start = pos
+            rec = self.records_ring.next()
             n, pos, code = cs.scan_pcapng(src.buf, pos, src.end, self.little, link, snap, kind, factor, offset,
                                           len(self._ifaces), rec.capacity, self._last_ts,
                                           rec.off, rec.caplen, rec.wirelen, rec.ts_ns, rec.link)
