@@ -391,26 +391,50 @@ def restart_flow(st, fs, f, ts):
     st[f, FLAGS] |= F_INTERIM
 
 
+@row_fn
+def packet_shard(h, nshards):
+    """The flow-table shard of a packet with flow hash ``h``: from the hash's high bits, as the
+    slot index uses the low ones."""
+    return (h >> np.uint64(40)) % np.uint64(nshards)
+
+
 @cpu_kernel
-def update_flows(cols, pkt_hash, start, stop, shard, nshards, likely, cfg,
+def shard_rows(pkt_hash, n, nshards, rows, bounds, cursor):
+    """Group rows ``0..n`` by shard, in capture order within each: shard ``k``'s rows are
+    ``rows[bounds[k]:bounds[k + 1]]`` (``cursor``: ``nshards`` scratch slots). A counting sort,
+    two passes whatever the shard count: a pass per shard over every row made each added
+    thread slower."""
+    for k in range(nshards + 1):
+        bounds[k] = 0
+    for i in range(n):
+        bounds[packet_shard(pkt_hash[i], nshards) + 1] += 1
+    for k in range(nshards):
+        bounds[k + 1] += bounds[k]
+        cursor[k] = bounds[k]
+    for i in range(n):
+        k = packet_shard(pkt_hash[i], nshards)
+        rows[cursor[k]] = i
+        cursor[k] += 1
+
+
+@cpu_kernel
+def update_flows(cols, pkt_hash, rows, start, stop, likely, cfg,
                  keys, fhash, st, fs, hist, used, slots, free, meta,
                  okeys, ost, ofs, ohist, oreason):
-    """Account packets ``start..stop`` whose flow hash falls in ``shard``.
+    """Account the packets at positions ``start..stop``: of ``rows`` (a shard's rows, in
+    capture order) when it is not empty, else of the batch itself.
 
-    Returns ``(next_index, code)``; ``code`` is DONE, OUT_FULL or TABLE_FULL.
+    Returns ``(next_position, code)``; ``code`` is DONE, OUT_FULL, TABLE_FULL or SLOTS_FULL.
     """
     ocap = okeys.shape[0]
-    ns = np.uint64(nshards)
-    sh = np.uint64(shard)
-    for i in range(start, stop):
+    listed = rows.shape[0] > 0
+    for j in range(start, stop):
+        i = rows[j] if listed else j
         if not is_flow_packet(cols, i):
             continue
         h = pkt_hash[i]
-        # the shard comes from the hash's high bits: the slot index uses the low ones
-        if nshards > 1 and (h >> np.uint64(40)) % ns != sh:
-            continue
         if meta[M_OUT_N] >= ocap:
-            return i, OUT_FULL
+            return j, OUT_FULL
         a_hi, a_lo, b_hi, b_lo, w4, from_a = canonical_key(cols, i)
         f = _find(slots, keys, h, a_hi, a_lo, b_hi, b_lo, w4, meta)
         if f >= 0:
@@ -424,9 +448,9 @@ def update_flows(cols, pkt_hash, start, stop, shard, nshards, likely, cfg,
                 f = -1
         if f < 0:
             if meta[M_NFREE] == 0:
-                return i, TABLE_FULL
+                return j, TABLE_FULL
             if 2 * (meta[M_ACTIVE] + 1) > slots.shape[0]:
-                return i, SLOTS_FULL
+                return j, SLOTS_FULL
             f = _insert(slots, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
             init_flow(st, fs, hist, f, cols, i, from_a, likely)
         update_flow(st, fs, hist, f, cols, i, from_a, cfg)

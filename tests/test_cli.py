@@ -107,13 +107,29 @@ def test_cpu_mode_imports_no_gpu_package(tmp_path, mix):
     assert proc.stdout.strip() == "0 []", proc.stderr
 
 
-def test_threads_give_the_same_flows(tmp_path, mix):
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_threads_give_the_same_flows(tmp_path, mix, threads):
+    conf = tmp_path / "small-batches.toml"  # flows spanning many batches, each split by shard
+    conf.write_text("[flows]\nbatch_size = 512\n")
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    assert main(["flows", str(mix), "-o", str(a), "-q", "--threads", "1"]) == 0
-    assert main(["flows", str(mix), "-o", str(b), "-q", "--threads", "2"]) == 0
+    assert main(["flows", str(mix), "-o", str(a), "-q", "--threads", "1", "--config", str(conf)]) == 0
+    assert main(["flows", str(mix), "-o", str(b), "-q", "--threads", str(threads), "--config", str(conf)]) == 0
     ta = pq.read_table(a).sort_by("uid")
     tb = pq.read_table(b).sort_by("uid")
+    assert ta.num_rows > 50
     assert ta.equals(tb)
+
+
+def test_threads_with_a_full_table_count_every_packet_once(tmp_path, mix):
+    conf = tmp_path / "tiny-table.toml"
+    conf.write_text("[flows]\nbatch_size = 512\nmax_flows = 24\n")
+    out, stats = tmp_path / "e.parquet", tmp_path / "e.json"
+    assert main(["flows", str(mix), "-o", str(out), "-q", "--threads", "3", "--config", str(conf),
+                 "--stats", str(stats)]) == 0
+    summary = json.loads(stats.read_text())
+    t = pq.read_table(out)
+    assert summary["evicted_flows"] > 0
+    assert sum(t["orig_pkts"].to_pylist()) + sum(t["resp_pkts"].to_pylist()) == summary["ip_packets"]
 
 
 def test_progress_bar_when_asked(tmp_path, mix, capsys):

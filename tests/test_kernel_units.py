@@ -84,3 +84,21 @@ CASES = [
 @pytest.mark.parametrize("ours, theirs", CASES)
 def test_community_id_matches_reference(ours, theirs):
     assert cid(*ours) == REF.calc(theirs)
+
+
+@pytest.mark.parametrize("nshards", [2, 3, 16])
+def test_shard_rows_groups_rows_by_shard_in_capture_order(nshards):
+    from kernels.flowtable import shard_rows
+
+    rng = np.random.default_rng(nshards)
+    h = rng.integers(0, 2**63, size=1000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    n = 900  # rows past n are not grouped
+    rows = np.full(1000, -1, dtype=np.int64)
+    bounds = np.empty(nshards + 1, dtype=np.int64)
+    shard_rows(h, n, nshards, rows, bounds, np.empty(nshards, dtype=np.int64))
+    shard = (h[:n] >> np.uint64(40)) % np.uint64(nshards)
+    assert bounds[0] == 0 and bounds[-1] == n
+    for k in range(nshards):
+        mine = rows[bounds[k]:bounds[k + 1]]
+        assert list(mine) == list(np.flatnonzero(shard == k))  # every row of shard k, in order
+    assert (rows[n:] == -1).all()

@@ -2,8 +2,9 @@
 
 Decoding splits a batch into contiguous ranges, one per thread. Flow accounting splits by
 flow: thread ``k`` owns the shard of flows whose key hash is ``k`` modulo the thread count, so
-no two threads ever touch one flow and every flow sees its packets in capture order. The
-kernels release the GIL, so plain threads run them in parallel.
+no two threads ever touch one flow and every flow sees its packets in capture order. The rows
+of a batch are grouped by shard first (one counting sort), so that each thread walks its own
+packets only. The kernels release the GIL, so plain threads run them in parallel.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from detector.backend import Backend
 from detector.config import FlowConfig
 from detector.flows.table import EmittedFlows, FlowTable
 from detector.sources.batch import RawBatch
+from kernels import flowtable as kft
 from kernels import packet_columns as pc
 from kernels.decode import decode_records
 from kernels.flowkey import flow_hashes_at
@@ -79,6 +81,10 @@ class FlowEngine:
         n = cfg.batch_size
         self.cols = pc.allocate(n)
         self.pkt_hash = np.empty(n, dtype=np.uint64)
+        # with several threads: the batch's rows grouped by flow shard (shard_rows)
+        self.rows = np.empty(n if self.threads > 1 else 0, dtype=np.int64)
+        self.bounds = np.empty(self.threads + 1, dtype=np.int64)
+        self.cursor = np.empty(self.threads, dtype=np.int64)
         per_shard = max(16, -(-cfg.max_flows // self.threads))
         self.shards = [FlowTable(cfg, capacity=per_shard) for _ in range(self.threads)]
         self.frags = FragmentCache(cfg.fragment_slots, int(cfg.fragment_timeout * 1e9))
@@ -120,15 +126,19 @@ class FlowEngine:
         self.decode(b)
         t1 = time.perf_counter()
         self.seconds["decode"] += t1 - t0
-        self._run_parallel(lambda k: self.shards[k].account(self.cols, self.pkt_hash, n, k, self.threads),
-                           [(k,) for k in range(self.threads)])
+        if self.threads == 1:
+            self.shards[0].account(self.cols, self.pkt_hash, n)
+        else:
+            kft.shard_rows(self.pkt_hash, n, self.threads, self.rows, self.bounds, self.cursor)
+            at = self.bounds
+            self._run_parallel(lambda k: self.shards[k].account(self.cols, self.pkt_hash, n, self.rows[at[k]:at[k + 1]]),
+                               [(k,) for k in range(self.threads)])
         self.counts.records += n
         self.counts.wire_bytes += int(b.wirelen.sum())
         self.counts.by_status += np.bincount(self.cols.status[:n], minlength=8)[:8]
         ts_max = int(b.ts_ns.max())
         self.last_ts = ts_max if self.last_ts is None else max(self.last_ts, ts_max)
-        for shard in self.shards:
-            shard.maybe_expire(self.last_ts)
+        self._run_parallel(lambda k: self.shards[k].maybe_expire(self.last_ts), [(k,) for k in range(self.threads)])
         # records are built in large groups: building has a fixed cost per column and group
         if sum(s.pending for s in self.shards) < RECORD_GROUP:
             self.seconds["flows"] += time.perf_counter() - t1
@@ -150,10 +160,13 @@ class FlowEngine:
         ends with reason ``eof``. A partition of an archive passes the archive's last timestamp,
         so its flows end exactly as in one pass over the whole archive."""
         now = self.last_ts if last_ts is None else last_ts
-        for shard in self.shards:
+
+        def end(shard):
             if now is not None:
                 shard.expire_idle(now)
             shard.flush()
+
+        self._run_parallel(end, [(s,) for s in self.shards])
         out = self._drain()
         if self._pool is not None:
             self._pool.shutdown()

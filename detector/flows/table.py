@@ -20,6 +20,7 @@ NS = 1_000_000_000
 EVICT_FRACTION = 16  # a full table evicts 1/16 of its flows at once, oldest first
 SCAN_INTERVAL_NS = NS  # capture time between two expiry scans
 INITIAL_SLOTS = 1 << 14
+NO_ROWS = np.zeros(0, dtype=np.int64)  # update_flows' "positions are the batch's own rows"
 
 
 def config_vector(cfg: FlowConfig) -> np.ndarray:
@@ -45,26 +46,30 @@ def flow_packet_mask(xp, cols, n: int):
     return (cols.ip_ver[:n] != 0) & ((st == pc.ST_OK) | (st == pc.ST_L4_TRUNCATED))
 
 
-def new_flow_bound(xp, cols, pkt_hash, a: int, b: int, shard: int = 0, nshards: int = 1) -> int:
-    """How many flows rows ``a..b`` could start: their distinct flow hashes (in this shard)."""
-    mask = flow_packet_mask(xp, cols, b)[a:]
-    h = pkt_hash[a:b]
-    if nshards > 1:
-        mask &= (h >> xp.uint64(40)) % xp.uint64(nshards) == xp.uint64(shard)
+def new_flow_bound(xp, cols, pkt_hash, a: int, b: int, rows=None) -> int:
+    """How many flows positions ``a..b`` could start: their distinct flow hashes. Positions
+    are rows of the batch, or of ``rows`` (a shard's) when given."""
+    if rows is None:
+        mask = flow_packet_mask(xp, cols, b)[a:]
+        h = pkt_hash[a:b]
+    else:
+        at = rows[a:b]
+        mask = flow_packet_mask(xp, cols, cols.status.shape[0])[at]
+        h = pkt_hash[at]
     return int(xp.unique(h[mask]).shape[0])
 
 
-def account_ranges(table, cols, pkt_hash, a: int, b: int, account, shard: int = 0, nshards: int = 1) -> None:
+def account_ranges(table, cols, pkt_hash, a: int, b: int, account, rows=None) -> None:
     """The room policy both engines follow, so that they end the same flows. Before accounting
-    rows ``a..b``: if their new flows might not fit, evict the least recently seen flows; if
-    they still cannot fit, split the range in two (in capture order) and do the same for each
-    half. ``account(a, b)`` is called on each range that fits. ``table`` provides ``xp``,
-    ``free_rows()``, ``capacity`` and ``evict_oldest(k)``."""
+    positions ``a..b`` (rows of the batch, or of ``rows``): if their new flows might not fit,
+    evict the least recently seen flows; if they still cannot fit, split the range in two (in
+    capture order) and do the same for each half. ``account(a, b)`` is called on each range
+    that fits. ``table`` provides ``xp``, ``free_rows()``, ``capacity`` and ``evict_oldest(k)``."""
     free = table.free_rows()
     if free >= b - a:  # even if every packet started a flow: the fast path
         account(a, b)
         return
-    need = new_flow_bound(table.xp, cols, pkt_hash, a, b, shard, nshards)
+    need = new_flow_bound(table.xp, cols, pkt_hash, a, b, rows)
     if free < need:
         table.evict_oldest(need - free + table.capacity // EVICT_FRACTION)
         free = table.free_rows()
@@ -72,8 +77,8 @@ def account_ranges(table, cols, pkt_hash, a: int, b: int, account, shard: int = 
         account(a, b)
         return
     mid = (a + b) // 2
-    account_ranges(table, cols, pkt_hash, a, mid, account, shard, nshards)
-    account_ranges(table, cols, pkt_hash, mid, b, account, shard, nshards)
+    account_ranges(table, cols, pkt_hash, a, mid, account, rows)
+    account_ranges(table, cols, pkt_hash, mid, b, account, rows)
 
 
 def eviction_victims(xp, used, st, keys, k: int):
@@ -165,11 +170,12 @@ class FlowTable:
             self.meta[fsd.M_OUT_N] = 0
 
     # -- operations ------------------------------------------------------------------------
-    def update(self, cols, pkt_hash: np.ndarray, start: int, stop: int, shard: int = 0, nshards: int = 1) -> None:
-        """Account the flow packets among rows ``start..stop`` of ``cols`` (this shard's share)."""
+    def update(self, cols, pkt_hash: np.ndarray, start: int, stop: int, rows: np.ndarray = NO_ROWS) -> None:
+        """Account the flow packets at positions ``start..stop``: rows of ``cols``, or of
+        ``rows`` when it is not empty."""
         i = start
         while True:
-            i, code = kft.update_flows(cols, pkt_hash, i, stop, shard, nshards, self.likely, self.cfgv,
+            i, code = kft.update_flows(cols, pkt_hash, rows, i, stop, self.likely, self.cfgv,
                                        *self._tables(), *self._outputs())
             if code == kft.DONE:
                 return
@@ -216,11 +222,14 @@ class FlowTable:
     def free_rows(self) -> int:
         return int(self.meta[fsd.M_NFREE])
 
-    def account(self, cols, pkt_hash: np.ndarray, n: int, shard: int = 0, nshards: int = 1) -> None:
-        """Account this shard's flow packets among the first ``n`` rows, making room first
-        (:func:`account_ranges`)."""
-        account_ranges(self, cols, pkt_hash, 0, n,
-                       lambda a, b: self.update(cols, pkt_hash, a, b, shard, nshards), shard, nshards)
+    def account(self, cols, pkt_hash: np.ndarray, n: int, rows: np.ndarray | None = None) -> None:
+        """Account the flow packets among the first ``n`` rows, or among ``rows`` (this shard's
+        rows of the batch, in capture order), making room first (:func:`account_ranges`)."""
+        if rows is None:
+            account_ranges(self, cols, pkt_hash, 0, n, lambda a, b: self.update(cols, pkt_hash, a, b))
+        else:
+            account_ranges(self, cols, pkt_hash, 0, len(rows), lambda a, b: self.update(cols, pkt_hash, a, b, rows),
+                           rows)
 
     def drain(self) -> EmittedFlows | None:
         """Take every row emitted since the last call (None if there are none)."""
