@@ -62,6 +62,7 @@ def _import_array_math_without_blas_probe() -> None:
 
 import numba  # noqa: E402  (after the cache folder is chosen)
 from numba.core.caching import FunctionCache  # noqa: E402
+from numba.core.dispatcher import Dispatcher  # noqa: E402
 from numba.core.runtime import rtsys  # noqa: E402
 
 
@@ -92,7 +93,8 @@ class _CompiledCodeCache(FunctionCache):
 def _jit(fn, **options):
     """``numba.njit(cache=True, **options)``, its cache loading as above."""
     dispatcher = numba.njit(**options)(fn)
-    dispatcher._cache = _CompiledCodeCache(fn)
+    if isinstance(dispatcher, Dispatcher):  # not a plain function (NUMBA_DISABLE_JIT)
+        dispatcher._cache = _CompiledCodeCache(fn)
     return dispatcher
 
 

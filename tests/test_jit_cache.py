@@ -10,6 +10,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 KERNEL = textwrap.dedent("""
     import numpy as np
@@ -40,7 +43,7 @@ RUN = textwrap.dedent("""
 
 def _run(tmp_path) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=os.pathsep.join([str(tmp_path), os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.pop("NUMBA_DISABLE_JIT", None)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     out = subprocess.run([sys.executable, "-c", RUN], env=env, capture_output=True, text=True, timeout=300,

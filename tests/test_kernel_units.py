@@ -102,3 +102,25 @@ def test_shard_rows_groups_rows_by_shard_in_capture_order(nshards):
         mine = rows[bounds[k]:bounds[k + 1]]
         assert list(mine) == list(np.flatnonzero(shard == k))  # every row of shard k, in order
     assert (rows[n:] == -1).all()
+
+
+def test_a_failing_flow_thread_task_waits_for_the_others():
+    import threading
+    import time
+
+    from detector.config import FlowConfig
+    from detector.flows.engine import FlowEngine
+
+    engine = FlowEngine(FlowConfig(threads=2, max_flows=64))
+    done = threading.Event()
+
+    def task(k):
+        if k == 0:
+            raise RuntimeError("shard 0 failed")
+        time.sleep(0.2)
+        done.set()
+
+    with pytest.raises(RuntimeError):
+        engine._run_parallel(task, [(0,), (1,)])
+    assert done.is_set()  # the other shard's task had ended before the error reached the caller
+    engine.finish()

@@ -150,3 +150,15 @@ def test_a_held_mapping_releases_only_behind_the_batches_in_use(tmp_path, monkey
     assert dropped == [5 * page, 9 * page]  # the last two release points are still in use
     src._mm = real
     src.close()
+
+
+def test_leaving_an_ingest_loop_stops_the_reader_before_the_file_is_closed(tmp_path):
+    path = tmp_path / "e.pcap"
+    path.write_bytes(pcap_bytes(frames(3000)))
+    ingest = Ingest([str(path)], BATCH, read_ahead=True)
+    batches = ingest.batches()
+    first = next(batches)
+    assert first.n == BATCH
+    batches.close()  # what a `break` out of the job's loop does
+    assert not any(t.name == "read-ahead" and t.is_alive() for t in threading.enumerate())
+    assert ingest.inputs[0].records == BATCH and ingest.inputs[0].error is None

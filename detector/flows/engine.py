@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,8 +103,14 @@ class FlowEngine:
             for args in args_list:
                 fn(*args)
         else:
-            for fut in [self._pool.submit(fn, *args) for args in args_list]:
-                fut.result()
+            futures = [self._pool.submit(fn, *args) for args in args_list]
+            try:
+                for fut in futures:
+                    fut.result()
+            finally:
+                # an error or Ctrl-C must not leave a shard's kernel running while the caller
+                # goes on (finish() flushes the same shards)
+                wait(futures)
 
     def decode(self, b: RawBatch) -> None:
         """Decode ``b`` into :attr:`cols` and :attr:`pkt_hash` (non-first fragments take their
@@ -138,7 +144,9 @@ class FlowEngine:
         self.counts.by_status += np.bincount(self.cols.status[:n], minlength=8)[:8]
         ts_max = int(b.ts_ns.max())
         self.last_ts = ts_max if self.last_ts is None else max(self.last_ts, ts_max)
-        self._run_parallel(lambda k: self.shards[k].maybe_expire(self.last_ts), [(k,) for k in range(self.threads)])
+        due = [(shard,) for shard in self.shards if shard.expiry_due(self.last_ts)]
+        if due:
+            self._run_parallel(lambda shard: shard.maybe_expire(self.last_ts), due)
         # records are built in large groups: building has a fixed cost per column and group
         if sum(s.pending for s in self.shards) < RECORD_GROUP:
             self.seconds["flows"] += time.perf_counter() - t1

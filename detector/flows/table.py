@@ -41,9 +41,10 @@ def server_port_map(ports) -> np.ndarray:
     return m
 
 
-def flow_packet_mask(xp, cols, n: int):
-    st = cols.status[:n]
-    return (cols.ip_ver[:n] != 0) & ((st == pc.ST_OK) | (st == pc.ST_L4_TRUNCATED))
+def flow_packet_mask(xp, cols, n: int, at=None):
+    """Which of the first ``n`` rows (or of rows ``at``) are flow packets."""
+    st, ver = (cols.status[:n], cols.ip_ver[:n]) if at is None else (cols.status[at], cols.ip_ver[at])
+    return (ver != 0) & ((st == pc.ST_OK) | (st == pc.ST_L4_TRUNCATED))
 
 
 def new_flow_bound(xp, cols, pkt_hash, a: int, b: int, rows=None) -> int:
@@ -54,7 +55,7 @@ def new_flow_bound(xp, cols, pkt_hash, a: int, b: int, rows=None) -> int:
         h = pkt_hash[a:b]
     else:
         at = rows[a:b]
-        mask = flow_packet_mask(xp, cols, cols.status.shape[0])[at]
+        mask = flow_packet_mask(xp, cols, 0, at)
         h = pkt_hash[at]
     return int(xp.unique(h[mask]).shape[0])
 
@@ -188,9 +189,13 @@ class FlowTable:
             else:
                 self.evict_oldest(max(1, self.capacity // EVICT_FRACTION))
 
+    def expiry_due(self, now_ns: int) -> bool:
+        """Whether :meth:`maybe_expire` would scan at ``now_ns``."""
+        return self._last_scan is None or now_ns - self._last_scan >= SCAN_INTERVAL_NS or now_ns < self._last_scan
+
     def maybe_expire(self, now_ns: int) -> None:
         """Emit idle flows, at most once per second of capture time."""
-        if self._last_scan is None or now_ns - self._last_scan >= SCAN_INTERVAL_NS or now_ns < self._last_scan:
+        if self.expiry_due(now_ns):
             self._last_scan = now_ns
             self._expire(now_ns, -1)
 

@@ -83,11 +83,12 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     learned :class:`~detector.baseline.site_model.SiteModel`; ``extra_detectors`` are factories
     called with the run's :class:`Site` (detectors beyond the configured ones)."""
     t0 = time.perf_counter()
+    ingest = Ingest(inputs, cfg.flows.batch_size)
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
     stages = Stages(cfg, backend, model, extra_detectors, flow_writer)
     engine = stages.engine
-    ingest = Ingest(inputs, cfg.flows.batch_size, read_ahead=reader_thread_pays(engine))
+    ingest.read_ahead = reader_thread_pays(engine)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error = None
     interrupted = False

@@ -43,9 +43,10 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
     """Read ``inputs``, write their flow records to ``out_path``; ``summary`` (optional) sees
     every record batch too."""
     t0 = time.perf_counter()
+    ingest = Ingest(inputs, cfg.batch_size)
     writer = open_flow_writer(out_path, fmt)
     engine = make_engine(cfg, backend)
-    ingest = Ingest(inputs, cfg.batch_size, read_ahead=reader_thread_pays(engine))
+    ingest.read_ahead = reader_thread_pays(engine)
     sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error: OutputError | None = None

@@ -63,7 +63,12 @@ class RecordRing:
         while len(self._sets) < count:
             self._sets.append(RecordArrays(self.capacity))
 
-    def next(self) -> RecordArrays:
-        """The set the next batch is scanned into."""
+    @property
+    def current(self) -> RecordArrays:
+        """The set the next batch is scanned into (a scan that finds no record may reuse it)."""
+        return self._sets[self._i]
+
+    def handed_out(self) -> RecordArrays:
+        """The current set now backs a batch in use: move on to the next one."""
         self._i = (self._i + 1) % len(self._sets)
         return self._sets[self._i]

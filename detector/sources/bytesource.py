@@ -126,11 +126,13 @@ class MappedSource(ByteSource):
             self._released = stop
 
     def close(self) -> None:
-        # the numpy view must go before the map can close
+        # the numpy view must go before the map can close; a reader still running finds no bytes
         self.buf = np.zeros(0, dtype=np.uint8)
-        if self._mm is not None:
+        self.end = 0
+        mm, self._mm = self._mm, None
+        if mm is not None:
             try:
-                self._mm.close()
+                mm.close()
             except BufferError:  # a batch still references the map; the GC will close it
                 pass
         self._fh.close()

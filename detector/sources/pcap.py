@@ -59,12 +59,11 @@ class PcapReader:
         self.records = 0
 
     def batches(self) -> Iterator[RawBatch]:
-        src = self.src
+        src, rec = self.src, self.records_ring.current
         pos = self._pos
         ts_mult = 1 if self.nanosecond else 1000
         while True:
             start = pos
-            rec = self.records_ring.next()
             n, pos, code = cs.scan_pcap(src.buf, pos, src.end, self.little, ts_mult, self.max_caplen,
                                         rec.capacity, rec.off, rec.caplen, rec.wirelen, rec.ts_ns)
             if n:
@@ -72,6 +71,7 @@ class PcapReader:
                 self.records += n
                 yield rec.batch(src.buf, n, self.path, src.base + start)
                 src.release(pos)
+                rec = self.records_ring.handed_out()
             if code == cs.SCAN_FULL:
                 continue
             if code == cs.SCAN_NEED_MORE:

@@ -163,7 +163,7 @@ class PcapngReader:
         return self._arrays
 
     def batches(self) -> Iterator[RawBatch]:
-        src = self.src
+        src, rec = self.src, self.records_ring.current
         pos = self._pos
         while True:
             if pos + 12 > src.end:
@@ -191,7 +191,6 @@ class PcapngReader:
                 continue
             link, snap, kind, factor, offset = self._interface_arrays()
             start = pos
-            rec = self.records_ring.next()
             n, pos, code = cs.scan_pcapng(src.buf, pos, src.end, self.little, link, snap, kind, factor, offset,
                                           len(self._ifaces), rec.capacity, self._last_ts,
                                           rec.off, rec.caplen, rec.wirelen, rec.ts_ns, rec.link)
@@ -200,6 +199,7 @@ class PcapngReader:
                 self.records += n
                 yield rec.batch(src.buf, n, self.path, src.base + start)
                 src.release(pos)
+                rec = self.records_ring.handed_out()
             if code in (cs.SCAN_FULL, cs.SCAN_OTHER_BLOCK):
                 continue
             if code == cs.SCAN_NEED_MORE:

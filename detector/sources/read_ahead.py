@@ -66,4 +66,17 @@ def read_ahead(reader, depth: int = 1) -> Iterator[RawBatch]:
             yield item
     finally:
         stop.set()
-        thread.join()
+        _join(thread)
+
+
+def _join(thread: threading.Thread) -> None:
+    """Wait for the reader thread, even through a second Ctrl-C (re-raised once it is gone):
+    its source may be closed only after it stopped reading."""
+    interrupted = None
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
