@@ -41,8 +41,8 @@ def server_port_map(ports) -> np.ndarray:
     return m
 
 
-def flow_packet_mask(xp, cols, n: int, at=None):
-    """Which of the first ``n`` rows (or of rows ``at``) are flow packets."""
+def flow_packet_mask(xp, cols, n: int | None = None, *, at=None):
+    """Which of the first ``n`` rows, or of rows ``at``, are flow packets."""
     st, ver = (cols.status[:n], cols.ip_ver[:n]) if at is None else (cols.status[at], cols.ip_ver[at])
     return (ver != 0) & ((st == pc.ST_OK) | (st == pc.ST_L4_TRUNCATED))
 
@@ -55,7 +55,7 @@ def new_flow_bound(xp, cols, pkt_hash, a: int, b: int, rows=None) -> int:
         h = pkt_hash[a:b]
     else:
         at = rows[a:b]
-        mask = flow_packet_mask(xp, cols, 0, at)
+        mask = flow_packet_mask(xp, cols, at=at)
         h = pkt_hash[at]
     return int(xp.unique(h[mask]).shape[0])
 
