@@ -43,7 +43,7 @@ synth_done() {  # the capture is there (waits for it once)
   [ -f "$CAP" ]
 }
 
-BENCH_ONLY=${BENCH_ONLY:-detector-cpu-1core detector-cpu-all detector-gpu detector-gpu-process \
+BENCH_ONLY=${BENCH_ONLY:-detector-cpu-1core detector-cpu-1thread detector-cpu-all detector-gpu detector-gpu-process \
   detector-analyze-cpu-1core detector-analyze-gpu}
 
 run_tests() {
