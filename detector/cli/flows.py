@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output format (default: from OUT's suffix, else parquet)")
     add_backend_argument(p)
     p.add_argument("--config", metavar="FILE", help="TOML configuration ([flows] section)")
-    p.add_argument("--threads", type=int, metavar="N", help="flow threads (0: one per core; default from config, 1); a capture file is read on a thread of its own when a core is left over")
+    p.add_argument("--threads", type=int, metavar="N", help="flow threads (0: one per core; default from config, 1); reading and record writing get threads of their own when a core is left over")
     p.add_argument("--stats", metavar="FILE", help="also write the run's summary as JSON to FILE")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when stderr is a terminal)")

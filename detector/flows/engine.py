@@ -45,11 +45,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def reader_thread_pays(engine) -> bool:
-    """Whether reading on a thread of its own speeds a run up: when a core is left over after
-    the engine's threads. Measured on 2M packets, 2-core VM, best of 8 side by side: one flow
-    thread plus the reader thread is 1.10x one thread alone; with two flow threads it ranged
-    from 0.92x to 1.06x (three busy threads on two cores), so it stays off there."""
+def spare_core(engine) -> bool:
+    """Whether a core is left over after the engine's threads: reading, and building and writing
+    flow records, then get threads of their own. Measured on 2M packets, 2-core VM, best of 8-10
+    side by side: one flow thread plus the reader thread is 1.10x one thread alone, and writing
+    in the background 1.03-1.05x more; a reader thread beside two flow threads ranged from 0.92x
+    to 1.06x (three busy threads on two cores), so it stays off there."""
     return available_cores() > engine.threads
 
 

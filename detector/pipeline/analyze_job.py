@@ -20,7 +20,7 @@ from detector.alerts import SEVERITY_RANK, Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
 from detector.errors import OutputError
-from detector.flows.engine import reader_thread_pays
+from detector.flows.engine import spare_core
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.flows_job import close_outputs, outcome
 from detector.pipeline.ingest import Ingest
@@ -88,7 +88,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
     stages = Stages(cfg, backend, model, extra_detectors, flow_writer)
     engine = stages.engine
-    ingest.read_ahead = reader_thread_pays(engine)
+    ingest.read_ahead = spare_core(engine)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error = None
     interrupted = False

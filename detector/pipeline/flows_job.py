@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from detector.backend import CPU, Backend
 from detector.config import FlowConfig
 from detector.errors import DetectorError, OutputError
-from detector.flows.engine import make_engine, reader_thread_pays
+from detector.flows.engine import make_engine, spare_core
 from detector.flows.records import RecordBuilder
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.ingest import Ingest
@@ -46,8 +46,8 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
     ingest = Ingest(inputs, cfg.batch_size)
     writer = open_flow_writer(out_path, fmt)
     engine = make_engine(cfg, backend)
-    ingest.read_ahead = reader_thread_pays(engine)
-    sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1)
+    ingest.read_ahead = spare = spare_core(engine)
+    sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1 or spare)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error: OutputError | None = None
     interrupted = False
