@@ -154,6 +154,23 @@ def test_scapy_connect_scan_and_a_few_failures_that_are_not_one(tmp_path):
     assert not [a for a in analyze(_write(tmp_path, "few.pcap", few)) if a.category == "scan"]
 
 
+def test_scapy_distributed_probing_by_hosts_that_each_stay_under_the_scan_thresholds(tmp_path):
+    """Forty hosts each knock on two of eight backdoor ports of one server and are refused: no one
+    of them is a scanner, together they are a worm's probing."""
+    ports = [135, 139, 445, 1025, 2745, 3127, 6129, 5554]
+    pkts = []
+    for k in range(40):
+        src = f"198.51.{100 + k // 200}.{10 + k}"
+        for port in (ports[k % 8], ports[(k + 3) % 8]):
+            pkts.append(Ether() / IP(src=src, dst=VICTIM_IP) / TCP(sport=40000 + k, dport=port, flags="S", seq=1))
+            pkts.append(Ether() / IP(src=VICTIM_IP, dst=src) / TCP(sport=port, dport=40000 + k, flags="RA", ack=2))
+    alerts = analyze(_write(tmp_path, "worm.pcap", pkts, step=0.05))
+    (a,) = [a for a in alerts if a.technique == "distributed_scan"]
+    assert a.dst_ip == VICTIM_IP and a.evidence["source_count"] == 40 and a.evidence["source_count_exact"]
+    assert sorted(int(p.split("/")[1]) for p in a.evidence["ports"]) == sorted(ports)
+    assert not [x for x in alerts if x.technique in ("port_scan", "address_sweep")]
+
+
 def test_scapy_syn_flood_against_completed_handshakes(tmp_path):
     import random
 

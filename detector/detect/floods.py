@@ -17,6 +17,10 @@ Methods:
 
 A SYN flood also counts when a burst of at least ``syn_burst_min`` attempts arrives at
 ``syn_rate`` attempts per second or more.
+
+Sources and reflectors are kept as a bounded sample of ``SOURCE_SAMPLE`` addresses
+(:class:`~detector.detect.sample.DistinctSample`); past that their count is estimated, and the
+alert says "about" and sets ``sources_exact`` / ``reflectors_exact`` to false.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ import pyarrow.compute as pc
 from detector import arrowutil as au
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView, widen
+from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
+
+SOURCE_SAMPLE = 10_000  # addresses kept per flood: enough for exact counts of any real botnet's share
 
 
 class Floods(Detector):
@@ -66,7 +73,7 @@ class Floods(Detector):
         if b is None:
             if len(self.syn) > 500_000:
                 return None
-            b = self.syn[(key, ts // w)] = [0, 0, set(), ts, ts, set()]
+            b = self.syn[(key, ts // w)] = [0, 0, DistinctSample(SOURCE_SAMPLE), ts, ts, set()]
         return b
 
     def _count_handshakes(self, f: FlowView) -> None:
@@ -114,7 +121,7 @@ class Floods(Detector):
             pairs = np.unique(inverse[sel].astype(np.int64) << 32 | src_code[rows[sel]])
             for g, code in zip((pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist()):
                 b = buckets[g]
-                if b is not None and len(b[2]) < 10_000:
+                if b is not None:
                     b[2].add(srcs[code])
 
     def observe_flows(self, f: FlowView) -> None:
@@ -132,13 +139,13 @@ class Floods(Detector):
             else:
                 victim, reflector, port, vport = rh[j], oh[j], int(op[j]), int(rp[j])
                 nbytes, npk = int(f["orig_ip_bytes"][j]), int(opk[j])
-            r = self.refl.setdefault(victim, {"first": int(ts[j]), "last": 0, "bytes": 0, "pkts": 0, "refl": set(),
+            r = self.refl.setdefault(victim, {"first": int(ts[j]), "last": 0, "bytes": 0, "pkts": 0,
+                                              "refl": DistinctSample(SOURCE_SAMPLE),
                                               "services": set(), "victim_port": 65536})
             widen(r, int(ts[j]))
             r["bytes"] += nbytes
             r["pkts"] += npk
-            if len(r["refl"]) < 10_000:
-                r["refl"].add(reflector)
+            r["refl"].add(reflector)
             r["services"].add(AMPLIFIER_PORTS[port])
             r["victim_port"] = min(r["victim_port"], vport)  # the lowest: whatever order flows come in
 
@@ -163,7 +170,8 @@ class Floods(Detector):
                 continue
             if completed > p.complete_share * (attempts + completed):
                 continue
-            if target not in best or attempts > best[target][0]:
+            # the busiest window; the earliest of equals, whatever order the windows were made in
+            if target not in best or (attempts, -b[3]) > (best[target][0], -best[target][3]):
                 best[target] = b
         if len(best) > 1:
             best.pop("*", None)  # the per-target alerts say it better
@@ -173,22 +181,26 @@ class Floods(Detector):
             victim = "many hosts (random targets)" if target == "*" else target
             out.append(Alert(b[3], b[4], "dos", "syn_flood", "high", 0.9,
                              f"{victim} received {attempts} TCP connection attempts that never completed from "
-                             f"{len(sources)} sources within {p.window_s:.0f} s ({completed} completed): a SYN flood",
-                             self.label, self.host_for(target if target != "*" else None, *sorted(sources)[:1]),
+                             f"{'' if sources.exact else 'about '}{len(sources)} sources within {p.window_s:.0f} s "
+                             f"({completed} completed): a SYN flood",
+                             self.label, self.host_for(target if target != "*" else None, *sources.examples(1)),
                              None, None if target == "*" else target, None, min(b[5]) if b[5] else None, "tcp",
                              {"attempts": attempts, "completed": completed, "sources": len(sources),
-                              "example_sources": sorted(sources)[:10], "ports": sorted(b[5]),
+                              "sources_exact": sources.exact, "example_sources": sources.examples(10),
+                              "ports": sorted(b[5]),
                               "attempts_per_s": round(rate, 1), "window_s": p.window_s}))
         for victim, r in self.refl.items():
             if len(r["refl"]) < p.reflect_min_sources and r["bytes"] < p.reflect_min_bytes:
                 continue
             out.append(Alert(r["first"], r["last"], "dos", "reflection", "high", 0.85,
                              f"{victim} received {r['bytes']:,} bytes of unrequested "
-                             f"{'/'.join(sorted(r['services']))} answers from {len(r['refl'])} reflectors: an "
+                             f"{'/'.join(sorted(r['services']))} answers from {'' if r['refl'].exact else 'about '}"
+                             f"{len(r['refl'])} reflectors: an "
                              "amplification attack", self.label, self.host_for(victim), None, victim, None,
                              r["victim_port"] if r["victim_port"] < 65536 else None, "udp",
                              {"bytes": r["bytes"], "packets": r["pkts"], "reflectors": len(r["refl"]),
-                              "example_reflectors": sorted(r["refl"])[:10], "services": sorted(r["services"])}))
+                              "reflectors_exact": r["refl"].exact, "example_reflectors": r["refl"].examples(10),
+                              "services": sorted(r["services"])}))
         if self.dhcp:
             self.dhcp.sort()
             w = int(p.dhcp_window_s * 1e9)

@@ -16,7 +16,9 @@ Methods:
   ``distributed_min_sources`` sources on at least ``distributed_min_ports`` ports, each source
   staying under the per-source thresholds. This is how worms and botnets look from the victim's
   side (Sasser, Bagle, MyDoom and Dameware backdoor ports hit by hundreds of infected hosts a
-  day); one closed service hit by many clients does not qualify, as it is one port.
+  day); one closed service hit by many clients does not qualify, as it is one port. Sources and
+  ports per target are a bounded sample of 4096 (``DistinctSample``), counted exactly below that
+  and estimated above it, the same whatever order flows arrive in.
 
 Severity: medium; high from ``port_high`` ports or ``sweep_high`` hosts.
 """
@@ -31,6 +33,7 @@ import numpy as np
 from detector.alerts import Alert
 from detector.baseline.flow_features import FAILED_STATES as FLOW_FAILED_STATES
 from detector.detect.base import Detector, FlowView, widen
+from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
 
 FAILED_STATES = set(FLOW_FAILED_STATES)
@@ -130,13 +133,14 @@ class PortScan(Detector):
     def _note_inbound(self, src: str, dst: str, port: int, pr: str, t: int) -> None:
         if dst not in self.inbound and len(self.inbound) >= self.p.max_sources:
             return
-        d = self.inbound.setdefault(dst, {"sources": set(), "ports": set(), "first": t, "last": t, "attempts": 0})
+        d = self.inbound.get(dst)
+        if d is None:
+            d = self.inbound[dst] = {"sources": DistinctSample(4096), "ports": DistinctSample(4096),
+                                     "first": t, "last": t, "attempts": 0}
         widen(d, t)
         d["attempts"] += 1
-        if len(d["sources"]) < 4096:
-            d["sources"].add(src)
-        if len(d["ports"]) < 4096:
-            d["ports"].add(f"{pr}/{port}")
+        d["sources"].add(src)
+        d["ports"].add(f"{pr}/{port}")
 
     def finish(self) -> list[Alert]:
         p = self.p
@@ -181,15 +185,20 @@ class PortScan(Detector):
                               "likelihood_ratio": round(float(np.log10(w["lr"])), 2), "targets": dsts[:32]}))
             reported.add(src)
         for dst, d in self.inbound.items():
-            sources = d["sources"] - reported
-            if len(sources) < p.distributed_min_sources or len(d["ports"]) < p.distributed_min_ports:
+            sample = d["sources"].items()
+            sources = sample - reported
+            # past the sample's size, the share of scanners not reported already scales the estimate
+            n_sources = len(sources) if d["sources"].exact else round(len(d["sources"]) * len(sources) / len(sample))
+            if n_sources < p.distributed_min_sources or len(d["ports"]) < p.distributed_min_ports:
                 continue
-            ports = sorted(d["ports"], key=lambda x: (x.split("/")[0], int(x.split("/")[1])))
+            ports = sorted(d["ports"].items(), key=lambda x: (x.split("/")[0], int(x.split("/")[1])))
+            about = "" if d["sources"].exact else "about "
             out.append(Alert(d["first"], d["last"], "scan", "distributed_scan", "medium", 0.6,
-                             f"{len(sources)} sources made {d['attempts']} failed connection attempts to {dst} on "
-                             f"{len(ports)} ports ({', '.join(ports[:8])}{'...' if len(ports) > 8 else ''}): probing "
+                             f"{about}{n_sources} sources made {d['attempts']} failed connection attempts to {dst} on "
+                             f"{len(d['ports'])} ports ({', '.join(ports[:8])}{'...' if len(ports) > 8 else ''}): probing "
                              "by many hosts at once, as worms and botnets do", self.label, self.host_for(dst), None,
                              dst, None, None, None,
-                             {"source_count": len(sources), "sources": sorted(sources)[:32], "ports": ports[:64],
+                             {"source_count": n_sources, "source_count_exact": d["sources"].exact,
+                              "sources": sorted(sources)[:32], "ports": ports[:64],
                               "attempts": d["attempts"]}))
         return out

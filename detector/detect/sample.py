@@ -1,0 +1,75 @@
+"""A bounded set of distinct values that does not depend on the order they arrive in.
+
+Detectors keep the sources of a flood, the reflectors of an amplification attack or the
+scanners of a host as sets, and cap them so that a flood from millions of spoofed addresses
+cannot take the memory. Keeping the first N seen made the sample, its examples and its count
+depend on the order flows come in, which differs between the CPU and GPU flow tables and
+between batch sizes. This keeps instead the N values with the smallest stable hash (a bottom-k
+sketch, the KMV estimator of Bar-Yossef et al. 2002): the same N whatever the order, and an
+unbiased estimate of the distinct count once more than N were offered.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+_SPACE = float(1 << 32)
+
+
+def _hash(value: str) -> int:
+    # Python's own str hash changes between processes; crc32 is stable and fast in C
+    return zlib.crc32(value.encode())
+
+
+class DistinctSample:
+    """The `size` distinct values with the smallest crc32 (ties broken by value)."""
+
+    __slots__ = ("size", "_kept", "_bound", "_saturated")
+
+    def __init__(self, size: int):
+        self.size = size
+        self._kept: dict[str, int] = {}
+        self._bound = 1 << 32  # values hashing above this can no longer be among the smallest
+        self._saturated = False
+
+    def add(self, value: str) -> None:
+        if value in self._kept:
+            return
+        h = _hash(value)
+        if h > self._bound:
+            return
+        self._kept[value] = h
+        if len(self._kept) >= 2 * self.size:  # prune in bulk: amortised O(1) per add
+            self._prune()
+
+    def update(self, values: Iterable[str]) -> None:
+        for v in values:
+            self.add(v)
+
+    def _prune(self) -> None:
+        if len(self._kept) <= self.size:
+            return
+        ranked = sorted(self._kept.items(), key=lambda kv: (kv[1], kv[0]))[: self.size]
+        self._kept = dict(ranked)
+        self._bound = ranked[-1][1]
+        self._saturated = True
+
+    def items(self) -> set[str]:
+        self._prune()
+        return set(self._kept)
+
+    def __len__(self) -> int:
+        """The number of distinct values offered: exact until the sample filled, then estimated."""
+        self._prune()
+        if not self._saturated:
+            return len(self._kept)
+        return max(self.size, round((self.size - 1) * _SPACE / (self._bound + 1)))
+
+    @property
+    def exact(self) -> bool:
+        self._prune()
+        return not self._saturated
+
+    def examples(self, n: int) -> list[str]:
+        """The first n of the sample in sorted order: the same whatever order values came in."""
+        return sorted(self.items())[:n]
