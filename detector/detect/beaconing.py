@@ -89,21 +89,24 @@ class Beaconing(Detector):
         dsts, dst_code = f.distinct("resp_h")
         pair = np.stack([src_code[rows], dst_code[rows]])
         _, first, inverse = np.unique(pair[0] * (len(dsts) + 1) + pair[1], return_index=True, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")  # each pair's rows, in batch order
+        ts, ob, port, oport = f["ts"][rows], f["orig_bytes"][rows], f["resp_p"][rows], f["orig_p"][rows]
+        order = np.lexsort((oport, ts, inverse))  # each pair's rows, earliest first
         bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1)).tolist()
-        ts, ob, port = f["ts"][rows], f["orig_bytes"][rows], f["resp_p"][rows]
         ts_sorted, ob_sorted, port_sorted = ts[order].tolist(), ob[order].tolist(), port[order].tolist()
         src_of, dst_of = pair[0].tolist(), pair[1].tolist()
         first_row = first.tolist()
         for g in np.argsort(first, kind="stable").tolist():  # pairs in order of first appearance
             j = first_row[g]
             key = (srcs[src_of[j]], dsts[dst_of[j]])
-            if key not in self.meta:
-                if len(self.meta) >= self.p.max_pairs:
-                    continue
-                r = int(rows[j])
-                self.meta[key] = (int(port[j]), f["uid"][r], f["community_id"][r], f["proto"][r])
             lo, hi = bounds[g], bounds[g + 1]
+            e = int(order[lo])  # the pair's earliest connection names the alert, whatever order flows come in
+            known = self.meta.get(key)
+            if known is None and len(self.meta) >= self.p.max_pairs:
+                continue
+            if known is None or (int(ts[e]), int(oport[e])) < known[4]:
+                r = int(rows[e])
+                self.meta[key] = (int(port[e]), f["uid"][r], f["community_id"][r], f["proto"][r],
+                                  (int(ts[e]), int(oport[e])))
             ports = self.ports[key]
             if len(ports) <= self.p.max_ports:
                 ports.update(port_sorted[lo:hi])
@@ -161,7 +164,7 @@ class Beaconing(Detector):
             score = ((ts_skew + ts_mad + ts_count) / 3 + ds) / 2
             if score < p.medium_score:
                 continue
-            port, uid, cid, proto = self.meta[(src, dst)]
+            port, uid, cid, proto, _ = self.meta[(src, dst)]
             high = score >= p.high_score
             first = min(self.starts[(src, dst)])
             out.append(Alert(first, max(self.starts[(src, dst)]), "compute_theft", "beaconing",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView, widen
+from detector.detect.sample import DistinctSample
 
 
 class ComputeOutbound(Detector):
@@ -35,11 +36,15 @@ class ComputeOutbound(Detector):
             src, dst = oh[j], rh[j]
             if src not in self.site.compute or not self.site.is_external(dst) or dst in self.site.proxies:
                 continue
-            h = self.hosts.setdefault(src, {"first": int(f["ts"][j]), "last": 0, "dsts": set(), "ports": set(),
-                                            "bytes": 0, "uid": f["uid"][j], "cid": f["community_id"][j]})
-            widen(h, int(f["ts"][j]))
-            if len(h["dsts"]) < 256:
-                h["dsts"].add(f"{dst}:{int(rp[j])}")
+            t = int(f["ts"][j])
+            h = self.hosts.get(src)
+            if h is None:
+                h = self.hosts[src] = {"first": t, "last": 0, "dsts": DistinctSample(256), "ports": set(),
+                                       "bytes": 0, "example": (t, f["uid"][j], f["community_id"][j])}
+            widen(h, t)
+            # the earliest session names the alert, whatever order flows come in
+            h["example"] = min(h["example"], (t, f["uid"][j], f["community_id"][j]))
+            h["dsts"].add(f"{dst}:{int(rp[j])}")
             h["ports"].add(int(rp[j]))
             h["bytes"] += int(f["orig_bytes"][j]) + int(f["resp_bytes"][j])
 
@@ -47,14 +52,15 @@ class ComputeOutbound(Detector):
         out = []
         for src, h in self.hosts.items():
             high = len(h["dsts"]) >= self.p.high_destinations
-            dsts = sorted(h["dsts"])
+            dsts = sorted(h["dsts"].items())
             first_dst, _, first_port = dsts[0].rpartition(":")
             out.append(Alert(h["first"], h["last"], "compute_theft", "compute_outbound", "high" if high else "medium",
                              0.8 if high else 0.6,
-                             f"Compute node {src} opened sessions to {len(dsts)} Internet destination(s) "
+                             f"Compute node {src} opened sessions to {'' if h['dsts'].exact else 'about '}{len(h['dsts'])} "
+                             "Internet destination(s) "
                              f"({', '.join(dsts[:3])}) without the proxy", self.label, src, src, first_dst, None,
                              int(first_port), None,
                              {"destinations": dsts[:32], "ports": sorted(h["ports"])[:32], "bytes": h["bytes"],
-                              "uid": h["uid"]}, h["cid"]))
+                              "uid": h["example"][1]}, h["example"][2]))
         return out
 
