@@ -12,13 +12,21 @@ from kernels._jit import device_fn
 
 
 @device_fn
+def u8(buf, o):
+    """The byte at ``o``. Read through an unsigned index: Numba then leaves out the negative-index
+    wraparound it adds to every load, and LLVM can merge neighbouring byte loads into one load
+    and a byte swap (decode 15-20 % faster on the 2-core VM, side by side)."""
+    return int(buf[np.uint64(o)])
+
+
+@device_fn
 def be16(buf, o):
-    return (int(buf[o]) << 8) | int(buf[o + 1])
+    return (u8(buf, o) << 8) | u8(buf, o + 1)
 
 
 @device_fn
 def be32(buf, o):
-    return (int(buf[o]) << 24) | (int(buf[o + 1]) << 16) | (int(buf[o + 2]) << 8) | int(buf[o + 3])
+    return (u8(buf, o) << 24) | (u8(buf, o + 1) << 16) | (u8(buf, o + 2) << 8) | u8(buf, o + 3)
 
 
 @device_fn
@@ -35,12 +43,12 @@ def be64u(buf, o):
 
 @device_fn
 def le16(buf, o):
-    return int(buf[o]) | (int(buf[o + 1]) << 8)
+    return u8(buf, o) | (u8(buf, o + 1) << 8)
 
 
 @device_fn
 def le32(buf, o):
-    return int(buf[o]) | (int(buf[o + 1]) << 8) | (int(buf[o + 2]) << 16) | (int(buf[o + 3]) << 24)
+    return u8(buf, o) | (u8(buf, o + 1) << 8) | (u8(buf, o + 2) << 16) | (u8(buf, o + 3) << 24)
 
 
 @device_fn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from numba import literal_unroll
 
 from kernels._jit import cpu_kernel, row_fn
@@ -30,9 +31,17 @@ def decode_record(buf, off, caplen, wirelen, ts_ns, link, cols, pkt_hash, i):
         pkt_hash[i] = 0
 
 
+TALLY_WIRE_BYTES = 8  # tally: packets per status (ST_*, 0..7), then the wire bytes
+
+
 @cpu_kernel
-def decode_records(buf, off, caplen, wirelen, ts_ns, link, start, stop, cols, pkt_hash):
-    """Decode records ``start..stop`` into the same rows of ``cols``; hash their flow keys."""
+def decode_records(buf, off, caplen, wirelen, ts_ns, link, start, stop, cols, pkt_hash, tally):
+    """Decode records ``start..stop`` into the same rows of ``cols``; hash their flow keys; add
+    their count per status and their wire bytes to ``tally`` (counted here, on the decoding
+    thread, as a pass of its own over the batch would be serial)."""
     clear_rows(cols, start, stop)
-    for i in range(start, stop):
+    for j in range(start, stop):
+        i = np.uint64(j)  # unsigned: no negative-index wraparound on each of the row's ~40 stores
         decode_record(buf, off, caplen, wirelen, ts_ns, link, cols, pkt_hash, i)
+        tally[cols.status[i] & 7] += 1
+        tally[TALLY_WIRE_BYTES] += wirelen[i]

@@ -393,28 +393,23 @@ def restart_flow(st, fs, f, ts):
 
 @row_fn
 def packet_shard(h, nshards):
-    """The flow-table shard of a packet with flow hash ``h``: from the hash's high bits, as the
-    slot index uses the low ones."""
-    return (h >> np.uint64(40)) % np.uint64(nshards)
+    """The flow-table shard of a packet with flow hash ``h``: from the hash's top 24 bits, as the
+    slot index uses the low ones; a multiply and shift (Lemire's range reduction), not a
+    division, as every flow thread computes it for every packet of a batch."""
+    return ((h >> np.uint64(40)) * np.uint64(nshards)) >> np.uint64(24)
 
 
 @cpu_kernel
-def shard_rows(pkt_hash, n, nshards, rows, bounds, cursor):
-    """Group rows ``0..n`` by shard, in capture order within each: shard ``k``'s rows are
-    ``rows[bounds[k]:bounds[k + 1]]`` (``cursor``: ``nshards`` scratch slots). A counting sort,
-    two passes whatever the shard count: a pass per shard over every row made each added
-    thread slower."""
-    for k in range(nshards + 1):
-        bounds[k] = 0
+def rows_of_shard(pkt_hash, n, nshards, k, rows):
+    """Put the rows ``0..n`` of shard ``k`` into ``rows``, in capture order; returns how many.
+    Each flow thread collects its own in one pass over the hashes, in parallel: grouping every
+    shard's rows on one thread (a counting sort) was serial work that kept many cores waiting."""
+    m = 0
+    shard = np.uint64(k)
     for i in range(n):
-        bounds[packet_shard(pkt_hash[i], nshards) + 1] += 1
-    for k in range(nshards):
-        bounds[k + 1] += bounds[k]
-        cursor[k] = bounds[k]
-    for i in range(n):
-        k = packet_shard(pkt_hash[i], nshards)
-        rows[cursor[k]] = i
-        cursor[k] += 1
+        rows[m] = i  # written always, kept only when the row is ours: no branch to mispredict
+        m += packet_shard(pkt_hash[i], nshards) == shard
+    return m
 
 
 @cpu_kernel

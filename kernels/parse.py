@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels._jit import device_fn, row_fn
-from kernels.bytes_be import be16, be32, be48, be64u, le32
+from kernels.bytes_be import be16, be32, be48, be64u, le32, u8
 from kernels.packet_columns import (
     FRAG_FIRST,
     FRAG_IS_FRAGMENT,
@@ -145,13 +145,13 @@ def _after_ethertype(buf, off, caplen, p, et, cols, i):
         for _ in range(MAX_TAGS):
             if p + 4 > caplen:
                 return p, 0
-            bottom = int(buf[off + p + 2]) & 1
+            bottom = u8(buf, off + p + 2) & 1
             p += 4
             if bottom:
                 break
         if p + 1 > caplen:
             return p, 0
-        v = int(buf[off + p]) >> 4
+        v = u8(buf, off + p) >> 4
         if v == 4:
             et = ET_IPV4
         elif v == 6:
@@ -176,7 +176,7 @@ def _after_ethertype(buf, off, caplen, p, et, cols, i):
 def _raw_ip_ethertype(buf, off, caplen, p):
     if p + 1 > caplen:
         return 0
-    v = int(buf[off + p]) >> 4
+    v = u8(buf, off + p) >> 4
     if v == 4:
         return ET_IPV4
     if v == 6:
@@ -208,7 +208,7 @@ def _link_layer(buf, off, caplen, link_type, cols, i):
     if link_type == LT_LINUX_SLL2:
         if caplen < 20:
             return 0, 0
-        if int(buf[off + 11]) == 6:
+        if u8(buf, off + 11) == 6:
             cols.src_mac[i] = be48(buf, off + 12)
         return _after_ethertype(buf, off, caplen, 20, be16(buf, off + 0), cols, i)
     if link_type == LT_NULL or link_type == LT_LOOP:
@@ -245,10 +245,10 @@ def _transport(buf, off, caplen, q, l4len, proto, is_v6, cols, i):
         if avail < 20 or l4len < 20:
             cols.payload_len[i] = max(l4len - 20, 0)
             return ST_L4_TRUNCATED
-        doff = (int(buf[off + q + 12]) >> 4) * 4
+        doff = (u8(buf, off + q + 12) >> 4) * 4
         cols.tcp_seq[i] = be32(buf, off + q + 4)
         cols.tcp_ack[i] = be32(buf, off + q + 8)
-        cols.tcp_flags[i] = int(buf[off + q + 13])
+        cols.tcp_flags[i] = u8(buf, off + q + 13)
         cols.tcp_win[i] = be16(buf, off + q + 14)
         if doff < 20 or doff > l4len:
             cols.payload_len[i] = max(l4len - 20, 0)
@@ -271,8 +271,8 @@ def _transport(buf, off, caplen, q, l4len, proto, is_v6, cols, i):
         if avail < 2 or l4len < 2:
             cols.payload_len[i] = max(l4len - 8, 0)
             return ST_L4_TRUNCATED
-        t = int(buf[off + q])
-        c = int(buf[off + q + 1])
+        t = u8(buf, off + q)
+        c = u8(buf, off + q + 1)
         cols.icmp_type[i] = t
         cols.icmp_code[i] = c
         cols.sport[i] = t
@@ -302,7 +302,7 @@ def _ipv4(buf, off, caplen, wire_len, p, cols, i):
     if caplen - p < 20:
         return ST_BAD_IP
     o = off + p
-    vihl = int(buf[o])
+    vihl = u8(buf, o)
     ihl = (vihl & 15) * 4
     if (vihl >> 4) != 4 or ihl < 20:
         return ST_BAD_IP
@@ -317,8 +317,8 @@ def _ipv4(buf, off, caplen, wire_len, p, cols, i):
     ff = be16(buf, o + 6)
     foff = ff & 0x1FFF
     more = (ff & 0x2000) != 0
-    cols.ttl[i] = int(buf[o + 8])
-    proto = int(buf[o + 9])
+    cols.ttl[i] = u8(buf, o + 8)
+    proto = u8(buf, o + 9)
     cols.proto[i] = proto
     cols.src_ip_hi[i] = 0
     cols.src_ip_lo[i] = _V4_MAPPED | np.uint64(be32(buf, o + 12))
@@ -343,15 +343,15 @@ def _ipv6(buf, off, caplen, wire_len, p, cols, i):
     if caplen - p < 40:
         return ST_BAD_IP
     o = off + p
-    if (int(buf[o]) >> 4) != 6:
+    if (u8(buf, o) >> 4) != 6:
         return ST_BAD_IP
     plen = be16(buf, o + 4)
     if plen == 0:  # jumbogram or offload: trust the wire
         plen = max(wire_len - p - 40, 0)
-    nh = int(buf[o + 6])
+    nh = u8(buf, o + 6)
     cols.ip_ver[i] = 6
     cols.ip_len[i] = 40 + plen
-    cols.ttl[i] = int(buf[o + 7])
+    cols.ttl[i] = u8(buf, o + 7)
     cols.src_ip_hi[i] = be64u(buf, o + 8)
     cols.src_ip_lo[i] = be64u(buf, o + 16)
     cols.dst_ip_hi[i] = be64u(buf, o + 24)
@@ -365,7 +365,7 @@ def _ipv6(buf, off, caplen, wire_len, p, cols, i):
             cols.proto[i] = nh
             cols.payload_len[i] = max(remaining, 0)
             return ST_L4_TRUNCATED
-        nxt = int(buf[off + q])
+        nxt = u8(buf, off + q)
         if nh == 44:
             hlen = 8
             offlg = be16(buf, off + q + 2)
@@ -385,9 +385,9 @@ def _ipv6(buf, off, caplen, wire_len, p, cols, i):
                 return ST_OK
             continue
         if nh == 51:
-            hlen = (int(buf[off + q + 1]) + 2) * 4
+            hlen = (u8(buf, off + q + 1) + 2) * 4
         else:
-            hlen = (int(buf[off + q + 1]) + 1) * 8
+            hlen = (u8(buf, off + q + 1) + 1) * 8
         nh = nxt
         q += hlen
         remaining -= hlen
@@ -407,7 +407,7 @@ def _arp(buf, off, caplen, p, cols, i):
     o = off + p
     cols.arp_op[i] = be16(buf, o + 6)
     # Ethernet hardware addresses with IPv4 protocol addresses: the only kind we keep
-    if be16(buf, o + 2) != ET_IPV4 or int(buf[o + 4]) != 6 or int(buf[o + 5]) != 4 or caplen - p < 28:
+    if be16(buf, o + 2) != ET_IPV4 or u8(buf, o + 4) != 6 or u8(buf, o + 5) != 4 or caplen - p < 28:
         return
     cols.arp_sha[i] = be48(buf, o + 8)
     cols.arp_spa[i] = be32(buf, o + 14)

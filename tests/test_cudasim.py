@@ -65,7 +65,8 @@ def decode_both(path):
     b = next(reader.batches())
     cpu_cols = pc.allocate(b.n)
     cpu_hash = np.zeros(b.n, np.uint64)
-    decode_records(b.buf, b.off, b.caplen, b.wirelen, b.ts_ns, b.link, 0, b.n, cpu_cols, cpu_hash)
+    decode_records(b.buf, b.off, b.caplen, b.wirelen, b.ts_ns, b.link, 0, b.n, cpu_cols, cpu_hash,
+                   np.zeros(9, np.int64))
     gpu.process(b)
     return b.n, cpu_cols, cpu_hash, gpu
 

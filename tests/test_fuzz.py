@@ -87,6 +87,7 @@ BOUNDS_SCRIPT = textwrap.dedent("""
     rng = random.Random(1)
     cols = pc.allocate(1)
     h = np.zeros(1, np.uint64)
+    tally = np.zeros(9, np.int64)
     n = 0
     for frame in frames:
         for cut in range(len(frame) + 1):
@@ -98,7 +99,7 @@ BOUNDS_SCRIPT = textwrap.dedent("""
                 buf = np.frombuffer(bytes(data), dtype=np.uint8) if data else np.zeros(0, np.uint8)
                 decode_records(buf, np.zeros(1, np.int64), np.array([len(data)], np.uint32),
                                np.array([len(data)], np.uint32), np.zeros(1, np.int64),
-                               np.array([link], np.uint16), 0, 1, cols, h)
+                               np.array([link], np.uint16), 0, 1, cols, h, tally)
                 n += 1
     print("decoded", n)
 """)

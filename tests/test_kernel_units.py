@@ -87,21 +87,23 @@ def test_community_id_matches_reference(ours, theirs):
 
 
 @pytest.mark.parametrize("nshards", [2, 3, 16])
-def test_shard_rows_groups_rows_by_shard_in_capture_order(nshards):
-    from kernels.flowtable import shard_rows
+def test_each_shard_collects_its_rows_in_capture_order_and_every_row_has_one_shard(nshards):
+    from kernels.flowtable import packet_shard, rows_of_shard
 
     rng = np.random.default_rng(nshards)
-    h = rng.integers(0, 2**63, size=1000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    n = 900  # rows past n are not grouped
-    rows = np.full(1000, -1, dtype=np.int64)
-    bounds = np.empty(nshards + 1, dtype=np.int64)
-    shard_rows(h, n, nshards, rows, bounds, np.empty(nshards, dtype=np.int64))
-    shard = (h[:n] >> np.uint64(40)) % np.uint64(nshards)
-    assert bounds[0] == 0 and bounds[-1] == n
+    h = rng.integers(0, 2**64 - 1, size=1000, dtype=np.uint64, endpoint=True)
+    h[:3] = [0, 2**64 - 1, 2**63]  # the ends of the hash range, and non-flow packets' 0
+    n = 900  # rows past n are not looked at
+    shard = ((h[:n] >> np.uint64(40)).astype(object) * nshards) >> 24  # exact, in Python integers
+    assert all(packet_shard(x, nshards) == s for x, s in zip(h[:n], shard))
+    seen = []
     for k in range(nshards):
-        mine = rows[bounds[k]:bounds[k + 1]]
-        assert list(mine) == list(np.flatnonzero(shard == k))  # every row of shard k, in order
-    assert (rows[n:] == -1).all()
+        rows = np.full(1000, -1, dtype=np.int64)
+        m = rows_of_shard(h, n, nshards, k, rows)
+        assert list(rows[:m]) == [i for i in range(n) if shard[i] == k]  # every row of shard k, in order
+        assert 0 < m < n
+        seen += list(rows[:m])
+    assert sorted(seen) == list(range(n))
 
 
 def test_a_failing_flow_thread_task_waits_for_the_others():

@@ -1,10 +1,11 @@
 """FlowEngine: raw record batches in, ended flow records out, on one or several CPU threads.
 
 Decoding splits a batch into contiguous ranges, one per thread. Flow accounting splits by
-flow: thread ``k`` owns the shard of flows whose key hash is ``k`` modulo the thread count, so
-no two threads ever touch one flow and every flow sees its packets in capture order. The rows
-of a batch are grouped by shard first (one counting sort), so that each thread walks its own
-packets only. The kernels release the GIL, so plain threads run them in parallel.
+flow: thread ``k`` owns shard ``k``, the flows whose key hash falls in its share of the hash
+range (``packet_shard``), so no two threads ever touch one flow and every flow sees its packets
+in capture order. Each thread first collects its shard's rows of the batch in one pass over the
+hashes, then walks those packets only. The kernels release the GIL, so plain threads run them
+in parallel.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from detector.flows.table import EmittedFlows, FlowTable
 from detector.sources.batch import RawBatch
 from kernels import flowtable as kft
 from kernels import packet_columns as pc
-from kernels.decode import decode_records
+from kernels.decode import TALLY_WIRE_BYTES, decode_records
 from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
 
@@ -82,10 +83,9 @@ class FlowEngine:
         n = cfg.batch_size
         self.cols = pc.allocate(n)
         self.pkt_hash = np.empty(n, dtype=np.uint64)
-        # with several threads: the batch's rows grouped by flow shard (shard_rows)
-        self.rows = np.empty(n if self.threads > 1 else 0, dtype=np.int64)
-        self.bounds = np.empty(self.threads + 1, dtype=np.int64)
-        self.cursor = np.empty(self.threads, dtype=np.int64)
+        self.tally = np.zeros((self.threads, TALLY_WIRE_BYTES + 1), dtype=np.int64)  # per decode range
+        # with several threads: each shard's rows of the batch, collected by its own thread
+        self.rows = [np.empty(n, dtype=np.int64) for _ in range(self.threads)] if self.threads > 1 else []
         per_shard = max(16, -(-cfg.max_flows // self.threads))
         self.shards = [FlowTable(cfg, capacity=per_shard) for _ in range(self.threads)]
         self.frags = FragmentCache(cfg.fragment_slots, int(cfg.fragment_timeout * 1e9))
@@ -96,8 +96,9 @@ class FlowEngine:
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="flows") if self.threads > 1 else None
 
     # -- per batch -------------------------------------------------------------------------
-    def _decode(self, b: RawBatch, start: int, stop: int) -> None:
-        decode_records(b.buf, b.off, b.caplen, b.wirelen, b.ts_ns, b.link, start, stop, self.cols, self.pkt_hash)
+    def _decode(self, b: RawBatch, k: int, start: int, stop: int) -> None:
+        decode_records(b.buf, b.off, b.caplen, b.wirelen, b.ts_ns, b.link, start, stop, self.cols, self.pkt_hash,
+                       self.tally[k])
 
     def _run_parallel(self, fn, args_list) -> None:
         if self._pool is None:
@@ -113,12 +114,18 @@ class FlowEngine:
                 # goes on (finish() flushes the same shards)
                 wait(futures)
 
+    def _account_shard(self, k: int, n: int) -> None:
+        rows = self.rows[k]
+        m = kft.rows_of_shard(self.pkt_hash, n, self.threads, k, rows)
+        self.shards[k].account(self.cols, self.pkt_hash, n, rows[:m])
+
     def decode(self, b: RawBatch) -> None:
         """Decode ``b`` into :attr:`cols` and :attr:`pkt_hash` (non-first fragments take their
         datagram's flow hash), without accounting it."""
         n = b.n
         bounds = np.linspace(0, n, self.threads + 1).astype(int)
-        self._run_parallel(self._decode, [(b, int(bounds[k]), int(bounds[k + 1])) for k in range(self.threads)])
+        self.tally[:] = 0
+        self._run_parallel(self._decode, [(b, k, int(bounds[k]), int(bounds[k + 1])) for k in range(self.threads)])
         frag_idx = np.flatnonzero(self.cols.frag[:n] & pc.FRAG_IS_FRAGMENT)
         if len(frag_idx):
             self.frags.resolve(self.cols, frag_idx)
@@ -136,13 +143,11 @@ class FlowEngine:
         if self.threads == 1:
             self.shards[0].account(self.cols, self.pkt_hash, n)
         else:
-            kft.shard_rows(self.pkt_hash, n, self.threads, self.rows, self.bounds, self.cursor)
-            at = self.bounds
-            self._run_parallel(lambda k: self.shards[k].account(self.cols, self.pkt_hash, n, self.rows[at[k]:at[k + 1]]),
-                               [(k,) for k in range(self.threads)])
+            self._run_parallel(self._account_shard, [(k, n) for k in range(self.threads)])
         self.counts.records += n
-        self.counts.wire_bytes += int(b.wirelen.sum())
-        self.counts.by_status += np.bincount(self.cols.status[:n], minlength=8)[:8]
+        tally = self.tally.sum(axis=0)  # packets per status and wire bytes, counted by decode()
+        self.counts.by_status += tally[:TALLY_WIRE_BYTES]
+        self.counts.wire_bytes += int(tally[TALLY_WIRE_BYTES])
         ts_max = int(b.ts_ns.max())
         self.last_ts = ts_max if self.last_ts is None else max(self.last_ts, ts_max)
         due = [(shard,) for shard in self.shards if shard.expiry_due(self.last_ts)]
