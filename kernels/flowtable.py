@@ -424,7 +424,8 @@ def update_flows(cols, pkt_hash, rows, start, stop, likely, cfg,
     ocap = okeys.shape[0]
     listed = rows.shape[0] > 0
     for j in range(start, stop):
-        i = rows[j] if listed else j
+        # unsigned: Numba adds no negative-index wraparound to the packet's column loads
+        i = np.uint64(rows[j]) if listed else np.uint64(j)
         if not is_flow_packet(cols, i):
             continue
         h = pkt_hash[i]
