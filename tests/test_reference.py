@@ -50,3 +50,29 @@ def test_fragments_join_their_datagram_even_out_of_order(flows, tmp_path):
     assert run.summary["fragments"]["unresolved"] == 0
     ref_pkts, _ = conversations(path)
     assert flow_conversations(run.rows)[0] == ref_pkts
+
+
+def test_fragments_are_matched_within_a_chunk_whatever_the_thread_count(flows, tmp_path, monkeypatch):
+    """Fragments meet their first fragment in the same chunk of rows or an earlier one: the two-
+    thread pipeline accounts a chunk before the next is decoded, so every path matches chunk by
+    chunk and gives the same flows. Out of order within a chunk is resolved; a first fragment
+    that arrives in a later chunk than the others is not (their packets still count, portless)."""
+    import detector.flows.engine as engine
+
+    monkeypatch.setattr(engine, "CHUNK", 8)
+    pkts = []
+    for k in range(6):  # six datagrams of three fragments, the first fragment last
+        big = IP(src="10.0.0.1", dst="10.0.0.2", id=100 + k) / UDP(sport=41000 + k, dport=9999) / (b"x" * 2500)
+        frags = fragment(big, fragsize=1000)
+        assert len(frags) == 3
+        pkts += [bytes(Ether() / f) for f in frags[1:] + frags[:1]]
+    path = tmp_path / "frag.pcap"
+    path.write_bytes(pcap_bytes([Rec(T0 + k * 1000, p) for k, p in enumerate(pkts)]))
+    # chunks of rows 0-7, 8-15, 16-23: datagrams 0, 1 (rows 0-5), 3 (9-11) and 4 (12-14) are whole
+    # in a chunk; 2 (rows 6-8) loses both non-first fragments' ports, 5 (15-17) the one in row 15
+    runs = {t: flows(path, threads=t) for t in (1, 2, 3)}
+    by_port = {t: sorted((row["orig_p"], row["orig_pkts"]) for row in r.rows) for t, r in runs.items()}
+    assert by_port[1] == by_port[2] == by_port[3]
+    assert {p: n for p, n in by_port[1] if p} == {41000: 3, 41001: 3, 41002: 1, 41003: 3, 41004: 3, 41005: 2}
+    assert all(r.summary["fragments"]["unresolved"] == 3 for r in runs.values())
+    assert sum(n for _, n in by_port[1]) == len(pkts)

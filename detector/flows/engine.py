@@ -6,6 +6,11 @@ range (``packet_shard``), so no two threads ever touch one flow and every flow s
 in capture order. Each thread first collects its shard's rows of the batch in one pass over the
 hashes, then walks those packets only. The kernels release the GIL, so plain threads run them
 in parallel.
+
+Two threads work as a pipeline instead, in one flow table: the caller's thread decodes chunk
+c+1 of a batch while the other accounts chunk c. Decoding and accounting cost about the same,
+a chunk's columns are still in the cache when they are accounted, and the flows are those of
+one thread.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from kernels.decode import TALLY_WIRE_BYTES, decode_records
 from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
 
+# Rows per chunk. Fragments are matched to their datagram's first fragment within a chunk (and
+# with first fragments of chunks before it), on every path, so that the flows do not depend on
+# the thread count; with two threads, a chunk is accounted while the next one is decoded.
+CHUNK = 16384
 RECORD_GROUP = 16384  # ended flows gathered before they are handed on (records cost per group)
 
 
@@ -80,20 +89,25 @@ class FlowEngine:
     def __init__(self, cfg: FlowConfig):
         self.cfg = cfg
         self.threads = cfg.threads or available_cores()
+        # two threads: one decodes while the other accounts what was decoded before it, in one
+        # flow table; from three, ranges are decoded and shards accounted in parallel
+        self.pipelined = self.threads == 2
         n = cfg.batch_size
         self.cols = pc.allocate(n)
         self.pkt_hash = np.empty(n, dtype=np.uint64)
         self.tally = np.zeros((self.threads, TALLY_WIRE_BYTES + 1), dtype=np.int64)  # per decode range
-        # with several threads: each shard's rows of the batch, collected by its own thread
-        self.rows = [np.empty(n, dtype=np.int64) for _ in range(self.threads)] if self.threads > 1 else []
-        per_shard = max(16, -(-cfg.max_flows // self.threads))
-        self.shards = [FlowTable(cfg, capacity=per_shard) for _ in range(self.threads)]
+        nshards = 1 if self.pipelined else self.threads
+        # with several shards: each shard's rows of the batch, collected by its own thread
+        self.rows = [np.empty(n, dtype=np.int64) for _ in range(nshards)] if nshards > 1 else []
+        per_shard = max(16, -(-cfg.max_flows // nshards))
+        self.shards = [FlowTable(cfg, capacity=per_shard) for _ in range(nshards)]
         self.frags = FragmentCache(cfg.fragment_slots, int(cfg.fragment_timeout * 1e9))
         self.counts = PacketCounts()
         self.flows_out = 0
         self.seconds = {"decode": 0.0, "flows": 0.0}  # where process() spends its time (detector bench)
         self.last_ts: int | None = None
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="flows") if self.threads > 1 else None
+        workers = 1 if self.pipelined else self.threads  # pipelined: the caller's thread decodes
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="flows") if self.threads > 1 else None
 
     # -- per batch -------------------------------------------------------------------------
     def _decode(self, b: RawBatch, k: int, start: int, stop: int) -> None:
@@ -101,7 +115,7 @@ class FlowEngine:
                        self.tally[k])
 
     def _run_parallel(self, fn, args_list) -> None:
-        if self._pool is None:
+        if self._pool is None or len(args_list) == 1:  # one task: on this thread, not queued
             for args in args_list:
                 fn(*args)
         else:
@@ -116,8 +130,35 @@ class FlowEngine:
 
     def _account_shard(self, k: int, n: int) -> None:
         rows = self.rows[k]
-        m = kft.rows_of_shard(self.pkt_hash, n, self.threads, k, rows)
+        m = kft.rows_of_shard(self.pkt_hash, n, len(self.shards), k, rows)
         self.shards[k].account(self.cols, self.pkt_hash, n, rows[:m])
+
+    def _decode_and_account_pipelined(self, b: RawBatch) -> None:
+        """Decode ``b`` a chunk at a time on this thread, each chunk accounted on the pool's one
+        thread as soon as it is decoded (in order: one worker), while the next is decoded."""
+        self.tally[:] = 0
+        shard = self.shards[0]
+        futures = []
+        try:
+            for lo in range(0, b.n, CHUNK):
+                hi = min(lo + CHUNK, b.n)
+                t0 = time.perf_counter()
+                self._decode(b, 0, lo, hi)
+                self._resolve_fragments(lo, hi)
+                self.seconds["decode"] += time.perf_counter() - t0
+                futures.append(self._pool.submit(shard.account, self.cols, self.pkt_hash, hi, None, lo))
+        finally:
+            wait(futures)  # as _run_parallel: no kernel left running when an error or Ctrl-C goes up
+        for fut in futures:
+            fut.result()
+
+    def _resolve_fragments(self, start: int, stop: int) -> None:
+        """Non-first fragments of rows ``start..stop`` (one chunk) take their datagram's ports
+        and flow hash, from first fragments in the chunk or before it (call in capture order)."""
+        frag_idx = start + np.flatnonzero(self.cols.frag[start:stop] & pc.FRAG_IS_FRAGMENT)
+        if len(frag_idx):
+            self.frags.resolve(self.cols, frag_idx)
+            flow_hashes_at(self.cols, frag_idx, self.pkt_hash)
 
     def decode(self, b: RawBatch) -> None:
         """Decode ``b`` into :attr:`cols` and :attr:`pkt_hash` (non-first fragments take their
@@ -126,24 +167,27 @@ class FlowEngine:
         bounds = np.linspace(0, n, self.threads + 1).astype(int)
         self.tally[:] = 0
         self._run_parallel(self._decode, [(b, k, int(bounds[k]), int(bounds[k + 1])) for k in range(self.threads)])
-        frag_idx = np.flatnonzero(self.cols.frag[:n] & pc.FRAG_IS_FRAGMENT)
-        if len(frag_idx):
-            self.frags.resolve(self.cols, frag_idx)
-            flow_hashes_at(self.cols, frag_idx, self.pkt_hash)
+        for lo in range(0, n, CHUNK):
+            self._resolve_fragments(lo, min(lo + CHUNK, n))
 
     def process(self, b: RawBatch) -> list[EmittedFlows]:
         """Account one batch; returns the flows that ended (in groups, see RECORD_GROUP)."""
         n = b.n
         if n == 0:
             return []
+        decoded_before = self.seconds["decode"]
         t0 = time.perf_counter()
-        self.decode(b)
-        t1 = time.perf_counter()
-        self.seconds["decode"] += t1 - t0
-        if self.threads == 1:
-            self.shards[0].account(self.cols, self.pkt_hash, n)
+        if self.pipelined:
+            self._decode_and_account_pipelined(b)
+            t1 = t0 + self.seconds["decode"] - decoded_before
         else:
-            self._run_parallel(self._account_shard, [(k, n) for k in range(self.threads)])
+            self.decode(b)
+            t1 = time.perf_counter()
+            self.seconds["decode"] += t1 - t0
+            if len(self.shards) == 1:
+                self.shards[0].account(self.cols, self.pkt_hash, n)
+            else:
+                self._run_parallel(self._account_shard, [(k, n) for k in range(len(self.shards))])
         self.counts.records += n
         tally = self.tally.sum(axis=0)  # packets per status and wire bytes, counted by decode()
         self.counts.by_status += tally[:TALLY_WIRE_BYTES]

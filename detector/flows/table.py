@@ -227,11 +227,11 @@ class FlowTable:
     def free_rows(self) -> int:
         return int(self.meta[fsd.M_NFREE])
 
-    def account(self, cols, pkt_hash: np.ndarray, n: int, rows: np.ndarray | None = None) -> None:
-        """Account the flow packets among the first ``n`` rows, or among ``rows`` (this shard's
+    def account(self, cols, pkt_hash: np.ndarray, n: int, rows: np.ndarray | None = None, start: int = 0) -> None:
+        """Account the flow packets among rows ``start..n``, or among ``rows`` (this shard's
         rows of the batch, in capture order), making room first (:func:`account_ranges`)."""
         if rows is None:
-            account_ranges(self, cols, pkt_hash, 0, n, lambda a, b: self.update(cols, pkt_hash, a, b))
+            account_ranges(self, cols, pkt_hash, start, n, lambda a, b: self.update(cols, pkt_hash, a, b))
         else:
             account_ranges(self, cols, pkt_hash, 0, len(rows), lambda a, b: self.update(cols, pkt_hash, a, b, rows),
                            rows)
