@@ -116,32 +116,6 @@ def test_fragment_kernels_match_cpu(tmp_path):
     assert gpu.fragment_stats["unresolved"] == cache.stats[1]
 
 
-
-def test_fragments_are_matched_chunk_by_chunk_as_on_the_cpu(tmp_path, monkeypatch):
-    """First fragments arriving after the rest: matched within a chunk of rows (engine.CHUNK,
-    made small here) on the GPU as on the CPU, and not across chunks."""
-    import detector.flows.engine as engine
-    from detector.flows.engine import FlowEngine
-    from detector.flows.gpu_engine import GpuFlowEngine
-
-    monkeypatch.setattr(engine, "CHUNK", 8)
-    frames = []
-    for k in range(6):
-        big = IP(src="10.0.0.1", dst="10.0.0.2", id=100 + k) / UDP(sport=41000 + k, dport=9999) / (b"x" * 2500)
-        frags = fragment(big, fragsize=1000)
-        frames += [bytes(Ether() / f) for f in frags[1:] + frags[:1]]
-    path = tmp_path / "f.pcap"
-    path.write_bytes(pcap_bytes([Rec(T0 + k * 1000, f) for k, f in enumerate(frames)]))
-    b = next(open_capture(str(path), 4096).batches())
-    cpu = FlowEngine(FlowConfig(max_flows=64))
-    gpu = GpuFlowEngine(FlowConfig(max_flows=64), select_backend("gpu"))
-    cpu.process(b)
-    gpu.process(b)
-    for name in ("sport", "dport", "frag"):
-        assert np.array_equal(getattr(cpu.cols, name)[:b.n], getattr(gpu.cols, name)[:b.n]), name
-    assert gpu.fragment_stats == cpu.fragment_stats
-    assert cpu.fragment_stats["unresolved"] == 3 and cpu.fragment_stats["resolved"] == 9
-
 def compiled_cpu_flows(path, tmp_path, **cfg):
     """Flow records from the compiled CPU path, in a child process without the simulator."""
     out = tmp_path / "cpu.parquet"

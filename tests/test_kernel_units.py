@@ -107,22 +107,66 @@ def test_each_shard_collects_its_rows_in_capture_order_and_every_row_has_one_sha
 
 
 def test_a_failing_flow_thread_task_waits_for_the_others():
-    import threading
     import time
 
     from detector.config import FlowConfig
     from detector.flows.engine import FlowEngine
 
-    engine = FlowEngine(FlowConfig(threads=2, max_flows=64))
-    done = threading.Event()
+    engine = FlowEngine(FlowConfig(threads=3, max_flows=64))
+    done = []
 
     def task(k):
         if k == 0:
             raise RuntimeError("shard 0 failed")
         time.sleep(0.2)
-        done.set()
+        done.append(k)
 
     with pytest.raises(RuntimeError):
-        engine._run_parallel(task, [(0,), (1,)])
-    assert done.is_set()  # the other shard's task had ended before the error reached the caller
+        engine._run_parallel(task, [(0,), (1,), (2,)])
+    assert sorted(done) == [1, 2]  # the other shards' tasks had ended before the error reached the caller
+    engine.finish()
+
+
+def test_a_ctrl_c_while_two_threads_account_waits_for_the_accounting(tmp_path, monkeypatch):
+    """Two threads: a Ctrl-C while the caller waits for the chunk being accounted reaches the
+    caller only once that accounting ended (finish() then flushes the same table)."""
+    import time
+
+    import detector.flows.engine as engine_mod
+    from detector.config import FlowConfig
+    from detector.flows.engine import FlowEngine
+    from detector.sources import open_capture
+    from detector.synth.encode import encode
+    from detector.synth.scenarios import hpc_mix
+
+    sc = hpc_mix(packets=300, seed=2)
+    path = tmp_path / "m.pcap"
+    path.write_bytes(encode(sc.packets, sc.pool))
+    batch = next(open_capture(str(path), 256).batches())
+    engine = FlowEngine(FlowConfig(threads=2, max_flows=4096, batch_size=256))
+    assert engine.pipelined
+    shard = engine.shards[0]
+    real, running, accounted = shard.account, [], []
+
+    def slow(*args, **kw):
+        running.append(1)
+        time.sleep(0.3)  # still accounting when the Ctrl-C comes
+        real(*args, **kw)
+        accounted.append(args[2] - (args[4] if len(args) > 4 else kw.get("start", 0)))
+        running.pop()
+
+    real_wait, calls = engine_mod.wait, []
+
+    def ctrl_c_in_first_wait(futures, *args, **kw):  # a Ctrl-C, without signals or timing
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_wait(futures, *args, **kw)
+
+    shard.account = slow
+    monkeypatch.setattr(engine_mod, "wait", ctrl_c_in_first_wait)
+    with pytest.raises(KeyboardInterrupt):
+        engine.process(batch)
+    assert accounted == [batch.n] and not running
+    assert engine.counts.records == batch.n  # counted as handed over, so flows and counts agree
     engine.finish()

@@ -52,11 +52,10 @@ def test_fragments_join_their_datagram_even_out_of_order(flows, tmp_path):
     assert flow_conversations(run.rows)[0] == ref_pkts
 
 
-def test_fragments_are_matched_within_a_chunk_whatever_the_thread_count(flows, tmp_path, monkeypatch):
-    """Fragments meet their first fragment in the same chunk of rows or an earlier one: the two-
-    thread pipeline accounts a chunk before the next is decoded, so every path matches chunk by
-    chunk and gives the same flows. Out of order within a chunk is resolved; a first fragment
-    that arrives in a later chunk than the others is not (their packets still count, portless)."""
+def test_two_threads_give_one_threads_flows_with_fragments_and_a_full_table(flows, tmp_path, monkeypatch):
+    """The two-thread pipeline (small chunks here) against one thread: out-of-order fragments
+    straddling chunks still meet their first fragment, and a table too full for the next batch
+    evicts the same flows (the room policy looks at whole batches)."""
     import detector.flows.engine as engine
 
     monkeypatch.setattr(engine, "CHUNK", 8)
@@ -66,13 +65,17 @@ def test_fragments_are_matched_within_a_chunk_whatever_the_thread_count(flows, t
         frags = fragment(big, fragsize=1000)
         assert len(frags) == 3
         pkts += [bytes(Ether() / f) for f in frags[1:] + frags[:1]]
-    path = tmp_path / "frag.pcap"
+    rng = random.Random(5)
+    for _ in range(4000):  # then 900 UDP conversations, at random, in a table of 600 flows
+        c = rng.randrange(900)
+        pkts.append(bytes(Ether() / IP(src=f"10.1.{c // 250}.{c % 250 + 1}", dst="10.9.0.1")
+                          / UDP(sport=20000 + c, dport=53) / b"q"))
+    path = tmp_path / "mix.pcap"
     path.write_bytes(pcap_bytes([Rec(T0 + k * 1000, p) for k, p in enumerate(pkts)]))
-    # chunks of rows 0-7, 8-15, 16-23: datagrams 0, 1 (rows 0-5), 3 (9-11) and 4 (12-14) are whole
-    # in a chunk; 2 (rows 6-8) loses both non-first fragments' ports, 5 (15-17) the one in row 15
-    runs = {t: flows(path, threads=t) for t in (1, 2, 3)}
-    by_port = {t: sorted((row["orig_p"], row["orig_pkts"]) for row in r.rows) for t, r in runs.items()}
-    assert by_port[1] == by_port[2] == by_port[3]
-    assert {p: n for p, n in by_port[1] if p} == {41000: 3, 41001: 3, 41002: 1, 41003: 3, 41004: 3, 41005: 2}
-    assert all(r.summary["fragments"]["unresolved"] == 3 for r in runs.values())
-    assert sum(n for _, n in by_port[1]) == len(pkts)
+    one, two = (flows(path, threads=t, max_flows=600, batch_size=256) for t in (1, 2))
+    assert one.rows == two.rows
+    assert one.summary["evicted_flows"] == two.summary["evicted_flows"] > 0
+    assert two.summary["fragments"] == one.summary["fragments"] and one.summary["fragments"]["unresolved"] == 0
+    assert {r["orig_p"]: r["orig_pkts"] for r in one.rows if r["orig_h"] == "10.0.0.1"} == \
+        {41000 + k: 3 for k in range(6)}
+    assert sum(r["orig_pkts"] + r["resp_pkts"] for r in two.rows) == len(pkts)

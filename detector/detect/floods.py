@@ -41,6 +41,17 @@ from detector.l7.events import Events
 SOURCE_SAMPLE = 10_000  # addresses kept per flood: enough for exact counts of any real botnet's share
 
 
+def _keep_lowest(ports: set[int], port: int, cap: int) -> None:
+    """Keep the ``cap`` lowest ports seen: the same set whatever order flows come in."""
+    if port in ports:
+        return
+    if len(ports) < cap:
+        ports.add(port)
+    elif port < (top := max(ports)):
+        ports.remove(top)
+        ports.add(port)
+
+
 class Floods(Detector):
     name = "floods"
     version = "1"
@@ -115,8 +126,8 @@ class Floods(Detector):
             pairs = np.unique(inverse.astype(np.int64) << 16 | ports)
             for g, port in zip((pairs >> 16).tolist(), (pairs & 0xFFFF).tolist()):
                 b = buckets[g]
-                if b is not None and len(b[5]) < 32:
-                    b[5].add(port)
+                if b is not None:
+                    _keep_lowest(b[5], port, 32)
             sel = np.flatnonzero(att)
             pairs = np.unique(inverse[sel].astype(np.int64) << 32 | src_code[rows[sel]])
             for g, code in zip((pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist()):

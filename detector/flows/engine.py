@@ -9,8 +9,11 @@ in parallel.
 
 Two threads work as a pipeline instead, in one flow table: the caller's thread decodes chunk
 c+1 of a batch while the other accounts chunk c. Decoding and accounting cost about the same,
-a chunk's columns are still in the cache when they are accounted, and the flows are those of
-one thread.
+and a chunk's columns are still in the cache when they are accounted. The flows are exactly
+those of one thread: a batch is pipelined only while the table has room for all of it (so the
+room policy, which looks at a whole batch, has nothing to do), and from its first IP fragment
+on, the rest is decoded before it is accounted (a datagram's first fragment may come later in
+the batch).
 """
 
 from __future__ import annotations
@@ -32,11 +35,24 @@ from kernels.decode import TALLY_WIRE_BYTES, decode_records
 from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
 
-# Rows per chunk. Fragments are matched to their datagram's first fragment within a chunk (and
-# with first fragments of chunks before it), on every path, so that the flows do not depend on
-# the thread count; with two threads, a chunk is accounted while the next one is decoded.
-CHUNK = 16384
+CHUNK = 16384  # rows decoded at a time ahead of the accounting thread (two threads)
 RECORD_GROUP = 16384  # ended flows gathered before they are handed on (records cost per group)
+
+
+def _wait_all(futures, fifo: ThreadPoolExecutor | None = None) -> None:
+    """Wait until every future is done, through a Ctrl-C too (raised again afterwards): no kernel
+    may still run on a flow table when the caller goes on (finish() flushes the same tables).
+    ``fifo``, a one-worker pool: also wait for tasks queued there whose future a Ctrl-C inside
+    submit() lost (it runs tasks in order: once one queued after them ran, so did they)."""
+    interrupted = False
+    while True:
+        try:
+            wait([*futures, fifo.submit(int)] if fifo is not None else futures)
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def make_engine(cfg: FlowConfig, backend: Backend):
@@ -95,7 +111,8 @@ class FlowEngine:
         n = cfg.batch_size
         self.cols = pc.allocate(n)
         self.pkt_hash = np.empty(n, dtype=np.uint64)
-        self.tally = np.zeros((self.threads, TALLY_WIRE_BYTES + 1), dtype=np.int64)  # per decode range
+        # per decode range, each on cache lines of its own (16 words: 128 bytes)
+        self.tally = np.zeros((1 if self.pipelined else self.threads, 16), dtype=np.int64)
         nshards = 1 if self.pipelined else self.threads
         # with several shards: each shard's rows of the batch, collected by its own thread
         self.rows = [np.empty(n, dtype=np.int64) for _ in range(nshards)] if nshards > 1 else []
@@ -124,9 +141,7 @@ class FlowEngine:
                 for fut in futures:
                     fut.result()
             finally:
-                # an error or Ctrl-C must not leave a shard's kernel running while the caller
-                # goes on (finish() flushes the same shards)
-                wait(futures)
+                _wait_all(futures)
 
     def _account_shard(self, k: int, n: int) -> None:
         rows = self.rows[k]
@@ -135,40 +150,58 @@ class FlowEngine:
 
     def _decode_and_account_pipelined(self, b: RawBatch) -> None:
         """Decode ``b`` a chunk at a time on this thread, each chunk accounted on the pool's one
-        thread as soon as it is decoded (in order: one worker), while the next is decoded."""
-        self.tally[:] = 0
+        worker (in order) while the next is decoded; counted as each chunk is handed over. From
+        the first chunk with an IP fragment, the rest of the batch is decoded, its fragments
+        matched over the whole batch, and then accounted."""
         shard = self.shards[0]
         futures = []
+        n = b.n
+        lo = 0
         try:
-            for lo in range(0, b.n, CHUNK):
-                hi = min(lo + CHUNK, b.n)
+            while lo < n and not any(f.done() and f.exception() is not None for f in futures):
+                hi = min(lo + CHUNK, n)
                 t0 = time.perf_counter()
                 self._decode(b, 0, lo, hi)
-                self._resolve_fragments(lo, hi)
+                if (self.cols.frag[lo:hi] & pc.FRAG_IS_FRAGMENT).any():
+                    self._decode(b, 0, hi, n)
+                    self._resolve_fragments(n)  # no fragment before lo: as over the whole batch
+                    hi = n
                 self.seconds["decode"] += time.perf_counter() - t0
                 futures.append(self._pool.submit(shard.account, self.cols, self.pkt_hash, hi, None, lo))
+                self._count(b, lo, hi)
+                lo = hi
         finally:
-            wait(futures)  # as _run_parallel: no kernel left running when an error or Ctrl-C goes up
+            _wait_all(futures, fifo=self._pool)
         for fut in futures:
             fut.result()
 
-    def _resolve_fragments(self, start: int, stop: int) -> None:
-        """Non-first fragments of rows ``start..stop`` (one chunk) take their datagram's ports
-        and flow hash, from first fragments in the chunk or before it (call in capture order)."""
-        frag_idx = start + np.flatnonzero(self.cols.frag[start:stop] & pc.FRAG_IS_FRAGMENT)
+    def _resolve_fragments(self, n: int) -> None:
+        """Non-first fragments of rows ``0..n`` take their datagram's ports and flow hash."""
+        frag_idx = np.flatnonzero(self.cols.frag[:n] & pc.FRAG_IS_FRAGMENT)
         if len(frag_idx):
             self.frags.resolve(self.cols, frag_idx)
             flow_hashes_at(self.cols, frag_idx, self.pkt_hash)
+
+    def _count(self, b: RawBatch, lo: int, hi: int) -> None:
+        """Rows ``lo..hi`` are accounted (or handed over to be): their packets, statuses and
+        wire bytes (tallied by decode_records), and the latest timestamp."""
+        self.counts.records += hi - lo
+        tally = self.tally.sum(axis=0)
+        self.tally[:] = 0
+        self.counts.by_status += tally[:TALLY_WIRE_BYTES]
+        self.counts.wire_bytes += int(tally[TALLY_WIRE_BYTES])
+        ts_max = int(b.ts_ns[lo:hi].max())
+        self.last_ts = ts_max if self.last_ts is None else max(self.last_ts, ts_max)
 
     def decode(self, b: RawBatch) -> None:
         """Decode ``b`` into :attr:`cols` and :attr:`pkt_hash` (non-first fragments take their
         datagram's flow hash), without accounting it."""
         n = b.n
-        bounds = np.linspace(0, n, self.threads + 1).astype(int)
+        parts = len(self.tally)
+        bounds = np.linspace(0, n, parts + 1).astype(int)
         self.tally[:] = 0
-        self._run_parallel(self._decode, [(b, k, int(bounds[k]), int(bounds[k + 1])) for k in range(self.threads)])
-        for lo in range(0, n, CHUNK):
-            self._resolve_fragments(lo, min(lo + CHUNK, n))
+        self._run_parallel(self._decode, [(b, k, int(bounds[k]), int(bounds[k + 1])) for k in range(parts)])
+        self._resolve_fragments(n)
 
     def process(self, b: RawBatch) -> list[EmittedFlows]:
         """Account one batch; returns the flows that ended (in groups, see RECORD_GROUP)."""
@@ -177,7 +210,7 @@ class FlowEngine:
             return []
         decoded_before = self.seconds["decode"]
         t0 = time.perf_counter()
-        if self.pipelined:
+        if self.pipelined and self._pool is not None and self.shards[0].free_rows() >= n:
             self._decode_and_account_pipelined(b)
             t1 = t0 + self.seconds["decode"] - decoded_before
         else:
@@ -188,12 +221,7 @@ class FlowEngine:
                 self.shards[0].account(self.cols, self.pkt_hash, n)
             else:
                 self._run_parallel(self._account_shard, [(k, n) for k in range(len(self.shards))])
-        self.counts.records += n
-        tally = self.tally.sum(axis=0)  # packets per status and wire bytes, counted by decode()
-        self.counts.by_status += tally[:TALLY_WIRE_BYTES]
-        self.counts.wire_bytes += int(tally[TALLY_WIRE_BYTES])
-        ts_max = int(b.ts_ns.max())
-        self.last_ts = ts_max if self.last_ts is None else max(self.last_ts, ts_max)
+            self._count(b, 0, n)
         due = [(shard,) for shard in self.shards if shard.expiry_due(self.last_ts)]
         if due:
             self._run_parallel(lambda shard: shard.maybe_expire(self.last_ts), due)

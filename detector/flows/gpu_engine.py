@@ -20,7 +20,6 @@ import numpy as np
 
 from detector.backend import Backend
 from detector.config import FlowConfig
-from detector.flows import engine as cpu_engine
 from detector.flows.engine import RECORD_GROUP, PacketCounts
 from detector.flows.table import (
     INITIAL_SLOTS,
@@ -223,23 +222,18 @@ class GpuFlowEngine:
 
     def _fragments(self, n: int, cols) -> None:
         xp, d = self.xp, self._dev
-        all_idx = xp.flatnonzero(self.cols.frag[:n] & pc.FRAG_IS_FRAGMENT)
-        if not int(all_idx.shape[0]):
+        idx = xp.flatnonzero(self.cols.frag[:n] & pc.FRAG_IS_FRAGMENT)
+        nidx = int(idx.shape[0])
+        if not nidx:
             return
-        # chunk by chunk, in order, as the CPU engine matches them (engine.CHUNK)
-        chunk = self._host(all_idx // cpu_engine.CHUNK)
-        cuts = np.flatnonzero(np.diff(chunk)) + 1
         owner = xp.zeros(self.frag_keys.shape[0], dtype=xp.int64)
-        for a, b in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [len(chunk)])).tolist()):
-            idx, nidx = all_idx[a:b], b - a
-            owner[:] = 0
-            args = (cols, d(idx), nidx)
-            self._launch(self.k.frag_claim, nidx, *args, d(owner), d(self.frag_keys), d(self.frag_ts),
-                         d(self.frag_stats))
-            self._launch(self.k.frag_write, nidx, *args, d(owner), d(self.frag_keys), d(self.frag_ports),
-                         d(self.frag_ts))
-            self._launch(self.k.frag_lookup, nidx, *args, d(self.frag_keys), d(self.frag_ports), d(self.frag_ts),
-                         self.frag_timeout, d(self.pkt_hash), d(self.frag_stats))
+        args = (cols, d(idx), nidx)
+        self._launch(self.k.frag_claim, nidx, *args, d(owner), d(self.frag_keys), d(self.frag_ts),
+                     d(self.frag_stats))
+        self._launch(self.k.frag_write, nidx, *args, d(owner), d(self.frag_keys), d(self.frag_ports),
+                     d(self.frag_ts))
+        self._launch(self.k.frag_lookup, nidx, *args, d(self.frag_keys), d(self.frag_ports), d(self.frag_ts),
+                     self.frag_timeout, d(self.pkt_hash), d(self.frag_stats))
 
     def free_rows(self) -> int:
         return int(self._meta()[fsd.M_NFREE])
