@@ -95,6 +95,7 @@ class Beaconing(Detector):
         ts_sorted, ob_sorted, port_sorted = ts[order].tolist(), ob[order].tolist(), port[order].tolist()
         src_of, dst_of = pair[0].tolist(), pair[1].tolist()
         first_row = first.tolist()
+        uid, cid, proto = f["uid"], f["community_id"], f["proto"]  # looked up once, not per pair
         for g in np.argsort(first, kind="stable").tolist():  # pairs in order of first appearance
             j = first_row[g]
             key = (srcs[src_of[j]], dsts[dst_of[j]])
@@ -105,8 +106,7 @@ class Beaconing(Detector):
                 continue
             if known is None or (int(ts[e]), int(oport[e])) < known[4]:
                 r = int(rows[e])
-                self.meta[key] = (int(port[e]), f["uid"][r], f["community_id"][r], f["proto"][r],
-                                  (int(ts[e]), int(oport[e])))
+                self.meta[key] = (int(port[e]), uid[r], cid[r], proto[r], (int(ts[e]), int(oport[e])))
             ports = self.ports[key]
             if len(ports) <= self.p.max_ports:
                 ports.update(port_sorted[lo:hi])
