@@ -53,7 +53,7 @@ def test_past_its_size_the_count_is_an_estimate_within_a_few_percent():
         assert not s.exact and abs(len(s) - n) / n < 0.15, (n, len(s))
 
 
-def test_syn_flood_alert_is_the_same_whatever_order_flows_arrive_in(synth_dir, tmp_path):
+def test_syn_flood_alert_is_the_same_whatever_order_flows_arrive_in(synth_dir, tmp_path, monkeypatch):
     """More spoofed sources than the sample holds: the count, the examples and the window chosen
     must not depend on the order or the batching of the flow records."""
     out = tmp_path / "flood.parquet"
@@ -63,15 +63,12 @@ def test_syn_flood_alert_is_the_same_whatever_order_flows_arrive_in(synth_dir, t
     def alerts(order: np.ndarray, batch: int, sample: int) -> list[dict]:
         import detector.detect.floods as floods
 
-        floods_sample, floods.SOURCE_SAMPLE = floods.SOURCE_SAMPLE, sample
-        try:
-            det = Floods()
-            for start in range(0, len(order), batch):
-                for rb in table.take(order[start:start + batch]).to_batches():
-                    det.observe_flows(FlowView(rb))
-            return [a.to_dict() for a in det.finish() if a.technique == "syn_flood"]
-        finally:
-            floods.SOURCE_SAMPLE = floods_sample
+        monkeypatch.setattr(floods, "SOURCE_SAMPLE", sample)
+        det = Floods()
+        for start in range(0, len(order), batch):
+            for rb in table.take(order[start:start + batch]).to_batches():
+                det.observe_flows(FlowView(rb))
+        return [a.to_dict() for a in det.finish() if a.technique == "syn_flood"]
 
     n = table.num_rows
     rng = np.random.default_rng(3)

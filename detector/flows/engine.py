@@ -108,23 +108,23 @@ class FlowEngine:
         # two threads: one decodes while the other accounts what was decoded before it, in one
         # flow table; from three, ranges are decoded and shards accounted in parallel
         self.pipelined = self.threads == 2
+        parts = 1 if self.pipelined else self.threads  # decode ranges, flow-table shards, workers
         n = cfg.batch_size
         self.cols = pc.allocate(n)
         self.pkt_hash = np.empty(n, dtype=np.uint64)
         # per decode range, each on cache lines of its own (16 words: 128 bytes)
-        self.tally = np.zeros((1 if self.pipelined else self.threads, 16), dtype=np.int64)
-        nshards = 1 if self.pipelined else self.threads
+        self.tally = np.zeros((parts, 16), dtype=np.int64)
         # with several shards: each shard's rows of the batch, collected by its own thread
-        self.rows = [np.empty(n, dtype=np.int64) for _ in range(nshards)] if nshards > 1 else []
-        per_shard = max(16, -(-cfg.max_flows // nshards))
-        self.shards = [FlowTable(cfg, capacity=per_shard) for _ in range(nshards)]
+        self.rows = [np.empty(n, dtype=np.int64) for _ in range(parts)] if parts > 1 else []
+        per_shard = max(16, -(-cfg.max_flows // parts))
+        self.shards = [FlowTable(cfg, capacity=per_shard) for _ in range(parts)]
         self.frags = FragmentCache(cfg.fragment_slots, int(cfg.fragment_timeout * 1e9))
         self.counts = PacketCounts()
         self.flows_out = 0
         self.seconds = {"decode": 0.0, "flows": 0.0}  # where process() spends its time (detector bench)
         self.last_ts: int | None = None
-        workers = 1 if self.pipelined else self.threads  # pipelined: the caller's thread decodes
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="flows") if self.threads > 1 else None
+        # pipelined: the caller's thread decodes, the one worker accounts
+        self._pool = ThreadPoolExecutor(parts, thread_name_prefix="flows") if self.threads > 1 else None
 
     # -- per batch -------------------------------------------------------------------------
     def _decode(self, b: RawBatch, k: int, start: int, stop: int) -> None:
