@@ -10,7 +10,8 @@ DEMO ?= demo
 $(BIN)/detector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dist]'
+	$(BIN)/python -m pip install -q -e '.[test,dist,aot]'
+	$(BIN)/detector aot -q || echo "detector aot: no build; kernels come from Numba's JIT cache (slower start)"
 	touch $@
 
 demo: $(BIN)/detector
@@ -29,5 +30,6 @@ bench: $(BIN)/detector
 	$(BIN)/detector bench --plot benchmarks/work/bench.png
 
 # compiled kernels are cached next to the sources; after editing a kernel's helpers, clear them
+# (the ahead-of-time build notices changed sources itself; rebuild it with: detector aot)
 clean-cache:
 	find detector kernels models -name '*.nbi' -delete -o -name '*.nbc' -delete

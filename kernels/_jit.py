@@ -6,7 +6,10 @@ function from a ``numba.cuda`` kernel. Drivers (the loops over a batch) use :fun
 which adds ``nogil`` so several threads can run them at once.
 
 ``cache=True`` keeps start-up short: compiled code is stored next to the sources (or in
-``NUMBA_CACHE_DIR``) and loaded on the next run instead of being compiled again.
+``NUMBA_CACHE_DIR``) and loaded on the next run instead of being compiled again. Shorter still
+with an ahead-of-time build (``detector aot``, :mod:`kernels.aot_load`): then the decorators
+return :class:`_Kernel` objects that call the compiled-ahead code, and Numba is imported only
+if a call needs a signature the build lacks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 
 
 def _cache_dir_for_read_only_installs() -> None:
@@ -43,59 +47,133 @@ def _cache_dir_for_read_only_installs() -> None:
 
 _cache_dir_for_read_only_installs()
 
+from kernels import aot_load  # noqa: E402  (after the cache folder is chosen)
+from kernels.aot_keys import value_key  # noqa: E402
 
-def _import_array_math_without_blas_probe() -> None:
-    """Import numba's array math with SciPy hidden.
+_AOT = aot_load.variants()  # compiled ahead of time and fitting these sources, or None
+if _AOT is None:  # Numba's kernels from the start, as plain dispatchers
+    from kernels._numba_dispatch import literal_unroll, make_dispatcher  # noqa: E402
+else:
+    def literal_unroll(container):
+        """Numba's ``literal_unroll`` (put in place of this one when Numba is needed)."""
+        return container
 
-    Compiling a kernel makes Numba import ``numba.np.arraymath``, which imports
-    ``scipy.linalg`` (0.4 s) only to learn whether ``np.dot`` can use BLAS. No kernel here uses
-    BLAS, so SciPy is hidden for that one import unless something already loaded it.
+_lock = threading.RLock()
+_kernels: list[_Kernel] = []  # every kernel made before Numba was needed, in definition order
+_numba_ready = _AOT is None
+
+
+class _Kernel:
+    """A kernel while Numba is not imported: its compiled-ahead variants, and the Numba
+    dispatcher made the first time a call has no variant (or Numba's attributes are asked for).
+
+    The variant is chosen by the arguments' type keys (:mod:`kernels.aot_keys`). Tuples of
+    column arrays are keyed once per tuple object: a batch's columns are passed to several
+    kernels, and keying forty arrays costs about 20 us.
     """
-    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+
+    def __init__(self, fn, options: dict, variants: dict | None):
+        self.py_func = fn
+        self.options = options
+        self.variants = variants or {}
+        self.dispatcher = None
+        self.__name__, self.__qualname__ = fn.__name__, fn.__qualname__
+        self.__module__, self.__doc__, self.__wrapped__ = fn.__module__, fn.__doc__, fn
+
+    def __call__(self, *args, **kwargs):
+        if self.variants and not kwargs:
+            compiled = self.variants.get(tuple(_tuple_key(a) if type(a) is tuple else value_key(a) for a in args))
+            if compiled is not None:
+                return compiled(*args)
+        return (self.dispatcher or _numba_dispatcher(self))(*args, **kwargs)
+
+    def __getattr__(self, name):  # Numba's attributes (stats, signatures, ...): the dispatcher's
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.dispatcher or _numba_dispatcher(self), name)
+
+    def __repr__(self):
+        return f"<kernel {self.__module__}.{self.__qualname__} ({len(self.variants)} compiled ahead)>"
+
+
+_tuple_keys: dict[int, tuple] = {}
+
+
+def _tuple_key(value: tuple):
+    hit = _tuple_keys.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    key = value_key(value)
+    if len(_tuple_keys) >= 64:
+        _tuple_keys.clear()
+    _tuple_keys[id(value)] = (value, key)  # holds the tuple: its id is not reused meanwhile
+    return key
+
+
+def _numba_dispatcher(kernel: _Kernel):
+    materialize()
+    return kernel.dispatcher
+
+
+def materialize() -> None:
+    """Import Numba and give every kernel its dispatcher, in definition order.
+
+    Numba compiles a kernel by resolving the names it calls in its module's globals, so in the
+    kernel modules each name bound to a :class:`_Kernel` (or to the placeholder
+    ``literal_unroll``) is rebound to Numba's object. Python callers elsewhere keep the
+    :class:`_Kernel` and its compiled-ahead variants. A no-op without an ahead-of-time build.
+    """
+    global _numba_ready
+    if _numba_ready:
         return
-    sys.modules["scipy.linalg"] = None  # makes "import scipy.linalg..." raise ImportError at once
-    try:
-        import numba.np.arraymath  # noqa: F401
-    finally:
-        del sys.modules["scipy.linalg"]
+    with _lock:
+        if _numba_ready:
+            return
+        from kernels import _numba_dispatch
+
+        for kernel in _kernels:
+            kernel.dispatcher = _numba_dispatch.make_dispatcher(kernel.py_func, kernel.options)
+        namespaces = {id(k.py_func.__globals__): k.py_func.__globals__ for k in _kernels}
+        for name, module in list(sys.modules.items()):
+            if name.startswith("kernels.") and module is not None:
+                namespaces.setdefault(id(module.__dict__), module.__dict__)
+        for namespace in namespaces.values():
+            for name, value in list(namespace.items()):
+                if isinstance(value, _Kernel):
+                    namespace[name] = value.dispatcher
+                elif value is literal_unroll:
+                    namespace[name] = _numba_dispatch.literal_unroll
+        _numba_ready = True
 
 
-import numba  # noqa: E402  (after the cache folder is chosen)
-from numba.core.caching import FunctionCache  # noqa: E402
-from numba.core.dispatcher import Dispatcher  # noqa: E402
-from numba.core.runtime import rtsys  # noqa: E402
+_registered: list[tuple] = []  # (function, options, dispatcher) of every kernel, without a build
 
 
-class _CompiledCodeCache(FunctionCache):
-    """Numba's on-disk cache, loading compiled code without first readying the compiler.
+def registered() -> list[tuple]:
+    """Every kernel made as a Numba dispatcher (what ``detector aot`` compiles)."""
+    return list(_registered)
 
-    Before it loads cached code, Numba refreshes its typing and lowering registries: it imports
-    and registers every implementation it has (array math, typed containers, random, ...).
-    Only a compilation needs those. Cached code needs the runtime (NRT) it allocates and
-    frees memory with, and nothing else. Skipping the refresh takes 0.2 to 0.5 s off every
-    process start (measured on the 2-core VM). A cache miss compiles as usual, and Numba's
-    compiler refreshes the registries itself.
-    """
 
-    def load_overload(self, sig, target_context):
-        load = getattr(self, "_load_overload", None)
-        guard = getattr(self, "_guard_against_spurious_io_errors", None)
-        if load is None or guard is None:  # a Numba whose cache internals differ: its own way
-            return super().load_overload(sig, target_context)
-        rtsys.initialize(target_context)
-        with guard():
-            data = load(sig, target_context)
-        if data is None:
-            _import_array_math_without_blas_probe()
-        return data
+def aot_in_use() -> bool:
+    """Whether kernels come from an ahead-of-time build in this process."""
+    return _AOT is not None
 
 
 def _jit(fn, **options):
-    """``numba.njit(cache=True, **options)``, its cache loading as above."""
-    dispatcher = numba.njit(**options)(fn)
-    if isinstance(dispatcher, Dispatcher):  # not a plain function (NUMBA_DISABLE_JIT)
-        dispatcher._cache = _CompiledCodeCache(fn)
-    return dispatcher
+    """A Numba dispatcher (``njit(cache=True, **options)``, cached code loaded as in
+    :mod:`kernels._numba_dispatch`), or, with an ahead-of-time build, a :class:`_Kernel`."""
+    if _AOT is None:
+        dispatcher = make_dispatcher(fn, options)
+        _registered.append((fn, options, dispatcher))
+        return dispatcher
+    with _lock:
+        if _numba_ready:  # a module imported after Numba was needed: its names must be Numba's
+            from kernels._numba_dispatch import make_dispatcher as make
+
+            return make(fn, options)
+        kernel = _Kernel(fn, options, _AOT.get(f"{fn.__module__}.{fn.__qualname__}"))
+        _kernels.append(kernel)
+    return kernel
 
 
 __all__ = ["device_fn", "row_fn", "cpu_kernel"]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import literal_unroll
 
-from kernels._jit import cpu_kernel, row_fn
+from kernels._jit import cpu_kernel, literal_unroll, row_fn
 from kernels.flowkey import is_flow_packet, packet_flow_hash
 from kernels.parse import parse_packet
 

@@ -35,6 +35,15 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {name} | {s['seconds']:.3f} | {100 * s['share']:.0f} % | {pps} |")
     for key, value in doc.get("analyze_vs_flows", {}).items():
         lines.append(f"\n{key}: {value} (packets/s of detector analyze over detector flows, 1 core)")
+    startup = doc.get("startup")
+    if startup and startup.get("seconds"):
+        names = {"aot": "kernels compiled ahead (`detector aot`)", "jit": "kernels from Numba's JIT cache",
+                 "interpreter": "the bare interpreter (`python -c pass`)"}
+        lines += ["", f"Start-up: the whole `detector flows` process on a {startup['packets']:,}-packet capture, one "
+                      f"core, best of {startup['rounds']}:", "", "| kernels | seconds |", "|---|---:|"]
+        lines += [f"| {names.get(k, k)} | {v:.3f} |" for k, v in startup["seconds"].items()]
+        if not startup.get("aot_built"):
+            lines.append("\n(no `detector aot` build was present)")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from detector.bench.machine import machine
 from detector.bench.procs import pinned, run_timed
+from detector.bench.startup import measure_startup
 from detector.bench.tools import Tool, gpu_status, tools
 from detector.errors import DetectorError
 
@@ -101,7 +102,7 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
             raise BenchError(f"--only: unknown tool(s) {', '.join(unknown)} (known: {', '.join(t.name for t in rows)})")
         rows = [t for t in rows if t.name in only]
     runnable = [t for t in rows if t.runnable]
-    bar = Progress(sum(1 if t.once else repeat for t in runnable) + 1, progress)
+    bar = Progress(sum(1 if t.once else repeat for t in runnable) + 2, progress)
     runs: dict[str, list[dict]] = {}
     for rep in range(repeat):
         for t in runnable:
@@ -115,6 +116,8 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
     stages = run_timed(pinned([sys.executable, "-m", "detector.bench.stages", str(capture)]),
                        {**os.environ, "NUMBA_NUM_THREADS": "1"}).get("json")
     bar.step("stage breakdown")
+    startup = None if only else measure_startup(work, repeat)
+    bar.step("start-up")
     results = [_row(t, runs.get(t.name, []), info) for t in rows]
     by = {r["tool"]: r for r in results if r["packets_per_s"]}
     for r in results:
@@ -128,7 +131,7 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
             cost[f"analyze_vs_flows{mode.replace('-', '_')}"] = round(a["packets_per_s"] / f["packets_per_s"], 2)
     return {"benchmark": "detector bench", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "quick": quick, "repeat": repeat, "machine": machine(), "input": info, "results": results,
-            "stages": stages, "analyze_vs_flows": cost}
+            "stages": stages, "analyze_vs_flows": cost, "startup": startup}
 
 
 def _row(t: Tool, runs: list[dict], info: dict) -> dict:

@@ -6,7 +6,8 @@ Tool names are stable (the JSON's ``tool`` field): ``detector-cpu-1core``,
 ``detector-cpu-1thread`` (one flow thread, the default, with the reader thread on another core),
 ``detector-cpu-all``, ``detector-gpu`` (flow records after start-up: imports done, kernels loaded, timed in the
 process; the rate a long capture sees), the same with ``-process`` (the whole process, start-up
-included, warm JIT cache), ``detector-cpu-1core-cold-jit`` (first run after an install),
+included: the kernels compiled ahead when ``detector aot`` has built them, else Numba's warm JIT
+cache), ``detector-cpu-1core-cold-jit`` (first run after an install, without a build),
 ``detector-analyze-cpu-1core`` (every detector on) and its ``-process`` twin, then ``dpkt``,
 ``scapy``, ``nfstream``, ``tshark``, ``nfpcapd``, ``softflowd``, ``suricata``, ``zeek``,
 ``argus``. Every row but the ``-1thread``, ``-all`` and GPU ones runs pinned to one core.
@@ -62,8 +63,12 @@ def _installed(module: str) -> bool:
 
 
 def tools(capture: Path, work: Path, packets: int, quick: bool, gpu: tuple[bool, str]) -> list[Tool]:
+    from kernels import aot_load
+
     py = sys.executable
     env = {**os.environ}
+    kernels = ("kernels compiled ahead (detector aot)" if aot_load.status()[0] and aot_load.enabled()
+               else "warm JIT cache")
     one = {**env, "NUMBA_NUM_THREADS": "1"}
     out, alerts = str(work / "flows.parquet"), str(work / "alerts.jsonl")
     cap = str(capture)
@@ -78,14 +83,14 @@ def tools(capture: Path, work: Path, packets: int, quick: bool, gpu: tuple[bool,
         Tool("detector-cpu-all", [*steady, out, "0", "flows", "cpu"], "flows after start-up, one thread per core",
              env),
         Tool("detector-cpu-1core-process", pinned([*flows, "--threads", "1", "--backend", "cpu"]),
-             "whole process: start-up included, warm JIT cache", one),
+             f"whole process: start-up included, {kernels}", one),
         Tool("detector-cpu-all-process", [*flows, "--threads", "0", "--backend", "cpu"],
              "whole process, one thread per core", env),
     ]
     if not quick:
         rows.append(Tool("detector-cpu-1core-cold-jit", pinned([*flows, "--threads", "1", "--backend", "cpu"]),
                          "whole process, JIT cache empty (the first run after an install compiles every kernel)",
-                         {**one, "NUMBA_CACHE_DIR": str(work / "numba-cold-cache")}, once=True))
+                         {**one, "NUMBA_CACHE_DIR": str(work / "numba-cold-cache"), "DETECTOR_AOT": "0"}, once=True))
     usable, device = gpu
     if usable:
         rows += [Tool("detector-gpu", [*steady, out, "1", "flows", "gpu"], f"flows after start-up, {device}", env),

@@ -16,6 +16,7 @@ COMMANDS = {
     "synth": ("detector.cli.synth", "write labelled synthetic captures of an HPC site"),
     "bench": ("detector.cli.bench", "measure CPU and GPU throughput beside peer tools on one capture (JSON, chart)"),
     "train": ("detector.cli.train", "learn a site model (baselines, anomaly models) from traffic taken as normal"),
+    "aot": ("detector.cli.aot", "compile the CPU kernels ahead of time, for a faster start of every process"),
 }
 
 
