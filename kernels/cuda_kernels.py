@@ -61,7 +61,10 @@ def kernels() -> SimpleNamespace:
 
 def _build() -> SimpleNamespace:
     global cuda
+    from kernels._jit import materialize
     from kernels.numpy_compat import numpy_aliases_for_numba_cuda
+
+    materialize()  # the shared functions must be Numba's (not compiled-ahead stand-ins) to compile for CUDA
 
     numpy_aliases_for_numba_cuda()
     from numba import cuda as numba_cuda

@@ -151,10 +151,36 @@ def test_kernels_compiled_ahead_give_numbas_flows_and_numba_is_not_imported(aot_
     assert a.equals(b)
 
 
+ANALYZE = """
+import json, sys
+from detector.cli import main
+rc = main(["analyze", *sys.argv[1:], "-q", "--no-progress"])
+print(json.dumps({"rc": rc, "numba": "numba" in sys.modules}))
+"""
+
+
+def test_analyze_alerts_are_the_same_with_kernels_compiled_ahead(aot_folder, tmp_path):
+    from detector.cli import main
+
+    caps = tmp_path / "caps"
+    assert main(["synth", "exfil-dns-tunnel", "mitm-tls-cert", "--packets", "4000", "-o", str(caps)]) == 0
+    alerts = {}
+    for aot in ("1", "0"):
+        out = tmp_path / f"alerts-{aot}.jsonl"
+        done = subprocess.run([sys.executable, "-c", ANALYZE, str(caps), "--config", str(caps / "site.toml"),
+                               "-o", str(out)], env=_env(aot_folder, DETECTOR_AOT=aot), capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rc": 0, "numba": aot == "0"}
+        alerts[aot] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {a["technique"] for a in alerts["1"]} == {"dns_tunnel", "tls_cert_change"}
+    assert alerts["1"] == alerts["0"]
+
+
 FALLBACK = """
 import json, sys
 import numpy as np
-from kernels import flowtable
+from kernels import cuda_kernels, flowtable  # cuda_kernels: its shared functions must become Numba's
 hashes = np.arange(1000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
 rows = np.zeros(1000, dtype=np.int64)
 n = flowtable.rows_of_shard(hashes, 1000, 4, 1, rows)
@@ -165,6 +191,7 @@ n2 = flowtable.rows_of_shard(odd, 1000, 4, 1, rows2)
 rows3 = np.zeros(1000, dtype=np.int64)
 n3 = flowtable.rows_of_shard.py_func(hashes, 1000, 4, 1, rows3)
 print(json.dumps({"numba_before": before, "numba_after": "numba" in sys.modules,
+                  "cuda_sees": type(cuda_kernels.decode_record).__name__,
                   "same": bool(n == n2 == n3 and (rows[:n] == rows3[:n]).all() and (rows2[:n2] == rows3[:n3]).all()),
                   "n": int(n)}))
 """
@@ -176,4 +203,5 @@ def test_a_signature_the_build_lacks_goes_to_numba_with_the_same_result(aot_fold
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["numba_before"] is False and out["numba_after"] is True
+    assert out["cuda_sees"] == "CPUDispatcher"
     assert out["same"] and 0 < out["n"] < 1000
