@@ -68,8 +68,8 @@ class _Kernel:
     dispatcher made the first time a call has no variant (or Numba's attributes are asked for).
 
     The variant is chosen by the arguments' type keys (:mod:`kernels.aot_keys`). Tuples of
-    column arrays are keyed once per tuple object: a batch's columns are passed to several
-    kernels, and keying forty arrays costs about 20 us.
+    column arrays are keyed once per tuple object (the engine passes the same column tuple to
+    every chunk's kernels, and keying its 39 arrays costs about 50 us a call).
     """
 
     def __init__(self, fn, options: dict, variants: dict | None):
@@ -82,7 +82,7 @@ class _Kernel:
 
     def __call__(self, *args, **kwargs):
         if self.variants and not kwargs:
-            compiled = self.variants.get(tuple(_tuple_key(a) if type(a) is tuple else value_key(a) for a in args))
+            compiled = self.variants.get(tuple(_tuple_key(a) if isinstance(a, tuple) else value_key(a) for a in args))
             if compiled is not None:
                 return compiled(*args)
         return (self.dispatcher or _numba_dispatcher(self))(*args, **kwargs)
@@ -104,9 +104,10 @@ def _tuple_key(value: tuple):
     if hit is not None and hit[0] is value:
         return hit[1]
     key = value_key(value)
-    if len(_tuple_keys) >= 64:
-        _tuple_keys.clear()
-    _tuple_keys[id(value)] = (value, key)  # holds the tuple: its id is not reused meanwhile
+    with _lock:  # kernels are called from several threads
+        while len(_tuple_keys) >= 4:  # a few: each entry keeps its tuple's arrays alive
+            del _tuple_keys[next(iter(_tuple_keys))]
+        _tuple_keys[id(value)] = (value, key)  # holds the tuple, so that its id is not reused meanwhile
     return key
 
 
