@@ -58,6 +58,8 @@ else:
         """Numba's ``literal_unroll`` (put in place of this one when Numba is needed)."""
         return container
 
+_literal_unroll_placeholder = None if _AOT is None else literal_unroll
+
 _lock = threading.RLock()
 _kernels: list[_Kernel] = []  # every kernel made before Numba was needed, in definition order
 _numba_ready = _AOT is None
@@ -85,18 +87,19 @@ class _Kernel:
             compiled = self.variants.get(tuple(_tuple_key(a) if isinstance(a, tuple) else value_key(a) for a in args))
             if compiled is not None:
                 return compiled(*args)
-        return (self.dispatcher or _numba_dispatcher(self))(*args, **kwargs)
+        return (self.dispatcher if _numba_ready else _numba_dispatcher(self))(*args, **kwargs)
 
     def __getattr__(self, name):  # Numba's attributes (stats, signatures, ...): the dispatcher's
         if name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self.dispatcher or _numba_dispatcher(self), name)
+        return getattr(self.dispatcher if _numba_ready else _numba_dispatcher(self), name)
 
     def __repr__(self):
         return f"<kernel {self.__module__}.{self.__qualname__} ({len(self.variants)} compiled ahead)>"
 
 
 _tuple_keys: dict[int, tuple] = {}
+_tuple_keys_lock = threading.Lock()
 
 
 def _tuple_key(value: tuple):
@@ -104,7 +107,7 @@ def _tuple_key(value: tuple):
     if hit is not None and hit[0] is value:
         return hit[1]
     key = value_key(value)
-    with _lock:  # kernels are called from several threads
+    with _tuple_keys_lock:  # kernels are called from several threads
         while len(_tuple_keys) >= 4:  # a few: each entry keeps its tuple's arrays alive
             del _tuple_keys[next(iter(_tuple_keys))]
         _tuple_keys[id(value)] = (value, key)  # holds the tuple, so that its id is not reused meanwhile
@@ -132,18 +135,21 @@ def materialize() -> None:
             return
         from kernels import _numba_dispatch
 
-        for kernel in _kernels:
-            kernel.dispatcher = _numba_dispatch.make_dispatcher(kernel.py_func, kernel.options)
+        placeholder = _literal_unroll_placeholder
+        made = {id(k): _numba_dispatch.make_dispatcher(k.py_func, k.options) for k in _kernels}
         namespaces = {id(k.py_func.__globals__): k.py_func.__globals__ for k in _kernels}
         for name, module in list(sys.modules.items()):
             if name.startswith("kernels.") and module is not None:
                 namespaces.setdefault(id(module.__dict__), module.__dict__)
         for namespace in namespaces.values():
             for name, value in list(namespace.items()):
-                if isinstance(value, _Kernel):
-                    namespace[name] = value.dispatcher
-                elif value is literal_unroll:
+                if isinstance(value, _Kernel) and id(value) in made:
+                    namespace[name] = made[id(value)]
+                elif value is placeholder:
                     namespace[name] = _numba_dispatch.literal_unroll
+        # published last: a thread that sees _numba_ready finds every name already Numba's
+        for kernel in _kernels:
+            kernel.dispatcher = made[id(kernel)]
         _numba_ready = True
 
 

@@ -5,8 +5,9 @@ dispatcher here. The signatures to compile are those the kernels are called with
 ``detector flows`` (one, two and three threads; pcap, pcapng, gzip) and ``detector analyze`` on
 small synthetic captures, and every signature in Numba's on-disk cache for the current sources
 is added (the daemon's live-capture kernel, and any other this machine has compiled). Each is
-compiled with Numba's ahead-of-time compiler (``numba.pycc``) for this machine's CPU, releasing
-the GIL as the JIT kernels do, and listed in a manifest with its argument key
+compiled with Numba's ahead-of-time compiler (``numba.pycc``) for this machine's CPU and the
+features it reports (or, ``--portable``, the architecture's baseline), releasing the GIL as the
+JIT kernels do, and listed in a manifest with its argument key
 (:mod:`kernels.aot_keys`) and a fingerprint of the sources and versions it was built from
 (:mod:`kernels.aot_load`). It needs a C compiler and the Python headers, as any extension does.
 """
@@ -53,17 +54,58 @@ def _warm_up(work: Path) -> None:
         "--no-progress")
 
 
+def _import_kernel_modules() -> None:
+    """Every kernel module, so that kernels no warm-up calls (the daemon's ring walker) are
+    registered too, and their cached signatures found."""
+    import importlib
+    import pkgutil
+
+    import kernels
+
+    for info in pkgutil.iter_modules(kernels.__path__):
+        if not info.name.startswith("aot_") and info.name != "cuda_kernels":
+            importlib.import_module(f"kernels.{info.name}")
+
+
+def _project_sources(paths: set[Path]) -> set[str]:
+    """The files given and the project modules they import, transitively: a constant a kernel
+    takes from another module is compiled into it, so that module's source counts too."""
+    import ast
+
+    seen: set[Path] = set()
+    todo = list(paths)
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        try:
+            tree = ast.parse(path.read_text())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                if name.split(".")[0] not in ("detector", "kernels", "models"):
+                    continue
+                base = ROOT.joinpath(*name.split("."))
+                todo += [base.with_suffix(".py"), base / "__init__.py"]
+    return {p.relative_to(ROOT).as_posix() for p in seen}
+
+
 def _exports():
     """(qualified name, function, options, argument types, return type, key) of every CPU driver kernel's
     signature, and the source files of the modules that define kernels."""
     from kernels import _jit, _numba_dispatch
     from kernels.aot_keys import numba_type_key
 
-    exports, skipped, sources = [], [], set()
+    _import_kernel_modules()
+    exports, skipped, files = [], [], set()
     for fn, options, dispatcher in _jit.registered():
         path = Path(inspect.getsourcefile(fn)).resolve()
         if path.is_relative_to(ROOT):
-            sources.add(path.relative_to(ROOT).as_posix())
+            files.add(path)
         if not options.get("nogil"):  # helpers are compiled into the drivers that call them
             continue
         name = f"{fn.__module__}.{fn.__qualname__}"
@@ -74,12 +116,13 @@ def _exports():
                 continue
             dispatcher.compile(sig)
             exports.append((name, fn, options, sig, dispatcher.overloads[sig].signature.return_type, key))
-    sources.update(p.relative_to(ROOT).as_posix() for p in (ROOT / "kernels").glob("*.py"))
-    return exports, skipped, sorted(sources)
+    files.update((ROOT / "kernels").glob("*.py"))
+    builder = Path(__file__).resolve()  # counted, but its imports (the warm-up's commands) are not
+    return exports, skipped, sorted(_project_sources(files - {builder}) | {builder.relative_to(ROOT).as_posix()})
 
 
-def _compile(exports, module: str, out_dir: Path, verbose: bool) -> str:
-    from numba.core import typing
+def _compile(exports, module: str, out_dir: Path, portable: bool, verbose: bool) -> str:
+    from numba.core import codegen, typing
     from numba.pycc import CC
     from numba.pycc import compiler as pycc_compiler
 
@@ -98,21 +141,33 @@ def _compile(exports, module: str, out_dir: Path, verbose: bool) -> str:
                             **kw)
 
     options_of = {fn: options for _name, fn, options, _sig, _ret, _key in exports}
+    def host_features(self):
+        # For "host", pycc lets LLVM turn on every feature the CPU model implies; a VM may hide
+        # some of them (AVX-512 on a model that has it), and the code would then stop on an
+        # illegal instruction. The JIT asks the host which features it has; so does this build.
+        return self._get_host_cpu_features() if self._cpu_name == "host" else ""
+
     cc = CC(module)
     cc.output_dir = str(out_dir)
-    cc.target_cpu = "host"
+    cc.target_cpu = "" if portable else "host"  # "": the architecture's baseline (x86-64, armv8)
     cc.verbose = verbose
     for n, (_name, fn, _options, sig, ret, _key) in enumerate(exports):
         cc.export(f"k{n}", typing.signature(ret, *sig))(fn)
+    real_features = codegen.AOTCPUCodegen._customize_tm_features
+    real_tempdir = tempfile.tempdir
     pycc_compiler.compile_extra = compile_extra
+    codegen.AOTCPUCodegen._customize_tm_features = host_features
+    tempfile.tempdir = str(out_dir)  # pycc's own build folder, removed with ours even when it fails
     try:
         cc.compile()
     finally:
         pycc_compiler.compile_extra = real_compile
+        codegen.AOTCPUCodegen._customize_tm_features = real_features
+        tempfile.tempdir = real_tempdir
     return cc.output_file
 
 
-def build(folder: Path, verbose: bool = False) -> dict:
+def build(folder: Path, portable: bool = False, verbose: bool = False) -> dict:
     from kernels import _jit
 
     if _jit.aot_in_use():
@@ -122,14 +177,20 @@ def build(folder: Path, verbose: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="detector-aot-") as tmp:
         _warm_up(Path(tmp))
         exports, skipped, sources = _exports()
-        fingerprint = aot_load.fingerprint(sources)
+        fingerprint = aot_load.fingerprint(sources, portable)
         module = f"detector_kernels_{fingerprint[:12]}"
-        library = _compile(exports, module, Path(tmp), verbose)
-        shutil.move(os.path.join(tmp, library), folder / library)
+        library = _compile(exports, module, Path(tmp), portable, verbose)
+        # copied beside its final name, then renamed over it: a process that has the old file
+        # mapped keeps it, and no process sees a half-written one
+        staged = folder / f".tmp-{os.getpid()}-{library}"
+        shutil.copyfile(os.path.join(tmp, library), staged)
+        os.chmod(staged, 0o755)
+        os.replace(staged, folder / library)
     variants: dict[str, list] = {}
     for n, (name, _fn, _options, _sig, _ret, key) in enumerate(exports):
         variants.setdefault(name, []).append([f"k{n}", key])
-    manifest = {"format": aot_load.FORMAT, "fingerprint": fingerprint, "sources": sources, "module": module,
+    manifest = {"format": aot_load.FORMAT, "fingerprint": fingerprint, "portable": portable, "sources": sources,
+                "module": module,
                 "library": library, "variants": variants, "skipped": skipped,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.monotonic() - started, 1)}
     tmp_manifest = folder / f".{aot_load.MANIFEST}.{os.getpid()}"
@@ -142,8 +203,7 @@ def build(folder: Path, verbose: bool = False) -> dict:
 
 
 def main() -> int:
-    verbose = "-v" in sys.argv[1:]
-    manifest = build(aot_load.aot_dir(), verbose)
+    manifest = build(aot_load.aot_dir(), portable="--portable" in sys.argv[1:], verbose="-v" in sys.argv[1:])
     print(json.dumps({k: manifest[k] for k in ("module", "library", "seconds")}
                      | {"kernels": len(manifest["variants"]),
                         "signatures": sum(len(v) for v in manifest["variants"].values()),

@@ -27,23 +27,36 @@ _KERNELS_DIR = Path(__file__).resolve().parent
 
 
 def aot_dir() -> Path:
-    """``DETECTOR_AOT_DIR``, else ``kernels/_aot`` beside the sources (like Numba's cache);
-    for read-only installs the folder Numba's cache was moved to."""
+    """``DETECTOR_AOT_DIR``; else ``kernels/_aot`` beside the sources, where an install (or
+    ``make``) writes it; else, for a read-only install built by a user who cannot write there,
+    that user's cache folder. The build and every process pick the same one."""
     chosen = os.environ.get("DETECTOR_AOT_DIR")
     if chosen:
         return Path(chosen)
-    if os.access(_KERNELS_DIR, os.W_OK) or (_KERNELS_DIR / "_aot").is_dir():
-        return _KERNELS_DIR / "_aot"
-    cache = os.environ.get("NUMBA_CACHE_DIR")
-    return Path(cache) / "detector-aot" if cache else _KERNELS_DIR / "_aot"
+    beside = _KERNELS_DIR / "_aot"
+    if beside.is_dir() or os.access(_KERNELS_DIR, os.W_OK):
+        return beside
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    if not os.path.isabs(base):
+        import tempfile
+
+        base = tempfile.gettempdir()
+    return Path(base) / f"detector-aot-{os.getuid()}"
+
+
+# Numba settings that the build does not follow (bounds checks for debugging, another target CPU):
+# with any of them set, the kernels come from Numba
+_NUMBA_OVERRIDES = ("NUMBA_DISABLE_JIT", "NUMBA_ENABLE_CUDASIM", "NUMBA_BOUNDSCHECK", "NUMBA_CPU_NAME",
+                    "NUMBA_CPU_FEATURES")
 
 
 def enabled() -> bool:
-    """Off with ``DETECTOR_AOT=0``, and whenever Numba is told not to compile for the CPU (its
-    CUDA simulator, or ``NUMBA_DISABLE_JIT`` for debugging): those must see Python functions."""
+    """Off with ``DETECTOR_AOT=0``, and whenever Numba is told to compile otherwise than the
+    build did (its CUDA simulator, ``NUMBA_DISABLE_JIT`` or bounds checks for debugging, another
+    target CPU): those must get what they ask for."""
     if os.environ.get("DETECTOR_AOT", "1").strip().lower() in ("0", "no", "off", "false"):
         return False
-    return not any(os.environ.get(v, "0") not in ("", "0") for v in ("NUMBA_DISABLE_JIT", "NUMBA_ENABLE_CUDASIM"))
+    return not any(os.environ.get(v, "0") not in ("", "0") for v in _NUMBA_OVERRIDES)
 
 
 def _numba_version_text() -> str:
@@ -56,26 +69,41 @@ def _numba_version_text() -> str:
         return spec.origin
 
 
+_CPU_KEYS = ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU implementer",
+             "CPU architecture", "CPU variant", "CPU part", "isa")
+
+
 def _cpu_identity() -> str:
-    """Code is compiled for the build machine's CPU: a machine with other instructions must not
-    load it (an install shared over NFS by older nodes)."""
+    """Code is compiled for the build machine's CPU model: a machine with another model or other
+    instructions must not load it (an install shared over NFS by older nodes). The first
+    processor's model and feature lines of ``/proc/cpuinfo`` (x86 and Arm names), not the clock
+    lines, which change from one reading to the next."""
+    import platform
+
+    lines = [platform.machine()]
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            lines = [line for line in f.read(65536).splitlines() if line.startswith(("flags", "model name"))]
-        return "\n".join(sorted(set(lines)))
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                key = line.split(":", 1)[0].strip()
+                if key in _CPU_KEYS:
+                    lines.append(line.strip())
     except OSError:
-        import platform
+        lines.append(platform.processor())
+    return "\n".join(lines)
 
-        return platform.machine() + platform.processor()
 
+def fingerprint(sources: list[str], portable: bool = False) -> str:
+    """What a build must match: its kernel sources, the interpreter, NumPy, Numba, and the CPU
+    model (only the architecture for a portable build)."""
+    import platform
 
-def fingerprint(sources: list[str]) -> str:
-    """What a build must match: its kernel sources, the interpreter, NumPy, Numba and the CPU."""
     import numpy
 
     h = hashlib.sha256()
-    for part in (f"format {FORMAT}", sys.version, sys.platform, numpy.__version__, _numba_version_text(),
-                 _cpu_identity()):
+    cpu = platform.machine() if portable else _cpu_identity()
+    for part in (f"format {FORMAT}", sys.version, sys.platform, numpy.__version__, _numba_version_text(), cpu):
         h.update(part.encode() + b"\0")
     root = _KERNELS_DIR.parent
     for rel in sources:
@@ -94,20 +122,45 @@ def read_manifest(folder: Path | None = None) -> dict | None:
         return None
 
 
-def status(folder: Path | None = None) -> tuple[bool, str]:
-    """(usable, why): whether a build is present and fits this installation."""
+def check(folder: Path | None = None) -> tuple[dict | None, str]:
+    """(manifest, why): the manifest of a build that fits this installation, else None."""
     folder = folder or aot_dir()
     manifest = read_manifest(folder)
     if manifest is None:
-        return False, f"no build in {folder} (run: detector aot)"
+        return None, f"no build in {folder} (run: detector aot)"
     if manifest.get("format") != FORMAT or not isinstance(manifest.get("sources"), list):
-        return False, f"{folder / MANIFEST}: written by another version of detector (run: detector aot)"
-    if fingerprint(manifest["sources"]) != manifest.get("fingerprint"):
-        return False, (f"{folder / MANIFEST}: the kernel sources, Python, NumPy, Numba or the CPU changed since "
-                       "the build (run: detector aot)")
-    if not (folder / manifest.get("library", "")).is_file():
-        return False, f"{folder}: the compiled module is missing (run: detector aot)"
-    return True, f"{len(manifest.get('variants', {}))} kernels, built {manifest.get('built', '?')} in {folder}"
+        return None, f"{folder / MANIFEST}: written by another version of detector (run: detector aot)"
+    if fingerprint(manifest["sources"], bool(manifest.get("portable"))) != manifest.get("fingerprint"):
+        return None, (f"{folder / MANIFEST}: the kernel sources, Python, NumPy, Numba or the CPU changed since "
+                      "the build (run: detector aot)")
+    if not (folder / str(manifest.get("library", ""))).is_file():
+        return None, f"{folder}: the compiled module is missing (run: detector aot)"
+    cpu = "any CPU of this architecture" if manifest.get("portable") else "this CPU"
+    return manifest, (f"{len(manifest.get('variants', {}))} kernels for {cpu}, built {manifest.get('built', '?')} "
+                      f"in {folder}")
+
+
+def status(folder: Path | None = None) -> tuple[bool, str]:
+    """(usable, why): whether a build is present and fits this installation."""
+    manifest, why = check(folder)
+    return manifest is not None, why
+
+
+def clear(folder: Path | None = None) -> int:
+    """Remove a build (its manifest first, so no process starts loading it); the number of files."""
+    folder = folder or aot_dir()
+    removed = 0
+    for path in [folder / MANIFEST, *folder.glob("detector_kernels_*"), *folder.glob(".tmp-*")]:
+        try:
+            path.unlink()
+            removed += 1
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+    return removed
 
 
 def variants() -> dict[str, dict] | None:
@@ -116,10 +169,9 @@ def variants() -> dict[str, dict] | None:
     if not enabled():
         return None
     folder = aot_dir()
-    ok, _ = status(folder)
-    if not ok:
+    manifest, _ = check(folder)
+    if manifest is None:
         return None
-    manifest = read_manifest(folder)
     path = folder / manifest["library"]
     try:
         loader = importlib.machinery.ExtensionFileLoader(manifest["module"], str(path))

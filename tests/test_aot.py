@@ -60,8 +60,10 @@ def test_keys_tell_apart_what_the_compiled_code_would_misread():
     assert len(keys) == 6
     assert value_key(1) != value_key(1.0) != value_key(True)
     assert value_key(np.int32(1)) != value_key(1)
-    for unsupported in (None, "x", 2**64, [1, 2], object()):
+    for unsupported in (None, "x", 2**64, [1, 2], object(), np.zeros(2, dtype=[("a", "<u4"), ("b", "<u4")]),
+                        np.ma.masked_array([1, 2])):
         assert value_key(unsupported) is None
+    assert value_key(Pair(1, 2)) != value_key((1, 2))  # a named tuple's fields are read by position
     assert from_json(json.loads(json.dumps(value_key((writable, 3))))) == value_key((writable, 3))
 
 
@@ -79,6 +81,20 @@ def test_a_build_is_refused_when_its_fingerprint_does_not_fit(tmp_path):
     assert not aot_load.status(tmp_path)[0]
     (tmp_path / aot_load.MANIFEST).write_text("{not json")
     assert "no build" in aot_load.status(tmp_path)[1]
+
+
+def test_a_portable_build_ignores_the_cpu_model_and_clear_removes_only_the_build(tmp_path, monkeypatch):
+    sources = ["kernels/aot_keys.py"]
+    monkeypatch.setattr(aot_load, "_cpu_identity", lambda: "another model")
+    assert aot_load.fingerprint(sources) != aot_load.fingerprint(sources, portable=True)
+    portable = aot_load.fingerprint(sources, portable=True)
+    monkeypatch.setattr(aot_load, "_cpu_identity", lambda: "a third model")
+    assert aot_load.fingerprint(sources, portable=True) == portable
+    (tmp_path / "detector_kernels_x.so").write_bytes(b"")
+    (tmp_path / "mine.txt").write_text("not the build's")
+    (tmp_path / aot_load.MANIFEST).write_text("{}")
+    assert aot_load.clear(tmp_path) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
 def _env(folder: Path | None, **extra) -> dict:
@@ -104,6 +120,10 @@ def test_aot_status_and_clear_on_the_command_line(tmp_path):
     assert status.returncode == 1 and "another version of detector" in status.stderr
     assert cli("--clear").returncode == 0
     assert not (tmp_path / "aot").exists()
+    env = _env(tmp_path / "aot", PATH="", CC="no-such-compiler")  # no compiler: says so, builds nothing
+    done = subprocess.run([sys.executable, "-m", "detector", "aot"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and "needs a C compiler" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.fixture(scope="session")
@@ -180,7 +200,7 @@ def test_analyze_alerts_are_the_same_with_kernels_compiled_ahead(aot_folder, tmp
 FALLBACK = """
 import json, sys
 import numpy as np
-from kernels import cuda_kernels, flowtable  # cuda_kernels: its shared functions must become Numba's
+from kernels import cuda_kernels, decode, flowtable  # cuda_kernels: its shared functions must become Numba's
 hashes = np.arange(1000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
 rows = np.zeros(1000, dtype=np.int64)
 n = flowtable.rows_of_shard(hashes, 1000, 4, 1, rows)
@@ -192,6 +212,7 @@ rows3 = np.zeros(1000, dtype=np.int64)
 n3 = flowtable.rows_of_shard.py_func(hashes, 1000, 4, 1, rows3)
 print(json.dumps({"numba_before": before, "numba_after": "numba" in sys.modules,
                   "cuda_sees": type(cuda_kernels.decode_record).__name__,
+                  "unroll_is_numbas": decode.literal_unroll is sys.modules["numba"].literal_unroll,
                   "same": bool(n == n2 == n3 and (rows[:n] == rows3[:n]).all() and (rows2[:n2] == rows3[:n3]).all()),
                   "n": int(n)}))
 """
@@ -203,5 +224,14 @@ def test_a_signature_the_build_lacks_goes_to_numba_with_the_same_result(aot_fold
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["numba_before"] is False and out["numba_after"] is True
-    assert out["cuda_sees"] == "CPUDispatcher"
+    assert out["cuda_sees"] == "CPUDispatcher" and out["unroll_is_numbas"]
     assert out["same"] and 0 < out["n"] < 1000
+
+
+def test_the_compiled_drivers_release_the_gil(aot_folder):
+    """Flow threads share a batch only if the kernels let go of the GIL, as Numba's ``nogil``
+    ones do: the module must call CPython's thread-state switch (pycc's wrappers do not, unless
+    the build asks)."""
+    manifest = json.loads((aot_folder / aot_load.MANIFEST).read_text())
+    library = (aot_folder / manifest["library"]).read_bytes()
+    assert b"PyEval_SaveThread" in library and b"PyEval_RestoreThread" in library

@@ -44,6 +44,7 @@ RUN = textwrap.dedent("""
 def _run(tmp_path) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
                PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env["DETECTOR_AOT"] = "0"  # Numba's own dispatchers, whatever ahead-of-time build is present
     env.pop("NUMBA_DISABLE_JIT", None)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     out = subprocess.run([sys.executable, "-c", RUN], env=env, capture_output=True, text=True, timeout=300,

@@ -31,7 +31,10 @@ def measure_startup(work: Path, rounds: int) -> dict:
     capture = small_capture(work)
     flows = pinned([sys.executable, "-m", "detector", "flows", str(capture), "-o", str(work / "startup" / "flows.parquet"),
                     "-q", "--threads", "1", "--backend", "cpu"])
-    built = aot_load.status()[0]
+    probe = run_timed([sys.executable, "-c", "import sys; from kernels import _jit; import json; "
+                       "print(json.dumps({'aot': _jit.aot_in_use() and 'numba' not in sys.modules}))"],
+                      {**os.environ, "DETECTOR_AOT": "1"})
+    built = aot_load.status()[0] and bool((probe.get("json") or {}).get("aot"))  # in use, Numba not imported
     modes = {"interpreter": (pinned([sys.executable, "-c", "pass"]), {})}
     if built:
         modes["aot"] = (flows, {"DETECTOR_AOT": "1"})

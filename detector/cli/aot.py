@@ -1,4 +1,4 @@
-"""``detector aot [--status | --clear]``: compile the CPU kernels ahead of time.
+"""``detector aot [--portable] [--status | --clear]``: compile the CPU kernels ahead of time.
 
 Without a build, every process imports Numba and loads its cached kernels at start (about 0.3 s
 of the 0.55 s a short capture takes on the 2-core VM). With one, it loads a single extension
@@ -14,15 +14,34 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 from detector.cli.common import fail
 
+KEEP_NUMBA = "the kernels keep using Numba's cache"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--portable", action="store_true",
+                   help="compile for any CPU of this architecture, not this machine's model (container "
+                        "images, installs shared by nodes with other CPUs); the build then ignores the CPU model")
     p.add_argument("--status", action="store_true",
                    help="say whether a build fits this installation (exit 0) or not (exit 1), and build nothing")
     p.add_argument("--clear", action="store_true", help="remove the build: kernels come from Numba again")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+
+
+def _missing_toolchain() -> str | None:
+    import importlib.util
+
+    if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
+        return "needs a C compiler (cc or gcc)"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return "needs the Python headers (Python.h; on Debian: python3-dev)"
+    if importlib.util.find_spec("setuptools") is None:
+        return "needs setuptools (pip install 'detector[aot]')"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,32 +50,34 @@ def run(args: argparse.Namespace) -> int:
     folder = aot_load.aot_dir()
     if args.status:
         ok, why = aot_load.status(folder)
-        print(f"detector aot: {'in use' if ok and aot_load.enabled() else 'built, but off' if ok else 'not used'}: "
-              f"{why}", file=sys.stderr)
+        state = "in use" if ok and aot_load.enabled() else "built, but off here" if ok else "not used"
+        print(f"detector aot: {state}: {why}", file=sys.stderr)
         return 0 if ok else 1
     if args.clear:
-        shutil.rmtree(folder, ignore_errors=True)
+        removed = aot_load.clear(folder)
         if not args.quiet:
-            print(f"detector aot: removed {folder}", file=sys.stderr)
+            print(f"detector aot: removed {removed} file(s) from {folder}", file=sys.stderr)
         return 0
-    if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
-        return fail("needs a C compiler (cc or gcc) and the Python headers; the kernels keep using Numba's cache", 1)
-    import importlib.util
-
-    if importlib.util.find_spec("setuptools") is None:
-        return fail("needs setuptools (pip install 'detector[aot]'); the kernels keep using Numba's cache", 1)
+    missing = _missing_toolchain()
+    if missing:
+        return fail(f"{missing}; {KEEP_NUMBA}", 1)
     env = dict(os.environ, DETECTOR_AOT="0")
     for var in ("NUMBA_DISABLE_JIT", "NUMBA_ENABLE_CUDASIM"):
         env.pop(var, None)
+    cmd = [sys.executable, "-m", "kernels.aot_build", *(["--portable"] if args.portable else [])]
     try:
-        done = subprocess.run([sys.executable, "-m", "kernels.aot_build"], env=env, capture_output=True, text=True)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     except OSError as exc:
-        return fail(f"cannot start the build: {exc}", 1)
-    if done.returncode != 0:
+        return fail(f"cannot start the build: {exc}; {KEEP_NUMBA}", 1)
+    try:
+        summary = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (ValueError, IndexError):
+        summary = None
+    if summary is None:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        return fail(f"the build failed (exit {done.returncode}); the kernels keep using Numba's cache:\n{tail}", 1)
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+        return fail(f"the build failed (exit {done.returncode}); {KEEP_NUMBA}:\n{tail}", 1)
     if not args.quiet:
         print(f"detector aot: {summary['signatures']} signatures of {summary['kernels']} kernels compiled in "
-              f"{summary['seconds']:.0f} s into {folder / summary['library']}", file=sys.stderr)
+              f"{summary['seconds']:.0f} s ({'any CPU of this architecture' if args.portable else 'this CPU'}) "
+              f"into {folder / summary['library']}", file=sys.stderr)
     return 0
