@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from kernels import aot_load
@@ -95,8 +96,8 @@ def _project_sources(paths: set[Path]) -> set[str]:
 
 
 def _exports():
-    """(qualified name, function, options, argument types, return type, key) of every CPU driver kernel's
-    signature, and the source files of the modules that define kernels."""
+    """(qualified name, function, options, argument types, return type, key) of every CPU driver
+    kernel's signature; the skipped signatures; the project sources the kernels depend on."""
     from kernels import _jit, _numba_dispatch
     from kernels.aot_keys import numba_type_key
 
@@ -141,6 +142,7 @@ def _compile(exports, module: str, out_dir: Path, portable: bool, verbose: bool)
                             **kw)
 
     options_of = {fn: options for _name, fn, options, _sig, _ret, _key in exports}
+
     def host_features(self):
         # For "host", pycc lets LLVM turn on every feature the CPU model implies; a VM may hide
         # some of them (AVX-512 on a model that has it), and the code would then stop on an
@@ -153,18 +155,23 @@ def _compile(exports, module: str, out_dir: Path, portable: bool, verbose: bool)
     cc.verbose = verbose
     for n, (_name, fn, _options, sig, ret, _key) in enumerate(exports):
         cc.export(f"k{n}", typing.signature(ret, *sig))(fn)
-    real_features = codegen.AOTCPUCodegen._customize_tm_features
-    real_tempdir = tempfile.tempdir
-    pycc_compiler.compile_extra = compile_extra
-    codegen.AOTCPUCodegen._customize_tm_features = host_features
-    tempfile.tempdir = str(out_dir)  # pycc's own build folder, removed with ours even when it fails
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(_replaced(pycc_compiler, "compile_extra", compile_extra))
+        stack.enter_context(_replaced(codegen.AOTCPUCodegen, "_customize_tm_features", host_features))
+        # pycc's own build folder goes inside ours, and is removed with it even when pycc fails
+        stack.enter_context(_replaced(tempfile, "tempdir", str(out_dir)))
         cc.compile()
-    finally:
-        pycc_compiler.compile_extra = real_compile
-        codegen.AOTCPUCodegen._customize_tm_features = real_features
-        tempfile.tempdir = real_tempdir
     return cc.output_file
+
+
+@contextmanager
+def _replaced(owner, name: str, value):
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, saved)
 
 
 def build(folder: Path, portable: bool = False, verbose: bool = False) -> dict:
