@@ -3,7 +3,7 @@
 Run as ``python -m kernels.aot_build`` with ``DETECTOR_AOT=0``, so that every kernel is a Numba
 dispatcher here. The signatures to compile are those the kernels are called with: a warm-up runs
 ``detector flows`` (one, two and three threads; pcap, pcapng, gzip) and ``detector analyze`` on
-small synthetic captures, and every signature in Numba's on-disk cache for the current sources
+small synthetic captures and calls the daemon's ring walker on an empty block, and every signature in Numba's on-disk cache for the current sources
 is added (the daemon's live-capture kernel, and any other this machine has compiled). Each is
 compiled with Numba's ahead-of-time compiler (``numba.pycc``) for this machine's CPU and the
 features it reports (or, ``--portable``, the architecture's baseline), releasing the GIL as the
@@ -53,6 +53,19 @@ def _warm_up(work: Path) -> None:
         "--format", "csv", "-q", "--no-progress")
     run("analyze", str(caps), "--config", str(caps / "site.toml"), "-o", str(work / "alerts.jsonl"), "-q",
         "--no-progress")
+    _warm_up_live_capture()
+
+
+def _warm_up_live_capture() -> None:
+    """The daemon's ring walker, called as ``detector.daemon.live`` calls it (no capture is
+    opened: an empty block)."""
+    import numpy as np
+
+    from kernels import tpacket
+
+    rows = 8
+    tpacket.walk_block(np.zeros(64, np.uint8), 0, 64, np.empty(rows, np.int64), np.empty(rows, np.uint32),
+                       np.empty(rows, np.uint32), np.empty(rows, np.int64), 0, False)
 
 
 def _import_kernel_modules() -> None:

@@ -171,6 +171,23 @@ def test_kernels_compiled_ahead_give_numbas_flows_and_numba_is_not_imported(aot_
     assert a.equals(b)
 
 
+LIVE = """
+import json, sys
+import numpy as np
+from kernels import tpacket
+off, lens, ts = np.empty(8, np.int64), np.empty(8, np.uint32), np.empty(8, np.int64)
+got = tpacket.walk_block(np.zeros(64, np.uint8), 0, 64, off, lens, lens.copy(), ts, 0, False)  # as the daemon does
+print(json.dumps({"got": int(got), "numba": "numba" in sys.modules}))
+"""
+
+
+def test_the_daemons_ring_walker_is_compiled_ahead(aot_folder):
+    done = subprocess.run([sys.executable, "-c", LIVE], env=_env(aot_folder, DETECTOR_AOT="1"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"got": 0, "numba": False}
+
+
 ANALYZE = """
 import json, sys
 from detector.cli import main
