@@ -43,10 +43,6 @@ def value_key(value):
     return None
 
 
-def args_key(args: tuple):
-    return tuple(value_key(a) for a in args)
-
-
 def numba_type_key(typ):
     """The key of a Numba argument type (at build time, Numba imported); None when a value of
     that type has no key."""
