@@ -4,6 +4,9 @@
 #      equal on every attack scenario, feature and model math);
 #   2. `detector bench` (flows and analyze on one core, all cores and the GPU, side by side);
 #   3. benchmarks/gpu_flows.py (decode + flow accounting for batch sizes from 1e4 to 1e7).
+# Not by default: `aot` (detector aot, about 2-4 minutes: the CPU kernels compiled ahead, so
+# that the steps after it run the GPU path beside compiled-ahead CPU kernels, e.g.
+# STEPS="aot tests"; it needs a C compiler there, and says so when there is none).
 # Every step has its own time limit, so that one that hangs leaves the others their time.
 # On an H200 machine (2026-11-26) a process spends about 35 s compiling the CUDA kernels, and
 # the first one about 60 s more compiling the CPU kernels: the tests took 80-120 s, the bench's
@@ -56,6 +59,11 @@ run_bench() {
   # shellcheck disable=SC2086  # BENCH_ONLY is a list of names
   timeout "${BENCH_LIMIT:-240}" python3 -m detector bench --input "$CAP" --repeat "${REPEAT:-1}" --only $BENCH_ONLY \
     -o "$OUT/bench.json" --plot "$OUT/bench.png" --markdown "$OUT/bench.md" 2>&1 | tail -30
+}
+
+run_aot() {
+  timeout "${AOT_LIMIT:-300}" python3 -m detector aot 2>&1 | tail -5
+  python3 -m detector aot --status 2>&1 | tee "$OUT/aot.txt"
 }
 
 run_flows() {
