@@ -16,6 +16,7 @@ from pathlib import Path
 
 from detector.bench.machine import machine
 from detector.bench.procs import pinned, run_timed
+from detector.bench.startup import PACKETS as STARTUP_PACKETS
 from detector.bench.startup import measure_startup
 from detector.bench.tools import Tool, gpu_status, tools
 from detector.errors import DetectorError
@@ -116,7 +117,7 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
     stages = run_timed(pinned([sys.executable, "-m", "detector.bench.stages", str(capture)]),
                        {**os.environ, "NUMBA_NUM_THREADS": "1"}).get("json")
     bar.step("stage breakdown")
-    startup = None if only else measure_startup(work, repeat)
+    startup = None if only else measure_startup(work, generated_capture(work, STARTUP_PACKETS), repeat)
     bar.step("start-up")
     results = [_row(t, runs.get(t.name, []), info) for t in rows]
     by = {r["tool"]: r for r in results if r["packets_per_s"]}

@@ -14,22 +14,11 @@ from detector.bench.procs import pinned, run_timed
 PACKETS = 1000
 
 
-def small_capture(work: Path) -> Path:
-    folder = work / "startup"
-    path = folder / "hpc-mix.pcap"
-    if not path.exists():
-        run = run_timed([sys.executable, "-m", "detector", "synth", "hpc-mix", "-o", str(folder), "--packets",
-                         str(PACKETS), "--seed", "1"])
-        if run["rc"] != 0:
-            raise RuntimeError(f"detector synth failed: {run['stderr'].strip()[-300:]}")
-    return path
-
-
-def measure_startup(work: Path, rounds: int) -> dict:
+def measure_startup(work: Path, capture: Path, rounds: int) -> dict:
+    """``capture``: a small one (:data:`PACKETS`), so that the run is nearly all start-up."""
     from kernels import aot_load
 
-    capture = small_capture(work)
-    flows = pinned([sys.executable, "-m", "detector", "flows", str(capture), "-o", str(work / "startup" / "flows.parquet"),
+    flows = pinned([sys.executable, "-m", "detector", "flows", str(capture), "-o", str(work / "startup-flows.parquet"),
                     "-q", "--threads", "1", "--backend", "cpu"])
     probe = run_timed([sys.executable, "-c", "import sys; from kernels import _jit; import json; "
                        "print(json.dumps({'aot': _jit.aot_in_use() and 'numba' not in sys.modules}))"],
