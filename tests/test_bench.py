@@ -95,3 +95,44 @@ def test_unknown_tool_and_bad_input_are_usage_errors(tmp_path, capsys):
                  "detector-cpu-1core", "dpkkt"]) == 2
     err = capsys.readouterr().err
     assert "unknown tool(s) dpkkt" in err and "dpkt" in err
+
+
+def test_barrier_waits_for_the_whole_group_and_gives_up_after_its_timeout(tmp_path, monkeypatch):
+    from detector.bench import scaling
+
+    monkeypatch.delenv(scaling.BARRIER_ENV, raising=False)
+    scaling.wait_at_barrier()  # outside a group: returns at once, marks nothing
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "ready-1").touch()  # the sibling is ready: this one goes on
+    monkeypatch.setenv(scaling.BARRIER_ENV, f"{tmp_path}:2")
+    monkeypatch.setattr(scaling, "BARRIER_TIMEOUT", 30.0)
+    scaling.wait_at_barrier()
+    assert len(list(tmp_path.glob("ready-*"))) == 2
+    # a sibling that never comes (it failed): the timeout lets this one go on
+    monkeypatch.setenv(scaling.BARRIER_ENV, f"{tmp_path}:4")
+    monkeypatch.setattr(scaling, "BARRIER_TIMEOUT", 0.05)
+    scaling.wait_at_barrier()
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="needs two cores to run on")
+def test_scaling_runs_one_core_two_threads_and_two_independent_runs_side_by_side(tmp_path):
+    from detector.bench.run import generated_capture
+    from detector.bench.scaling import measure_scaling
+
+    capture = generated_capture(tmp_path, 20000)
+    s = measure_scaling(capture, tmp_path, 1)
+    assert set(s["seconds"]) == {"one_core", "two_threads", "two_independent"}
+    one, sec = s["seconds"]["one_core"], s["seconds"]
+    assert s["speedup"] == {"two_threads": round(one / sec["two_threads"], 2),
+                            "two_independent": round(2 * one / sec["two_independent"], 2)}
+    assert s["memory_copy_speedup"] > 0 and len(s["cores"]) == 2
+    # every run wrote the whole capture's flows
+    import pyarrow.parquet as pq
+
+    counts = {p.name: pq.read_metadata(p).num_rows for p in tmp_path.glob("scale-*.parquet")}
+    assert len(counts) == 4 and len(set(counts.values())) == 1
+    committed = sorted((REPO / "benchmarks" / "results").glob("*-bench-*.json"))[-1]
+    doc = {**json.loads(committed.read_text()), "scaling": s}
+    report.validate(doc, SCHEMA)
+    table = report.markdown(doc)
+    assert "sharing nothing (the ceiling)" in table and f"{s['speedup']['two_threads']:.2f}x" in table

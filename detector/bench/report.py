@@ -44,7 +44,26 @@ def markdown(doc: dict) -> str:
         lines += [f"| {names.get(k, k)} | {v:.3f} |" for k, v in startup["seconds"].items()]
         if not startup.get("aot_built"):
             lines.append("\n(no `detector aot` build was present)")
+    lines += scaling_lines(doc.get("scaling"))
     return "\n".join(lines)
+
+
+def scaling_lines(scaling: dict | None) -> list[str]:
+    """Two cores against one, next to the ceiling this machine allows (see detector.bench.scaling)."""
+    if not scaling or not scaling.get("speedup"):
+        return []
+    sec, up = scaling["seconds"], scaling["speedup"]
+    rows = [("one core, one flow thread", "one_core", None),
+            ("two cores, two flow threads", "two_threads", "two_threads"),
+            ("two one-core runs of the capture at once, sharing nothing (the ceiling)", "two_independent", "two_independent")]
+    lines = ["", f"Two cores, after start-up, best of {scaling['rounds']} interleaved rounds:", "",
+             "| run | seconds | speed-up over one core |", "|---|---:|---:|"]
+    for label, key, speed in rows:
+        if key in sec:
+            lines.append(f"| {label} | {sec[key]:.3f} | {f'{up[speed]:.2f}x' if speed and up.get(speed) else '1x'} |")
+    if scaling.get("memory_copy_speedup"):
+        lines.append(f"\nMemory copies on two threads: {scaling['memory_copy_speedup']:.2f}x one thread's rate.")
+    return lines
 
 
 def plot(doc: dict, path: str) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from detector.bench.machine import machine
 from detector.bench.procs import pinned, run_timed
+from detector.bench.scaling import measure_scaling
 from detector.bench.startup import PACKETS as STARTUP_PACKETS
 from detector.bench.startup import measure_startup
 from detector.bench.tools import Tool, gpu_status, tools
@@ -103,7 +104,7 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
             raise BenchError(f"--only: unknown tool(s) {', '.join(unknown)} (known: {', '.join(t.name for t in rows)})")
         rows = [t for t in rows if t.name in only]
     runnable = [t for t in rows if t.runnable]
-    bar = Progress(sum(1 if t.once else repeat for t in runnable) + 2, progress)
+    bar = Progress(sum(1 if t.once else repeat for t in runnable) + 3, progress)
     runs: dict[str, list[dict]] = {}
     for rep in range(repeat):
         for t in runnable:
@@ -119,6 +120,8 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
     bar.step("stage breakdown")
     startup = None if only else measure_startup(work, generated_capture(work, STARTUP_PACKETS), repeat)
     bar.step("start-up")
+    scaling = None if only else measure_scaling(capture, work, max(repeat, 3))
+    bar.step("two-core scaling")
     results = [_row(t, runs.get(t.name, []), info) for t in rows]
     by = {r["tool"]: r for r in results if r["packets_per_s"]}
     for r in results:
@@ -132,7 +135,7 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
             cost[f"analyze_vs_flows{mode.replace('-', '_')}"] = round(a["packets_per_s"] / f["packets_per_s"], 2)
     return {"benchmark": "detector bench", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "quick": quick, "repeat": repeat, "machine": machine(), "input": info, "results": results,
-            "stages": stages, "analyze_vs_flows": cost, "startup": startup}
+            "stages": stages, "analyze_vs_flows": cost, "startup": startup, "scaling": scaling}
 
 
 def _row(t: Tool, runs: list[dict], info: dict) -> dict:

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 
+from detector.bench.scaling import wait_at_barrier
 from detector.config import Config, FlowConfig
 from detector.pipeline.analyze_job import run_analyze
 from detector.pipeline.flows_job import run_flows
@@ -47,6 +48,7 @@ def main(path: str, out: str, threads: int, mode: str = "flows", backend_name: s
         def job(capture, dest):
             return run_flows([capture], dest, "parquet", flow_cfg, progress=False, backend=backend)
     warm_up(path, job)
+    wait_at_barrier()  # runs measured side by side start their timed parts together
     t0 = time.perf_counter()
     result = job(path, out)
     elapsed = time.perf_counter() - t0
