@@ -50,8 +50,10 @@ def markdown(doc: dict) -> str:
 
 def scaling_lines(scaling: dict | None) -> list[str]:
     """Two cores against one, next to the ceiling this machine allows (see detector.bench.scaling)."""
-    if not scaling or not scaling.get("speedup"):
+    if not scaling:
         return []
+    if not scaling.get("speedup"):
+        return ["", f"Two cores: not measured ({scaling.get('note') or 'every run failed'})."]
     sec, up = scaling["seconds"], scaling["speedup"]
     rows = [("one core, one flow thread", "one_core", None),
             ("two cores, two flow threads", "two_threads", "two_threads"),

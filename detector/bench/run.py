@@ -120,7 +120,7 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
     bar.step("stage breakdown")
     startup = None if only else measure_startup(work, generated_capture(work, STARTUP_PACKETS), repeat)
     bar.step("start-up")
-    scaling = None if only else measure_scaling(capture, work, max(repeat, 3))
+    scaling = None if only else measure_scaling(capture, work, repeat if quick else max(repeat, 3))
     bar.step("two-core scaling")
     results = [_row(t, runs.get(t.name, []), info) for t in rows]
     by = {r["tool"]: r for r in results if r["packets_per_s"]}

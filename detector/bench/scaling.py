@@ -4,7 +4,8 @@ Three runs, each timed after start-up (:mod:`detector.bench.peers.detector_stead
 over the rounds, best of them:
 
 - ``one_core``: one flow thread, the process pinned to one core;
-- ``two_threads``: the same on two cores, with two flow threads (the default there);
+- ``two_threads``: the same on two cores, with two flow threads (``--threads 2``, what ``0``,
+  one per core, gives there);
 - ``two_independent``: two one-core runs at once, each in its own process pinned to its own
   core, timed from a common start (a barrier after their warm-ups); the slower one counts.
 
@@ -13,6 +14,8 @@ the most any split of one capture over two threads could reach on this machine: 
 that ``two_threads`` is to be read against. Where the two cores share a memory path that
 saturates (virtual machines, neighbours on the host), it falls well short of 2x. The speed-up
 of plain memory copies on two threads over one is reported too, as the machine's own figure.
+The two cores are distinct physical cores where the topology says so (not two hardware threads
+of one core), and every run is pinned (``taskset``); without it the section says why it is empty.
 
 Usage: python -m detector.bench.scaling memcopy   (prints JSON: the memory copy speed-up)
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -33,17 +37,38 @@ BARRIER_ENV = "DETECTOR_BENCH_BARRIER"  # "FOLDER:COUNT": wait after the warm-up
 BARRIER_TIMEOUT = 120.0
 
 
-def wait_at_barrier() -> None:
+def wait_at_barrier() -> bool | None:
     """Called by a measured process after its warm-up: mark it ready, then wait until every
-    process of the group is (or the timeout passes, so that a failed sibling stalls nothing)."""
+    process of the group is. Returns whether the group formed (None outside a group): after the
+    timeout it goes on alone, so that a failed sibling stalls nothing, and its round is dropped."""
     spec = os.environ.get(BARRIER_ENV)
     if not spec:
-        return
+        return None
     folder, count = spec.rsplit(":", 1)
     Path(folder, f"ready-{os.getpid()}").touch()
     deadline = time.monotonic() + BARRIER_TIMEOUT
-    while len(list(Path(folder).glob("ready-*"))) < int(count) and time.monotonic() < deadline:
+    while len(list(Path(folder).glob("ready-*"))) < int(count):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.0005)
+    return True
+
+
+def two_cores() -> list[int]:
+    """Two CPUs of this process's affinity on distinct physical cores where sysfs tells the
+    topology (else simply the first two)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    chosen, seen = [], set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            core = (topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()
+        except OSError:
+            core = ("?", str(cpu))
+        if core not in seen:
+            seen.add(core)
+            chosen.append(cpu)
+    return chosen[:2] if len(chosen) >= 2 else cpus[:2]
 
 
 def _on(cores: list[int], cmd: list[str]) -> list[str]:
@@ -52,11 +77,12 @@ def _on(cores: list[int], cmd: list[str]) -> list[str]:
 
 def _seconds(r: dict) -> float | None:
     j = r.get("json")
-    return float(j["seconds"]) if r["rc"] == 0 and isinstance(j, dict) and "seconds" in j else None
+    return float(j["seconds"]) if r.get("rc") == 0 and isinstance(j, dict) and "seconds" in j else None
 
 
 def _together(cmds: list[list[str]], env: dict) -> float | None:
-    """Run ``cmds`` at once, their timed parts started together; the slowest one's seconds."""
+    """Run ``cmds`` at once, their timed parts started together; the slowest one's seconds
+    (None when one failed, or went on alone after the barrier's timeout)."""
     with tempfile.TemporaryDirectory() as folder:
         env = {**env, BARRIER_ENV: f"{folder}:{len(cmds)}"}
         results: list[dict] = [{} for _ in cmds]
@@ -70,13 +96,17 @@ def _together(cmds: list[list[str]], env: dict) -> float | None:
         for t in threads:
             t.join()
     seconds = [_seconds(r) for r in results]
-    return None if None in seconds else max(seconds)
+    if None in seconds or any(r["json"].get("together") is False for r in results):
+        return None
+    return max(seconds)
 
 
 def measure_scaling(capture: Path, work: Path, rounds: int) -> dict:
-    cores = sorted(os.sched_getaffinity(0))[:2] if hasattr(os, "sched_getaffinity") else []
+    cores = two_cores()
     if len(cores) < 2:
         return {"cores": cores, "note": "fewer than two cores to run on"}
+    if not shutil.which("taskset"):
+        return {"cores": cores, "note": "taskset is not installed (util-linux): the runs cannot be pinned"}
     steady = [sys.executable, "-m", "detector.bench.peers.detector_steady", str(capture)]
     env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
     best: dict[str, float] = {}
