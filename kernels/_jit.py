@@ -50,15 +50,28 @@ _cache_dir_for_read_only_installs()
 from kernels import aot_load  # noqa: E402  (after the cache folder is chosen)
 from kernels.aot_keys import value_key  # noqa: E402
 
-_AOT = aot_load.variants()  # compiled ahead of time and fitting these sources, or None
-if _AOT is None:  # Numba's kernels from the start, as plain dispatchers
-    from kernels._numba_dispatch import literal_unroll, make_dispatcher  # noqa: E402
-else:
-    def literal_unroll(container):
-        """Numba's ``literal_unroll`` (put in place of this one when Numba is needed)."""
-        return container
 
-_literal_unroll_placeholder = None if _AOT is None else literal_unroll
+# Numba's objects that kernels call, and these stand-ins for them while Numba is not imported
+# (and for plain Python under NUMBA_DISABLE_JIT); materialize() puts Numba's in their place
+def literal_unroll(container):
+    """Numba's ``literal_unroll``."""
+    return container
+
+
+def load_acquire(array, i):
+    """``array[i]``, read with acquire ordering (see :mod:`kernels._numba_dispatch`)."""
+    return array[i]
+
+
+def store_release(array, i, value):
+    """``array[i] = value``, written with release ordering."""
+    array[i] = value
+
+
+_AOT = aot_load.variants()  # compiled ahead of time and fitting these sources, or None
+_placeholders = {} if _AOT is None else {id(f): f.__name__ for f in (literal_unroll, load_acquire, store_release)}
+if _AOT is None:  # Numba's kernels from the start, as plain dispatchers
+    from kernels._numba_dispatch import literal_unroll, load_acquire, make_dispatcher, store_release  # noqa: E402
 
 _lock = threading.RLock()
 _kernels: list[_Kernel] = []  # every kernel made before Numba was needed, in definition order
@@ -123,8 +136,8 @@ def materialize() -> None:
     """Import Numba and give every kernel its dispatcher, in definition order.
 
     Numba compiles a kernel by resolving the names it calls in its module's globals, so in the
-    kernel modules each name bound to a :class:`_Kernel` (or to the placeholder
-    ``literal_unroll``) is rebound to Numba's object. Python callers elsewhere keep the
+    kernel modules each name bound to a :class:`_Kernel` (or to a stand-in: ``literal_unroll``,
+    ``load_acquire``, ``store_release``) is rebound to Numba's object. Python callers elsewhere keep the
     :class:`_Kernel` and its compiled-ahead variants. A no-op without an ahead-of-time build.
     """
     global _numba_ready
@@ -135,7 +148,6 @@ def materialize() -> None:
             return
         from kernels import _numba_dispatch
 
-        placeholder = _literal_unroll_placeholder
         made = {id(k): _numba_dispatch.make_dispatcher(k.py_func, k.options) for k in _kernels}
         namespaces = {id(k.py_func.__globals__): k.py_func.__globals__ for k in _kernels}
         for name, module in list(sys.modules.items()):
@@ -145,8 +157,8 @@ def materialize() -> None:
             for name, value in list(namespace.items()):
                 if isinstance(value, _Kernel) and id(value) in made:
                     namespace[name] = made[id(value)]
-                elif value is placeholder:
-                    namespace[name] = _numba_dispatch.literal_unroll
+                elif id(value) in _placeholders:
+                    namespace[name] = getattr(_numba_dispatch, _placeholders[id(value)])
         # published last: a thread that sees _numba_ready finds every name already Numba's
         for kernel in _kernels:
             kernel.dispatcher = made[id(kernel)]

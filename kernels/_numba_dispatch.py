@@ -16,6 +16,45 @@ from numba.core.runtime import rtsys
 literal_unroll = numba.literal_unroll
 
 
+def _atomics():
+    """``load_acquire(array, i)`` and ``store_release(array, i, value)``: one element of an
+    int64 array, read and written atomically with acquire and release ordering, so that one
+    thread may hand rows to another through a progress counter (what it wrote before the store
+    is visible to the thread whose load sees the stored value). In plain Python (under
+    ``NUMBA_DISABLE_JIT``) indexing is enough: the GIL orders them."""
+    if numba.config.DISABLE_JIT:
+        from kernels._jit import load_acquire, store_release
+
+        return load_acquire, store_release
+    from numba.core import cgutils, types
+    from numba.core.extending import intrinsic
+
+    def element(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]], wraparound=False)
+
+    @intrinsic
+    def load_acquire(typingctx, arr, idx):
+        def codegen(context, builder, sig, args):
+            return builder.load_atomic(element(context, builder, sig, args), ordering="acquire", align=8)
+
+        return arr.dtype(arr, idx), codegen
+
+    @intrinsic
+    def store_release(typingctx, arr, idx, value):
+        def codegen(context, builder, sig, args):
+            v = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
+            builder.store_atomic(v, element(context, builder, sig, args), ordering="release", align=8)
+            return context.get_dummy_value()
+
+        return types.none(arr, idx, value), codegen
+
+    return load_acquire, store_release
+
+
+load_acquire, store_release = _atomics()
+
+
 def _import_array_math_without_blas_probe() -> None:
     """Import numba's array math with SciPy hidden.
 

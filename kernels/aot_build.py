@@ -2,9 +2,10 @@
 
 Run as ``python -m kernels.aot_build`` with ``DETECTOR_AOT=0``, so that every kernel is a Numba
 dispatcher here. The signatures to compile are those the kernels are called with: a warm-up runs
-``detector flows`` (one, two and three threads; pcap, pcapng, gzip) and ``detector analyze`` on
-small synthetic captures and calls the daemon's ring walker on an empty block, and every signature in Numba's on-disk cache for the current sources
-is added (the daemon's live-capture kernel, and any other this machine has compiled). Each is
+``detector flows`` (one, two and three threads; pcap, pcapng, gzip; a capture with IP
+fragments) and ``detector analyze`` on small synthetic captures and calls the daemon's ring
+walker on an empty block and the two-thread hand-over's stop request, and every signature in
+Numba's on-disk cache for the current sources is added (the daemon's live-capture kernel, and any other this machine has compiled). Each is
 compiled with Numba's ahead-of-time compiler (``numba.pycc``) for this machine's CPU and the
 features it reports (or, ``--portable``, the architecture's baseline), releasing the GIL as the
 JIT kernels do, and listed in a manifest with its argument key
@@ -53,16 +54,33 @@ def _warm_up(work: Path) -> None:
         "--format", "csv", "-q", "--no-progress")
     run("analyze", str(caps), "--config", str(caps / "site.toml"), "-o", str(work / "alerts.jsonl"), "-q",
         "--no-progress")
-    _warm_up_live_capture()
+    frags = _fragmented_capture(work / "frags.pcap")
+    for threads in ("1", "2", "3"):  # matching fragments, and the two-thread hand-over's fragment path
+        run("flows", str(frags), "-o", str(work / f"frags-{threads}.parquet"), "--threads", threads, "-q",
+            "--no-progress")
+    _warm_up_other_kernels()
 
 
-def _warm_up_live_capture() -> None:
-    """The daemon's ring walker, called as ``detector.daemon.live`` calls it (no capture is
-    opened: an empty block)."""
+def _fragmented_capture(path: Path) -> Path:
+    """A datagram in three IP fragments, its first fragment last (the synthetic scenarios have
+    none, and a capture with fragments must not need Numba either)."""
+    from scapy.all import IP, UDP, Ether, fragment, wrpcap
+
+    parts = fragment(IP(src="10.0.0.1", dst="10.0.0.2", id=7) / UDP(sport=4000, dport=9) / (b"x" * 2500),
+                     fragsize=1000)
+    wrpcap(str(path), [Ether() / f for f in parts[1:] + parts[:1]])
+    return path
+
+
+def _warm_up_other_kernels() -> None:
+    """Kernels that no run above calls: the daemon's ring walker, called as
+    ``detector.daemon.live`` calls it (no capture is opened: an empty block), and the stop
+    request of the two-thread hand-over (a Ctrl-C)."""
     import numpy as np
 
-    from kernels import tpacket
+    from kernels import handoff, tpacket
 
+    handoff.request_stop(np.zeros(handoff.PROGRESS_WORDS, np.int64))  # what a Ctrl-C calls beside two threads
     rows = 8
     tpacket.walk_block(np.zeros(64, np.uint8), 0, 64, np.empty(rows, np.int64), np.empty(rows, np.uint32),
                        np.empty(rows, np.uint32), np.empty(rows, np.int64), 0, False)

@@ -127,12 +127,7 @@ def test_a_failing_flow_thread_task_waits_for_the_others():
     engine.finish()
 
 
-def test_a_ctrl_c_while_two_threads_account_waits_for_the_accounting(tmp_path, monkeypatch):
-    """Two threads: a Ctrl-C while the caller waits for the chunk being accounted reaches the
-    caller only once that accounting ended (finish() then flushes the same table)."""
-    import time
-
-    import detector.flows.engine as engine_mod
+def _two_thread_engine_and_batch(tmp_path):
     from detector.config import FlowConfig
     from detector.flows.engine import FlowEngine
     from detector.sources import open_capture
@@ -145,15 +140,32 @@ def test_a_ctrl_c_while_two_threads_account_waits_for_the_accounting(tmp_path, m
     batch = next(open_capture(str(path), 256).batches())
     engine = FlowEngine(FlowConfig(threads=2, max_flows=4096, batch_size=256))
     assert engine.pipelined
+    return engine, batch
+
+
+def _packets_in_flows(emitted) -> int:
+    from kernels import flowstate as fsd
+
+    return sum(int(em.st[:, fsd.ORIG + fsd.D_PKTS].sum() + em.st[:, fsd.RESP + fsd.D_PKTS].sum()) for em in emitted)
+
+
+def test_a_ctrl_c_while_two_threads_account_waits_for_the_accounting(tmp_path, monkeypatch):
+    """Two threads: a Ctrl-C while the caller waits for the accounting thread reaches the
+    caller only once that accounting ended (finish() then flushes the same table)."""
+    import time
+
+    import detector.flows.engine as engine_mod
+
+    engine, batch = _two_thread_engine_and_batch(tmp_path)
     shard = engine.shards[0]
-    real, running, accounted = shard.account, [], []
+    real, running, accounted = shard.follow, [], []
 
     def slow(*args, **kw):
         running.append(1)
         time.sleep(0.3)  # still accounting when the Ctrl-C comes
-        real(*args, **kw)
-        accounted.append(args[2] - (args[4] if len(args) > 4 else kw.get("start", 0)))
+        accounted.append(real(*args, **kw))
         running.pop()
+        return accounted[-1]
 
     real_wait, calls = engine_mod.wait, []
 
@@ -163,10 +175,32 @@ def test_a_ctrl_c_while_two_threads_account_waits_for_the_accounting(tmp_path, m
             raise KeyboardInterrupt
         return real_wait(futures, *args, **kw)
 
-    shard.account = slow
+    shard.follow = slow
     monkeypatch.setattr(engine_mod, "wait", ctrl_c_in_first_wait)
     with pytest.raises(KeyboardInterrupt):
         engine.process(batch)
     assert accounted == [batch.n] and not running
-    assert engine.counts.records == batch.n  # counted as handed over, so flows and counts agree
-    engine.finish()
+    assert engine.counts.records == batch.n  # counted once accounted, so flows and counts agree
+    assert _packets_in_flows(engine.finish()) == engine.counts.ip
+
+
+def test_a_ctrl_c_while_decoding_stops_the_accounting_thread_and_counts_what_it_accounted(tmp_path, monkeypatch):
+    """Two threads: the decoding thread is interrupted half-way through a batch. The accounting
+    thread, waiting for rows that will not come, is told to stop; the caller gets the Ctrl-C
+    once it stopped, and the counts are those of the rows it accounted (however far it got)."""
+    from kernels import handoff as hk
+
+    engine, batch = _two_thread_engine_and_batch(tmp_path)
+    real = hk.decode_publishing
+
+    def half_then_ctrl_c(buf, off, caplen, wirelen, ts_ns, link, start, stop, *rest):
+        real(buf, off, caplen, wirelen, ts_ns, link, start, stop // 2, *rest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hk, "decode_publishing", half_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        engine.process(batch)
+    assert engine.progress[hk.STOP] == 1
+    c = engine.counts
+    assert c.records <= batch.n // 2 and int(c.by_status.sum()) == c.records
+    assert _packets_in_flows(engine.finish()) == c.ip  # every counted IP packet is in a flow, and only those

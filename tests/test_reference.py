@@ -53,12 +53,12 @@ def test_fragments_join_their_datagram_even_out_of_order(flows, tmp_path):
 
 
 def test_two_threads_give_one_threads_flows_with_fragments_and_a_full_table(flows, tmp_path, monkeypatch):
-    """The two-thread pipeline (small chunks here) against one thread: out-of-order fragments
-    straddling chunks still meet their first fragment, and a table too full for the next batch
-    evicts the same flows (the room policy looks at whole batches)."""
+    """The two-thread pipeline (blocks of 8 rows handed over here) against one thread:
+    out-of-order fragments straddling blocks still meet their first fragment, and a table too
+    full for the next batch evicts the same flows (the room policy looks at whole batches)."""
     import detector.flows.engine as engine
 
-    monkeypatch.setattr(engine, "CHUNK", 8)
+    monkeypatch.setattr(engine, "HANDOFF_BLOCK", 8)
     pkts = []
     for k in range(6):  # six datagrams of three fragments, the first fragment last
         big = IP(src="10.0.0.1", dst="10.0.0.2", id=100 + k) / UDP(sport=41000 + k, dport=9999) / (b"x" * 2500)

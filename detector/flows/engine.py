@@ -7,13 +7,14 @@ in capture order. Each thread first collects its shard's rows of the batch in on
 hashes, then walks those packets only. The kernels release the GIL, so plain threads run them
 in parallel.
 
-Two threads work as a pipeline instead, in one flow table: the caller's thread decodes chunk
-c+1 of a batch while the other accounts chunk c. Decoding and accounting cost about the same,
-and a chunk's columns are still in the cache when they are accounted. The flows are exactly
-those of one thread: a batch is pipelined only while the table has room for all of it (so the
-room policy, which looks at a whole batch, has nothing to do), and from its first IP fragment
-on, the rest is decoded before it is accounted (a datagram's first fragment may come later in
-the batch).
+Two threads work as a pipeline instead, in one flow table: the caller's thread decodes a batch
+a block of rows at a time, publishing each block, and the other accounts the published rows a
+block or so behind (:mod:`kernels.handoff`: the hand-over is a progress counter inside the
+kernels, so blocks are small enough to be still in a cache when accounted). Decoding and
+accounting cost about the same. The flows are exactly those of one thread: a batch is
+pipelined only while the table has room for all of it (so the room policy, which looks at a
+whole batch, has nothing to do), and from its first IP fragment on, the rest is decoded before
+it is accounted (a datagram's first fragment may come later in the batch).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from detector.config import FlowConfig
 from detector.flows.table import EmittedFlows, FlowTable
 from detector.sources.batch import RawBatch
 from kernels import flowtable as kft
+from kernels import handoff as hk
 from kernels import packet_columns as pc
 from kernels.decode import TALLY_WIRE_BYTES, decode_records
 from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
 
-CHUNK = 16384  # rows decoded at a time ahead of the accounting thread (two threads)
+HANDOFF_BLOCK = 2048  # rows published at a time to the accounting thread (two threads; 300 kB of columns)
 RECORD_GROUP = 16384  # ended flows gathered before they are handed on (records cost per group)
 
 
@@ -114,6 +116,7 @@ class FlowEngine:
         self.pkt_hash = np.empty(n, dtype=np.uint64)
         # per decode range, each on cache lines of its own (16 words: 128 bytes)
         self.tally = np.zeros((parts, 16), dtype=np.int64)
+        self.progress = np.zeros(hk.PROGRESS_WORDS, dtype=np.int64)  # pipelined: rows handed over
         # with several shards: each shard's rows of the batch, collected by its own thread
         self.rows = [np.empty(n, dtype=np.int64) for _ in range(parts)] if parts > 1 else []
         per_shard = max(16, -(-cfg.max_flows // parts))
@@ -149,31 +152,33 @@ class FlowEngine:
         self.shards[k].account(self.cols, self.pkt_hash, n, rows[:m])
 
     def _decode_and_account_pipelined(self, b: RawBatch) -> None:
-        """Decode ``b`` a chunk at a time on this thread, each chunk accounted on the pool's one
-        worker (in order) while the next is decoded; counted as each chunk is handed over. From
-        the first chunk with an IP fragment, the rest of the batch is decoded, its fragments
-        matched over the whole batch, and then accounted."""
-        shard = self.shards[0]
-        futures = []
-        n = b.n
-        lo = 0
+        """Decode ``b`` on this thread, a block at a time, while the pool's one worker accounts
+        each block once it is published. From the first block with an IP fragment, the rest of
+        the batch is decoded and its fragments matched over the whole batch before it is
+        published. Whatever stops this thread (a Ctrl-C) stops the worker too, and only what it
+        accounted is counted, so flows and counts agree."""
+        shard, n, progress = self.shards[0], b.n, self.progress
+        progress[:] = 0  # before the worker starts: nothing published, no stop
+        worker = self._pool.submit(shard.follow, progress, self.cols, self.pkt_hash, n)
         try:
-            while lo < n and not any(f.done() and f.exception() is not None for f in futures):
-                hi = min(lo + CHUNK, n)
-                t0 = time.perf_counter()
-                self._decode(b, 0, lo, hi)
-                if (self.cols.frag[lo:hi] & pc.FRAG_IS_FRAGMENT).any():
-                    self._decode(b, 0, hi, n)
-                    self._resolve_fragments(n)  # no fragment before lo: as over the whole batch
-                    hi = n
-                self.seconds["decode"] += time.perf_counter() - t0
-                futures.append(self._pool.submit(shard.account, self.cols, self.pkt_hash, hi, None, lo))
-                self._count(b, lo, hi)
-                lo = hi
+            t0 = time.perf_counter()
+            published, decoded = hk.decode_publishing(b.buf, b.off, b.caplen, b.wirelen, b.ts_ns, b.link, 0, n,
+                                                      self.cols, self.pkt_hash, self.tally[0], HANDOFF_BLOCK, progress)
+            if published < n:  # no fragment before it: matched as over the whole batch
+                self._decode(b, 0, decoded, n)
+                self._resolve_fragments(n)
+                hk.publish(progress, n)
+            self.seconds["decode"] += time.perf_counter() - t0
+        except BaseException:
+            hk.request_stop(progress)
+            raise
         finally:
-            _wait_all(futures, fifo=self._pool)
-        for fut in futures:
-            fut.result()
+            try:
+                _wait_all([worker])  # a Ctrl-C meanwhile comes out of here, once the worker is done
+            finally:
+                accounted = worker.result() if worker.exception() is None else 0
+                self._count(b, 0, accounted, exact=accounted < n)
+        worker.result()
 
     def _resolve_fragments(self, n: int) -> None:
         """Non-first fragments of rows ``0..n`` take their datagram's ports and flow hash."""
@@ -182,14 +187,20 @@ class FlowEngine:
             self.frags.resolve(self.cols, frag_idx)
             flow_hashes_at(self.cols, frag_idx, self.pkt_hash)
 
-    def _count(self, b: RawBatch, lo: int, hi: int) -> None:
-        """Rows ``lo..hi`` are accounted (or handed over to be): their packets, statuses and
-        wire bytes (tallied by decode_records), and the latest timestamp."""
+    def _count(self, b: RawBatch, lo: int, hi: int, exact: bool = False) -> None:
+        """Rows ``lo..hi`` are accounted: their packets, statuses and wire bytes (tallied by
+        decode_records over what it decoded; ``exact``: counted from these rows' columns
+        instead, as more rows may have been decoded than accounted), and the latest timestamp."""
         self.counts.records += hi - lo
         tally = self.tally.sum(axis=0)
         self.tally[:] = 0
+        if exact:
+            tally[:TALLY_WIRE_BYTES] = np.bincount(self.cols.status[lo:hi] & 7, minlength=TALLY_WIRE_BYTES)
+            tally[TALLY_WIRE_BYTES] = int(b.wirelen[lo:hi].sum())
         self.counts.by_status += tally[:TALLY_WIRE_BYTES]
         self.counts.wire_bytes += int(tally[TALLY_WIRE_BYTES])
+        if hi <= lo:
+            return
         ts_max = int(b.ts_ns[lo:hi].max())
         self.last_ts = ts_max if self.last_ts is None else max(self.last_ts, ts_max)
 

@@ -7,11 +7,14 @@ the table is full it evicts the least recently seen flows (counted, and reported
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from detector.config import FlowConfig
 from kernels import flowstate as fsd
 from kernels import flowtable as kft
+from kernels import handoff as hk
 from kernels import packet_columns as pc
 from kernels.flowkey import KEY_WORDS
 from kernels.xp_ops import lexsort
@@ -180,14 +183,34 @@ class FlowTable:
                                        *self._tables(), *self._outputs())
             if code == kft.DONE:
                 return
-            if code == kft.OUT_FULL:
-                self._park()
-            elif code == kft.SLOTS_FULL and len(self.slots) < self.max_slots:
-                bigger = np.zeros((2 * len(self.slots), 2), dtype=np.uint64)
-                kft.rehash(self.slots, bigger)
-                self.slots = bigger
-            else:
-                self.evict_oldest(max(1, self.capacity // EVICT_FRACTION))
+            self.make_room(code)
+
+    def follow(self, progress: np.ndarray, cols, pkt_hash: np.ndarray, n: int) -> int:
+        """Account rows ``0..n`` of the batch as another thread decodes and publishes them
+        (:mod:`kernels.handoff`); returns how many were accounted (fewer when asked to stop).
+        The caller makes sure the table has room for every row first (no evictions here)."""
+        j = 0
+        while j < n:
+            j, code = hk.account_published(progress, cols, pkt_hash, NO_ROWS, j, n, self.likely, self.cfgv,
+                                           *self._tables(), *self._outputs())
+            if code == hk.WAITING:
+                time.sleep(0)  # the decoder is behind, or off its core: let it have this one
+            elif code == hk.STOPPED:
+                return j
+            elif code != kft.DONE:
+                self.make_room(code)
+        return n
+
+    def make_room(self, code: int) -> None:
+        """What an accounting kernel that stopped with ``code`` needs before it is called again."""
+        if code == kft.OUT_FULL:
+            self._park()
+        elif code == kft.SLOTS_FULL and len(self.slots) < self.max_slots:
+            bigger = np.zeros((2 * len(self.slots), 2), dtype=np.uint64)
+            kft.rehash(self.slots, bigger)
+            self.slots = bigger
+        else:
+            self.evict_oldest(max(1, self.capacity // EVICT_FRACTION))
 
     def expiry_due(self, now_ns: int) -> bool:
         """Whether :meth:`maybe_expire` would scan at ``now_ns``."""
