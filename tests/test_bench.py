@@ -155,8 +155,9 @@ def test_scaling_runs_one_core_two_threads_and_two_independent_runs_side_by_side
 
     capture = generated_capture(tmp_path, 20000)
     s = measure_scaling(capture, tmp_path, 1)
-    assert set(s["seconds"]) == {"one_core", "two_threads", "two_independent"}
-    one, sec = s["seconds"]["one_core"], s["seconds"]
+    runs = s["seconds"]  # which runs were made; their times are not asserted
+    assert set(runs) == {"one_core", "two_threads", "two_independent"}
+    one, sec = runs["one_core"], runs
     assert s["speedup"] == {"two_threads": round(one / sec["two_threads"], 2),
                             "two_independent": round(2 * one / sec["two_independent"], 2)}
     assert s["memory_copy_speedup"] > 0 and len(s["cores"]) == 2
