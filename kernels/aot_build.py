@@ -5,8 +5,8 @@ dispatcher here. The signatures to compile are those the kernels are called with
 ``detector flows`` (one, two and three threads; pcap, pcapng, gzip; a capture with IP
 fragments) and ``detector analyze`` on small synthetic captures and calls the daemon's ring
 walker on an empty block and the two-thread hand-over's stop request, and every signature in
-Numba's on-disk cache for the current sources is added (the daemon's live-capture kernel, and any other this machine has compiled). Each is
-compiled with Numba's ahead-of-time compiler (``numba.pycc``) for this machine's CPU and the
+Numba's on-disk cache for the current sources is added (any other this machine has compiled).
+Each is compiled with Numba's ahead-of-time compiler (``numba.pycc``) for this machine's CPU and the
 features it reports (or, ``--portable``, the architecture's baseline), releasing the GIL as the
 JIT kernels do, and listed in a manifest with its argument key
 (:mod:`kernels.aot_keys`) and a fingerprint of the sources and versions it was built from

@@ -29,7 +29,8 @@ PROGRESS_WORDS = 16
 
 WAITING = 100  # account_published: nothing new was published for a while (yield the core, call again)
 STOPPED = 101  # account_published: the caller asked it to stop
-SPINS = 4096  # polls before WAITING: a few microseconds, about one block's decoding
+SPINS = 4096  # polls before WAITING: microseconds, against 100-200 us to decode a block, so a
+# waiting accountant gives its core up a few times a block (to the record builder, say)
 
 
 @cpu_kernel
