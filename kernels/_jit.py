@@ -48,25 +48,8 @@ def _cache_dir_for_read_only_installs() -> None:
 _cache_dir_for_read_only_installs()
 
 from kernels import aot_load  # noqa: E402  (after the cache folder is chosen)
+from kernels._plain import literal_unroll, load_acquire, store_release  # noqa: E402  (until Numba's are needed)
 from kernels.aot_keys import value_key  # noqa: E402
-
-
-# Numba's objects that kernels call, and these stand-ins for them while Numba is not imported
-# (and for plain Python under NUMBA_DISABLE_JIT); materialize() puts Numba's in their place
-def literal_unroll(container):
-    """Numba's ``literal_unroll``."""
-    return container
-
-
-def load_acquire(array, i):
-    """``array[i]``, read with acquire ordering (see :mod:`kernels._numba_dispatch`)."""
-    return array[i]
-
-
-def store_release(array, i, value):
-    """``array[i] = value``, written with release ordering."""
-    array[i] = value
-
 
 _AOT = aot_load.variants()  # compiled ahead of time and fitting these sources, or None
 _placeholders = {} if _AOT is None else {id(f): f.__name__ for f in (literal_unroll, load_acquire, store_release)}

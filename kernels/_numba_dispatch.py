@@ -23,7 +23,7 @@ def _atomics():
     is visible to the thread whose load sees the stored value). In plain Python (under
     ``NUMBA_DISABLE_JIT``) indexing is enough: the GIL orders them."""
     if numba.config.DISABLE_JIT:
-        from kernels._jit import load_acquire, store_release
+        from kernels._plain import load_acquire, store_release
 
         return load_acquire, store_release
     from numba.core import cgutils, types

@@ -4,7 +4,7 @@ Run as ``python -m kernels.aot_build`` with ``DETECTOR_AOT=0``, so that every ke
 dispatcher here. The signatures to compile are those the kernels are called with: a warm-up runs
 ``detector flows`` (one, two and three threads; pcap, pcapng, gzip; a capture with IP
 fragments) and ``detector analyze`` on small synthetic captures and calls the daemon's ring
-walker on an empty block and the two-thread hand-over's stop request, and every signature in
+walker on an empty block, and every signature in
 Numba's on-disk cache for the current sources is added (any other this machine has compiled).
 Each is compiled with Numba's ahead-of-time compiler (``numba.pycc``) for this machine's CPU and the
 features it reports (or, ``--portable``, the architecture's baseline), releasing the GIL as the
@@ -58,7 +58,7 @@ def _warm_up(work: Path) -> None:
     for threads in ("1", "2", "3"):  # matching fragments, and the two-thread hand-over's fragment path
         run("flows", str(frags), "-o", str(work / f"frags-{threads}.parquet"), "--threads", threads, "-q",
             "--no-progress")
-    _warm_up_other_kernels()
+    _warm_up_live_capture()
 
 
 def _fragmented_capture(path: Path) -> Path:
@@ -72,15 +72,13 @@ def _fragmented_capture(path: Path) -> Path:
     return path
 
 
-def _warm_up_other_kernels() -> None:
-    """Kernels that no run above calls: the daemon's ring walker, called as
-    ``detector.daemon.live`` calls it (no capture is opened: an empty block), and the stop
-    request of the two-thread hand-over (a Ctrl-C)."""
+def _warm_up_live_capture() -> None:
+    """The daemon's ring walker, called as ``detector.daemon.live`` calls it (no capture is
+    opened: an empty block)."""
     import numpy as np
 
-    from kernels import handoff, tpacket
+    from kernels import tpacket
 
-    handoff.request_stop(np.zeros(handoff.PROGRESS_WORDS, np.int64))  # what a Ctrl-C calls beside two threads
     rows = 8
     tpacket.walk_block(np.zeros(64, np.uint8), 0, 64, np.empty(rows, np.int64), np.empty(rows, np.uint32),
                        np.empty(rows, np.uint32), np.empty(rows, np.int64), 0, False)

@@ -12,8 +12,8 @@ thread against 1.21-1.55x for the Python hand-over, best of 7 (medians 1.44-1.54
 interleaved, 8 and 14 rounds: 0-5 % faster than the Python hand-over (best 0.384 against 0.379
 s and 0.458 against 0.480 s; medians 0.453 against 0.459 s and 0.522 against 0.547 s).
 
-``progress`` is an int64 array: ``[PUBLISHED]`` rows decoded and published, ``[STOP]`` set to
-ask the accountant to return (the caller was interrupted).
+``progress`` is an int64 array: ``[PUBLISHED]`` rows decoded and published, ``[STOP]`` set (a
+plain store, by the caller) to ask the accountant to return: the decoder was interrupted.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ PROGRESS_WORDS = 16
 
 WAITING = 100  # account_published: nothing new was published for a while (yield the core, call again)
 STOPPED = 101  # account_published: the caller asked it to stop
-SPINS = 4096  # polls before WAITING: microseconds, against 100-200 us to decode a block, so a
-# waiting accountant gives its core up a few times a block (to the record builder, say)
+SPINS = 4096  # polls before WAITING (about 10 us), against 100-200 us to decode a block: a waiting
+# accountant returns to Python a few times a block, where the record builder may take the GIL
 
 
 @cpu_kernel
@@ -56,11 +56,6 @@ def decode_publishing(buf, off, caplen, wirelen, ts_ns, link, start, stop, cols,
 def publish(progress, upto):
     """Rows up to ``upto`` are ready (written before this, by the calling thread)."""
     store_release(progress, PUBLISHED, upto)
-
-
-@cpu_kernel
-def request_stop(progress):
-    store_release(progress, STOP, 1)
 
 
 @cpu_kernel

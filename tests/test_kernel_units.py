@@ -169,14 +169,14 @@ def test_a_ctrl_c_while_two_threads_account_waits_for_the_accounting(tmp_path, m
 
     real_wait, calls = engine_mod.wait, []
 
-    def ctrl_c_in_first_wait(futures, *args, **kw):  # a Ctrl-C, without signals or timing
-        calls.append(1)
-        if len(calls) == 1:
+    def ctrl_c_in_first_wait_for_the_worker(futures, *args, **kw):  # a Ctrl-C, without signals or timing
+        if len(futures) > 1 and not calls:  # the worker's future, and the pool's own marker
+            calls.append(1)
             raise KeyboardInterrupt
         return real_wait(futures, *args, **kw)
 
     shard.follow = slow
-    monkeypatch.setattr(engine_mod, "wait", ctrl_c_in_first_wait)
+    monkeypatch.setattr(engine_mod, "wait", ctrl_c_in_first_wait_for_the_worker)
     with pytest.raises(KeyboardInterrupt):
         engine.process(batch)
     assert accounted == [batch.n] and not running
@@ -204,3 +204,36 @@ def test_a_ctrl_c_while_decoding_stops_the_accounting_thread_and_counts_what_it_
     c = engine.counts
     assert c.records <= batch.n // 2 and int(c.by_status.sum()) == c.records
     assert _packets_in_flows(engine.finish()) == c.ip  # every counted IP packet is in a flow, and only those
+
+
+def test_a_ctrl_c_inside_submit_leaves_no_accounting_thread_waiting(tmp_path):
+    """Two threads: a Ctrl-C that lands in submit(), after the accounting task was queued but
+    before the caller holds its future. Nothing is published, yet the task may not wait for
+    rows forever: the caller asks it to stop and waits for the pool, so process() raises and
+    finish() returns (both run in a thread here, so that a hang fails instead of stalling)."""
+    import threading
+
+    engine, batch = _two_thread_engine_and_batch(tmp_path)
+    real_submit = engine._pool.submit
+
+    def submit_then_ctrl_c(fn, *args, **kw):
+        future = real_submit(fn, *args, **kw)
+        if fn is int:  # the pool's marker, submitted while waiting
+            return future
+        raise KeyboardInterrupt
+
+    engine._pool.submit = submit_then_ctrl_c
+    outcome = []
+
+    def run():
+        try:
+            engine.process(batch)
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+        engine._pool.submit = real_submit
+        outcome.append(_packets_in_flows(engine.finish()))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(120)  # a guard against hanging the suite, not a timing
+    assert outcome == ["interrupted", 0] and engine.counts.records == 0

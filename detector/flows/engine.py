@@ -41,11 +41,12 @@ HANDOFF_BLOCK = 2048  # rows published at a time to the accounting thread (two t
 RECORD_GROUP = 16384  # ended flows gathered before they are handed on (records cost per group)
 
 
-def _wait_all(futures, fifo: ThreadPoolExecutor | None = None) -> None:
+def _wait_all(futures, fifo: ThreadPoolExecutor | None = None, on_interrupt=None) -> None:
     """Wait until every future is done, through a Ctrl-C too (raised again afterwards): no kernel
     may still run on a flow table when the caller goes on (finish() flushes the same tables).
     ``fifo``, a one-worker pool: also wait for tasks queued there whose future a Ctrl-C inside
-    submit() lost (it runs tasks in order: once one queued after them ran, so did they)."""
+    submit() lost (it runs tasks in order: once one queued after them ran, so did they).
+    ``on_interrupt`` is called at each Ctrl-C (to tell a task waiting for more work to stop)."""
     interrupted = False
     while True:
         try:
@@ -53,6 +54,8 @@ def _wait_all(futures, fifo: ThreadPoolExecutor | None = None) -> None:
             break
         except KeyboardInterrupt:
             interrupted = True
+            if on_interrupt is not None:
+                on_interrupt()
     if interrupted:
         raise KeyboardInterrupt
 
@@ -155,12 +158,15 @@ class FlowEngine:
         """Decode ``b`` on this thread, a block at a time, while the pool's one worker accounts
         each block once it is published. From the first block with an IP fragment, the rest of
         the batch is decoded and its fragments matched over the whole batch before it is
-        published. Whatever stops this thread (a Ctrl-C) stops the worker too, and only what it
-        accounted is counted, so flows and counts agree."""
+        published. Whatever stops this thread before all is published (a Ctrl-C, wherever it
+        lands) stops the worker too, and only what it accounted is counted, so flows and counts
+        agree."""
         shard, n, progress = self.shards[0], b.n, self.progress
-        progress[:] = 0  # before the worker starts: nothing published, no stop
-        worker = self._pool.submit(shard.follow, progress, self.cols, self.pkt_hash, n)
+        self._stop_worker()  # none of an earlier batch may still be waiting (a Ctrl-C can land anywhere)
+        progress[:] = 0
+        worker, published_all = None, False
         try:
+            worker = self._pool.submit(shard.follow, progress, self.cols, self.pkt_hash, n)
             t0 = time.perf_counter()
             published, decoded = hk.decode_publishing(b.buf, b.off, b.caplen, b.wirelen, b.ts_ns, b.link, 0, n,
                                                       self.cols, self.pkt_hash, self.tally[0], HANDOFF_BLOCK, progress)
@@ -168,17 +174,31 @@ class FlowEngine:
                 self._decode(b, 0, decoded, n)
                 self._resolve_fragments(n)
                 hk.publish(progress, n)
+            published_all = True
             self.seconds["decode"] += time.perf_counter() - t0
-        except BaseException:
-            hk.request_stop(progress)
-            raise
         finally:
-            try:
-                _wait_all([worker])  # a Ctrl-C meanwhile comes out of here, once the worker is done
+            if not published_all:
+                self._ask_worker_to_stop()
+            try:  # a Ctrl-C meanwhile comes out of here, once the worker is done
+                _wait_all([worker] if worker is not None else [], fifo=self._pool,
+                          on_interrupt=self._ask_worker_to_stop)
             finally:
-                accounted = worker.result() if worker.exception() is None else 0
+                ok = worker is not None and worker.done() and worker.exception() is None
+                accounted = worker.result() if ok else 0
                 self._count(b, 0, accounted, exact=accounted < n)
         worker.result()
+
+    def _ask_worker_to_stop(self) -> None:
+        # a plain store, not a kernel (nothing to compile or dispatch while a Ctrl-C may come
+        # again): the flag hands no data over, so it needs no release ordering
+        self.progress[hk.STOP] = 1
+
+    def _stop_worker(self) -> None:
+        """Two threads: ask any accounting task still waiting for rows to return, and wait until
+        the pool's one worker is idle."""
+        if self.pipelined and self._pool is not None:
+            self._ask_worker_to_stop()
+            _wait_all([], fifo=self._pool)
 
     def _resolve_fragments(self, n: int) -> None:
         """Non-first fragments of rows ``0..n`` take their datagram's ports and flow hash."""
@@ -257,6 +277,7 @@ class FlowEngine:
         ends with reason ``eof``. A partition of an archive passes the archive's last timestamp,
         so its flows end exactly as in one pass over the whole archive."""
         now = self.last_ts if last_ts is None else last_ts
+        self._stop_worker()
 
         def end(shard):
             if now is not None:
