@@ -24,7 +24,7 @@ from kernels.decode import decode_records
 from kernels.packet_columns import FRAG_IS_FRAGMENT
 
 PUBLISHED = 0
-STOP = 8  # apart from PUBLISHED: the accountant polls it only while waiting; the caller writes it once
+STOP = 8  # apart from PUBLISHED: the accountant polls it only while waiting; the caller sets it when it stops early
 PROGRESS_WORDS = 16
 
 WAITING = 100  # account_published: nothing new was published for a while (yield the core, call again)
