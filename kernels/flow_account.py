@@ -68,9 +68,11 @@ class Stats:
         self.ranges = 0
         self.packets = 0
         self.segments = 0
-        self.rounds = 0
-        self.walked_segments = 0
+        self.rounds = 0  # rounds of settling record starts, summed over ranges
+        self.walked_segments = 0  # segments walked packet by packet
         self.walked_packets = 0
+        self.unsettled_segments = 0  # of which: record starts not settled in the rounds
+        self.seq_segments = 0  # of which: sequence numbers the scans cannot follow
         self.collisions = 0
 
     def as_dict(self) -> dict:
@@ -95,8 +97,9 @@ def packet_keys(xp, cols, rows):
 class ScanTable:
     """The flow table as columns, with a sorted index of its keys' hashes."""
 
-    def __init__(self, xp, capacity: int, cfg_vector, likely, sync):
+    def __init__(self, xp, capacity: int, cfg_vector, likely, sync, rounds: int = ROUNDS):
         self.xp = xp
+        self.rounds = rounds
         self.capacity = capacity
         self.cfg = [int(v) for v in cfg_vector]
         self.likely = xp.asarray(likely)
@@ -239,12 +242,18 @@ class ScanTable:
         lanes = _lanes(xp, cols, g.rows, g.from_a, g.seg, g.new_key)
         seg_rows = self._lookup(g.h[g.heads], tuple(w[g.heads] for w in g.keys))
         held = self._held(seg_rows)
-        recs, ch, reasons, settled = flow_scan.find_records(xp, self.fsm, lanes, held, self.cfg, self.likely,
-                                                            ROUNDS, sync)
+        recs, ch, reasons, settled, used = flow_scan.find_records(xp, self.fsm, lanes, held, self.cfg, self.likely,
+                                                            self.rounds, sync)
+        stats.rounds += used
         nrec = int(sync(recs.start.sum()))
         out = flow_fields.record_fields(xp, self.fsm, lanes, held, recs, ch, nrec)
         walk_seg = xp.zeros(nseg, dtype=bool)
-        walk_seg[g.seg[~settled | out.hard]] = True
+        walk_seg[g.seg[~settled]] = True
+        unsettled = int(sync(walk_seg.sum()))
+        stats.unsettled_segments += unsettled
+        seq_seg = xp.zeros(nseg, dtype=bool)
+        seq_seg[g.seg[out.hard]] = True
+        walk_seg |= seq_seg
         on_scan = ~walk_seg[g.seg]
         cols.flow_dir[g.rows] = xp.where(on_scan, out.dir, 0).astype(cols.flow_dir.dtype)
         cols.flow_nth[g.rows] = out.nth.astype(cols.flow_nth.dtype)
@@ -267,6 +276,7 @@ class ScanTable:
         keep = xp.flatnonzero(last_of_seg & scanned)
         self._store(g, rec_ends[keep], seg_rows[rec_seg[keep]], out.st[:, keep], out.fs[:, keep], out.hist[:, keep])
         nwalk = int(sync(walk_seg.sum()))
+        stats.seq_segments += nwalk - unsettled
         if nwalk:
             parts.append(self._walk(cols, g, seg_rows, held, walk_seg))
         return _concat(xp, parts)

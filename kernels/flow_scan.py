@@ -225,10 +225,10 @@ def starts_from(xp, lanes: Lanes, head_kind, reasons) -> Records:
 def find_records(xp, fsm, lanes: Lanes, held: Held, cfg, likely, rounds: int, sync):
     """Iterate record starts to the CPU engine's (see the module's docstring).
 
-    Returns ``(records, chains, reasons, settled)``: ``reasons`` says why the record before each
+    Returns ``(records, chains, reasons, settled, rounds)``: ``reasons`` says why the record before each
     start ended (at segments' first packets: why the table's flow ended, or -1), and
     ``settled`` (per packet) whether its segment reached the fixed point; segments that did not
-    within ``rounds`` are left to the sequential walk. ``sync(x)`` brings a device value to the
+    within ``rounds`` are left to the sequential walk; ``rounds``: how many were run. ``sync(x)`` brings a device value to the
     host (the caller counts them)."""
     hr = head_reasons(xp, fsm, lanes, held, cfg)
     has = held.has[lanes.seg]
@@ -242,12 +242,12 @@ def find_records(xp, fsm, lanes: Lanes, held: Held, cfg, likely, rounds: int, sy
         if k == rounds:
             break
         if not bool(sync(differs.any())):
-            return recs, ch, xp.where(lanes.seg_head, hr, reasons), xp.ones(lanes.ts.shape[0], dtype=bool)
+            return recs, ch, xp.where(lanes.seg_head, hr, reasons), xp.ones(lanes.ts.shape[0], dtype=bool), k + 1
         recs = new
     # not settled: the segments where the last two rounds still disagree
     bad = ss.scan(xp, differs.astype(xp.int64), lanes.seg_head, "max")
     bad_seg = bad[_segment_last(xp, lanes.seg_head)]
-    return recs, ch, xp.where(lanes.seg_head, hr, reasons), bad_seg[lanes.seg] == 0
+    return recs, ch, xp.where(lanes.seg_head, hr, reasons), bad_seg[lanes.seg] == 0, rounds + 1
 
 
 def _segment_last(xp, heads):

@@ -64,12 +64,24 @@ class HostDecoder:
         return {"resolved": int(s[0]), "unresolved": int(s[1]), "overwritten": int(s[2])}
 
 
+class Syncs:
+    """Device values brought to the host, counted: the one place the engine waits for the
+    device (a plain object, so the table holding it does not keep the engine alive)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, value):
+        self.count += 1
+        return value.get() if hasattr(value, "get") else value
+
+
 class ScanFlowEngine:
     def __init__(self, cfg: FlowConfig, xp=np, decoder=None):
         self.cfg = cfg
         self.xp = xp
         self.threads = 1
-        self.syncs = 0
+        self._sync = Syncs()
         self.decoder = decoder or HostDecoder(cfg)
         self.capacity = int(cfg.max_flows)
         self.table = ScanTable(xp, self.capacity, config_vector(cfg), server_port_map(cfg.server_ports), self._sync)
@@ -79,10 +91,9 @@ class ScanFlowEngine:
         self._last_scan: int | None = None
         self._parked: list[Emitted] = []
 
-    def _sync(self, value):
-        """A device value on the host: the one place the engine waits for the device."""
-        self.syncs += 1
-        return value.get() if hasattr(value, "get") else value
+    @property
+    def syncs(self) -> int:
+        return self._sync.count
 
     # -- the room policy's interface (detector.flows.table.account_ranges) -------------------
     def free_rows(self) -> int:
