@@ -1,19 +1,13 @@
 """``numba.cuda`` kernels of the GPU backend, built on first use.
 
 The per-element logic is the CPU's own: these kernels call the same Numba functions
-(``decode_record``, ``canonical_key``, ``packet_ends_flow``, ``init_flow``, ``update_flow``,
-``expiry_reason``, ...), which Numba compiles for the GPU. What is GPU-specific is only how
-work is spread and how shared state is claimed:
+(``decode_record``, ``canonical_key``, ``packet_ends_flow``, ``init_flow``, ``update_flow``),
+which Numba compiles for the GPU. What is GPU-specific is only how work is spread:
 
 - decoding: one thread per packet;
-- flow accounting: packets are grouped by flow hash (a stable sort keeps capture order within
-  a flow) and one thread walks one group, so every flow sees its packets in order, as on the CPU;
-- the flow table lives on the device. A thread inserts a new key by popping a free row (atomic)
-  and claiming a slot with compare-and-swap; a key is only ever handled by the thread of its
-  group, so no two threads look for the same key. Ended flows that continue (active timeout,
-  port reuse, idle gap) restart in their own row, so nothing is deleted while threads probe;
-  expiry, eviction and flushing free rows in a separate launch, after which the slot table is
-  rebuilt from the live rows.
+- IP fragments: one thread per fragment, first fragments claiming cache slots with atomics;
+- flow accounting is array code (:mod:`kernels.flow_account`); only the few segments whose
+  record starts the scans cannot settle are walked, one thread per segment (``walk``).
 
 ``numba.cuda`` is imported inside :func:`kernels`, so importing this module never touches it.
 """
@@ -25,26 +19,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from kernels.decode import decode_record
-from kernels.flowkey import canonical_key, is_flow_packet, mix64, packet_flow_hash
-from kernels.flowstate import (
-    END_ACTIVE,
-    END_EVICTED,
-    EXPIRE_AT,
-    M_ACTIVE,
-    M_CREATED,
-    M_EVICTED,
-    M_HWM,
-    M_NFREE,
-    M_OUT_N,
-)
-from kernels.flowtable import (
-    expiry_reason,
-    init_flow,
-    note_packet_flow,
-    packet_ends_flow,
-    restart_flow,
-    update_flow,
-)
+from kernels.flow_walk import walk_one
+from kernels.flowkey import is_flow_packet, mix64, packet_flow_hash
 from kernels.fragments import STAT_OVERWRITTEN, STAT_RESOLVED, STAT_UNRESOLVED
 from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED
 
@@ -147,123 +123,14 @@ def _build() -> SimpleNamespace:
         else:
             cuda.atomic.add(stats, STAT_UNRESOLVED, 1)
 
-    # -- the device flow table ---------------------------------------------------------------
-    @cuda.jit(device=True)
-    def find(slot_hash, slot_row, keys, h, a_hi, a_lo, b_hi, b_lo, w4):
-        mask = np.uint64(slot_row.shape[0] - 1)
-        s = h & mask
-        while True:
-            r = slot_row[s]
-            if r == 0:
-                return -1
-            if slot_hash[s] == h:
-                f = np.int64(r) - 1
-                if (keys[f, 0] == a_hi and keys[f, 1] == a_lo and keys[f, 2] == b_hi and keys[f, 3] == b_lo
-                        and keys[f, 4] == w4):
-                    return f
-            s = (s + np.uint64(1)) & mask
-
-    @cuda.jit(device=True)
-    def claim_slot(slot_hash, slot_row, h, f):
-        mask = np.uint64(slot_row.shape[0] - 1)
-        s = h & mask
-        while True:
-            if cuda.atomic.cas(slot_row, s, np.uint64(0), np.uint64(f + 1)) == 0:
-                slot_hash[s] = h
-                return
-            s = (s + np.uint64(1)) & mask
-
-    @cuda.jit(device=True)
-    def insert(slot_hash, slot_row, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4):
-        top = cuda.atomic.sub(meta, M_NFREE, 1)  # the host made sure the stack holds enough rows
-        f = free[top - 1]
-        cuda.atomic.add(meta, M_ACTIVE, 1)
-        cuda.atomic.add(meta, M_CREATED, 1)
-        cuda.atomic.max(meta, M_HWM, f + 1)
-        fhash[f] = h
-        keys[f, 0] = a_hi
-        keys[f, 1] = a_lo
-        keys[f, 2] = b_hi
-        keys[f, 3] = b_lo
-        keys[f, 4] = w4
-        used[f] = 1
-        claim_slot(slot_hash, slot_row, h, f)
-        return f
-
-    @cuda.jit(device=True)
-    def emit(keys, st, fs, hist, f, reason, okeys, ost, ofs, ohist, oreason, meta):
-        k = cuda.atomic.add(meta, M_OUT_N, 1)
-        for c in range(keys.shape[1]):
-            okeys[k, c] = keys[f, c]
-        for c in range(st.shape[1]):
-            ost[k, c] = st[f, c]
-        for c in range(fs.shape[1]):
-            ofs[k, c] = fs[f, c]
-        for c in range(hist.shape[1]):
-            ohist[k, c] = hist[f, c]
-        oreason[k] = reason
-
+    # -- the sequential walk of unsettled segments -------------------------------------------
     @cuda.jit
-    def account(cols, pkt_hash, order, seg_start, n_seg, likely, cfg, keys, fhash, st, fs, hist, used,
-                slot_hash, slot_row, free, meta, okeys, ost, ofs, ohist, oreason):
-        """One thread per group of packets with one flow hash, in capture order."""
+    def walk(cols, order, lo, hi, out_at, likely, cfg, state, res, k):
+        """One thread per segment the scans could not settle (kernels.flow_account)."""
         g = cuda.grid(1)
-        if g >= n_seg:
+        if g >= k:
             return
-        for j in range(seg_start[g], seg_start[g + 1]):
-            i = order[j]
-            h = pkt_hash[i]
-            a_hi, a_lo, b_hi, b_lo, w4, from_a = canonical_key(cols, i)
-            f = find(slot_hash, slot_row, keys, h, a_hi, a_lo, b_hi, b_lo, w4)
-            if f >= 0:
-                reason = packet_ends_flow(st, f, cols, i, cfg)
-                if reason == END_ACTIVE:
-                    emit(keys, st, fs, hist, f, END_ACTIVE, okeys, ost, ofs, ohist, oreason, meta)
-                    restart_flow(st, fs, f, cols.ts_ns[i])
-                elif reason >= 0:
-                    emit(keys, st, fs, hist, f, reason, okeys, ost, ofs, ohist, oreason, meta)
-                    # the key's next flow starts in the same row: nothing is deleted mid-launch
-                    init_flow(st, fs, hist, f, cols, i, from_a, likely)
-                    cuda.atomic.add(meta, M_CREATED, 1)
-            else:
-                f = insert(slot_hash, slot_row, fhash, keys, used, free, meta, h, a_hi, a_lo, b_hi, b_lo, w4)
-                init_flow(st, fs, hist, f, cols, i, from_a, likely)
-            update_flow(st, fs, hist, f, cols, i, from_a, cfg)
-            note_packet_flow(st, f, cols, i, from_a)
-
-    @cuda.jit
-    def end_rows(rows, nrows, now, flush_reason, evict, keys, st, fs, hist, used, free, meta,
-                 okeys, ost, ofs, ohist, oreason):
-        """Emit and free flows: those of ``rows`` that expired before ``now`` (or all of them,
-        with ``flush_reason`` >= 0, or as evictions). The slot table is rebuilt afterwards."""
-        j = cuda.grid(1)
-        if j >= nrows:
-            return
-        f = rows[j]
-        if not used[f]:
-            return
-        if evict:
-            reason = END_EVICTED
-        elif flush_reason >= 0:
-            reason = flush_reason
-        elif st[f, EXPIRE_AT] < now:
-            reason = expiry_reason(st, f)
-        else:
-            return
-        emit(keys, st, fs, hist, f, reason, okeys, ost, ofs, ohist, oreason, meta)
-        used[f] = 0
-        top = cuda.atomic.add(meta, M_NFREE, 1)
-        free[top] = f
-        cuda.atomic.sub(meta, M_ACTIVE, 1)
-        if evict:
-            cuda.atomic.add(meta, M_EVICTED, 1)
-
-    @cuda.jit
-    def rebuild_slots(used, fhash, hwm, slot_hash, slot_row):
-        f = cuda.grid(1)
-        if f >= hwm or not used[f]:
-            return
-        claim_slot(slot_hash, slot_row, fhash[f], f)
+        walk_one(cols, order, lo[g], hi[g], out_at[g], likely, cfg, state, res, g)
 
     return SimpleNamespace(decode=decode, frag_claim=frag_claim, frag_write=frag_write, frag_lookup=frag_lookup,
-                           account=account, end_rows=end_rows, rebuild_slots=rebuild_slots)
+                           walk=walk)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from kernels import seg_scan as ss
+from kernels.fsm_scan import compact
 from kernels.flow_scan import CONTINUE, FRESH, RESTART, Chains, Held, Lanes, Records
 from kernels.flowstate import (
     CLOSE_TS,
@@ -100,7 +101,7 @@ from kernels.tcp_state import TOO_LARGE_SEQ_DELTA
 
 BIG = 1 << 62
 U32 = 0xFFFFFFFF
-SEQ_ROUNDS = 3  # passes to settle which out-of-window SYNs and RSTs the high-water mark skips
+SEQ_PASSES = 2  # passes to settle which out-of-window SYNs and RSTs the high-water mark skips
 _FLAG_COUNTS = ((D_SYN, TH_SYN), (D_ACK, TH_ACK), (D_FIN, TH_FIN), (D_RST, TH_RST), (D_PSH, TH_PSH),
                 (D_URG, TH_URG), (D_ECE, TH_ECE), (D_CWR, TH_CWR))
 
@@ -138,7 +139,7 @@ def record_fields(xp, fsm, lanes: Lanes, held: Held, recs: Records, ch: Chains, 
     packet), and each packet's direction, number and record start."""
     rec = xp.cumsum(recs.start) - 1
     cont = recs.kind[ch.rec_start] == CONTINUE
-    ends = xp.flatnonzero(ss.ends(xp, recs.start)) if nrec else xp.zeros(0, dtype=xp.int64)
+    ends = compact(xp, ss.ends(xp, recs.start), nrec)
     c = _Ctx(xp, fsm, lanes, held, recs, ch, cont, rec, nrec, ends)
     st = xp.zeros((NI, nrec), dtype=xp.int64)
     fs = xp.zeros((NF, nrec), dtype=xp.float64)
@@ -342,20 +343,18 @@ def _sequence(c: _Ctx, st, ok, ep, syn, rst, end, base):
     w = run_base + ss.cumsum(xp, step, run_start)  # unwrapped end of each packet
     eligible = ok & (ep != TCP_RESET)
     lowest = -(1 << 62)
-    hard = xp.zeros(ok.shape, dtype=bool)
-    for k in range(SEQ_ROUNDS + 1):
-        mark_incl = xp.maximum(ss.scan(xp, xp.where(eligible, w, lowest), run_head, "max"), run_base)
+    skipped = xp.zeros(ok.shape, dtype=bool)
+    for _ in range(SEQ_PASSES):
+        counted = eligible & ~skipped
+        mark_incl = xp.maximum(ss.scan(xp, xp.where(counted, w, lowest), run_head, "max"), run_base)
         mark = ss.exclusive(xp, mark_incl, run_head, run_base)
         delta = w - mark
+        was = skipped
         skipped = ok & (syn | rst) & ((delta > TOO_LARGE_SEQ_DELTA) | (delta < -TOO_LARGE_SEQ_DELTA))
-        # a skipped packet that the mark counted would have raised it
-        wrong = skipped & eligible & (delta > 0)
-        if k == SEQ_ROUNDS:
-            hard |= wrong
-            break
-        eligible = eligible & ~skipped
-        if not bool(c.xp.asarray(wrong).any()):
-            break
+    # the last pass's marks hold if its skipped packets are the ones it left out (as far as the
+    # mark goes: a skipped packet below the mark would not have raised it anyway), and every
+    # difference fits 32-bit sequence space as the CPU's does
+    hard = ok & (skipped != was) & (delta > 0)
     hard |= ok & ((delta >= (1 << 31)) | (delta < -(1 << 31)))
     new_bytes = xp.where(skipped, xp.where(rst, 0, ln.plen),
                          xp.where(ep == TCP_RESET, 0, xp.where(delta > 0, xp.minimum(delta, ln.plen), 0)))

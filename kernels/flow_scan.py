@@ -49,7 +49,7 @@ from kernels.flowstate import (
     R_STATE,
 )
 from kernels.packet_columns import TH_ACK, TH_FIN, TH_RST, TH_SYN
-from kernels.tcp_fsm import IDENTITY, S_FIN, S_RST, S_SYN, pack, symbol_of
+from kernels.tcp_fsm import IDENTITY, pack, symbol_of
 
 FRESH = 0  # a new flow: init_flow
 CONTINUE = 1  # the flow held in the table goes on
@@ -132,11 +132,30 @@ def initial_flip(xp, lanes: Lanes, likely):
     return tcp | udp
 
 
-def chain_state(xp, fsm, lanes: Lanes, held: Held, recs: Records, cfg, likely) -> Chains:
-    """The per-chain and per-record state before and after every packet, given record starts."""
+def chain_heads(lanes: Lanes, recs: Records):
+    """Where a chain starts: a segment's first packet, or a record that does not go on from
+    the one before (not an interim record)."""
+    return recs.start & ((recs.kind != RESTART) | lanes.seg_head)
+
+
+def moving(xp, lanes: Lanes, recs: Records):
+    """The packets that may move the TCP machine: SYN, FIN or RST, and each side's first
+    packet of a chain (the sides told apart by sender, which needs no orientation)."""
+    heads = chain_heads(lanes, recs)
+    out = heads | (lanes.tcp_ok & ((lanes.flags & (TH_SYN | TH_FIN | TH_RST)) != 0))
+    for side in (lanes.from_a, ~lanes.from_a):
+        seen = ss.scan(xp, side.astype(xp.int64), heads, "max")
+        out |= side & (ss.exclusive(xp, seen, heads, 0) == 0)
+    return out
+
+
+def chain_state(xp, fsm, lanes: Lanes, held: Held, recs: Records, cfg, likely, step, sizes):
+    """The per-chain and per-record state before and after every packet, given record starts;
+    the TCP machine is stepped at ``step`` (planned as ``sizes``, :mod:`kernels.fsm_scan`).
+    Returns ``(chains, wrong)``: ``wrong`` marks packets not stepped that moved the machine."""
     start = recs.start
     rec_start = ss.start_index(xp, start)
-    chain_head = start & ((recs.kind != RESTART) | lanes.seg_head)
+    chain_head = chain_heads(lanes, recs)
     chain_start = ss.start_index(xp, chain_head)
     has = held.has[lanes.seg]
     # a chain goes on from the table's flow where it is its segment's first and the segment's
@@ -150,10 +169,8 @@ def chain_state(xp, fsm, lanes: Lanes, held: Held, recs: Records, cfg, likely) -
     is_orig = lanes.from_a == a_is_orig
     # the TCP machine, from the table's state or a new flow's
     sym = xp.where(lanes.tcp_ok, symbol_of(xp, is_orig, lanes.flags, lanes.plen), IDENTITY)
-    first_of_dir = _first_of_direction(xp, is_orig, chain_head)
-    moving = ((sym & (S_SYN | S_FIN | S_RST)) != 0) & (sym != IDENTITY) | first_of_dir
     begin = xp.where(from_row, held.state[lanes.seg], 0)
-    before = fsm_scan.states_before_sparse(xp, fsm.table, sym, chain_head, begin, moving)
+    before, wrong = fsm_scan.states_before(xp, fsm.table, sym, chain_head, begin, step, sizes)
     after = fsm.table[sym, before]
     closed_after = fsm.closed[after]
     # times kept across a chain
@@ -174,17 +191,7 @@ def chain_state(xp, fsm, lanes: Lanes, held: Held, recs: Records, cfg, likely) -
                          xp.where(tcp & fsm.attempt[after], first_ts + cfg[C_ATTEMPT],
                                   last_seen + idle_timeout(xp, cfg, lanes.proto)))
     return Chains(rec_start, chain_head, chain_start, from_row, a_is_orig, is_orig, before, after, first_ts,
-                  last_seen, last_ts, close_ts, expire_at)
-
-
-def _first_of_direction(xp, is_orig, heads):
-    """Each chain's first packet of each direction."""
-    out = heads.copy()
-    for side in (is_orig, ~is_orig):
-        seen = ss.scan(xp, side.astype(xp.int64), heads, "max")
-        before = ss.exclusive(xp, seen, heads, 0)
-        out |= side & (before == 0)
-    return out
+                  last_seen, last_ts, close_ts, expire_at), wrong
 
 
 def end_reason(xp, fsm, lanes: Lanes, state, expire_at, first_ts, cfg):
@@ -222,37 +229,66 @@ def starts_from(xp, lanes: Lanes, head_kind, reasons) -> Records:
     return Records(lanes.seg_head | (reasons >= 0), kind)
 
 
-def find_records(xp, fsm, lanes: Lanes, held: Held, cfg, likely, rounds: int, sync):
-    """Iterate record starts to the CPU engine's (see the module's docstring).
+def first_plan(xp, lanes: Lanes):
+    """:func:`kernels.fsm_scan.plan` for the first round of :func:`find_records` (whose chains
+    are the segments), as a device vector to read with the caller's other sizes."""
+    recs = Records(lanes.seg_head, xp.zeros(lanes.ts.shape[0], dtype=xp.int64))
+    return fsm_scan.plan(xp, moving(xp, lanes, recs), lanes.seg_head)
 
-    Returns ``(records, chains, reasons, settled, rounds)``: ``reasons`` says why the record before each
-    start ended (at segments' first packets: why the table's flow ended, or -1), and
-    ``settled`` (per packet) whether its segment reached the fixed point; segments that did not
-    within ``rounds`` are left to the sequential walk; ``rounds``: how many were run. ``sync(x)`` brings a device value to the
-    host (the caller counts them)."""
+
+class Found(NamedTuple):
+    """Settled record starts: ``recs``, their ``chains``, ``reasons`` (why the record before
+    each start ended; at a segment's first packet, why the table's flow ended, or -1),
+    ``unsettled`` (per packet: its segment did not settle and is to be walked), ``nrec``
+    (records) and the ``rounds`` run."""
+
+    recs: Records
+    chains: Chains
+    reasons: object
+    unsettled: object
+    nrec: int
+    rounds: int
+
+
+def find_records(xp, fsm, lanes: Lanes, held: Held, cfg, likely, rounds: int, read, sizes) -> Found:
+    """Iterate record starts to the CPU engine's (see the module's docstring), stepping the
+    TCP machine at :func:`moving`'s packets plus those that proved to move it. ``sizes``: the
+    first round's (:func:`kernels.fsm_scan.plan` of ``moving`` for the segments' first records).
+    ``read(vector)`` brings a device vector to the host: once per round."""
     hr = head_reasons(xp, fsm, lanes, held, cfg)
     has = held.has[lanes.seg]
     head_kind = xp.where(hr == END_ACTIVE, RESTART, xp.where((hr >= 0) | ~has, FRESH, CONTINUE))
     recs = starts_from(xp, lanes, head_kind, xp.full(lanes.ts.shape[0], -1, dtype=xp.int64))
+    forced = xp.zeros(lanes.ts.shape[0], dtype=bool)
+    step = moving(xp, lanes, recs)
     for k in range(rounds + 1):
-        ch = chain_state(xp, fsm, lanes, held, recs, cfg, likely)
+        ch, wrong = chain_state(xp, fsm, lanes, held, recs, cfg, likely, step, sizes)
         reasons = split_reasons(xp, fsm, lanes, ch, cfg)
         new = starts_from(xp, lanes, head_kind, reasons)
-        differs = (new.start != recs.start) | (new.start & (new.kind != recs.kind))
+        bad = (new.start != recs.start) | (new.start & (new.kind != recs.kind)) | wrong
         if k == rounds:
-            break
-        if not bool(sync(differs.any())):
-            return recs, ch, xp.where(lanes.seg_head, hr, reasons), xp.ones(lanes.ts.shape[0], dtype=bool), k + 1
-        recs = new
-    # not settled: the segments where the last two rounds still disagree
-    bad = ss.scan(xp, differs.astype(xp.int64), lanes.seg_head, "max")
-    bad_seg = bad[_segment_last(xp, lanes.seg_head)]
-    return recs, ch, xp.where(lanes.seg_head, hr, reasons), bad_seg[lanes.seg] == 0, rounds + 1
+            nrec = int(read(recs.start.sum()))
+            return Found(recs, ch, xp.where(lanes.seg_head, hr, reasons), _segment_any(xp, lanes, bad), nrec, k + 1)
+        forced |= wrong
+        step = moving(xp, lanes, new) | forced
+        got = read(xp.concatenate((xp.stack((bad.any(), recs.start.sum())), fsm_scan.plan(xp, step, chain_heads(
+            lanes, new)))))
+        if not got[0]:
+            return Found(recs, ch, xp.where(lanes.seg_head, hr, reasons), xp.zeros(lanes.ts.shape[0], dtype=bool),
+                         int(got[1]), k + 1)
+        recs, sizes = new, fsm_scan.Sizes(*(int(v) for v in got[2:]))
+    raise AssertionError("unreachable")
 
 
-def _segment_last(xp, heads):
-    """Index of each segment's last element, by segment number."""
-    return xp.flatnonzero(ss.ends(xp, heads))
+def _segment_any(xp, lanes: Lanes, flags):
+    """Per packet: whether any packet of its segment is flagged."""
+    last = ss.ends(xp, lanes.seg_head)
+    per_seg = ss.scan(xp, flags.astype(xp.int64), lanes.seg_head, "max")
+    at_end = xp.where(last, per_seg, 0)
+    n_seg_plus = lanes.seg.shape[0] + 1
+    out = xp.zeros(n_seg_plus, dtype=xp.int64)
+    out[xp.where(last, lanes.seg, n_seg_plus - 1)] = at_end
+    return out[lanes.seg] != 0
 
 
 def held_state_ids(xp, fsm, st):

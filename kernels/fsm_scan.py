@@ -13,23 +13,74 @@ The method is Mytkowicz, Musuvathi and Schulte's "Data-parallel finite-state mac
 Most runs are short, so most work is direct stepping. No element is visited by more than a
 bounded number of steps, whatever the run's length.
 
-:func:`states_before_sparse` first leaves out the elements that almost never move the
-machine (in TCP, packets without SYN, FIN or RST once both sides have spoken), assumes they
-leave the state alone, then checks that assumption for each of them and repeats with the
-ones that did move it.
+Only the elements that may move the machine are stepped (in TCP: packets with SYN, FIN or
+RST, and each side's first packet); every other element is taken to leave the state alone,
+and :func:`states_before` says where that was wrong, so that the caller steps those too next
+time. The sizes of the stepped set are planned ahead (:func:`plan`), so that the host learns
+them together with everything else it reads at once.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from kernels import seg_scan as ss
 
 CHUNK = 32
-ROUNDS = 4  # sparse rounds before every element of the runs still changing is stepped
 
 
-def states_before(xp, table, symbols, heads, start):
-    """State before each element. ``table[symbol, state]`` is the next state; ``start`` (one
-    per element, read at heads) is the state at each run's head."""
+class Sizes(NamedTuple):
+    """How many elements are stepped, in how many chunks, and how many chunks are not the
+    first of their run."""
+
+    stepped: int
+    chunks: int
+    later: int
+
+
+def compact(xp, mask, k: int):
+    """Indices of the ``k`` true elements of ``mask`` (``k`` known: no wait for the device)."""
+    n = mask.shape[0]
+    out = xp.zeros(k + 1, dtype=xp.int64)
+    pos = xp.cumsum(mask) - 1
+    out[xp.where(mask, pos, k)] = xp.arange(n, dtype=xp.int64)  # the spare slot takes the rest
+    return out[:k]
+
+
+def plan(xp, step, heads):
+    """The sizes (:class:`Sizes`, as a device vector to read) of stepping ``step``'s elements
+    (heads are always stepped)."""
+    step = step | heads
+    starts = ss.start_index(xp, heads)
+    rank = ss.cumsum(xp, step.astype(xp.int64), starts) - 1
+    chunk_head = step & (heads | (rank % CHUNK == 0))
+    return xp.stack((step.sum(), chunk_head.sum(), (chunk_head & ~heads).sum()))
+
+
+def states_before(xp, table, symbols, heads, start, step, sizes: Sizes):
+    """State before each element, stepping the elements of ``step`` (and every head) and
+    taking the others as leaving the state alone. Returns ``(before, wrong)``: ``wrong`` marks
+    the elements not stepped that did move the state (where ``before`` is not to be trusted
+    from there to the end of their run). ``table[symbol, state]`` is the next state (its last
+    row, the identity); ``start`` (read at heads) is each run's first state."""
+    n = symbols.shape[0]
+    step = step | heads
+    idx = compact(xp, step, sizes.stepped)
+    b = _dense_states(xp, table, symbols[idx], heads[idx], start[idx], sizes)
+    after = table[symbols[idx], b]
+    last = ss.last_index(xp, step, heads)
+    prev = ss.exclusive(xp, last, heads, -1)
+    rank = xp.cumsum(step) - 1  # position among the stepped elements
+    prev_rank = rank[xp.maximum(prev, 0)]
+    before = xp.where(step, b[xp.maximum(rank, 0)] if sizes.stepped else 0,
+                      after[xp.maximum(prev_rank, 0)] if sizes.stepped else 0)
+    wrong = ~step & (table[symbols, before] != before)
+    del n
+    return before, wrong
+
+
+def _dense_states(xp, table, symbols, heads, start, sizes: Sizes):
+    """State before each element, every element stepped."""
     n = symbols.shape[0]
     if n == 0:
         return xp.zeros(0, dtype=table.dtype)
@@ -37,7 +88,7 @@ def states_before(xp, table, symbols, heads, start):
     pos = xp.arange(n, dtype=xp.int64)
     rank = pos - ss.start_index(xp, heads)
     chunk_head = heads | (rank % CHUNK == 0)
-    cstart = xp.flatnonzero(chunk_head)
+    cstart = compact(xp, chunk_head, sizes.chunks)
     clen = xp.diff(xp.concatenate((cstart, xp.asarray([n], dtype=cstart.dtype))))
     col = xp.arange(CHUNK, dtype=xp.int64)
     inside = col[None, :] < clen[:, None]
@@ -45,23 +96,21 @@ def states_before(xp, table, symbols, heads, start):
     identity_symbol = table.shape[0] - 1
     sym = xp.where(inside, symbols[at], identity_symbol)
     first = heads[cstart]
-    begin = xp.zeros(cstart.shape[0], dtype=table.dtype)
-    begin[first] = start[cstart[first]].astype(table.dtype)
-    later = xp.flatnonzero(~first)
-    if later.shape[0]:
-        # the end state of each run's first chunk, then each later chunk's transition function
-        end_first = _step(xp, table, sym[first], begin[first])[1]
-        fn = xp.broadcast_to(xp.arange(nstates, dtype=table.dtype), (later.shape[0], nstates)).copy()
+    begin = xp.where(first, start[cstart], 0).astype(table.dtype)
+    if sizes.later:
+        later = compact(xp, ~first, sizes.later)
+        # each run's first-chunk end state, then the transition function of every later chunk
+        end_first = _step(xp, table, sym, begin)[1]
+        fn = xp.broadcast_to(xp.arange(nstates, dtype=table.dtype), (sizes.later, nstates)).copy()
         lsym = sym[later]
         for j in range(CHUNK):
             fn = table[lsym[:, j][:, None], fn]
         # compose the functions of a run's later chunks: prefix[c] = fn[c] o ... o fn[first later]
-        run_of_chunk = xp.cumsum(first) - 1
-        lrun = run_of_chunk[later]
-        lhead = xp.concatenate((xp.ones(1, dtype=bool), lrun[1:] != lrun[:-1]))
+        lhead = first[later - 1]  # the chunk before is its run's first
         prefix = _compose_prefix(xp, fn, lhead)
-        # start of a later chunk: the run's first-chunk end, through the functions before it
-        entry = end_first[lrun]  # first chunks are numbered like runs
+        # a later chunk starts from its run's first-chunk end, through the functions before it
+        run_first = ss.start_index(xp, first)[later]
+        entry = end_first[run_first]
         through = xp.take_along_axis(prefix, entry[:, None].astype(xp.int64), axis=1)[:, 0]
         shifted = xp.concatenate((through[:1], through[:-1]))
         begin[later] = xp.where(lhead, entry, shifted).astype(table.dtype)
@@ -89,39 +138,7 @@ def _compose_prefix(xp, fn, heads):
     while d < m:
         cur, prev = prefix[d:], prefix[:-d]
         composed = xp.take_along_axis(cur, prev.astype(xp.int64), axis=1)
-        keep = flags[d:]
-        prefix = xp.concatenate((prefix[:d], xp.where(keep[:, None], cur, composed)))
+        prefix = xp.concatenate((prefix[:d], xp.where(flags[d:, None], cur, composed)))
         flags = xp.concatenate((flags[:d], flags[d:] | flags[:-d]))
         d *= 2
     return prefix
-
-
-def states_before_sparse(xp, table, symbols, heads, start, moving):
-    """As :func:`states_before`, stepping only the elements in ``moving`` (heads always) and
-    taking every other element as leaving the state alone; each assumption is checked, and the
-    elements that did move the state join the stepped ones. After :data:`ROUNDS` rounds the
-    runs still failing are stepped element by element (by chunks, as above)."""
-    n = symbols.shape[0]
-    if n == 0:
-        return xp.zeros(0, dtype=table.dtype)
-    step = moving | heads
-    run = xp.cumsum(heads) - 1
-    for rnd in range(ROUNDS + 1):
-        idx = xp.flatnonzero(step)
-        b = states_before(xp, table, symbols[idx], heads[idx], start[idx])
-        after = table[symbols[idx], b]
-        # every element's state before: the state after the last stepped element before it
-        last = ss.last_index(xp, step, heads)
-        prev = ss.exclusive(xp, last, heads, -1)
-        rank = xp.cumsum(step) - 1  # position among the stepped elements
-        before = xp.where(step, b[xp.maximum(rank, 0)], after[xp.maximum(rank[xp.maximum(prev, 0)], 0)])
-        wrong = ~step & (table[symbols, before] != before)
-        if not bool(wrong.any()):
-            return before
-        if rnd == ROUNDS - 1:  # last try: step every element of the runs that still fail
-            bad_runs = xp.zeros(int(run[-1]) + 1, dtype=bool)
-            bad_runs[run[wrong]] = True
-            step = step | bad_runs[run]
-        else:
-            step = step | wrong
-    return before

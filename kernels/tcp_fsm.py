@@ -142,7 +142,7 @@ class TcpMachine:
         self.sorted_codes = self.codes[self.code_order]
         self._copies = {}
 
-    def on(self, xp) -> "TcpMachine":
+    def on(self, xp) -> TcpMachine:
         """The machine with its arrays in ``xp`` (kept per library, so a GPU copies them once)."""
         if xp is np:
             return self

@@ -27,6 +27,7 @@ from detector.pipeline.flows_job import run_flows
 from detector.sources import open_capture
 from tests.capture_files import Rec, pcap_bytes
 from tests.conftest import REPO, corpus_files
+from tests.flow_compare import assert_same
 from tests.test_flows_golden import tcp_session
 
 pytestmark = pytest.mark.cudasim
@@ -138,10 +139,8 @@ def gpu_flows(path, tmp_path, **cfg):
 
 
 def assert_same_flows(cpu, gpu):
-    cpu, gpu = cpu.sort_by("uid"), gpu.sort_by("uid")
-    assert cpu.num_rows == gpu.num_rows
-    for name in cpu.column_names:
-        assert cpu[name].equals(gpu[name]), name
+    assert_same(cpu.sort_by([("uid", "ascending"), ("ts", "ascending")]),
+                gpu.sort_by([("uid", "ascending"), ("ts", "ascending")]))
 
 
 def golden_capture(tmp_path):

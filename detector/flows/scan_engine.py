@@ -34,6 +34,7 @@ from kernels.decode import TALLY_WIRE_BYTES, decode_records
 from kernels.flow_account import Emitted, ScanTable
 from kernels.flowkey import flow_hashes_at
 from kernels.fragments import FragmentCache
+from kernels.stage_clock import StageClock
 
 log = logging.getLogger("detector.flows")
 
@@ -77,19 +78,26 @@ class Syncs:
 
 
 class ScanFlowEngine:
-    def __init__(self, cfg: FlowConfig, xp=np, decoder=None):
+    """``profile``: time each step with waits for the device around it (benchmarks)."""
+
+    def __init__(self, cfg: FlowConfig, xp=np, profile: bool = False):
         self.cfg = cfg
         self.xp = xp
         self.threads = 1
         self._sync = Syncs()
-        self.decoder = decoder or HostDecoder(cfg)
+        self.clock = StageClock(_waiter(xp) if profile else None)
+        self.decoder = self._decoder()
         self.capacity = int(cfg.max_flows)
-        self.table = ScanTable(xp, self.capacity, config_vector(cfg), server_port_map(cfg.server_ports), self._sync)
+        self.table = ScanTable(xp, self.capacity, config_vector(cfg), server_port_map(cfg.server_ports), self._sync,
+                               clock=self.clock)
         self.counts = PacketCounts()
         self.flows_out = 0
         self.last_ts: int | None = None
         self._last_scan: int | None = None
         self._parked: list[Emitted] = []
+
+    def _decoder(self):
+        return HostDecoder(self.cfg)
 
     @property
     def syncs(self) -> int:
@@ -114,6 +122,7 @@ class ScanFlowEngine:
         self.decoder.decode(b, self.counts)
         cols, pkt_hash = self.decoder.cols, self.decoder.pkt_hash
         account_ranges(self, cols, pkt_hash, 0, n, lambda a, z: self._park(self.table.account(cols, pkt_hash, a, z)))
+        self._counted()
         self.counts.records += n
         ts_max = int(b.ts_ns.max())
         self.last_ts = ts_max if self.last_ts is None else max(self.last_ts, ts_max)
@@ -124,6 +133,9 @@ class ScanFlowEngine:
         if self.pending < RECORD_GROUP:
             return []
         return self._drain()
+
+    def _counted(self) -> None:
+        """Bring the batch's per-status packet counts to the host (decoded on the host: done)."""
 
     def _park(self, em: Emitted | None) -> None:
         if em is not None and em.reason.shape[0]:
@@ -171,4 +183,11 @@ class ScanFlowEngine:
         return self.decoder.fragment_stats
 
 
-__all__ = ["ScanFlowEngine", "EVICT_FRACTION"]
+def _waiter(xp):
+    """A function that waits until the device is idle (nothing to wait for on NumPy)."""
+    if xp is np:
+        return lambda: None
+    return lambda: xp.cuda.get_current_stream().synchronize()
+
+
+__all__ = ["EVICT_FRACTION", "ScanFlowEngine"]
