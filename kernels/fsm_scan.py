@@ -133,12 +133,9 @@ def _compose_prefix(xp, fn, heads):
     """Inclusive segmented prefix of function composition (later functions applied last)."""
     prefix = fn
     flags = heads.copy()
-    d = 1
-    m = fn.shape[0]
-    while d < m:
+    for d in ss.DOUBLINGS:  # a fixed schedule: steps past the number of chunks are empty
         cur, prev = prefix[d:], prefix[:-d]
         composed = xp.take_along_axis(cur, prev.astype(xp.int64), axis=1)
         prefix = xp.concatenate((prefix[:d], xp.where(flags[d:, None], cur, composed)))
         flags = xp.concatenate((flags[:d], flags[d:] | flags[:-d]))
-        d *= 2
     return prefix

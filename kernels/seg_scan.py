@@ -18,6 +18,10 @@ two writers of one element.
 from __future__ import annotations
 
 CHUNK = 32
+MAX_ROWS = 1 << 24  # the largest batch (FlowConfig.batch_size)
+# doubling steps over chunk totals: enough for the largest batch, whatever this one holds, so a
+# scan's operations are the same for every batch (steps past its size work on empty slices)
+DOUBLINGS = tuple(1 << k for k in range((MAX_ROWS // CHUNK - 1).bit_length()))
 
 # associative operators: (binary function of xp, identity as a function of the dtype)
 OPS = {
@@ -55,25 +59,17 @@ def scan(xp, values, heads, op: str):
     h = xp.concatenate((heads.astype(bool), xp.ones(pad, dtype=bool))).reshape(nch, CHUNK)
     for j in range(1, CHUNK):
         v[:, j] = xp.where(h[:, j], v[:, j], fn(v[:, j - 1], v[:, j]))
-    if nch > 1:
-        # carry into each chunk: the inclusive scan of the chunk totals, shifted by one
-        tot_f = h.any(axis=1)
-        tot_v = v[:, CHUNK - 1].copy()
-        d = 1
-        while d < nch:
-            prev_v = tot_v[:-d]
-            prev_f = tot_f[:-d]
-            cur_v = tot_v[d:]
-            cur_f = tot_f[d:]
-            new_v = xp.where(cur_f, cur_v, fn(prev_v, cur_v))
-            new_f = cur_f | prev_f
-            tot_v = xp.concatenate((tot_v[:d], new_v))
-            tot_f = xp.concatenate((tot_f[:d], new_f))
-            d *= 2
-        carry = tot_v[:-1]
-        # elements of chunk c (c >= 1) before its first head take the carry
-        before_head = xp.cumsum(h[1:], axis=1) == 0
-        v[1:] = xp.where(before_head, fn(carry[:, None], v[1:]), v[1:])
+    # carry into each chunk: the inclusive scan of the chunk totals, shifted by one
+    tot_f = h.any(axis=1)
+    tot_v = v[:, CHUNK - 1].copy()
+    for d in DOUBLINGS:
+        new_v = xp.where(tot_f[d:], tot_v[d:], fn(tot_v[:-d], tot_v[d:]))
+        tot_f = xp.concatenate((tot_f[:d], tot_f[d:] | tot_f[:-d]))
+        tot_v = xp.concatenate((tot_v[:d], new_v))
+    carry = tot_v[:-1]
+    # elements of chunk c (c >= 1) before its first head take the carry
+    before_head = xp.cumsum(h[1:], axis=1) == 0
+    v[1:] = xp.where(before_head, fn(carry[:, None], v[1:]), v[1:])
     return v.reshape(-1)[:n]
 
 

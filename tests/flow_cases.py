@@ -107,10 +107,11 @@ def out_of_order() -> bytes:
     return capture(spec(t, src, dst, sport, dport, flags=ACK | PSH, seq=np.arange(n) * 10, payload=10), sort=False)
 
 
-def random_tcp(seed: int, n: int = 3000, keys: int = 6) -> bytes:
+def random_tcp(seed: int, n: int = 3000, keys: int = 6, wild: float = 0.03) -> bytes:
     """Random TCP and UDP packets on a few keys: every flag combination, random sequence
     numbers (some far out of window), zero windows, payloads, gaps from microseconds to
-    minutes. Nothing a real stack would send in this order, which is the point."""
+    minutes. Nothing a real stack would send in this order, which is the point. ``wild``: the
+    share of packets with a random sequence number."""
     rng = np.random.default_rng(seed)
     k = rng.integers(0, keys, n)
     up = rng.random(n) < 0.5
@@ -129,8 +130,8 @@ def random_tcp(seed: int, n: int = 3000, keys: int = 6) -> bytes:
     base = rng.integers(0, 2**32, keys * 2)
     side = k * 2 + up
     seq = (base[side] + np.cumsum(rng.integers(0, 3000, n)) * rng.choice([1, 1, 1, 0], n)).astype(np.uint64)
-    wild = rng.random(n) < 0.03
-    seq = np.where(wild, rng.integers(0, 2**32, n).astype(np.uint64), seq) & np.uint64(0xFFFFFFFF)
+    jump = rng.random(n) < wild
+    seq = np.where(jump, rng.integers(0, 2**32, n).astype(np.uint64), seq) & np.uint64(0xFFFFFFFF)
     payload = rng.choice(np.array([0, 0, 1, 100, 1400]), n)
     win = np.where(rng.random(n) < 0.05, 0, 8192)
     proto = np.where(k == keys - 1, 17, 6)
