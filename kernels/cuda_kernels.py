@@ -16,6 +16,9 @@ work is spread and how shared state is claimed:
   rebuilt from the live rows.
 
 ``numba.cuda`` is imported inside :func:`kernels`, so importing this module never touches it.
+Every kernel is registered with the arguments the engine launches it with
+(:mod:`kernels.cuda_registry`; ``detector/flows/gpu_engine.py`` launches them), so that CI
+compiles them for a real GPU without one (:mod:`kernels.cuda_compile_check`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from kernels.cuda_registry import arg, register
 from kernels.decode import decode_record
 from kernels.flowkey import canonical_key, is_flow_packet, mix64, packet_flow_hash
 from kernels.flowstate import (
@@ -46,7 +50,7 @@ from kernels.flowtable import (
     update_flow,
 )
 from kernels.fragments import STAT_OVERWRITTEN, STAT_RESOLVED, STAT_UNRESOLVED
-from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED
+from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED, allocate
 
 _KERNELS = None
 cuda = None  # numba.cuda, bound by _build(); a module global so Numba's simulator can swap it
@@ -267,3 +271,34 @@ def _build() -> SimpleNamespace:
 
     return SimpleNamespace(decode=decode, frag_claim=frag_claim, frag_write=frag_write, frag_lookup=frag_lookup,
                            account=account, end_rows=end_rows, rebuild_slots=rebuild_slots)
+
+
+
+# -- the arguments each kernel is launched with (as GpuFlowEngine launches it; a test compares) --
+_U8, _U16, _U32, _U64, _I64, _F64 = np.uint8, np.uint16, np.uint32, np.uint64, np.int64, np.float64
+
+
+def _flow_rows():  # keys, state, floats, history: rows of the flow table, or of the ended flows
+    return arg(_U64, 2), arg(_I64, 2), arg(_F64, 2), arg(_U8, 2)
+
+
+def _ended():  # okeys, ost, ofs, ohist, oreason
+    return (*_flow_rows(), arg(_U8))
+
+
+register("kernels.cuda_kernels.decode", lambda: kernels().decode, lambda: (
+    arg(_U8), arg(_I64), arg(_U32), arg(_U32), arg(_I64), arg(_U16), 0, allocate(1), arg(_U64)))
+register("kernels.cuda_kernels.frag_claim", lambda: kernels().frag_claim, lambda: (
+    allocate(1), arg(_I64), 0, arg(_I64), arg(_U64, 2), arg(_I64), arg(_I64)))
+register("kernels.cuda_kernels.frag_write", lambda: kernels().frag_write, lambda: (
+    allocate(1), arg(_I64), 0, arg(_I64), arg(_U64, 2), arg(_U32), arg(_I64)))
+register("kernels.cuda_kernels.frag_lookup", lambda: kernels().frag_lookup, lambda: (
+    allocate(1), arg(_I64), 0, arg(_U64, 2), arg(_U32), arg(_I64), 0, arg(_U64), arg(_I64)))
+register("kernels.cuda_kernels.account", lambda: kernels().account, lambda: (
+    allocate(1), arg(_U64), arg(_I64), arg(_I64), 0, arg(_U8), arg(_I64),
+    arg(_U64, 2), arg(_U64), arg(_I64, 2), arg(_F64, 2), arg(_U8, 2), arg(_U8), arg(_U64), arg(_U64), arg(_I64),
+    arg(_I64), *_ended()))
+register("kernels.cuda_kernels.end_rows", lambda: kernels().end_rows, lambda: (
+    arg(_I64), 0, 0, 0, False, *_flow_rows(), arg(_U8), arg(_I64), arg(_I64), *_ended()))
+register("kernels.cuda_kernels.rebuild_slots", lambda: kernels().rebuild_slots, lambda: (
+    arg(_U8), arg(_U64), 0, arg(_U64), arg(_U64)))
