@@ -16,8 +16,9 @@ work is spread and how shared state is claimed:
   rebuilt from the live rows.
 
 ``numba.cuda`` is imported inside :func:`kernels`, so importing this module never touches it.
-Every kernel is registered with the arguments the engine launches it with
-(:mod:`kernels.cuda_registry`; ``detector/flows/gpu_engine.py`` launches them), so that CI
+On a GPU each kernel is compiled once per kernel sources and GPU model, then loaded from disk
+(:mod:`kernels.cuda_cache`). Every kernel is registered with the arguments the engine launches it
+with (:mod:`kernels.cuda_registry`; ``detector/flows/gpu_engine.py`` launches them), so that CI
 compiles them for a real GPU without one (:mod:`kernels.cuda_compile_check`).
 """
 
@@ -66,6 +67,7 @@ def kernels() -> SimpleNamespace:
 def _build() -> SimpleNamespace:
     global cuda
     from kernels._jit import materialize
+    from kernels.cuda_cache import cached_jit
     from kernels.numpy_compat import numpy_aliases_for_numba_cuda
 
     materialize()  # the shared functions must be Numba's (not compiled-ahead stand-ins) to compile for CUDA
@@ -76,7 +78,7 @@ def _build() -> SimpleNamespace:
     cuda = numba_cuda
 
     # -- decoding ----------------------------------------------------------------------------
-    @cuda.jit
+    @cached_jit
     def decode(buf, off, caplen, wirelen, ts_ns, link, n, cols, pkt_hash):
         i = cuda.grid(1)
         if i >= n:
@@ -96,7 +98,7 @@ def _build() -> SimpleNamespace:
         return (keys[s, 0] == cols.src_ip_hi[i] and keys[s, 1] == cols.src_ip_lo[i]
                 and keys[s, 2] == cols.dst_ip_hi[i] and keys[s, 3] == cols.dst_ip_lo[i] and keys[s, 4] == word)
 
-    @cuda.jit
+    @cached_jit
     def frag_claim(cols, idx, nidx, owner, keys, ts, stats):
         """First fragments: the last one (in capture order) of each cache slot will own it, as
         when the CPU writes them one after the other. (The overwrite statistic counts first
@@ -113,7 +115,7 @@ def _build() -> SimpleNamespace:
         if ts[s] >= 0 and not frag_same(keys, s, cols, i, word):
             cuda.atomic.add(stats, STAT_OVERWRITTEN, 1)
 
-    @cuda.jit
+    @cached_jit
     def frag_write(cols, idx, nidx, owner, keys, ports, ts):
         j = cuda.grid(1)
         if j >= nidx:
@@ -132,7 +134,7 @@ def _build() -> SimpleNamespace:
         ports[s] = (np.uint32(cols.sport[i]) << np.uint32(16)) | np.uint32(cols.dport[i])
         ts[s] = cols.ts_ns[i]
 
-    @cuda.jit
+    @cached_jit
     def frag_lookup(cols, idx, nidx, keys, ports, ts, timeout_ns, pkt_hash, stats):
         j = cuda.grid(1)
         if j >= nidx:
@@ -207,7 +209,7 @@ def _build() -> SimpleNamespace:
             ohist[k, c] = hist[f, c]
         oreason[k] = reason
 
-    @cuda.jit
+    @cached_jit
     def account(cols, pkt_hash, order, seg_start, n_seg, likely, cfg, keys, fhash, st, fs, hist, used,
                 slot_hash, slot_row, free, meta, okeys, ost, ofs, ohist, oreason):
         """One thread per group of packets with one flow hash, in capture order."""
@@ -235,7 +237,7 @@ def _build() -> SimpleNamespace:
             update_flow(st, fs, hist, f, cols, i, from_a, cfg)
             note_packet_flow(st, f, cols, i, from_a)
 
-    @cuda.jit
+    @cached_jit
     def end_rows(rows, nrows, now, flush_reason, evict, keys, st, fs, hist, used, free, meta,
                  okeys, ost, ofs, ohist, oreason):
         """Emit and free flows: those of ``rows`` that expired before ``now`` (or all of them,
@@ -262,7 +264,7 @@ def _build() -> SimpleNamespace:
         if evict:
             cuda.atomic.add(meta, M_EVICTED, 1)
 
-    @cuda.jit
+    @cached_jit
     def rebuild_slots(used, fhash, hwm, slot_hash, slot_row):
         f = cuda.grid(1)
         if f >= hwm or not used[f]:

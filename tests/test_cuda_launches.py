@@ -1,5 +1,5 @@
 """Under the CUDA simulator: the engine launches each kernel with exactly the argument types it is
-registered with (what the compile check compiles).
+registered with (what the compile check compiles and ``detector aot`` caches), and nothing is cached.
 
 Run with ``NUMBA_ENABLE_CUDASIM=1 NUMBA_DISABLE_JIT=1 pytest -m cudasim`` (``make test`` does).
 """
@@ -76,3 +76,14 @@ def test_engine_launches_kernels_with_their_registered_types(tmp_path, monkeypat
     for name, types in seen.items():
         assert types == expected[name], f"{name}: launched with {types}, registered {expected[name]}"
 
+
+def test_simulator_compiles_nothing_and_caches_nothing(monkeypatch):
+    from kernels import cuda_cache, cuda_kernels
+
+    def no_cache(*args):
+        raise AssertionError("the simulator asked for a kernel cache folder")
+
+    monkeypatch.setattr(cuda_cache, "cache_folder", no_cache)
+    built = cuda_kernels._build()
+    assert cuda_cache._device_cc() is None
+    assert all(type(k).__module__.startswith("numba.cuda.simulator") for k in vars(built).values())
