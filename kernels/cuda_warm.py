@@ -56,11 +56,13 @@ def warm() -> dict:
 
 
 def prune(folders: list[str]) -> int:
-    """Remove the cache folders of earlier kernel sources beside the ones in use; the number."""
+    """Remove the cache folders of earlier kernel sources beside the ones in use (those of other
+    GPU models stay: an install may serve nodes with different GPUs); the number removed."""
+    current = {Path(f).name.rsplit("-sm", 1)[0] for f in folders}
     removed = 0
     for parent in {Path(f).parent for f in folders}:
         for old in parent.glob("*-sm*"):
-            if old.is_dir() and str(old) not in folders:
+            if old.is_dir() and old.name.rsplit("-sm", 1)[0] not in current:
                 shutil.rmtree(old, ignore_errors=True)
                 removed += 1
     return removed

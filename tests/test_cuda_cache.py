@@ -118,3 +118,12 @@ def test_warming_compiles_every_kernel_on_a_gpu_and_says_why_not_elsewhere(tmp_p
     assert done.returncode == 0, done.stderr
     assert summary["compiled"] + summary["loaded"] == len(registered())
     assert summary["folders"] and all(f.startswith(str(tmp_path / "cache")) for f in summary["folders"])
+
+
+def test_warming_removes_folders_of_earlier_sources_and_keeps_other_gpus(tmp_path):
+    from kernels.cuda_warm import prune
+
+    for name in ("new-sm90", "new-sm80", "old-sm90", "old-sm80"):
+        (tmp_path / name).mkdir()
+    assert prune([str(tmp_path / "new-sm90")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new-sm80", "new-sm90"]
