@@ -17,7 +17,10 @@ given GPU without one, and ``detector aot`` compiles each on the GPU to warm the
   (typed ``int64``), a ``bool`` for a flag, a tuple of arrays (a named tuple of columns) as is.
 
 Modules of ``kernels`` and ``models`` that call :func:`register` are found by :func:`registered`
-from their source text, so a new module needs no other change. Nothing here imports Numba.
+from their source text, so a new module needs no other change (a module elsewhere: the check's
+``--module``). Decorate the kernels with :func:`kernels.cuda_cache.cached_jit` instead of
+``numba.cuda.jit`` so that a GPU compiles them once, not in every process. Nothing here imports
+Numba.
 """
 
 from __future__ import annotations
