@@ -7,6 +7,12 @@
 # Not by default: `aot` (detector aot, about 2-4 minutes: the CPU kernels compiled ahead, so
 # that the steps after it run the GPU path beside compiled-ahead CPU kernels, e.g.
 # STEPS="aot tests"; it needs a C compiler there, and says so when there is none).
+# Not by default either, as one call of about 3 minutes (STEPS="resources cache"):
+#   `resources`: every CUDA kernel compiled for the GPU's compute capability (CC, default 90),
+#     its registers and local-memory spills from ptxas -> $OUT/kernel-resources.json;
+#   `cache`: kernels compile once: a small capture through --backend gpu twice, the CUDA kernel
+#     cache empty before the first, then a process that only loads the kernels (targets: the
+#     second run <= 3 s, the loading process <= 2 s) -> $OUT/kernel-cache.json.
 # Every step has its own time limit, so that one that hangs leaves the others their time.
 # On an H200 machine (2026-11-26) a process spends about 35 s compiling the CUDA kernels, and
 # the first one about 60 s more compiling the CPU kernels: the tests took 80-120 s, the bench's
@@ -70,6 +76,15 @@ run_flows() {
   synth_done || return
   timeout "${FLOWS_LIMIT:-100}" python3 benchmarks/gpu_flows.py --input "$CAP" --repeat 2 -o "$OUT/gpu-flows.json" \
     2>&1 | tail -20
+}
+
+run_resources() {
+  timeout "${RESOURCES_LIMIT:-150}" python3 -m kernels.cuda_compile_check --cc "${CC:-90}" \
+    --json "$OUT/kernel-resources.json" 2>&1 | tail -20
+}
+
+run_cache() {
+  timeout "${CACHE_LIMIT:-240}" python3 benchmarks/kernel_cache.py -o "$OUT/kernel-cache.json" 2>&1 | tail -5
 }
 
 for step in $STEPS; do "run_$step"; done

@@ -97,7 +97,7 @@ def _import_kernel_modules() -> None:
             importlib.import_module(f"kernels.{info.name}")
 
 
-def _project_sources(paths: set[Path]) -> set[str]:
+def project_sources(paths: set[Path]) -> set[str]:
     """The files given and the project modules they import, transitively: a constant a kernel
     takes from another module is compiled into it, so that module's source counts too."""
     import ast
@@ -148,7 +148,7 @@ def _exports():
             exports.append((name, fn, options, sig, dispatcher.overloads[sig].signature.return_type, key))
     files.update((ROOT / "kernels").glob("*.py"))
     builder = Path(__file__).resolve()  # counted, but its imports (the warm-up's commands) are not
-    return exports, skipped, sorted(_project_sources(files - {builder}) | {builder.relative_to(ROOT).as_posix()})
+    return exports, skipped, sorted(project_sources(files - {builder}) | {builder.relative_to(ROOT).as_posix()})
 
 
 def _compile(exports, module: str, out_dir: Path, portable: bool, verbose: bool) -> str:

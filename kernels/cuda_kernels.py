@@ -10,6 +10,10 @@ which Numba compiles for the GPU. What is GPU-specific is only how work is sprea
   record starts the scans cannot settle are walked, one thread per segment (``walk``).
 
 ``numba.cuda`` is imported inside :func:`kernels`, so importing this module never touches it.
+On a GPU each kernel is compiled once per kernel sources and GPU model, then loaded from disk
+(:mod:`kernels.cuda_cache`). Every kernel is registered with the arguments the engine launches it
+with (:mod:`kernels.cuda_registry`; ``detector/flows/gpu_engine.py`` launches them), so that CI
+compiles them for a real GPU without one (:mod:`kernels.cuda_compile_check`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from kernels.cuda_registry import arg, register
 from kernels.decode import decode_record
 from kernels.flow_walk import walk_one
 from kernels.flowkey import is_flow_packet, mix64, packet_flow_hash
 from kernels.fragments import STAT_OVERWRITTEN, STAT_RESOLVED, STAT_UNRESOLVED
-from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED
+from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED, allocate
 
 _KERNELS = None
 cuda = None  # numba.cuda, bound by _build(); a module global so Numba's simulator can swap it
@@ -38,6 +43,7 @@ def kernels() -> SimpleNamespace:
 def _build() -> SimpleNamespace:
     global cuda
     from kernels._jit import materialize
+    from kernels.cuda_cache import cached_jit
     from kernels.numpy_compat import numpy_aliases_for_numba_cuda
 
     materialize()  # the shared functions must be Numba's (not compiled-ahead stand-ins) to compile for CUDA
@@ -48,7 +54,7 @@ def _build() -> SimpleNamespace:
     cuda = numba_cuda
 
     # -- decoding ----------------------------------------------------------------------------
-    @cuda.jit
+    @cached_jit
     def decode(buf, off, caplen, wirelen, ts_ns, link, n, cols, pkt_hash):
         i = cuda.grid(1)
         if i >= n:
@@ -68,7 +74,7 @@ def _build() -> SimpleNamespace:
         return (keys[s, 0] == cols.src_ip_hi[i] and keys[s, 1] == cols.src_ip_lo[i]
                 and keys[s, 2] == cols.dst_ip_hi[i] and keys[s, 3] == cols.dst_ip_lo[i] and keys[s, 4] == word)
 
-    @cuda.jit
+    @cached_jit
     def frag_claim(cols, idx, nidx, owner, keys, ts, stats):
         """First fragments: the last one (in capture order) of each cache slot will own it, as
         when the CPU writes them one after the other. (The overwrite statistic counts first
@@ -85,7 +91,7 @@ def _build() -> SimpleNamespace:
         if ts[s] >= 0 and not frag_same(keys, s, cols, i, word):
             cuda.atomic.add(stats, STAT_OVERWRITTEN, 1)
 
-    @cuda.jit
+    @cached_jit
     def frag_write(cols, idx, nidx, owner, keys, ports, ts):
         j = cuda.grid(1)
         if j >= nidx:
@@ -104,7 +110,7 @@ def _build() -> SimpleNamespace:
         ports[s] = (np.uint32(cols.sport[i]) << np.uint32(16)) | np.uint32(cols.dport[i])
         ts[s] = cols.ts_ns[i]
 
-    @cuda.jit
+    @cached_jit
     def frag_lookup(cols, idx, nidx, keys, ports, ts, timeout_ns, pkt_hash, stats):
         j = cuda.grid(1)
         if j >= nidx:
@@ -124,7 +130,7 @@ def _build() -> SimpleNamespace:
             cuda.atomic.add(stats, STAT_UNRESOLVED, 1)
 
     # -- the sequential walk of unsettled segments -------------------------------------------
-    @cuda.jit
+    @cached_jit
     def walk(cols, order, lo, hi, out_at, likely, cfg, state, res, k):
         """One thread per segment the scans could not settle (kernels.flow_account)."""
         g = cuda.grid(1)
@@ -134,3 +140,26 @@ def _build() -> SimpleNamespace:
 
     return SimpleNamespace(decode=decode, frag_claim=frag_claim, frag_write=frag_write, frag_lookup=frag_lookup,
                            walk=walk)
+
+
+# -- the arguments each kernel is launched with (as GpuFlowEngine launches it; a test compares) --
+_U8, _U16, _U32, _U64, _I64, _F64 = np.uint8, np.uint16, np.uint32, np.uint64, np.int64, np.float64
+
+
+def _walk_args():
+    from kernels.flow_walk import Walk, Walked
+
+    state = Walk(arg(_I64, 2), arg(_F64, 2), arg(_U8, 2), arg(_U8))
+    res = Walked(arg(_U64, 2), arg(_I64, 2), arg(_F64, 2), arg(_U8, 2), arg(_U8), arg(_I64), arg(_I64))
+    return (allocate(1), arg(_I64), arg(_I64), arg(_I64), arg(_I64), arg(_U8), arg(_I64), state, res, 0)
+
+
+register("kernels.cuda_kernels.decode", lambda: kernels().decode, lambda: (
+    arg(_U8), arg(_I64), arg(_U32), arg(_U32), arg(_I64), arg(_U16), 0, allocate(1), arg(_U64)))
+register("kernels.cuda_kernels.frag_claim", lambda: kernels().frag_claim, lambda: (
+    allocate(1), arg(_I64), 0, arg(_I64), arg(_U64, 2), arg(_I64), arg(_I64)))
+register("kernels.cuda_kernels.frag_write", lambda: kernels().frag_write, lambda: (
+    allocate(1), arg(_I64), 0, arg(_I64), arg(_U64, 2), arg(_U32), arg(_I64)))
+register("kernels.cuda_kernels.frag_lookup", lambda: kernels().frag_lookup, lambda: (
+    allocate(1), arg(_I64), 0, arg(_U64, 2), arg(_U32), arg(_I64), 0, arg(_U64), arg(_I64)))
+register("kernels.cuda_kernels.walk", lambda: kernels().walk, _walk_args)

@@ -124,6 +124,7 @@ def test_aot_status_and_clear_on_the_command_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "detector", "aot"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 1 and "needs a C compiler" in done.stderr and "Traceback" not in done.stderr
+    assert "detector aot: CUDA kernels" in done.stderr  # compiled into their cache on a GPU, else why not
 
 
 @pytest.fixture(scope="session")

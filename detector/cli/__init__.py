@@ -16,7 +16,7 @@ COMMANDS = {
     "synth": ("detector.cli.synth", "write labelled synthetic captures of an HPC site"),
     "bench": ("detector.cli.bench", "measure CPU and GPU throughput beside peer tools on one capture (JSON, chart)"),
     "train": ("detector.cli.train", "learn a site model (baselines, anomaly models) from traffic taken as normal"),
-    "aot": ("detector.cli.aot", "compile the CPU kernels ahead of time, for a faster start of every process"),
+    "aot": ("detector.cli.aot", "compile the kernels ahead of time (CPU; CUDA on a GPU machine), for a faster start"),
 }
 
 
