@@ -76,7 +76,7 @@ class Codegen:  # stands in for the GPU's (CUDA runtime version, compute capabil
 
 built = kernels()
 keys = {}
-for name in ("decode", "frag_claim", "account"):
+for name in ("decode", "frag_claim", "walk"):
     cache = _cache_class(sys.argv[1], "stamp")(getattr(built, name).py_func)
     keys[name] = [cache.cache_path, repr(cache._index_key((), Codegen()))]
 print(json.dumps({"keys": keys, "cc": _device_cc(), "cache": type(built.decode._cache).__name__}))
