@@ -320,3 +320,44 @@ def test_guesses_on_clean_captures_find_the_next_record(synth_captures):
         want = int(starts[np.searchsorted(starts, p)])
         assert rs.resync_pcap(data, p, (len(data), len(data)), fmt, 24) == want
 
+
+def test_flows_are_the_same_with_the_walk_on_threads(tmp_path, monkeypatch, synth_captures):
+    import pyarrow.parquet as pq
+
+    from detector.config import FlowConfig
+    from detector.pipeline import flows_job
+    from detector.pipeline.flows_job import run_flows
+
+    plans, threaded = [], []
+    # the default plan keeps files under 64 MB on one thread: these small ones are let in
+    monkeypatch.setattr(flows_job, "WalkPlan", lambda threads: plans.append(threads) or plan(threads, 8192))
+    real_window = ParallelWalk._window
+    monkeypatch.setattr(ParallelWalk, "_window", lambda self, *a: threaded.append(1) or real_window(self, *a))
+    inputs = [str(synth_captures["pcap-us"]), str(synth_captures["pcapng-ns"])]
+    tables = {}
+    for walk_threads in (1, 2):
+        out = tmp_path / f"flows-{walk_threads}.parquet"
+        cfg = FlowConfig(walk_threads=walk_threads, batch_size=2048)
+        result = run_flows(inputs, str(out), "parquet", cfg, progress=False)
+        assert result.exit_code == 0
+        tables[walk_threads] = pq.read_table(out)
+        assert bool(threaded) == (walk_threads == 2)
+    assert plans == [1, 2]
+    assert tables[1].num_rows > 100 and tables[1].equals(tables[2])
+
+
+@pytest.mark.parametrize("cores, flow_threads, configured, expected", [
+    (2, 1, 0, 1),  # a reader thread on the spare core: it walks alone, as before
+    (2, 2, 0, 2),  # no core to spare: the walk runs between batches, on the flow threads' cores
+    (16, 1, 0, 15),
+    (16, 4, 3, 3),  # configured
+])
+def test_walk_threads_follow_the_configuration_or_the_cores(monkeypatch, cores, flow_threads, configured, expected):
+    from types import SimpleNamespace
+
+    from detector.config import FlowConfig
+    from detector.flows import engine
+
+    monkeypatch.setattr(engine, "available_cores", lambda: cores)
+    cfg = FlowConfig(threads=flow_threads, walk_threads=configured)
+    assert engine.walk_threads(SimpleNamespace(threads=flow_threads), cfg) == expected
