@@ -70,7 +70,7 @@ def walk_pcap(buf, pos, bounds, fmt, out, first, limit):
         if pos + 16 + incl > end:
             return n, pos, SCAN_NEED_MORE, 0
         orig = rd32(buf, pos + 12, little)
-        i = first + n
+        i = np.uint64(first + n)  # unsigned: no negative-index wraparound on each store
         head[i] = pos
         off[i] = pos + 16
         caplen[i] = incl
@@ -163,7 +163,7 @@ def walk_pcapng(buf, pos, bounds, fmt, ifs, out, first, limit):
             data, lk = pos + 28, if_link[ifid]
             if orig < cap:
                 orig = cap
-        i = first + n
+        i = np.uint64(first + n)  # unsigned: no negative-index wraparound on each store
         head[i] = pos
         off[i] = data
         caplen[i] = cap
