@@ -45,6 +45,7 @@ class FlowConfig:
     local_nets: tuple[str, ...] = ()  # CIDRs; sets local_orig / local_resp when given
     batch_size: int = 262144  # records decoded per batch
     threads: int = 1  # decode and flow-table threads (0: one per available core)
+    walk_threads: int = 0  # threads locating the records of a large mapped capture (0: the cores the flows leave, 1: one)
 
     def validate(self, path: str | None = None) -> FlowConfig:
         for name in ("tcp_idle_timeout", "udp_idle_timeout", "icmp_idle_timeout", "other_idle_timeout",
@@ -61,6 +62,8 @@ class FlowConfig:
             raise ConfigError("must be between 256 and 16777216", path, "flows.batch_size")
         if not 0 <= self.threads <= 256:
             raise ConfigError("must be between 0 and 256", path, "flows.threads")
+        if not 0 <= self.walk_threads <= 256:
+            raise ConfigError("must be between 0 and 256", path, "flows.walk_threads")
         if not 0 <= self.community_id_seed <= 65535:
             raise ConfigError("must be between 0 and 65535", path, "flows.community_id_seed")
         for p in self.server_ports:

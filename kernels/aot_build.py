@@ -3,8 +3,8 @@
 Run as ``python -m kernels.aot_build`` with ``DETECTOR_AOT=0``, so that every kernel is a Numba
 dispatcher here. The signatures to compile are those the kernels are called with: a warm-up runs
 ``detector flows`` (one, two and three threads; pcap, pcapng, gzip; a capture with IP
-fragments) and ``detector analyze`` on small synthetic captures and calls the daemon's ring
-walker on an empty block, and every signature in
+fragments) and ``detector analyze`` on small synthetic captures, walks two of them on threads
+as large captures are walked, and calls the daemon's ring walker on an empty block, and every signature in
 Numba's on-disk cache for the current sources is added (any other this machine has compiled).
 Each is compiled with Numba's ahead-of-time compiler (``numba.pycc``) for this machine's CPU and the
 features it reports (or, ``--portable``, the architecture's baseline), releasing the GIL as the
@@ -58,7 +58,24 @@ def _warm_up(work: Path) -> None:
     for threads in ("1", "2", "3"):  # matching fragments, and the two-thread hand-over's fragment path
         run("flows", str(frags), "-o", str(work / f"frags-{threads}.parquet"), "--threads", threads, "-q",
             "--no-progress")
+    _warm_up_parallel_walk([caps / "hpc-mix.pcap", work / "ng" / "hpc-mix.pcapng"])
     _warm_up_live_capture()
+
+
+def _warm_up_parallel_walk(paths) -> None:
+    """The record walk on threads (guessing where records start), which only captures far larger
+    than the warm-up's take: walked here with thresholds that let small files in."""
+    from detector.sources import open_capture
+    from detector.sources.parallel_walk import WalkPlan
+
+    plan = WalkPlan(threads=2, chunk_bytes=4096, min_chunk_bytes=64, min_file_bytes=0, min_copy_rows=1)
+    for path in paths:
+        reader = open_capture(str(path), 1024, walk=plan)
+        try:
+            for _ in reader.batches():
+                pass
+        finally:
+            reader.src.close()
 
 
 def _fragmented_capture(path: Path) -> Path:

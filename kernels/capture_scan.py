@@ -3,8 +3,10 @@
 The walk is sequential (each record's length says where the next one starts) and touches only
 the 16-28 bytes of each record header, so it is cheap next to decoding. The walkers stop at the
 first record that is not complete in the buffer (``NEED_MORE``), at anything malformed (an
-error code, with the offset of the bad record), or, for pcapng, at any block that is not a
-packet block (``OTHER_BLOCK``): section and interface blocks are rare and are parsed in Python.
+error code, with the offset of the bad record), for pcapng at any block that is not a packet
+block (``OTHER_BLOCK``: section and interface blocks are rare and are parsed in Python), and at
+the first record at or after a stop offset (``STOP``): several threads can then walk stretches
+of one buffer, each from a record start that :mod:`kernels.capture_resync` finds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from kernels.bytes_be import rd16, rd32
 SCAN_FULL = 0  # max_records reached; call again
 SCAN_NEED_MORE = 1  # the next record is not complete in the buffer
 SCAN_OTHER_BLOCK = 2  # pcapng: a non-packet block starts at the returned position
+SCAN_STOP = 3  # a bounded walk reached a record that starts at or after its stop offset
 ERR_CAPLEN = 10  # captured length larger than the snap length or absurd
 ERR_BLOCK_LEN = 11  # pcapng block length below 12 or not a multiple of 4
 ERR_BLOCK_TRAILER = 12  # pcapng trailing length differs from the leading one
@@ -38,31 +41,44 @@ TS_DIV = 1  # ns = units // factor
 TS_POW2 = 2  # ns = units * 1e9 / 2**factor
 
 NS = 1_000_000_000
+NO_STOP = 1 << 62  # a walk's stop offset when only the end of the buffer ends it
 
 
 @cpu_kernel
-def scan_pcap(buf, pos, end, little, ts_mult, max_caplen, max_records,
-              rec_off, rec_caplen, rec_wirelen, rec_ts):
-    """Walk classic pcap records from ``pos``. Returns ``(count, new_pos, code)``."""
+def walk_pcap(buf, pos, bounds, fmt, out, first, limit):
+    """Walk classic pcap records from ``pos`` into rows ``first``, ``first + 1``, ... of ``out``.
+
+    ``bounds`` is ``(stop, end)``: the walk also ends at the first record whose header starts
+    at or after ``stop`` (``SCAN_STOP``; :data:`NO_STOP` for none), so that several threads can
+    each walk a stretch of one buffer. ``fmt`` is ``(little, ts_mult, max_caplen)``; ``out`` is
+    the tuple of record arrays ``(off, caplen, wirelen, ts_ns, link, head)`` (the link column is
+    the reader's; ``head``: where each record's header starts). Returns ``(count, new_pos, code,
+    0)``: the shape of :func:`walk_pcapng`'s.
+    """
+    stop, end = bounds
+    little, ts_mult, max_caplen = fmt
+    off, caplen, wirelen, ts, _, head = out
     n = 0
-    while n < max_records:
+    while n < limit:
+        if pos >= stop:
+            return n, pos, SCAN_STOP, 0
         if pos + 16 > end:
-            return n, pos, SCAN_NEED_MORE
+            return n, pos, SCAN_NEED_MORE, 0
         incl = rd32(buf, pos + 8, little)
         if incl > max_caplen:
-            return n, pos, ERR_CAPLEN
+            return n, pos, ERR_CAPLEN, 0
         if pos + 16 + incl > end:
-            return n, pos, SCAN_NEED_MORE
-        sec = rd32(buf, pos, little)
-        frac = rd32(buf, pos + 4, little)
+            return n, pos, SCAN_NEED_MORE, 0
         orig = rd32(buf, pos + 12, little)
-        rec_off[n] = pos + 16
-        rec_caplen[n] = incl
-        rec_wirelen[n] = orig if orig >= incl else incl
-        rec_ts[n] = sec * NS + frac * ts_mult
+        i = np.uint64(first + n)  # unsigned: no negative-index wraparound on each store
+        head[i] = pos
+        off[i] = pos + 16
+        caplen[i] = incl
+        wirelen[i] = orig if orig >= incl else incl
+        ts[i] = rd32(buf, pos, little) * NS + rd32(buf, pos + 4, little) * ts_mult
         pos += 16 + incl
         n += 1
-    return n, pos, SCAN_FULL
+    return n, pos, SCAN_FULL, 0
 
 
 @device_fn
@@ -80,67 +96,83 @@ def _pcapng_ts(hi, lo, kind, factor, offset_ns):
 
 
 @cpu_kernel
-def scan_pcapng(buf, pos, end, little, if_link, if_snap, if_kind, if_factor, if_offset_ns, n_if,
-                max_records, last_ts, rec_off, rec_caplen, rec_wirelen, rec_ts, rec_link):
-    """Walk pcapng packet blocks (EPB, SPB, obsolete PB) from ``pos``.
+def walk_pcapng(buf, pos, bounds, fmt, ifs, out, first, limit):
+    """Walk pcapng packet blocks (EPB, SPB, obsolete PB) from ``pos`` into rows ``first``, ...
+    of ``out``, the record arrays as :func:`walk_pcap` takes them.
 
-    ``last_ts`` is the timestamp given to Simple Packet Blocks, which carry none.
-    Returns ``(count, new_pos, code)``.
+    ``bounds`` is ``(stop, end)`` as for :func:`walk_pcap`. ``fmt`` is ``(little, n_if,
+    last_ts)``: ``last_ts`` is the timestamp given to Simple Packet Blocks, which carry none.
+    ``ifs`` holds the interfaces' ``(link, snap, ts_kind, ts_factor, ts_offset_ns)`` arrays.
+    Returns ``(count, new_pos, code, lead)``; ``lead`` counts the Simple Packet Blocks before
+    the first block with a timestamp of its own: a walk that starts mid-file without knowing
+    ``last_ts`` has those to correct.
     """
+    stop, end = bounds
+    little, n_if, last_ts = fmt
+    if_link, if_snap, if_kind, if_factor, if_offset_ns = ifs
+    off, caplen, wirelen, rec_ts, link, head = out
     n = 0
-    while n < max_records:
+    lead = 0
+    timed = False
+    while n < limit:
+        if pos >= stop:
+            return n, pos, SCAN_STOP, lead
         if pos + 12 > end:
-            return n, pos, SCAN_NEED_MORE
+            return n, pos, SCAN_NEED_MORE, lead
         btype = rd32(buf, pos, little)
         blen = rd32(buf, pos + 4, little)
         if btype != 6 and btype != 3 and btype != 2:
-            return n, pos, SCAN_OTHER_BLOCK
+            return n, pos, SCAN_OTHER_BLOCK, lead
         if blen < 12 or (blen & 3) != 0:
-            return n, pos, ERR_BLOCK_LEN
+            return n, pos, ERR_BLOCK_LEN, lead
         if pos + blen > end:
-            return n, pos, SCAN_NEED_MORE
+            return n, pos, SCAN_NEED_MORE, lead
         if rd32(buf, pos + blen - 4, little) != blen:
-            return n, pos, ERR_BLOCK_TRAILER
+            return n, pos, ERR_BLOCK_TRAILER, lead
         if btype == 3:
             if blen < 16:
-                return n, pos, ERR_BLOCK_SHORT
+                return n, pos, ERR_BLOCK_SHORT, lead
             if n_if < 1:
-                return n, pos, ERR_IFACE
+                return n, pos, ERR_IFACE, lead
             orig = rd32(buf, pos + 8, little)
             cap = orig
             if if_snap[0] > 0 and cap > if_snap[0]:
                 cap = if_snap[0]
             if cap > blen - 16:
                 cap = blen - 16
-            rec_off[n] = pos + 12
-            rec_caplen[n] = cap
-            rec_wirelen[n] = orig
-            rec_ts[n] = last_ts
-            rec_link[n] = if_link[0]
+            data, lk, ts = pos + 12, if_link[0], last_ts
+            if not timed:
+                lead += 1
         else:
             if blen < 32:
-                return n, pos, ERR_BLOCK_SHORT
+                return n, pos, ERR_BLOCK_SHORT, lead
             if btype == 6:
                 ifid = rd32(buf, pos + 8, little)
             else:
                 ifid = rd16(buf, pos + 8, little)
             if ifid >= n_if:
-                return n, pos, ERR_IFACE
+                return n, pos, ERR_IFACE, lead
             cap = rd32(buf, pos + 20, little)
             orig = rd32(buf, pos + 24, little)
             if cap > blen - 32:
-                return n, pos, ERR_BLOCK_SHORT
+                return n, pos, ERR_BLOCK_SHORT, lead
             ts = _pcapng_ts(rd32(buf, pos + 12, little), rd32(buf, pos + 16, little),
                             if_kind[ifid], if_factor[ifid], if_offset_ns[ifid])
             last_ts = ts
-            rec_off[n] = pos + 28
-            rec_caplen[n] = cap
-            rec_wirelen[n] = orig if orig >= cap else cap
-            rec_ts[n] = ts
-            rec_link[n] = if_link[ifid]
+            timed = True
+            data, lk = pos + 28, if_link[ifid]
+            if orig < cap:
+                orig = cap
+        i = np.uint64(first + n)  # unsigned: no negative-index wraparound on each store
+        head[i] = pos
+        off[i] = data
+        caplen[i] = cap
+        wirelen[i] = orig
+        rec_ts[i] = ts
+        link[i] = lk
         pos += blen
         n += 1
-    return n, pos, SCAN_FULL
+    return n, pos, SCAN_FULL, lead
 
 
 @cpu_kernel

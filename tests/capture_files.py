@@ -16,6 +16,7 @@ class Rec:
     data: bytes
     wire_len: int | None = None  # default: len(data)
     iface: int = 0
+    simple: bool = False  # pcapng: a Simple Packet Block (no timestamp: it gets the one before's)
 
 
 def pcap_bytes(records: list[Rec], link_type: int = 1, little: bool = True, nanosecond: bool = False,
@@ -50,7 +51,7 @@ class Iface:
 
 def pcapng_section(records: list[Rec], ifaces: list[Iface], little: bool = True, extra_blocks: bytes = b"",
                    simple: bool = False) -> bytes:
-    """One section: SHB, IDBs, then an EPB per record (SPB with ``simple``)."""
+    """One section: SHB, IDBs, then an EPB per record (SPB with ``simple`` or ``Rec.simple``)."""
     o = "<" if little else ">"
     out = [_block(o, 0x0A0D0D0A, struct.pack(o + "IHHq", 0x1A2B3C4D, 1, 0, -1) + _opt(o, 1, b"tests") +
                   struct.pack(o + "HH", 0, 0))]
@@ -67,7 +68,7 @@ def pcapng_section(records: list[Rec], ifaces: list[Iface], little: bool = True,
         f = ifaces[r.iface]
         wire = r.wire_len if r.wire_len is not None else len(r.data)
         pad = b"\0" * (-len(r.data) % 4)
-        if simple:
+        if simple or r.simple:
             out.append(_block(o, 3, struct.pack(o + "I", wire) + r.data + pad))
             continue
         res = f.tsresol if f.tsresol is not None else 6

@@ -189,6 +189,39 @@ def test_the_daemons_ring_walker_is_compiled_ahead(aot_folder):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"got": 0, "numba": False}
 
 
+WALK = """
+import json, sys
+from detector.sources import open_capture
+from detector.sources.parallel_walk import WalkPlan
+plan = WalkPlan(threads=2, chunk_bytes=4096, min_chunk_bytes=64, min_file_bytes=0, min_copy_rows=1)
+out = {}
+for path in sys.argv[1:]:
+    reader = open_capture(path, 1000, walk=plan)
+    out[path] = [sum(b.n for b in reader.batches()), reader.walk_stats.kept > 0]
+    reader.src.close()
+print(json.dumps({"walked": out, "numba": "numba" in sys.modules}))
+"""
+
+
+def test_the_record_walk_on_threads_is_compiled_ahead(aot_folder, tmp_path):
+    """Only captures far larger than the warm-up's are walked on threads: its kernels (guessing
+    where records start) are in the build all the same."""
+    from detector.cli import main
+
+    assert main(["synth", "hpc-mix", "--packets", "5000", "-o", str(tmp_path / "a")]) == 0
+    assert main(["synth", "hpc-mix", "--packets", "5000", "--format", "pcapng", "--nanosecond",
+                 "-o", str(tmp_path / "b")]) == 0
+    paths = [str(tmp_path / "a" / "hpc-mix.pcap"), str(tmp_path / "b" / "hpc-mix.pcapng")]
+    done = subprocess.run([sys.executable, "-c", WALK, *paths], env=_env(aot_folder, DETECTOR_AOT="1"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["numba"] is False
+    for path in paths:
+        count, threaded = out["walked"][path]
+        assert threaded and count > 5000
+
+
 ANALYZE = """
 import json, sys
 from detector.cli import main

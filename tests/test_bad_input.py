@@ -166,6 +166,7 @@ def test_full_disk(tmp_path, capsys):
 @pytest.mark.parametrize("text, key", [
     ("[flows]\ntcp_idle_timeout = -1\n", "flows.tcp_idle_timeout"),
     ("[flows]\nmax_flows = 'many'\n", "flows.max_flows"),
+    ("[flows]\nwalk_threads = -1\n", "flows.walk_threads"),
     ("[flows]\nidle = 3\n", "flows.idle"),
     ("[flow]\n", "flow"),
     ("[flows\n", None),

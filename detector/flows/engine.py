@@ -85,6 +85,18 @@ def spare_core(engine) -> bool:
     return available_cores() > engine.threads
 
 
+def walk_threads(engine, cfg: FlowConfig) -> int:
+    """Threads that locate the records of a large mapped capture (``flows.walk_threads``; 0:
+    automatic). Beside a reader thread (a core left over) the walk takes the cores the flow
+    threads leave; without one it runs between batches, when the flow threads wait for it, and
+    takes as many as they have. One core left, or one flow thread on one core: one thread, the
+    sequential walk."""
+    if cfg.walk_threads:
+        return cfg.walk_threads
+    left = available_cores() - engine.threads
+    return left if left > 0 else engine.threads
+
+
 @dataclass
 class PacketCounts:
     """What the decoder made of the records it was given."""

@@ -20,13 +20,14 @@ from detector.alerts import SEVERITY_RANK, Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
 from detector.errors import OutputError
-from detector.flows.engine import spare_core
+from detector.flows.engine import spare_core, walk_threads
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.flows_job import close_outputs, outcome
 from detector.pipeline.ingest import Ingest
 from detector.pipeline.stages import Stages
 from detector.progress import Progress
 from detector.sources.batch import RawBatch
+from detector.sources.parallel_walk import WalkPlan
 
 log = logging.getLogger("detector.analyze")
 
@@ -89,6 +90,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     stages = Stages(cfg, backend, model, extra_detectors, flow_writer)
     engine = stages.engine
     ingest.read_ahead = spare_core(engine)
+    ingest.walk = WalkPlan(threads=walk_threads(engine, cfg.flows))
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error = None
     interrupted = False

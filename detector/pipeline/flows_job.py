@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 from detector.backend import CPU, Backend
 from detector.config import FlowConfig
 from detector.errors import DetectorError, OutputError
-from detector.flows.engine import make_engine, spare_core
+from detector.flows.engine import make_engine, spare_core, walk_threads
 from detector.flows.records import RecordBuilder
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.ingest import Ingest
 from detector.pipeline.record_sink import RecordSink
+from detector.sources.parallel_walk import WalkPlan
 from detector.progress import Progress
 
 if TYPE_CHECKING:  # pyarrow.compute, which it needs, costs 0.08 s of start-up
@@ -47,6 +48,7 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
     writer = open_flow_writer(out_path, fmt)
     engine = make_engine(cfg, backend)
     ingest.read_ahead = spare = spare_core(engine)
+    ingest.walk = WalkPlan(threads=walk_threads(engine, cfg))
     sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1 or spare)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error: OutputError | None = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from detector.errors import CaptureError
 from detector.sources import expand_inputs, linktypes, open_capture
 from detector.sources.batch import RawBatch
+from detector.sources.parallel_walk import WalkPlan
 from detector.sources.read_ahead import can_read_ahead, read_ahead
 
 
@@ -50,13 +51,15 @@ class InputLog:
 
 
 class Ingest(InputLog):
-    """``read_ahead``: read mapped files on a thread of their own (:mod:`~detector.sources.read_ahead`)."""
+    """``read_ahead``: read mapped files on a thread of their own (:mod:`~detector.sources.read_ahead`);
+    ``walk``: locate the records of large mapped files on threads (:mod:`~detector.sources.parallel_walk`)."""
 
-    def __init__(self, paths: list[str], batch_size: int, read_ahead: bool = False):
+    def __init__(self, paths: list[str], batch_size: int, read_ahead: bool = False, walk: WalkPlan | None = None):
         super().__init__()
         self.files = expand_inputs(paths)
         self.batch_size = batch_size
         self.read_ahead = read_ahead
+        self.walk = walk
         self._current = None
         self._done_bytes = 0
 
@@ -72,7 +75,7 @@ class Ingest(InputLog):
             status = InputStatus(path)
             self.inputs.append(status)
             try:
-                reader = open_capture(path, self.batch_size)
+                reader = open_capture(path, self.batch_size, walk=self.walk)
             except CaptureError as exc:
                 status.error = exc
                 continue

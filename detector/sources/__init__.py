@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from detector.errors import CaptureError
 from detector.sources.batch import RawBatch
 from detector.sources.bytesource import ByteSource, open_source
+from detector.sources.parallel_walk import WalkPlan
 from detector.sources.pcap import MAGIC_KUZNETZOV, MAGIC_NS, MAGIC_US, PcapReader
 from detector.sources.pcapng import SHB, PcapngReader
 
@@ -18,18 +19,19 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".pcap.gz", ".pcapng.gz"
                     ".pcap.bz2", ".pcap.xz", ".pcapng.bz2", ".pcapng.xz")
 
 
-def open_capture(path: str, batch_size: int = 65536, mapped: bool = True):
+def open_capture(path: str, batch_size: int = 65536, mapped: bool = True, walk: WalkPlan | None = None):
     """Open one capture and return its reader (``PcapReader`` or ``PcapngReader``);
-    ``mapped=False``: see :func:`~detector.sources.bytesource.open_source`."""
+    ``mapped=False``: see :func:`~detector.sources.bytesource.open_source`; ``walk``: walk a
+    large mapped file's records on threads (:mod:`~detector.sources.parallel_walk`)."""
     src = open_source(path, mapped)
     try:
-        return _reader_for(src, batch_size)
+        return _reader_for(src, batch_size, walk)
     except BaseException:
         src.close()
         raise
 
 
-def _reader_for(src: ByteSource, batch_size: int):
+def _reader_for(src: ByteSource, batch_size: int, walk: WalkPlan | None):
     pos = src.ensure(0, 4)
     if pos < 0:
         src.raise_pending()
@@ -39,9 +41,9 @@ def _reader_for(src: ByteSource, batch_size: int):
     head = bytes(src.buf[pos:pos + 4])
     le, be = struct.unpack("<I", head)[0], struct.unpack(">I", head)[0]
     if le == SHB:
-        return PcapngReader(src, batch_size)
+        return PcapngReader(src, batch_size, walk)
     if {le, be} & {MAGIC_US, MAGIC_NS, MAGIC_KUZNETZOV}:
-        return PcapReader(src, batch_size)
+        return PcapReader(src, batch_size, walk)
     raise CaptureError(src.path, 0, f"bad magic 0x{be:08x}: not a pcap or pcapng file")
 
 

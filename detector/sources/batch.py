@@ -30,7 +30,12 @@ class RawBatch:
 
 
 class RecordArrays:
-    """Reusable per-record arrays, sized once per reader."""
+    """Reusable per-record arrays, sized once per reader.
+
+    ``head`` holds where each record's header starts (``off`` is where its packet starts): a
+    walk split over threads resumes from there. ``columns`` is the tuple the record walkers
+    (:mod:`kernels.capture_scan`) fill, made once so that a call does not type it anew.
+    """
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -39,6 +44,8 @@ class RecordArrays:
         self.wirelen = np.empty(capacity, dtype=np.uint32)
         self.ts_ns = np.empty(capacity, dtype=np.int64)
         self.link = np.empty(capacity, dtype=np.uint16)
+        self.head = np.empty(capacity, dtype=np.int64)
+        self.columns = (self.off, self.caplen, self.wirelen, self.ts_ns, self.link, self.head)
 
     def batch(self, buf: np.ndarray, n: int, path: str, file_offset: int) -> RawBatch:
         return RawBatch(buf, self.off[:n], self.caplen[:n], self.wirelen[:n], self.ts_ns[:n],

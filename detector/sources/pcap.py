@@ -11,6 +11,8 @@ from detector.errors import CaptureError
 from detector.sources import linktypes
 from detector.sources.batch import RawBatch, RecordRing
 from detector.sources.bytesource import ByteSource
+from detector.sources.parallel_walk import WalkPlan, make_walk
+from kernels import capture_resync as rs
 from kernels import capture_scan as cs
 
 MAGIC_US = 0xA1B2C3D4
@@ -20,13 +22,31 @@ HEADER_LEN = 24
 ABSURD_CAPLEN = 256 << 10  # above any snap length tcpdump, dumpcap or libpcap will write
 
 
+class PcapRecords:
+    """What the record walk (:mod:`~detector.sources.parallel_walk`) needs of a classic pcap file."""
+
+    align = 1  # records are packed back to back: one may start at any byte
+
+    def __init__(self, little: bool, ts_mult: int, max_caplen: int):
+        self.fmt = (little, ts_mult, max_caplen)
+
+    def walk(self, buf, pos, bounds, last_ts, out, first, limit):
+        return cs.walk_pcap(buf, pos, bounds, self.fmt, out, first, limit)
+
+    def resync(self, buf, start, bounds, known):
+        return rs.resync_pcap(buf, start, bounds, self.fmt, known)
+
+
 class PcapReader:
-    """Reads records from a :class:`ByteSource` holding a classic pcap file."""
+    """Reads records from a :class:`ByteSource` holding a classic pcap file; ``walk`` says
+    whether a large mapped file is walked on several threads."""
 
     format = "pcap"
 
-    def __init__(self, src: ByteSource, batch_size: int):
+    def __init__(self, src: ByteSource, batch_size: int, walk: WalkPlan | None = None):
         self.src = src
+        self.walk_plan = walk
+        self.walk_stats = None
         self.path = src.path
         pos = src.ensure(0, HEADER_LEN)
         if pos < 0:
@@ -59,13 +79,20 @@ class PcapReader:
         self.records = 0
 
     def batches(self) -> Iterator[RawBatch]:
+        walk = make_walk(self.src, self.walk_plan)
+        self.walk_stats = walk.stats
+        try:
+            yield from self._batches(walk)
+        finally:
+            walk.close()
+
+    def _batches(self, walk) -> Iterator[RawBatch]:
         src, rec = self.src, self.records_ring.current
         pos = self._pos
-        ts_mult = 1 if self.nanosecond else 1000
+        records = PcapRecords(self.little, 1 if self.nanosecond else 1000, self.max_caplen)
         while True:
             start = pos
-            n, pos, code = cs.scan_pcap(src.buf, pos, src.end, self.little, ts_mult, self.max_caplen,
-                                        rec.capacity, rec.off, rec.caplen, rec.wirelen, rec.ts_ns)
+            n, pos, code = walk.scan(records, src.buf, pos, src.end, rec, 0)
             if n:
                 rec.link[:n] = self.link_type
                 self.records += n

@@ -18,6 +18,8 @@ from detector.errors import CaptureError
 from detector.sources import linktypes
 from detector.sources.batch import RawBatch, RecordRing
 from detector.sources.bytesource import MAX_WINDOW, ByteSource
+from detector.sources.parallel_walk import WalkPlan, make_walk
+from kernels import capture_resync as rs
 from kernels import capture_scan as cs
 
 SHB = 0x0A0D0D0A
@@ -46,13 +48,32 @@ def _ts_conversion(tsresol: int) -> tuple[int, int]:
     return cs.TS_DIV, 10 ** (tsresol - 9)
 
 
+class PcapngRecords:
+    """What the record walk (:mod:`~detector.sources.parallel_walk`) needs of a pcapng section:
+    its byte order and interfaces, as they stand at the packet blocks walked."""
+
+    align = 4  # every block is a multiple of 4 bytes long
+
+    def __init__(self, little: bool, n_if: int, ifs: tuple):
+        self.little, self.n_if, self.ifs = little, n_if, ifs
+
+    def walk(self, buf, pos, bounds, last_ts, out, first, limit):
+        return cs.walk_pcapng(buf, pos, bounds, (self.little, self.n_if, last_ts), self.ifs, out, first, limit)
+
+    def resync(self, buf, start, bounds, known):
+        return rs.resync_pcapng(buf, start, bounds, (self.little, self.n_if, 0), known)
+
+
 class PcapngReader:
-    """Reads records from a :class:`ByteSource` holding a pcapng file."""
+    """Reads records from a :class:`ByteSource` holding a pcapng file; ``walk`` says whether a
+    large mapped file is walked on several threads."""
 
     format = "pcapng"
 
-    def __init__(self, src: ByteSource, batch_size: int):
+    def __init__(self, src: ByteSource, batch_size: int, walk: WalkPlan | None = None):
         self.src = src
+        self.walk_plan = walk
+        self.walk_stats = None
         self.path = src.path
         self.little = True
         self.sections = 0
@@ -163,6 +184,14 @@ class PcapngReader:
         return self._arrays
 
     def batches(self) -> Iterator[RawBatch]:
+        walk = make_walk(self.src, self.walk_plan)
+        self.walk_stats = walk.stats
+        try:
+            yield from self._batches(walk)
+        finally:
+            walk.close()
+
+    def _batches(self, walk) -> Iterator[RawBatch]:
         src, rec = self.src, self.records_ring.current
         pos = self._pos
         while True:
@@ -189,11 +218,9 @@ class PcapngReader:
                 pos, _, blen = self._block(pos)
                 pos += blen
                 continue
-            link, snap, kind, factor, offset = self._interface_arrays()
+            records = PcapngRecords(self.little, len(self._ifaces), self._interface_arrays())
             start = pos
-            n, pos, code = cs.scan_pcapng(src.buf, pos, src.end, self.little, link, snap, kind, factor, offset,
-                                          len(self._ifaces), rec.capacity, self._last_ts,
-                                          rec.off, rec.caplen, rec.wirelen, rec.ts_ns, rec.link)
+            n, pos, code = walk.scan(records, src.buf, pos, src.end, rec, self._last_ts)
             if n:
                 self._last_ts = int(rec.ts_ns[n - 1])
                 self.records += n
