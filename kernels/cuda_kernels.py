@@ -7,7 +7,8 @@ which Numba compiles for the GPU. What is GPU-specific is only how work is sprea
 - decoding: one thread per packet;
 - IP fragments: one thread per fragment, first fragments claiming cache slots with atomics;
 - flow accounting is array code (:mod:`kernels.flow_account`); only the few segments whose
-  record starts the scans cannot settle are walked, one thread per segment (``walk``).
+  record starts the scans cannot settle are walked, one thread per segment (``walk``);
+- flow records: one thread per emitted flow (``finalize_rows``), the CPU's ``record_row``.
 
 ``numba.cuda`` is imported inside :func:`kernels`, so importing this module never touches it.
 On a GPU each kernel is compiled once per kernel sources and GPU model, then loaded from disk
@@ -24,6 +25,7 @@ import numpy as np
 
 from kernels.cuda_registry import arg, register
 from kernels.decode import decode_record
+from kernels.flow_records import IP_TEXT_MAX, Oriented, Scratch, Text, record_row
 from kernels.flow_walk import walk_one
 from kernels.flowkey import is_flow_packet, mix64, packet_flow_hash
 from kernels.fragments import STAT_OVERWRITTEN, STAT_RESOLVED, STAT_UNRESOLVED
@@ -138,8 +140,22 @@ def _build() -> SimpleNamespace:
             return
         walk_one(cols, order, lo[g], hi[g], out_at[g], likely, cfg, state, res, g)
 
+    # -- flow records ------------------------------------------------------------------------
+    @cached_jit
+    def finalize_rows(okeys, ost, ohist, n, cid_seed, ori, text, oh_len, rh_len, scratch):
+        """One thread per emitted flow: its orientation, uid, Community ID and addresses as text,
+        each address in a slot of IP_TEXT_MAX bytes (packed afterwards, kernels.flow_records)."""
+        k = cuda.grid(1)
+        if k >= n:
+            return
+        at = k * IP_TEXT_MAX
+        oh_end, rh_end = record_row(okeys, ost, ohist, k, cid_seed, ori, text, at, at, scratch.msg[k],
+                                    scratch.w[k], scratch.digest[k])
+        oh_len[k] = oh_end - at
+        rh_len[k] = rh_end - at
+
     return SimpleNamespace(decode=decode, frag_claim=frag_claim, frag_write=frag_write, frag_lookup=frag_lookup,
-                           walk=walk)
+                           walk=walk, finalize_rows=finalize_rows)
 
 
 # -- the arguments each kernel is launched with (as GpuFlowEngine launches it; a test compares) --
@@ -163,3 +179,13 @@ register("kernels.cuda_kernels.frag_write", lambda: kernels().frag_write, lambda
 register("kernels.cuda_kernels.frag_lookup", lambda: kernels().frag_lookup, lambda: (
     allocate(1), arg(_I64), 0, arg(_U64, 2), arg(_U32), arg(_I64), 0, arg(_U64), arg(_I64)))
 register("kernels.cuda_kernels.walk", lambda: kernels().walk, _walk_args)
+
+
+def _finalize_args():
+    ori = Oriented(*(arg(_U64) for _ in range(4)), arg(_U16), arg(_U16), arg(_U8), arg(_U16), arg(_U8))
+    text = Text(*(arg(_U8) for _ in range(4)))
+    scratch = Scratch(arg(_U8, 2), arg(_I64, 2), arg(_U8, 2))
+    return (arg(_U64, 2), arg(_I64, 2), arg(_U8, 2), 0, 0, ori, text, arg(_I64), arg(_I64), scratch)
+
+
+register("kernels.cuda_kernels.finalize_rows", lambda: kernels().finalize_rows, _finalize_args)

@@ -3,9 +3,11 @@ columns (addresses, uid, Community ID, history) as byte buffers with offsets."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from kernels._jit import cpu_kernel, device_fn
+from kernels._jit import cpu_kernel, device_fn, row_fn
 from kernels.flowkey import canonical_key, mix64
 from kernels.flowstate import (
     D_BYTES,
@@ -98,11 +100,76 @@ def community_id(o_hi, o_lo, r_hi, r_lo, o_port, r_port, proto, seed, msg, w, di
     return write_base64(dst, pos + 2, digest, 0, 20)
 
 
+class Oriented(NamedTuple):
+    """A record's key as Zeek reports it (originator first) and its connection state."""
+
+    o_hi: np.ndarray
+    o_lo: np.ndarray
+    r_hi: np.ndarray
+    r_lo: np.ndarray
+    o_port: np.ndarray
+    r_port: np.ndarray
+    proto: np.ndarray
+    vlan: np.ndarray
+    conn_state: np.ndarray
+
+
+class Text(NamedTuple):
+    """Byte buffers the text columns are written into; ``oh``/``rh`` from positions the caller
+    chooses (packed on the CPU, one fixed slot per record on the GPU), uid and Community ID in
+    fixed slots."""
+
+    oh: np.ndarray
+    rh: np.ndarray
+    uid: np.ndarray
+    cid: np.ndarray
+
+
+class Scratch(NamedTuple):
+    """The Community ID's SHA-1 work space: ``msg`` (uint8, 64), ``w`` (int64, 80), ``digest``
+    (uint8, 20); one row each per GPU thread."""
+
+    msg: np.ndarray
+    w: np.ndarray
+    digest: np.ndarray
+
+
+@row_fn
+def record_row(okeys, ost, ohist, k, cid_seed, ori, text, oh_pos, rh_pos, msg, w, digest):
+    """Record ``k``'s orientation, ``conn_state``, addresses as text (at ``oh_pos``/``rh_pos``),
+    uid and Community ID; returns where the two addresses end."""
+    w4 = okeys[k, 4]
+    a_port = np.int64(w4 >> np.uint64(48))
+    b_port = np.int64((w4 >> np.uint64(32)) & np.uint64(0xFFFF))
+    pr = np.int64((w4 >> np.uint64(16)) & np.uint64(0xFF))
+    ori.proto[k] = pr
+    ori.vlan[k] = np.int64(w4 & np.uint64(0xFFFF))
+    if ost[k, FLAGS] & F_A_IS_ORIG:
+        o_hi, o_lo, r_hi, r_lo = okeys[k, 0], okeys[k, 1], okeys[k, 2], okeys[k, 3]
+        o_port, r_port = a_port, b_port
+    else:
+        o_hi, o_lo, r_hi, r_lo = okeys[k, 2], okeys[k, 3], okeys[k, 0], okeys[k, 1]
+        o_port, r_port = b_port, a_port
+    ori.o_hi[k], ori.o_lo[k], ori.r_hi[k], ori.r_lo[k] = o_hi, o_lo, r_hi, r_lo
+    ori.o_port[k], ori.r_port[k] = o_port, r_port
+    if pr == 6:
+        ori.conn_state[k] = tcp_conn_state(ost[k, O_STATE], ost[k, R_STATE], ost[k, ORIG + D_BYTES],
+                                           ost[k, RESP + D_BYTES], ohist[k], ost[k, HIST_N])
+    elif pr == 17:
+        ori.conn_state[k] = udp_conn_state(ost[k, ORIG + D_PKTS], ost[k, RESP + D_PKTS])
+    else:
+        ori.conn_state[k] = CS_OTH
+    oh_end = write_ip(text.oh, oh_pos, o_hi, o_lo)
+    rh_end = write_ip(text.rh, rh_pos, r_hi, r_lo)
+    write_uid(text.uid, k * UID_LEN, okeys[k, 0], okeys[k, 1], okeys[k, 2], okeys[k, 3], okeys[k, 4],
+              ost[k, FIRST_TS])
+    community_id(o_hi, o_lo, r_hi, r_lo, o_port, r_port, pr, cid_seed, msg, w, digest, text.cid, k * CID_LEN)
+    return oh_end, rh_end
+
+
 @cpu_kernel
-def finalize(okeys, ost, ohist, n, cid_seed,
-             o_hi, o_lo, r_hi, r_lo, o_port, r_port, proto, vlan, conn_state,
-             oh_buf, oh_off, rh_buf, rh_off, uid_buf, cid_buf, hist_buf, hist_off, msg, w, digest):
-    """``msg`` (uint8, 64), ``w`` (int64, 80) and ``digest`` (uint8, 20) are scratch space."""
+def finalize(okeys, ost, ohist, n, cid_seed, ori, text, oh_off, rh_off, hist_buf, hist_off, scratch):
+    """Every record of ``okeys``/``ost``/``ohist`` (rows of emitted flows), text packed."""
     oh_pos = 0
     rh_pos = 0
     h_pos = 0
@@ -110,35 +177,22 @@ def finalize(okeys, ost, ohist, n, cid_seed,
     rh_off[0] = 0
     hist_off[0] = 0
     for k in range(n):
-        w4 = okeys[k, 4]
-        a_port = np.int64(w4 >> np.uint64(48))
-        b_port = np.int64((w4 >> np.uint64(32)) & np.uint64(0xFFFF))
-        pr = np.int64((w4 >> np.uint64(16)) & np.uint64(0xFF))
-        proto[k] = pr
-        vlan[k] = np.int64(w4 & np.uint64(0xFFFF))
-        if ost[k, FLAGS] & F_A_IS_ORIG:
-            o_hi[k], o_lo[k], r_hi[k], r_lo[k] = okeys[k, 0], okeys[k, 1], okeys[k, 2], okeys[k, 3]
-            o_port[k], r_port[k] = a_port, b_port
-        else:
-            o_hi[k], o_lo[k], r_hi[k], r_lo[k] = okeys[k, 2], okeys[k, 3], okeys[k, 0], okeys[k, 1]
-            o_port[k], r_port[k] = b_port, a_port
-        nh = ost[k, HIST_N]
-        if pr == 6:
-            conn_state[k] = tcp_conn_state(ost[k, O_STATE], ost[k, R_STATE], ost[k, ORIG + D_BYTES],
-                                           ost[k, RESP + D_BYTES], ohist[k], nh)
-        elif pr == 17:
-            conn_state[k] = udp_conn_state(ost[k, ORIG + D_PKTS], ost[k, RESP + D_PKTS])
-        else:
-            conn_state[k] = CS_OTH
-        oh_pos = write_ip(oh_buf, oh_pos, o_hi[k], o_lo[k])
+        oh_pos, rh_pos = record_row(okeys, ost, ohist, k, cid_seed, ori, text, oh_pos, rh_pos, scratch.msg,
+                                    scratch.w, scratch.digest)
         oh_off[k + 1] = oh_pos
-        rh_pos = write_ip(rh_buf, rh_pos, r_hi[k], r_lo[k])
         rh_off[k + 1] = rh_pos
+        nh = ost[k, HIST_N]
         for j in range(nh):
             hist_buf[h_pos + j] = ohist[k, j]
         h_pos += nh
         hist_off[k + 1] = h_pos
-        write_uid(uid_buf, k * UID_LEN, okeys[k, 0], okeys[k, 1], okeys[k, 2], okeys[k, 3], okeys[k, 4],
-                  ost[k, FIRST_TS])
-        community_id(o_hi[k], o_lo[k], r_hi[k], r_lo[k], np.int64(o_port[k]), np.int64(r_port[k]), pr,
-                      cid_seed, msg, w, digest, cid_buf, k * CID_LEN)
+
+
+def pack_slots(xp, slots, lens):
+    """Text written one fixed-width slot per record (``slots``, shape (n, width)), ``lens[k]``
+    bytes used in row k, packed into one buffer with offsets (n + 1): Arrow's string layout."""
+    n = int(slots.shape[0])
+    offsets = xp.zeros(n + 1, dtype=xp.int64)
+    xp.cumsum(lens, out=offsets[1:])
+    used = xp.arange(slots.shape[1])[None, :] < lens[:, None]
+    return slots[used], offsets

@@ -11,6 +11,7 @@ import os
 from types import SimpleNamespace
 
 import numba
+import numpy as np
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
@@ -18,6 +19,7 @@ from scapy.layers.l2 import Ether
 from detector.backend import select_backend
 from detector.config import FlowConfig
 from detector.pipeline.flows_job import run_flows
+from tests import flow_cases as fc
 from tests.capture_files import Rec, pcap_bytes
 from tests.test_cudasim import T0, mixed_frames
 
@@ -47,12 +49,21 @@ class Recorder:
 
 
 def every_launch_path(tmp_path):
-    """Fragments, expiry, eviction and the final flush: every kernel is launched."""
+    """Fragments, expiry, eviction and the final flush."""
     recs = [Rec(T0 + k * 1000, f) for k, f in enumerate(mixed_frames())]
     recs += [Rec(T0 + 10**6 + k * 10**8, bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") /
                                                 UDP(sport=10000 + k % 60, dport=53) / b"q")) for k in range(240)]
     path = tmp_path / "launches.pcap"
     path.write_bytes(pcap_bytes(recs))
+    return path
+
+
+def walked_path(tmp_path):
+    """A segment the scans leave to the walk (sequence numbers going back 1.5 GB twice)."""
+    t = fc.T0 + np.arange(4, dtype=np.int64) * 1000
+    seq = np.array([3_500_000_000, 2_000_000_000, 500_000_000, 600_000_000], dtype=np.uint64)
+    path = tmp_path / "walked.pcap"
+    path.write_bytes(fc.capture(fc.spec(t, fc.A, fc.B, 40000, 80, flags=fc.ACK | fc.PSH, seq=seq, payload=100)))
     return path
 
 
@@ -66,7 +77,7 @@ def test_engine_launches_kernels_with_their_registered_types(tmp_path, monkeypat
     monkeypatch.setattr(cuda_kernels, "kernels", lambda: recording)
 
     cfg = dataclasses.replace(FlowConfig(), max_flows=16, batch_size=256, udp_idle_timeout=5.0)
-    result = run_flows([str(every_launch_path(tmp_path))], str(tmp_path / "f.parquet"), "parquet", cfg,
+    result = run_flows([str(every_launch_path(tmp_path)), str(walked_path(tmp_path))], str(tmp_path / "f.parquet"), "parquet", cfg,
                        progress=False, backend=select_backend("gpu"))
     assert result.summary["evicted_flows"] > 0
 

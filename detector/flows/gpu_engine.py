@@ -4,7 +4,8 @@ Per batch, the capture bytes the batch covers go to the device through a pinned 
 buffer, every packet is decoded by one thread, fragments get their ports (the kernels of
 :mod:`kernels.cuda_kernels`), and flows are accounted as sorts and segmented scans
 (:class:`kernels.flow_account.ScanTable`). The few segments that the scans cannot settle are
-walked with one thread each. Flow state never leaves the device; only ended flows come back.
+walked with one thread each. Flow state never leaves the device; ended flows are finished into
+record columns there (:class:`DeviceRecords`), and those columns come back.
 
 Under Numba's CUDA simulator the array glue is NumPy and the kernels run in the simulator, so
 the whole path runs on machines without a GPU.
@@ -19,8 +20,12 @@ import numpy as np
 from detector.backend import Backend
 from detector.config import FlowConfig
 from detector.flows.engine import PacketCounts
+from detector.flows.records import HostText, oriented
 from detector.flows.scan_engine import ScanFlowEngine
+from detector.flows.table import EmittedFlows
 from detector.sources.batch import RawBatch
+from kernels import flow_records as kfr
+from kernels import flowstate as fsd
 from kernels import packet_columns as pc
 
 log = logging.getLogger("detector.gpu")
@@ -155,6 +160,41 @@ class DeviceWalker:
         dec.launch(dec.k.walk, k, dev_cols, d(order), d(lo), d(hi), d(out_at), d(likely), d(cfg), walk, res, k)
 
 
+class DeviceRecords:
+    """Flow records finished on the device (:meth:`RecordBuilder.build` calls :meth:`finalize`
+    for flows emitted here): one thread per record, the CPU's ``record_row``; text packed by a
+    prefix sum of its lengths; whole columns come back once per batch."""
+
+    def __init__(self, decoder: DeviceDecoder):
+        self.decoder = decoder
+        self.xp = decoder.xp
+
+    def finalize(self, em: EmittedFlows, cid_seed: int) -> tuple[kfr.Oriented, HostText]:
+        dec, xp, d = self.decoder, self.xp, self.decoder.dev
+        n = len(em)
+        width = kfr.IP_TEXT_MAX
+        with dec.clock.stage("records"):
+            ori = oriented(xp, n)
+            text = kfr.Text(xp.empty(max(1, n * width), xp.uint8), xp.empty(max(1, n * width), xp.uint8),
+                            xp.empty(max(1, n * kfr.UID_LEN), xp.uint8), xp.empty(max(1, n * kfr.CID_LEN), xp.uint8))
+            oh_len, rh_len = xp.empty(n, xp.int64), xp.empty(n, xp.int64)
+            scratch = kfr.Scratch(xp.zeros((n, 64), xp.uint8), xp.zeros((n, 80), xp.int64), xp.zeros((n, 20), xp.uint8))
+            dec.launch(dec.k.finalize_rows, n, d(em.keys), d(em.st), d(em.hist), n, int(cid_seed),
+                       kfr.Oriented(*(d(a) for a in ori)), kfr.Text(*(d(a) for a in text)), d(oh_len), d(rh_len),
+                       kfr.Scratch(*(d(a) for a in scratch)))
+            packed = [kfr.pack_slots(xp, slots, lens) for slots, lens in (
+                (text.oh[:n * width].reshape(n, width), oh_len), (text.rh[:n * width].reshape(n, width), rh_len),
+                (em.hist, em.st[:, fsd.HIST_N]))]
+        with dec.clock.stage("copy"):
+            oh, rh, hist = (tuple(_host_bytes(a) for a in pair) for pair in packed)
+            return ori, HostText(oh, rh, hist, _host_bytes(text.uid), _host_bytes(text.cid))
+
+
+def _host_bytes(a) -> np.ndarray:
+    out = a.get() if hasattr(a, "get") else np.asarray(a)
+    return out if out.size else np.zeros(1, out.dtype)
+
+
 class GpuFlowEngine(ScanFlowEngine):
     """The data-parallel engine with its columns on the device."""
 
@@ -162,13 +202,19 @@ class GpuFlowEngine(ScanFlowEngine):
         self.backend = backend
         super().__init__(cfg, backend.xp, profile=profile)
         self.table.walker = DeviceWalker(self.decoder)
-        log.info("flow accounting on the %s (%s) as sorts and scans; flow records are finalised on the host",
+        self.records = DeviceRecords(self.decoder)
+        log.info("flow accounting on the %s (%s) as sorts and scans, flow records finished there",
                  "CUDA simulator" if backend.simulated else "GPU", backend.device)
 
     def _decoder(self):
         from kernels.cuda_kernels import kernels
 
         return DeviceDecoder(self.cfg, self.backend, kernels(), self.clock)
+
+    def _emitted(self, cat: list) -> EmittedFlows:
+        """Ended flows stay on the device, as record rows; the record builder finishes them there."""
+        xp = self.xp
+        return EmittedFlows(*(xp.ascontiguousarray(a.T) if a.ndim == 2 else a for a in cat), device=self.records)
 
     def _counted(self) -> None:
         self.counts.by_status += self.decoder.take_status_counts(self._sync)

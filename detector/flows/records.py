@@ -9,6 +9,7 @@ are transport payload bytes, without retransmitted TCP bytes.
 from __future__ import annotations
 
 import ipaddress
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -78,15 +79,20 @@ class LocalNets:
     def __bool__(self) -> bool:
         return bool(self.nets)
 
-    def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(hi), dtype=bool)
+    def contains(self, hi, lo):
+        """Membership of each address; NumPy or CuPy arrays alike (no networks: none)."""
+        out = hi != hi
         for vhi, vlo, mhi, mlo in self.nets:
-            out |= ((hi & mhi) == vhi) & ((lo & mlo) == vlo)
+            out = out | (((hi & mhi) == vhi) & ((lo & mlo) == vlo))
         return out
 
 
 class RecordBuilder:
-    """Turns :class:`EmittedFlows` into Arrow record batches of :data:`FLOW_SCHEMA`."""
+    """Turns :class:`EmittedFlows` into Arrow record batches of :data:`FLOW_SCHEMA`.
+
+    Flows emitted on a GPU (``em.device`` set) are finished there: orientation, uid, Community ID,
+    addresses as text and every derived column are computed on the device, and whole columns come
+    back once per batch."""
 
     def __init__(self, cfg: FlowConfig):
         self.cid_seed = cfg.community_id_seed
@@ -94,71 +100,111 @@ class RecordBuilder:
 
     def build(self, em: EmittedFlows) -> pa.RecordBatch:
         n = len(em)
+        if em.device is not None:
+            xp = em.device.xp
+            ori, text = em.device.finalize(em, self.cid_seed)
+        else:
+            xp = np
+            ori, text = _finalize(em, self.cid_seed)
         st, fs = em.st, em.fs
-        o_hi, o_lo, r_hi, r_lo = (np.empty(n, np.uint64) for _ in range(4))
-        o_port, r_port, vlan = (np.empty(n, np.uint16) for _ in range(3))
-        proto = np.empty(n, np.uint8)
-        conn_state = np.empty(n, np.uint8)
-        oh_buf = np.empty(max(1, n * kfr.IP_TEXT_MAX), np.uint8)
-        rh_buf = np.empty_like(oh_buf)
-        oh_off = np.empty(n + 1, np.int64)
-        rh_off = np.empty(n + 1, np.int64)
-        uid_buf = np.empty(max(1, n * kfr.UID_LEN), np.uint8)
-        cid_buf = np.empty(max(1, n * kfr.CID_LEN), np.uint8)
-        hist_buf = np.empty(max(1, n * fsd.HIST_LEN), np.uint8)
-        hist_off = np.empty(n + 1, np.int64)
-        kfr.finalize(em.keys, st, em.hist, n, self.cid_seed, o_hi, o_lo, r_hi, r_lo, o_port, r_port, proto,
-                     vlan, conn_state, oh_buf, oh_off, rh_buf, rh_off, uid_buf, cid_buf, hist_buf, hist_off,
-                     np.zeros(64, np.uint8), np.zeros(80, np.int64), np.zeros(20, np.uint8))
         first = st[:, fsd.FIRST_TS]
-        duration = (st[:, fsd.LAST_TS] - first) / 1e9
+        local = self.local.contains if self.local else None
         cols = {
-            "ts": au.array(first, pa.timestamp("ns", tz="UTC")),
-            "uid": au.fixed_strings(uid_buf, kfr.UID_LEN, n),
-            "community_id": au.fixed_strings(cid_buf, kfr.CID_LEN, n),
-            "orig_h": au.strings(oh_buf, oh_off, n),
-            "orig_p": au.array(o_port),
-            "resp_h": au.strings(rh_buf, rh_off, n),
-            "resp_p": au.array(r_port),
-            "proto": au.dictionary(_PROTO_CODE[proto], _PROTO_DICT),
-            "ip_proto": au.array(proto),
-            "service": pa.nulls(n, pa.string()),
-            "duration": au.array(duration),
-            "orig_bytes": au.array(st[:, fsd.ORIG + fsd.D_BYTES]),
-            "resp_bytes": au.array(st[:, fsd.RESP + fsd.D_BYTES]),
-            "conn_state": au.dictionary(conn_state, _STATE_DICT),
-            "local_orig": au.array(self.local.contains(o_hi, o_lo)) if self.local else pa.nulls(n, pa.bool_()),
-            "local_resp": au.array(self.local.contains(r_hi, r_lo)) if self.local else pa.nulls(n, pa.bool_()),
-            "history": au.strings(hist_buf, hist_off, n),
-            "orig_pkts": au.array(st[:, fsd.ORIG + fsd.D_PKTS]),
-            "orig_ip_bytes": au.array(st[:, fsd.ORIG + fsd.D_IP_BYTES]),
-            "resp_pkts": au.array(st[:, fsd.RESP + fsd.D_PKTS]),
-            "resp_ip_bytes": au.array(st[:, fsd.RESP + fsd.D_IP_BYTES]),
-            "vlan": au.array(vlan),
-            "end_reason": au.dictionary(em.reason, _REASON_DICT),
+            "ts": (first, pa.timestamp("ns", tz="UTC"), None),
+            "orig_p": (ori.o_port, None, None),
+            "resp_p": (ori.r_port, None, None),
+            "ip_proto": (ori.proto, None, None),
+            "duration": ((st[:, fsd.LAST_TS] - first) / 1e9, None, None),
+            "orig_bytes": (st[:, fsd.ORIG + fsd.D_BYTES], None, None),
+            "resp_bytes": (st[:, fsd.RESP + fsd.D_BYTES], None, None),
+            "orig_pkts": (st[:, fsd.ORIG + fsd.D_PKTS], None, None),
+            "orig_ip_bytes": (st[:, fsd.ORIG + fsd.D_IP_BYTES], None, None),
+            "resp_pkts": (st[:, fsd.RESP + fsd.D_PKTS], None, None),
+            "resp_ip_bytes": (st[:, fsd.RESP + fsd.D_IP_BYTES], None, None),
+            "vlan": (ori.vlan, None, None),
         }
+        if local is not None:
+            cols["local_orig"] = (local(ori.o_hi, ori.o_lo), None, None)
+            cols["local_resp"] = (local(ori.r_hi, ori.r_lo), None, None)
         for d, base, m2 in _DIRS:
-            pk = st[:, base + fsd.D_PKTS]
-            has = pk > 0
-            npk = np.maximum(pk, 1)
-            for name, off in _FLAG_FIELDS:
-                cols[f"{d}_{name}"] = au.array(st[:, base + off])
-            mean = st[:, base + fsd.D_SZ_SUM] / npk
-            var = np.maximum(st[:, base + fsd.D_SZ_SUMSQ] / npk - mean * mean, 0.0)
-            cols[f"{d}_size_min"] = au.array(st[:, base + fsd.D_SZ_MIN], pa.int64(), valid=has)
-            cols[f"{d}_size_mean"] = au.array(mean, pa.float64(), valid=has)
-            cols[f"{d}_size_std"] = au.array(np.sqrt(var), pa.float64(), valid=has)
-            cols[f"{d}_size_max"] = au.array(st[:, base + fsd.D_SZ_MAX], pa.int64(), valid=has)
-            ni = pk - 1
-            has_iat = ni > 0
-            nni = np.maximum(ni, 1)
-            imean = st[:, base + fsd.D_IAT_SUM] / nni / 1e9
-            ivar = np.maximum(fs[:, m2] / nni, 0.0)
-            cols[f"{d}_iat_min"] = au.array(st[:, base + fsd.D_IAT_MIN] / 1e9, pa.float64(), valid=has_iat)
-            cols[f"{d}_iat_mean"] = au.array(imean, pa.float64(), valid=has_iat)
-            cols[f"{d}_iat_std"] = au.array(np.sqrt(ivar), pa.float64(), valid=has_iat)
-            cols[f"{d}_iat_max"] = au.array(st[:, base + fsd.D_IAT_MAX] / 1e9, pa.float64(), valid=has_iat)
-            cols[f"{d}_ttl_min"] = au.array(np.minimum(st[:, base + fsd.D_TTL_MIN], 255).astype(np.uint8), pa.uint8(), valid=has)
-            cols[f"{d}_ttl_max"] = au.array(st[:, base + fsd.D_TTL_MAX].astype(np.uint8), pa.uint8(), valid=has)
-            cols[f"{d}_retrans_pkts"] = au.array(st[:, base + fsd.D_RXMIT])
-        return pa.RecordBatch.from_arrays([cols[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)
+            _direction_columns(xp, cols, d, st, base, fs[:, m2])
+        out = {name: au.array(_host(v), typ, None if valid is None else _host(valid))
+               for name, (v, typ, valid) in cols.items()}
+        out.update({
+            "uid": au.fixed_strings(text.uid, kfr.UID_LEN, n),
+            "community_id": au.fixed_strings(text.cid, kfr.CID_LEN, n),
+            "orig_h": au.strings(*text.oh, n),
+            "resp_h": au.strings(*text.rh, n),
+            "history": au.strings(*text.hist, n),
+            "proto": au.dictionary(_PROTO_CODE[_host(ori.proto)], _PROTO_DICT),
+            "service": pa.nulls(n, pa.string()),
+            "conn_state": au.dictionary(_host(ori.conn_state), _STATE_DICT),
+            "end_reason": au.dictionary(_host(em.reason), _REASON_DICT),
+        })
+        if local is None:
+            out["local_orig"] = out["local_resp"] = pa.nulls(n, pa.bool_())
+        return pa.RecordBatch.from_arrays([out[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)
+
+
+class HostText(NamedTuple):
+    """Text columns on the host: ``oh``, ``rh``, ``hist`` as (bytes, offsets); uid and Community
+    ID as fixed-width bytes."""
+
+    oh: tuple
+    rh: tuple
+    hist: tuple
+    uid: np.ndarray
+    cid: np.ndarray
+
+
+def oriented(xp, n: int) -> kfr.Oriented:
+    """Empty orientation columns for ``n`` records."""
+    u64, u16, u8 = xp.uint64, xp.uint16, xp.uint8
+    return kfr.Oriented(*(xp.empty(n, u64) for _ in range(4)), xp.empty(n, u16), xp.empty(n, u16),
+                        xp.empty(n, u8), xp.empty(n, u16), xp.empty(n, u8))
+
+
+def _finalize(em: EmittedFlows, cid_seed: int) -> tuple[kfr.Oriented, HostText]:
+    """The records' orientation and text on the CPU, text packed as it is written."""
+    n = len(em)
+    ori = oriented(np, n)
+    ip_bytes = max(1, n * kfr.IP_TEXT_MAX)
+    text = kfr.Text(np.empty(ip_bytes, np.uint8), np.empty(ip_bytes, np.uint8),
+                    np.empty(max(1, n * kfr.UID_LEN), np.uint8), np.empty(max(1, n * kfr.CID_LEN), np.uint8))
+    oh_off, rh_off, hist_off = (np.empty(n + 1, np.int64) for _ in range(3))
+    hist_buf = np.empty(max(1, n * fsd.HIST_LEN), np.uint8)
+    scratch = kfr.Scratch(np.zeros(64, np.uint8), np.zeros(80, np.int64), np.zeros(20, np.uint8))
+    kfr.finalize(em.keys, em.st, em.hist, n, cid_seed, ori, text, oh_off, rh_off, hist_buf, hist_off, scratch)
+    return ori, HostText((text.oh, oh_off), (text.rh, rh_off), (hist_buf, hist_off), text.uid, text.cid)
+
+
+def _direction_columns(xp, cols: dict, d: str, st, base: int, m2) -> None:
+    """One direction's flag counts and size, inter-arrival and TTL statistics (null without
+    packets, or for inter-arrivals without two)."""
+    pk = st[:, base + fsd.D_PKTS]
+    has = pk > 0
+    npk = xp.maximum(pk, 1)
+    for name, off in _FLAG_FIELDS:
+        cols[f"{d}_{name}"] = (st[:, base + off], None, None)
+    mean = st[:, base + fsd.D_SZ_SUM] / npk
+    var = xp.maximum(st[:, base + fsd.D_SZ_SUMSQ] / npk - mean * mean, 0.0)
+    f64 = pa.float64()
+    cols[f"{d}_size_min"] = (st[:, base + fsd.D_SZ_MIN], pa.int64(), has)
+    cols[f"{d}_size_mean"] = (mean, f64, has)
+    cols[f"{d}_size_std"] = (xp.sqrt(var), f64, has)
+    cols[f"{d}_size_max"] = (st[:, base + fsd.D_SZ_MAX], pa.int64(), has)
+    ni = pk - 1
+    has_iat = ni > 0
+    nni = xp.maximum(ni, 1)
+    cols[f"{d}_iat_min"] = (st[:, base + fsd.D_IAT_MIN] / 1e9, f64, has_iat)
+    cols[f"{d}_iat_mean"] = (st[:, base + fsd.D_IAT_SUM] / nni / 1e9, f64, has_iat)
+    cols[f"{d}_iat_std"] = (xp.sqrt(xp.maximum(m2 / nni, 0.0)), f64, has_iat)
+    cols[f"{d}_iat_max"] = (st[:, base + fsd.D_IAT_MAX] / 1e9, f64, has_iat)
+    cols[f"{d}_ttl_min"] = (xp.minimum(st[:, base + fsd.D_TTL_MIN], 255).astype(xp.uint8), pa.uint8(), has)
+    cols[f"{d}_ttl_max"] = (st[:, base + fsd.D_TTL_MAX].astype(xp.uint8), pa.uint8(), has)
+    cols[f"{d}_retrans_pkts"] = (st[:, base + fsd.D_RXMIT], None, None)
+
+
+def _host(a):
+    """A device array's values on the host (a NumPy array as it is)."""
+    return a.get() if hasattr(a, "get") else a

@@ -164,10 +164,13 @@ class ScanFlowEngine:
         xp = self.xp
         parts, self._parked = self._parked, []
         cat = [xp.concatenate([getattr(p, f) for p in parts], axis=-1) for f in Emitted._fields]
-        host = [np.ascontiguousarray(self._sync(a).T) if a.ndim == 2 else self._sync(a) for a in cat]
-        em = EmittedFlows(*host)
+        em = self._emitted(cat)
         self.flows_out += len(em)
         return [em]
+
+    def _emitted(self, cat: list) -> EmittedFlows:
+        """The ended flows (the table's columns as record rows) where the record builder reads them."""
+        return EmittedFlows(*(np.ascontiguousarray(self._sync(a).T) if a.ndim == 2 else self._sync(a) for a in cat))
 
     # -- reporting -------------------------------------------------------------------------
     @property

@@ -97,19 +97,24 @@ def eviction_victims(xp, used, st, keys, k: int):
 
 
 class EmittedFlows:
-    """Rows of ended flows: keys, integer and float state, history, end reason."""
+    """Rows of ended flows: keys, integer and float state, history, end reason.
 
-    __slots__ = ("keys", "st", "fs", "hist", "reason")
+    ``device``: where the arrays live when they are a GPU's (an object with ``xp`` and
+    ``finalize``, which the record builder calls); None for host arrays."""
 
-    def __init__(self, keys, st, fs, hist, reason):
+    __slots__ = ("keys", "st", "fs", "hist", "reason", "device")
+    _ARRAYS = ("keys", "st", "fs", "hist", "reason")
+
+    def __init__(self, keys, st, fs, hist, reason, device=None):
         self.keys, self.st, self.fs, self.hist, self.reason = keys, st, fs, hist, reason
+        self.device = device
 
     def __len__(self) -> int:
         return len(self.reason)
 
     @staticmethod
     def concat(parts: list[EmittedFlows]) -> EmittedFlows:
-        return EmittedFlows(*(np.concatenate([getattr(p, a) for p in parts]) for a in EmittedFlows.__slots__))
+        return EmittedFlows(*(np.concatenate([getattr(p, a) for p in parts]) for a in EmittedFlows._ARRAYS))
 
 
 class FlowTable:
