@@ -1,8 +1,12 @@
-"""Decode + flow accounting on the CPU (one core, all cores) and on the GPU, same file, same
-run, for batch sizes from 1e4 to 1e7 packets, after start-up (kernels loaded by a warm-up).
+"""Decode + flow accounting on the CPU (one core, all cores), the data-parallel engine on NumPy
+(one core: the GPU's array program, run by the CPU) and on the GPU, same file, same run, for
+batch sizes from 1e4 to 1e7 packets, after start-up (kernels loaded by a warm-up).
 
-The GPU rows also give the share of time spent copying capture bytes to the device. Without a
-usable GPU the GPU rows say why. Results: benchmarks/results/<date>-gpu-flows-<host>.json.
+Rows of the data-parallel engine also give, from one more run with a wait around each step,
+the share of time in each step: read (the record walk included), copy, decode, sort, scans,
+merge, walk (the fallback), records (finishing ended flows into Arrow columns), and the host
+reads and kernel launches per batch. Without a usable GPU the GPU rows say why.
+Results: benchmarks/results/<date>-gpu-flows-<host>.json.
 
     python benchmarks/gpu_flows.py [--input CAPTURE] [--packets 2000000] [--snaplen 128]
 """
@@ -28,26 +32,70 @@ from detector.backend import CPU, BackendUnavailable, select_backend  # noqa: E4
 from detector.bench.machine import machine  # noqa: E402
 from detector.config import FlowConfig  # noqa: E402
 from detector.flows.engine import FlowEngine  # noqa: E402
+from detector.flows.records import RecordBuilder  # noqa: E402
+from detector.flows.scan_engine import ScanFlowEngine  # noqa: E402
 from detector.pipeline.ingest import Ingest  # noqa: E402
 
 BATCHES = (10_000, 100_000, 1_000_000, 10_000_000)
 
 
-def run_engine(engine, path: str, batch: int) -> float:
-    ingest = Ingest([path], batch)
+class Run:
+    def __init__(self, seconds: float, read: float, records: float, batches: int):
+        self.seconds, self.read, self.records, self.batches = seconds, read, records, batches
+
+
+def run_engine(engine, path: str, batch: int, builder=None) -> Run:
+    """Every batch through ``engine``; with ``builder``, ended flows also become Arrow records."""
+    batches = iter(Ingest([path], batch).batches())
+    read = records = 0.0
+    count = 0
     t0 = time.perf_counter()
-    for b in ingest.batches():
-        engine.process(b)
-    engine.finish()
+    while True:
+        r0 = time.perf_counter()
+        b = next(batches, None)
+        read += time.perf_counter() - r0
+        if b is None:
+            break
+        count += 1
+        out = engine.process(b)
+        records += _build(builder, out)
+    records += _build(builder, engine.finish())
+    return Run(time.perf_counter() - t0, read, records, count)
+
+
+def _build(builder, emitted) -> float:
+    if builder is None:
+        return 0.0
+    t0 = time.perf_counter()
+    for em in emitted:
+        builder.build(em)
     return time.perf_counter() - t0
 
 
-def make(backend, cfg, profile=False):
-    if backend.is_gpu:
+def make(kind: str, backend, cfg, profile=False):
+    if kind == "gpu":
         from detector.flows.gpu_engine import GpuFlowEngine
 
         return GpuFlowEngine(cfg, backend, profile=profile)
+    if kind == "scan":
+        return ScanFlowEngine(cfg, profile=profile)
     return FlowEngine(cfg)
+
+
+def profiled(kind: str, backend, cfg, path: str) -> dict:
+    """Shares of each step (waits around every step), host reads and launches per batch."""
+    engine = make(kind, backend, cfg, profile=True)
+    run = run_engine(engine, path, cfg.batch_size, RecordBuilder(cfg))
+    seconds = {"read": run.read, **engine.clock.seconds}
+    # records: the builder's whole time (its device steps, records and copy_out, are inside it)
+    timed = sum(engine.clock.seconds.get(k, 0.0) for k in ("records", "copy_out"))
+    seconds["records"] = seconds.get("records", 0.0) + max(0.0, run.records - timed)
+    total = sum(seconds.values())
+    stats = engine.table.stats
+    return {"shares": {k: round(v / total, 4) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])},
+            "syncs_per_batch": round(engine.syncs / max(run.batches, 1), 2),
+            "launches_per_batch": round(engine.clock.launches / max(run.batches, 1), 2),
+            "walked_packets": stats.walked_packets, "rounds": stats.rounds, "ranges": stats.ranges}
 
 
 def main(argv=None) -> int:
@@ -68,29 +116,31 @@ def main(argv=None) -> int:
                             str(args.packets), "--snaplen", str(args.snaplen)], check=True,
                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
             Path(d, "hpc-mix.pcap").rename(path)
-    backends = [("detector-cpu-1core", CPU, 1), ("detector-cpu-all", CPU, 0)]
+    backends = [("detector-cpu-1core", "cpu", CPU, 1), ("detector-cpu-all", "cpu", CPU, 0),
+                ("detector-scan-numpy-1core", "scan", CPU, 1)]
     try:
         gpu = select_backend("gpu")
-        backends.append(("detector-gpu", gpu, 1))
+        backends.append(("detector-gpu", "gpu", gpu, 1))
         gpu_note = gpu.device
     except BackendUnavailable as exc:
         gpu, gpu_note = None, str(exc)
     results = []
     for size in [int(x) for x in args.batches.split(",")]:
-        for name, backend, threads in backends:
+        for name, kind, backend, threads in backends:
             cfg = dataclasses.replace(FlowConfig(), batch_size=max(256, min(size, 16_777_216)), threads=threads)
-            run_engine(make(backend, cfg), str(path), cfg.batch_size)  # warm-up: load kernels
-            best, h2d = None, None
+            run_engine(make(kind, backend, cfg), str(path), cfg.batch_size)  # warm-up: load kernels
+            best = None
             for _ in range(args.repeat):
-                engine = make(backend, cfg, profile=backend.is_gpu)
-                seconds = run_engine(engine, str(path), cfg.batch_size)
+                engine = make(kind, backend, cfg)
+                seconds = run_engine(engine, str(path), cfg.batch_size).seconds
                 if best is None or seconds < best:
                     best, packets = seconds, engine.counts.records
-                    h2d = getattr(engine, "h2d_seconds", None)
-            results.append({"tool": name, "batch": cfg.batch_size, "packets_per_s": round(packets / best),
-                            "seconds": round(best, 4), "h2d_share": round(h2d / best, 3) if h2d is not None else None,
-                            "device": backend.device or machine()["cpu"]})
-            print(f"{name:20s} batch {cfg.batch_size:>9,}: {packets / best / 1e6:8.2f} M packets/s", file=sys.stderr)
+            row = {"tool": name, "batch": cfg.batch_size, "packets_per_s": round(packets / best),
+                   "seconds": round(best, 4), "device": backend.device or machine()["cpu"]}
+            if kind != "cpu":
+                row.update(profiled(kind, backend, cfg, str(path)))
+            results.append(row)
+            print(f"{name:26s} batch {cfg.batch_size:>9,}: {packets / best / 1e6:8.2f} M packets/s", file=sys.stderr)
     if gpu is None:
         results.append({"tool": "detector-gpu", "batch": None, "packets_per_s": None, "notes": gpu_note})
     doc = {"benchmark": "gpu-flows", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -102,7 +152,9 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     for r in results:
         pps = f"{r['packets_per_s'] / 1e6:.2f} M" if r["packets_per_s"] else "-"
-        print(f"| {r['tool']} | {r['batch'] or '-'} | {pps} | {r.get('h2d_share') or '-'} | {r.get('notes', '')} |")
+        top = ", ".join(f"{k} {v:.0%}" for k, v in list(r.get("shares", {}).items())[:3]) or "-"
+        print(f"| {r['tool']} | {r['batch'] or '-'} | {pps} | {top} | {r.get('syncs_per_batch', '-')} | "
+              f"{r.get('notes', '')} |")
     print(f"results: {out}", file=sys.stderr)
     return 0
 

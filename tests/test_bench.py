@@ -24,7 +24,7 @@ def quick_run(tmp_path_factory):
     out, png, md = d / "r.json", d / "r.png", d / "r.md"
     code = main(["bench", "--quick", "--packets", "20000", "--work", str(d / "work"), "-o", str(out), "--plot",
                  str(png), "--markdown", str(md), "-q", "--only", "detector-cpu-1core", "detector-cpu-1core-process",
-                 "detector-gpu", "dpkt", "scapy", "zeek"])
+                 "detector-gpu", "detector-cpu-1core-snap128", "detector-gpu-snap128", "dpkt", "scapy", "zeek"])
     assert code == 0
     return json.loads(out.read_text()), png, md
 
@@ -33,12 +33,17 @@ def test_quick_run_json_follows_the_schema(quick_run):
     doc, _, _ = quick_run
     report.validate(doc, SCHEMA)
     rows = {r["tool"]: r for r in doc["results"]}
-    assert set(rows) == {"detector-cpu-1core", "detector-cpu-1core-process", "detector-gpu", "dpkt", "scapy", "zeek"}
+    assert set(rows) == {"detector-cpu-1core", "detector-cpu-1core-process", "detector-gpu", "detector-cpu-1core-snap128",
+                         "detector-gpu-snap128", "dpkt", "scapy", "zeek"}
+    # the same traffic cut to 128 bytes a packet: as many packets and flows, fewer bytes to read
+    snap = rows["detector-cpu-1core-snap128"]
+    assert snap["packets_per_s"] > 0 and snap["flows"] == doc["input"]["flows"]
     assert doc["input"]["packets"] == 20000 and rows["detector-cpu-1core"]["flows"] == doc["input"]["flows"]
     assert rows["detector-cpu-1core"]["packets_per_s"] > 0 and "dpkt" in rows["detector-cpu-1core"]["ratio_to"]
     assert "extrapolated" in rows["scapy"]["notes"]
-    if rows["detector-gpu"]["packets_per_s"] is None:
-        assert "GPU" in rows["detector-gpu"]["notes"]
+    for gpu in ("detector-gpu", "detector-gpu-snap128"):
+        if rows[gpu]["packets_per_s"] is None:
+            assert "GPU" in rows[gpu]["notes"]
     assert set(doc["stages"]["stages"]) == {"read", "decode", "flows", "l7", "features", "scoring", "output"}
 
 

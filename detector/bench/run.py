@@ -19,7 +19,7 @@ from detector.bench.procs import pinned, run_timed
 from detector.bench.scaling import measure_scaling
 from detector.bench.startup import PACKETS as STARTUP_PACKETS
 from detector.bench.startup import measure_startup
-from detector.bench.tools import Tool, gpu_status, tools
+from detector.bench.tools import SNAP_SUFFIX, SNAPLEN, Tool, gpu_status, tools
 from detector.errors import DetectorError
 
 QUICK_PACKETS = 300_000
@@ -37,13 +37,19 @@ def _child(cmd: list[str]) -> None:
         raise BenchError(lines[-1] if lines else f"{' '.join(cmd[:4])} failed ({out.returncode})")
 
 
-def generated_capture(work: Path, packets: int) -> Path:
-    path = work / f"hpc-mix-{packets}.pcap"
+def generated_capture(work: Path, packets: int, snaplen: int = 0) -> Path:
+    """The bench's hpc-mix capture (``snaplen``: packets cut to that many bytes, as a capture
+    with ``tcpdump -s`` keeps them; the same traffic)."""
+    path = snap_capture(work, packets, snaplen) if snaplen else work / f"hpc-mix-{packets}.pcap"
     if not path.exists():
         _child([sys.executable, "-m", "detector", "synth", "hpc-mix", "-o", str(work), "--packets", str(packets),
-                "--seed", "1"])
+                "--seed", "1", *(["--snaplen", str(snaplen)] if snaplen else [])])
         (work / "hpc-mix.pcap").rename(path)
     return path
+
+
+def snap_capture(work: Path, packets: int, snaplen: int = SNAPLEN) -> Path:
+    return work / f"hpc-mix-{packets}-snap{snaplen}.pcap"
 
 
 def capture_info(path: Path, work: Path) -> dict:
@@ -97,13 +103,16 @@ def run_bench(work: Path, input_path: str | None = None, packets: int | None = N
     warm_page_cache(capture)
     warm_bytecode()
     info = capture_info(capture, work)
-    rows = tools(capture, work, info["packets"], quick, gpu_status())
+    snap = None if input_path else snap_capture(work, packets)
+    rows = tools(capture, work, info["packets"], quick, gpu_status(), snap)
     if only:
         unknown = sorted(set(only) - {t.name for t in rows})
         if unknown:
             raise BenchError(f"--only: unknown tool(s) {', '.join(unknown)} (known: {', '.join(t.name for t in rows)})")
         rows = [t for t in rows if t.name in only]
     runnable = [t for t in rows if t.runnable]
+    if any(t.name.endswith(SNAP_SUFFIX) for t in runnable):
+        warm_page_cache(generated_capture(work, packets, SNAPLEN))
     bar = Progress(sum(1 if t.once else repeat for t in runnable) + 3, progress)
     runs: dict[str, list[dict]] = {}
     for rep in range(repeat):

@@ -62,7 +62,14 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def tools(capture: Path, work: Path, packets: int, quick: bool, gpu: tuple[bool, str]) -> list[Tool]:
+SNAPLEN = 128  # the GPU rows' workload: headers only, as DTN monitoring captures them
+SNAP_SUFFIX = f"-snap{SNAPLEN}"
+
+
+def tools(capture: Path, work: Path, packets: int, quick: bool, gpu: tuple[bool, str],
+          snap: Path | None = None) -> list[Tool]:
+    """The rows to measure. ``snap``: the same traffic cut to :data:`SNAPLEN` bytes a packet, for
+    the GPU rows and a one-core row beside them (None: no such rows, as for a user's capture)."""
     from kernels import aot_load
 
     py = sys.executable
@@ -92,13 +99,22 @@ def tools(capture: Path, work: Path, packets: int, quick: bool, gpu: tuple[bool,
                          "whole process, JIT cache empty (the first run after an install compiles every kernel)",
                          {**one, "NUMBA_CACHE_DIR": str(work / "numba-cold-cache"), "DETECTOR_AOT": "0"}, once=True))
     usable, device = gpu
+    gpu_rows = ["detector-gpu", "detector-gpu-process", "detector-analyze-gpu"]
+    if snap is not None:
+        snapped = [py, "-m", f"{PEERS}.detector_steady", str(snap), out, "1", "flows"]
+        rows.append(Tool(f"detector-cpu-1core{SNAP_SUFFIX}", pinned([*snapped, "cpu"]),
+                         f"flows after start-up, the same traffic captured with snaplen {SNAPLEN}", one))
+        gpu_rows.append(f"detector-gpu{SNAP_SUFFIX}")
     if usable:
         rows += [Tool("detector-gpu", [*steady, out, "1", "flows", "gpu"], f"flows after start-up, {device}", env),
                  Tool("detector-gpu-process", [*flows, "--backend", "gpu"], f"whole process, {device}", env),
                  Tool("detector-analyze-gpu", [*steady, alerts, "1", "analyze", "gpu"],
                       f"detector analyze (every detector on) after start-up, {device}", env)]
+        if snap is not None:
+            rows.append(Tool(f"detector-gpu{SNAP_SUFFIX}", [*snapped, "gpu"],
+                             f"flows after start-up, snaplen {SNAPLEN} (the GPU workload), {device}", env))
     else:
-        rows += [Tool(name, None, device) for name in ("detector-gpu", "detector-gpu-process", "detector-analyze-gpu")]
+        rows += [Tool(name, None, device) for name in gpu_rows]
     rows += [
         Tool("detector-analyze-cpu-1core", pinned([*steady, alerts, "1", "analyze", "cpu"]),
              "detector analyze (every detector on) after start-up", one),

@@ -185,7 +185,7 @@ class DeviceRecords:
             packed = [kfr.pack_slots(xp, slots, lens) for slots, lens in (
                 (text.oh[:n * width].reshape(n, width), oh_len), (text.rh[:n * width].reshape(n, width), rh_len),
                 (em.hist, em.st[:, fsd.HIST_N]))]
-        with dec.clock.stage("copy"):
+        with dec.clock.stage("copy_out"):
             oh, rh, hist = (tuple(_host_bytes(a) for a in pair) for pair in packed)
             return ori, HostText(oh, rh, hist, _host_bytes(text.uid), _host_bytes(text.cid))
 
