@@ -2,12 +2,16 @@
 # The checks that need a real CUDA GPU, run as one command on a lent GPU machine:
 #   1. the `gpu` test marker (GPU flows equal the CPU's on the corpus and on 1.2M packets, alerts
 #      equal on every attack scenario, feature and model math);
-#   2. `detector bench` (flows and analyze on one core, all cores and the GPU, side by side);
-#   3. benchmarks/gpu_flows.py (decode + flow accounting for batch sizes from 1e4 to 1e7).
+#   2. `detector bench` (flows and analyze on one core, all cores and the GPU, side by side; the
+#      GPU and one core also on the same traffic cut to snaplen 128);
+#   3. benchmarks/gpu_flows.py on a snaplen-128 capture of FLOWS_PACKETS (16M) packets: decode +
+#      flow accounting on one core, all cores and the GPU, batches of 1M, 4M and 16M packets,
+#      with each step's share of the GPU's time and its host reads and launches per batch;
+#   4. `cache`: kernels compile once (below), as part of the default now.
 # Not by default: `aot` (detector aot, about 2-4 minutes: the CPU kernels compiled ahead, so
 # that the steps after it run the GPU path beside compiled-ahead CPU kernels, e.g.
 # STEPS="aot tests"; it needs a C compiler there, and says so when there is none).
-# Not by default either, as one call of about 3 minutes (STEPS="resources cache"):
+# Not by default: `resources` (STEPS="resources"); `cache` is a default step:
 #   `resources`: every CUDA kernel compiled for the GPU's compute capability (CC, default 90),
 #     its registers and local-memory spills from ptxas -> $OUT/kernel-resources.json;
 #   `cache`: kernels compile once: a small capture through --backend gpu twice, the CUDA kernel
@@ -24,9 +28,10 @@
 # Packages missing on that machine travel as wheels in .whl/; a copy of the capture corpus in
 # .corpus/ is tested when present (the ../shared/pcaps beside a checkout does not travel).
 set -u
-STEPS=${STEPS:-tests bench flows}  # these steps, in this order
+STEPS=${STEPS:-tests bench flows cache}  # these steps, in this order
 OUT=${OUT:-benchmarks/work/device}
 PACKETS=${PACKETS:-2000000}
+FLOWS_PACKETS=${FLOWS_PACKETS:-16000000}
 mkdir -p "$OUT" benchmarks/work
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -47,23 +52,30 @@ CAP=benchmarks/work/hpc-mix-$PACKETS.pcap
 ( [ -f "$CAP" ] || { python3 -m detector synth hpc-mix -o benchmarks/work/synth --packets "$PACKETS" --seed 1 \
     && mv benchmarks/work/synth/hpc-mix.pcap "$CAP"; } ) >"$OUT/synth.log" 2>&1 &
 SYNTH=$!
+# and gpu_flows' snaplen-128 capture, under the name it looks for
+SNAP=benchmarks/work/hpc-mix-$FLOWS_PACKETS-snap128.pcap
+( [ -f "$SNAP" ] || { python3 -m detector synth hpc-mix -o benchmarks/work/synth-snap --packets "$FLOWS_PACKETS" \
+    --snaplen 128 && mv benchmarks/work/synth-snap/hpc-mix.pcap "$SNAP"; } ) >"$OUT/synth-snap.log" 2>&1 &
+SNAP_SYNTH=$!
 synth_done() {  # the capture is there (waits for it once)
   [ -n "$SYNTH" ] && { wait "$SYNTH" || cat "$OUT/synth.log"; SYNTH=; }
   [ -f "$CAP" ]
 }
 
 BENCH_ONLY=${BENCH_ONLY:-detector-cpu-1core detector-cpu-1thread detector-cpu-all detector-gpu detector-gpu-process \
-  detector-analyze-cpu-1core detector-analyze-gpu}
+  detector-analyze-cpu-1core detector-analyze-gpu detector-cpu-1core-snap128 detector-gpu-snap128}
 
 run_tests() {
-  timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -m gpu -p no:cacheprovider --durations=8 tests/test_gpu.py \
+  timeout "${TEST_LIMIT:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider --durations=8 tests/test_gpu.py \
     2>&1 | tee "$OUT/gpu-tests.log" | tail -40
 }
 
 run_bench() {
   synth_done || return
   # shellcheck disable=SC2086  # BENCH_ONLY is a list of names
-  timeout "${BENCH_LIMIT:-240}" python3 -m detector bench --input "$CAP" --repeat "${REPEAT:-1}" --only $BENCH_ONLY \
+  # its own capture names: the one made above, and the snaplen-128 copy it makes for the GPU rows
+  timeout "${BENCH_LIMIT:-220}" python3 -m detector bench --work benchmarks/work --packets "$PACKETS" \
+    --repeat "${REPEAT:-1}" --only $BENCH_ONLY \
     -o "$OUT/bench.json" --plot "$OUT/bench.png" --markdown "$OUT/bench.md" 2>&1 | tail -30
 }
 
@@ -73,9 +85,10 @@ run_aot() {
 }
 
 run_flows() {
-  synth_done || return
-  timeout "${FLOWS_LIMIT:-100}" python3 benchmarks/gpu_flows.py --input "$CAP" --repeat 2 -o "$OUT/gpu-flows.json" \
-    2>&1 | tail -20
+  wait "$SNAP_SYNTH" || cat "$OUT/synth-snap.log"
+  timeout "${FLOWS_LIMIT:-110}" python3 benchmarks/gpu_flows.py --packets "$FLOWS_PACKETS" --snaplen 128 --repeat 1 \
+    --batches 1000000,4000000,16000000 --tools detector-cpu-1core,detector-cpu-all,detector-gpu \
+    -o "$OUT/gpu-flows.json" 2>&1 | tail -20
 }
 
 run_resources() {
@@ -84,7 +97,7 @@ run_resources() {
 }
 
 run_cache() {
-  timeout "${CACHE_LIMIT:-240}" python3 benchmarks/kernel_cache.py -o "$OUT/kernel-cache.json" 2>&1 | tail -5
+  timeout "${CACHE_LIMIT:-100}" python3 benchmarks/kernel_cache.py -o "$OUT/kernel-cache.json" 2>&1 | tail -5
 }
 
 for step in $STEPS; do "run_$step"; done

@@ -8,7 +8,7 @@ merge, walk (the fallback), records (finishing ended flows into Arrow columns), 
 reads and kernel launches per batch. Without a usable GPU the GPU rows say why.
 Results: benchmarks/results/<date>-gpu-flows-<host>.json.
 
-    python benchmarks/gpu_flows.py [--input CAPTURE] [--packets 2000000] [--snaplen 128]
+    python benchmarks/gpu_flows.py [--input CAPTURE] [--packets 2000000] [--snaplen 128] [--tools a,b]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--snaplen", type=int, default=128)
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--tools", help="comma-separated rows to measure (default: all)")
     ap.add_argument("-o", "--output")
     args = ap.parse_args(argv)
     work = REPO / "benchmarks" / "work"
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as d:
             subprocess.run([sys.executable, "-m", "detector", "synth", "hpc-mix", "-o", d, "--packets",
                             str(args.packets), "--snaplen", str(args.snaplen)], check=True,
-                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
             Path(d, "hpc-mix.pcap").rename(path)
     backends = [("detector-cpu-1core", "cpu", CPU, 1), ("detector-cpu-all", "cpu", CPU, 0),
                 ("detector-scan-numpy-1core", "scan", CPU, 1)]
@@ -124,6 +126,12 @@ def main(argv=None) -> int:
         gpu_note = gpu.device
     except BackendUnavailable as exc:
         gpu, gpu_note = None, str(exc)
+    if args.tools:
+        wanted = set(args.tools.split(","))
+        unknown = wanted - {b[0] for b in backends} - {"detector-gpu"}
+        if unknown:
+            ap.error(f"--tools: unknown {', '.join(sorted(unknown))}")
+        backends = [b for b in backends if b[0] in wanted]
     results = []
     for size in [int(x) for x in args.batches.split(",")]:
         for name, kind, backend, threads in backends:
