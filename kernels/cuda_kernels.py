@@ -8,7 +8,8 @@ which Numba compiles for the GPU. What is GPU-specific is only how work is sprea
 - IP fragments: one thread per fragment, first fragments claiming cache slots with atomics;
 - flow accounting is array code (:mod:`kernels.flow_account`); only the few segments whose
   record starts the scans cannot settle are walked, one thread per segment (``walk``);
-- flow records: one thread per emitted flow (``finalize_rows``), the CPU's ``record_row``.
+- flow records: one thread per emitted flow (``finalize_rows``), the CPU's ``record_row``;
+- payload signatures for the L7 tap's choice of packets: one thread per packet (``classify``).
 
 ``numba.cuda`` is imported inside :func:`kernels`, so importing this module never touches it.
 On a GPU each kernel is compiled once per kernel sources and GPU model, then loaded from disk
@@ -27,6 +28,7 @@ from kernels.cuda_registry import arg, register
 from kernels.decode import decode_record
 from kernels.flow_records import IP_TEXT_MAX, Oriented, Scratch, Text, record_row
 from kernels.flow_walk import walk_one
+from kernels.l7_select import classify_one
 from kernels.flowkey import is_flow_packet, mix64, packet_flow_hash
 from kernels.fragments import STAT_OVERWRITTEN, STAT_RESOLVED, STAT_UNRESOLVED
 from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED, allocate
@@ -154,8 +156,16 @@ def _build() -> SimpleNamespace:
         oh_len[k] = oh_end - at
         rh_len[k] = rh_end - at
 
+    # -- what the L7 tap needs -------------------------------------------------------------
+    @cached_jit
+    def classify(buf, off, cols, n, sig, fid):
+        """One thread per packet: what its payload starts like, its flow id (kernels.l7_select)."""
+        i = cuda.grid(1)
+        if i < n:
+            classify_one(buf, off, cols, i, sig, fid)
+
     return SimpleNamespace(decode=decode, frag_claim=frag_claim, frag_write=frag_write, frag_lookup=frag_lookup,
-                           walk=walk, finalize_rows=finalize_rows)
+                           walk=walk, finalize_rows=finalize_rows, classify=classify)
 
 
 # -- the arguments each kernel is launched with (as GpuFlowEngine launches it; a test compares) --
@@ -189,3 +199,5 @@ def _finalize_args():
 
 
 register("kernels.cuda_kernels.finalize_rows", lambda: kernels().finalize_rows, _finalize_args)
+register("kernels.cuda_kernels.classify", lambda: kernels().classify, lambda: (
+    arg(_U8), arg(_I64), allocate(1), 0, arg(_U8), arg(_U64)))

@@ -56,52 +56,59 @@ def _p2p_magic(buf, p):
     return (w == 0x01210101 and buf[p + 4] == 1 and buf[p + 5] == 1 and buf[p + 6] == 1 and buf[p + 7] == 1)
 
 
+@row_fn
+def classify_one(buf, rec_off, cols, i, sig, fid):
+    """Packet ``i``'s ``sig`` (what its payload starts like) and ``fid`` (its flow id, 0 when it
+    is not in a flow)."""
+    sig[i] = SIG_NONE
+    fid[i] = 0
+    if cols.flow_dir[i] == 0:
+        return
+    fid[i] = flow_id(cols, i)
+    plen = cols.payload_len[i]
+    if plen == 0:
+        return
+    proto = cols.proto[i]
+    sp = cols.sport[i]
+    dp = cols.dport[i]
+    if (proto == 17 or proto == 6) and (sp == 53 or dp == 53):
+        sig[i] = SIG_DNS
+        return
+    if proto == 17 and (sp == 67 or sp == 68 or dp == 67 or dp == 68):
+        sig[i] = SIG_DHCP
+        return
+    if proto != 6:
+        return
+    if sp == 21 or dp == 21:
+        sig[i] = SIG_FTP
+        return
+    p = rec_off[i] + cols.payload_off[i]
+    avail = np.int64(cols.cap_len[i]) - np.int64(cols.payload_off[i])
+    if avail <= 0:
+        return
+    b0 = buf[p]
+    if avail >= 3 and b0 == 0x16 and buf[p + 1] == 3 and buf[p + 2] <= 4:
+        sig[i] = SIG_TLS
+    elif avail >= 4 and b0 == 0x53 and buf[p + 1] == 0x53 and buf[p + 2] == 0x48 and buf[p + 3] == 0x2D:
+        sig[i] = SIG_SSH
+    elif avail >= 12 and b0 == 0x52 and buf[p + 1] == 0x46 and buf[p + 2] == 0x42 and buf[p + 3] == 0x20:
+        sig[i] = SIG_RFB
+    elif _starts_http(buf, p, avail):
+        sig[i] = SIG_HTTP
+    elif b0 == 0x7B or b0 == 0x5B:
+        sig[i] = SIG_JSON
+    elif avail >= 8 and _p2p_magic(buf, p):
+        sig[i] = SIG_P2P
+    else:
+        sig[i] = SIG_OTHER
+
+
 @cpu_kernel
 def classify_payloads(buf, rec_off, cols, n, sig, fid):
     """For packets ``0..n``: ``sig`` = what the payload starts like; ``fid`` = flow id (0 when
     the packet is not in a flow)."""
     for i in range(n):
-        sig[i] = SIG_NONE
-        fid[i] = 0
-        if cols.flow_dir[i] == 0:
-            continue
-        fid[i] = flow_id(cols, i)
-        plen = cols.payload_len[i]
-        if plen == 0:
-            continue
-        proto = cols.proto[i]
-        sp = cols.sport[i]
-        dp = cols.dport[i]
-        if (proto == 17 or proto == 6) and (sp == 53 or dp == 53):
-            sig[i] = SIG_DNS
-            continue
-        if proto == 17 and (sp == 67 or sp == 68 or dp == 67 or dp == 68):
-            sig[i] = SIG_DHCP
-            continue
-        if proto != 6:
-            continue
-        if sp == 21 or dp == 21:
-            sig[i] = SIG_FTP
-            continue
-        p = rec_off[i] + cols.payload_off[i]
-        avail = np.int64(cols.cap_len[i]) - np.int64(cols.payload_off[i])
-        if avail <= 0:
-            continue
-        b0 = buf[p]
-        if avail >= 3 and b0 == 0x16 and buf[p + 1] == 3 and buf[p + 2] <= 4:
-            sig[i] = SIG_TLS
-        elif avail >= 4 and b0 == 0x53 and buf[p + 1] == 0x53 and buf[p + 2] == 0x48 and buf[p + 3] == 0x2D:
-            sig[i] = SIG_SSH
-        elif avail >= 12 and b0 == 0x52 and buf[p + 1] == 0x46 and buf[p + 2] == 0x42 and buf[p + 3] == 0x20:
-            sig[i] = SIG_RFB
-        elif _starts_http(buf, p, avail):
-            sig[i] = SIG_HTTP
-        elif b0 == 0x7B or b0 == 0x5B:
-            sig[i] = SIG_JSON
-        elif avail >= 8 and _p2p_magic(buf, p):
-            sig[i] = SIG_P2P
-        else:
-            sig[i] = SIG_OTHER
+        classify_one(buf, rec_off, cols, i, sig, fid)
 
 
 @cpu_kernel

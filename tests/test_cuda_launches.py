@@ -80,6 +80,12 @@ def test_engine_launches_kernels_with_their_registered_types(tmp_path, monkeypat
     result = run_flows([str(every_launch_path(tmp_path)), str(walked_path(tmp_path))], str(tmp_path / "f.parquet"), "parquet", cfg,
                        progress=False, backend=select_backend("gpu"))
     assert result.summary["evicted_flows"] > 0
+    # analyze also picks the packets the L7 tap needs on the device (classify)
+    from detector.config import Config
+    from detector.pipeline.analyze_job import run_analyze
+
+    run_analyze([str(every_launch_path(tmp_path))], dataclasses.replace(Config(), flows=cfg), None, progress=False,
+                backend=select_backend("gpu"))
 
     expected = {e.name.rsplit(".", 1)[1]: {tuple(numba.typeof(v) for v in e.example())}
                 for e in registered() if e.name.startswith("kernels.cuda_kernels.")}

@@ -25,7 +25,7 @@ from detector.flows.engine import FlowEngine, make_engine
 from detector.flows.records import RecordBuilder
 from detector.flows.table import flow_packet_mask
 from detector.l7.tap import L7Tap
-from detector.pipeline.stages import flow_config, host_columns
+from detector.pipeline.stages import flow_config, tap_input
 from detector.sources import linktypes, open_capture
 from detector.sources.batch import RawBatch
 from kernels.capture_scan import copy_records
@@ -259,7 +259,8 @@ def _partition(path, cfg, engine, tap, splitter, shared, spools, out: _Outputs, 
 
     def account(b: RawBatch, j: int):
         emitted = engine.process(b)
-        out.put((index, j), emitted, tap.process(b, host_columns(engine, b.n), b.n))
+        tapped, cols = tap_input(engine, b)
+        out.put((index, j), emitted, tap.process(tapped, cols, tapped.n))
 
     try:
         reader = open_capture(path, cfg.flows.batch_size)
@@ -315,7 +316,8 @@ def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_
                 continue
             for j, b in shared_batches(part.folder, part.path, shard):
                 emitted = engine.process(b)
-                out.put((part.index, j), emitted, tap.process(b, host_columns(engine, b.n), b.n))
+                tapped, cols = tap_input(engine, b)
+                out.put((part.index, j), emitted, tap.process(tapped, cols, tapped.n))
                 res.shared_packets += b.n
         out.put((END, END), engine.finish(last_ts), tap.flush())
         return out.commit(engine, tap, stamp)

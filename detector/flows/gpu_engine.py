@@ -52,6 +52,7 @@ class DeviceDecoder:
         self.status_counts = xp.zeros(8, dtype=xp.int64)
         self._staging = None
         self._copied = None  # event recorded after the last copies out of self._staging
+        self.batch_bytes = None
         self.h2d_bytes = 0
 
     def dev(self, a):
@@ -115,6 +116,7 @@ class DeviceDecoder:
             cols = pc.PacketColumns(*(d(c) for c in self.cols))
             self.launch(self.k.decode, n, d(buf), d(off), d(caplen), d(wirelen), d(ts), d(link), n, cols,
                         d(self.pkt_hash))
+            self.batch_bytes = (buf, off)  # for the L7 tap's signatures (payload_signatures)
             self._fragments(n, cols)
             # counted on the device; read with the batch's other counters at its end
             self.status_counts += xp.bincount(self.cols.status[:n], minlength=8)[:8]
@@ -215,6 +217,18 @@ class GpuFlowEngine(ScanFlowEngine):
         """Ended flows stay on the device, as record rows; the record builder finishes them there."""
         xp = self.xp
         return EmittedFlows(*(xp.ascontiguousarray(a.T) if a.ndim == 2 else a for a in cat), device=self.records)
+
+    def payload_signatures(self, n: int):
+        """Per packet of the last batch, on the device: what its payload starts like and its flow
+        id (``kernels.l7_select.classify_one``), so that only the packets the L7 tap may read
+        come back to the host."""
+        dec, xp, d = self.decoder, self.xp, self.decoder.dev
+        sig, fid = xp.zeros(n, xp.uint8), xp.zeros(n, xp.uint64)
+        buf, off = dec.batch_bytes
+        with self.clock.stage("tap"):
+            dec.launch(dec.k.classify, n, d(buf), d(off), pc.PacketColumns(*(d(c) for c in dec.cols)), n, d(sig),
+                       d(fid))
+        return sig
 
     def _counted(self) -> None:
         self.counts.by_status += self.decoder.take_status_counts(self._sync)

@@ -63,6 +63,29 @@ _STREAM_SIGS = np.array(sorted(_SIG_KIND), np.uint8)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+def odd_tcp(flags):
+    """TCP flag combinations no ordinary stack sends (null, SYN+FIN, SYN+RST, FIN without ACK,
+    Xmas without ACK): scans and fingerprinting. NumPy or CuPy arrays alike."""
+    return ((flags == 0) | ((flags & 0x03) == 0x03) | ((flags & 0x06) == 0x06)
+            | (((flags & 0x01) != 0) & ((flags & 0x10) == 0))
+            | (((flags & 0x29) == 0x29) & ((flags & 0x10) == 0)))
+
+
+def candidates(xp, cols: pc.PacketColumns, sig, n: int):
+    """Every packet :meth:`L7Tap.process` may look at, whatever streams it follows: a superset,
+    so that the tap run on these packets alone finds what it finds on the whole batch. A GPU
+    copies back only these (``xp``: the columns' library)."""
+    payload = cols.payload_len[:n] > 0
+    # a known start anywhere in a stream; any payload early in one (followed streams, shell text)
+    flows = ((sig != ks.SIG_NONE) & (sig != ks.SIG_OTHER)) | \
+        (payload & (cols.flow_nth[:n] < max(FOLLOW_PACKETS, SHELL_PACKETS)))
+    ipv = cols.ip_ver[:n] != 0
+    proto = cols.proto[:n]
+    icmp = ipv & ((proto == 1) | (proto == 58))
+    odd = ipv & (proto == 6) & odd_tcp(cols.tcp_flags[:n])
+    return flows | icmp | odd | (cols.ethertype[:n] == 0x0806)
+
+
 def _ids(flows) -> np.ndarray:
     """Flow ids (keys of a dict, or any iterable of them) as an array, for ``np.isin``."""
     return np.fromiter(flows, np.uint64)
@@ -423,9 +446,7 @@ class L7Tap:
                                     "uid": np.array([uid_text(int(x)) for x in self._fids(cols, icmp)], dtype=object)})
         flags = cols.tcp_flags[:n]
         tcp_ok = ipv & (proto == 6) & (cols.status[:n] == pc.ST_OK)
-        odd = tcp_ok & ((flags == 0) | ((flags & 0x03) == 0x03) | ((flags & 0x06) == 0x06)
-                        | (((flags & 0x01) != 0) & ((flags & 0x10) == 0))
-                        | (((flags & 0x29) == 0x29) & ((flags & 0x10) == 0)))
+        odd = tcp_ok & odd_tcp(flags)
         odd_idx = np.flatnonzero(odd)
         if len(odd_idx):
             src, dst = self._addresses(cols, odd_idx)

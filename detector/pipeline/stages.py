@@ -14,7 +14,7 @@ from detector.detect.base import FlowView
 from detector.detect.registry import build_detectors
 from detector.flows.engine import make_engine
 from detector.flows.records import RecordBuilder
-from detector.l7.tap import L7Tap
+from detector.l7.tap import L7Tap, candidates
 from detector.site import Site
 from detector.site_inference import infer_local_hosts
 from detector.sources.batch import RawBatch
@@ -28,6 +28,21 @@ def host_columns(engine, n: int) -> pc.PacketColumns:
     if hasattr(cols.ts_ns, "get"):  # device columns: the L7 tap runs on the host
         return pc.PacketColumns(*(c[:n].get() for c in cols))
     return cols
+
+
+def tap_input(engine, b: RawBatch) -> tuple[RawBatch, pc.PacketColumns]:
+    """The records and host columns the L7 tap reads: the whole batch, or from an engine whose
+    columns are on a GPU only the packets the tap may look at (:func:`detector.l7.tap.candidates`),
+    in capture order, and the tap finds the same in them."""
+    signatures = getattr(engine, "payload_signatures", None)
+    if signatures is None:
+        return b, host_columns(engine, b.n)
+    xp, n = engine.xp, b.n
+    idx = xp.flatnonzero(candidates(xp, engine.cols, signatures(n), n))
+    rows = idx.get() if hasattr(idx, "get") else idx
+    cols = pc.PacketColumns(*(c[idx].get() if hasattr(c, "get") else c[idx] for c in engine.cols))
+    return dataclasses.replace(b, off=b.off[rows], caplen=b.caplen[rows], wirelen=b.wirelen[rows],
+                               ts_ns=b.ts_ns[rows], link=b.link[rows]), cols
 
 
 def flow_config(cfg: Config):
@@ -91,12 +106,12 @@ class Stages:
 
     def process(self, batch: RawBatch) -> None:
         emitted = self.engine.process(batch)
-        host_cols = host_columns(self.engine, batch.n)
         if self._first_batch:
-            infer_local_hosts(self.site, host_cols, batch.n)
+            infer_local_hosts(self.site, host_columns(self.engine, batch.n), batch.n)
             self._first_batch = False
         self.feed_flows(emitted)
-        self.feed_events(self.tap.process(batch, host_cols, batch.n))
+        tapped, cols = tap_input(self.engine, batch)
+        self.feed_events(self.tap.process(tapped, cols, tapped.n))
 
     def expire(self, now_ns: int) -> None:
         """Ends the flows idle at ``now_ns`` (wall clock, for live input), and hands on what
