@@ -61,6 +61,8 @@ def run_engine(engine, path: str, batch: int, builder=None) -> Run:
         out = engine.process(b)
         records += _build(builder, out)
     records += _build(builder, engine.finish())
+    if hasattr(getattr(engine, "xp", None), "cuda"):  # ended flows stay on the device: wait for them
+        engine.xp.cuda.get_current_stream().synchronize()
     return Run(time.perf_counter() - t0, read, records, count)
 
 
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
     for size in [int(x) for x in args.batches.split(",")]:
         for name, kind, backend, threads in backends:
             cfg = dataclasses.replace(FlowConfig(), batch_size=max(256, min(size, 16_777_216)), threads=threads)
-            run_engine(make(kind, backend, cfg), str(path), cfg.batch_size)  # warm-up: load kernels
+            run_engine(make(kind, backend, cfg), str(path), cfg.batch_size, RecordBuilder(cfg))  # warm-up: load kernels
             best = None
             for _ in range(args.repeat):
                 engine = make(kind, backend, cfg)

@@ -26,7 +26,7 @@ import numpy as np
 
 from kernels.cuda_registry import arg, register
 from kernels.decode import decode_record
-from kernels.flow_records import IP_TEXT_MAX, Oriented, Scratch, Text, record_row
+from kernels.flow_records import IP_TEXT_MAX, Oriented, Text, record_row
 from kernels.flow_walk import walk_one
 from kernels.l7_select import classify_one
 from kernels.flowkey import is_flow_packet, mix64, packet_flow_hash
@@ -144,15 +144,18 @@ def _build() -> SimpleNamespace:
 
     # -- flow records ------------------------------------------------------------------------
     @cached_jit
-    def finalize_rows(okeys, ost, ohist, n, cid_seed, ori, text, oh_len, rh_len, scratch):
+    def finalize_rows(okeys, ost, ohist, n, cid_seed, ori, text, oh_len, rh_len):
         """One thread per emitted flow: its orientation, uid, Community ID and addresses as text,
-        each address in a slot of IP_TEXT_MAX bytes (packed afterwards, kernels.flow_records)."""
+        each address in a slot of IP_TEXT_MAX bytes (packed afterwards, kernels.flow_records).
+        The SHA-1's work space is the thread's own (local memory), not a buffer per record."""
         k = cuda.grid(1)
         if k >= n:
             return
+        msg = cuda.local.array(64, np.uint8)
+        w = cuda.local.array(80, np.int64)
+        digest = cuda.local.array(20, np.uint8)
         at = k * IP_TEXT_MAX
-        oh_end, rh_end = record_row(okeys, ost, ohist, k, cid_seed, ori, text, at, at, scratch.msg[k],
-                                    scratch.w[k], scratch.digest[k])
+        oh_end, rh_end = record_row(okeys, ost, ohist, k, cid_seed, ori, text, at, at, msg, w, digest)
         oh_len[k] = oh_end - at
         rh_len[k] = rh_end - at
 
@@ -194,8 +197,7 @@ register("kernels.cuda_kernels.walk", lambda: kernels().walk, _walk_args)
 def _finalize_args():
     ori = Oriented(*(arg(_U64) for _ in range(4)), arg(_U16), arg(_U16), arg(_U8), arg(_U16), arg(_U8))
     text = Text(*(arg(_U8) for _ in range(4)))
-    scratch = Scratch(arg(_U8, 2), arg(_I64, 2), arg(_U8, 2))
-    return (arg(_U64, 2), arg(_I64, 2), arg(_U8, 2), 0, 0, ori, text, arg(_I64), arg(_I64), scratch)
+    return (arg(_U64, 2), arg(_I64, 2), arg(_U8, 2), 0, 0, ori, text, arg(_I64), arg(_I64))
 
 
 register("kernels.cuda_kernels.finalize_rows", lambda: kernels().finalize_rows, _finalize_args)

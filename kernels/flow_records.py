@@ -126,8 +126,8 @@ class Text(NamedTuple):
 
 
 class Scratch(NamedTuple):
-    """The Community ID's SHA-1 work space: ``msg`` (uint8, 64), ``w`` (int64, 80), ``digest``
-    (uint8, 20); one row each per GPU thread."""
+    """The Community ID's SHA-1 work space on the CPU: ``msg`` (uint8, 64), ``w`` (int64, 80),
+    ``digest`` (uint8, 20). A GPU thread has its own in local memory."""
 
     msg: np.ndarray
     w: np.ndarray

@@ -10,7 +10,8 @@ in three steps, none of which gives one thread more than ``CHUNK`` elements:
    of chunks vector operations), as (segment started, value) pairs;
 3. each chunk's elements before its first head take the carry of the chunks before it.
 
-Sums use ``cumsum`` instead (exact for integers), which both libraries provide.
+Sums use ``cumsum`` instead (exact for integers), which both libraries provide, and so do the
+index scans (the last flagged element of a segment, its head): a prefix count and a scatter.
 Everything here is elementwise or a gather, so it runs unchanged on CuPy; scatters never have
 two writers of one element.
 """
@@ -40,10 +41,19 @@ def _highest(xp, dt):
 
 
 def start_index(xp, heads):
-    """For each element, the index of its segment's head."""
-    n = heads.shape[0]
-    idx = xp.where(heads, xp.arange(n, dtype=xp.int64), 0)
-    return scan(xp, idx, xp.zeros(n, dtype=bool) if n else heads, "max")
+    """For each element, the index of its segment's head (0 before the first head)."""
+    return xp.maximum(_last_true(xp, heads), 0)
+
+
+def _last_true(xp, flags):
+    """For each element, the index of the last flagged element at or before it, or -1: a prefix
+    count, a scatter of each flagged element's index to its count (no two share one) and a
+    gather, whatever the number of elements (a running max of indices, without a scan)."""
+    n = flags.shape[0]
+    count = xp.cumsum(flags, dtype=xp.int64)
+    at = xp.full(n + 1, -1, dtype=xp.int64)
+    at[xp.where(flags, count, 0)] = xp.where(flags, xp.arange(n, dtype=xp.int64), -1)  # slot 0: -1 only
+    return at[count]
 
 
 def scan(xp, values, heads, op: str):
@@ -89,10 +99,10 @@ def exclusive(xp, inclusive, heads, carry):
 
 def last_index(xp, valid, heads):
     """For each element, the index of the last ``valid`` element at or before it in its segment,
-    or -1."""
-    n = valid.shape[0]
-    idx = xp.where(valid, xp.arange(n, dtype=xp.int64), -1)
-    return scan(xp, idx, heads, "max")
+    or -1 (indices grow along the elements, so the last one overall is in the segment when it
+    is at or after the segment's head)."""
+    last = _last_true(xp, valid)
+    return xp.where(last >= _last_true(xp, heads), last, -1)
 
 
 def ends(xp, heads):

@@ -27,6 +27,7 @@ from detector.sources.batch import RawBatch
 from kernels import flow_records as kfr
 from kernels import flowstate as fsd
 from kernels import packet_columns as pc
+from kernels.host_copy import to_host
 
 log = logging.getLogger("detector.gpu")
 
@@ -107,6 +108,7 @@ class DeviceDecoder:
         n, xp, d = b.n, self.xp, self.dev
         lo = int(b.off[0])
         hi = int((b.off + b.caplen).max())
+        self.batch_bytes = None  # the previous batch's bytes go before this batch's arrive
         with self.clock.stage("copy"):
             buf, off, caplen, wirelen, ts, link = self._to_device(
                 b.buf[lo:hi], b.off - lo, b.caplen, b.wirelen, b.ts_ns, b.link)
@@ -165,7 +167,11 @@ class DeviceWalker:
 class DeviceRecords:
     """Flow records finished on the device (:meth:`RecordBuilder.build` calls :meth:`finalize`
     for flows emitted here): one thread per record, the CPU's ``record_row``; text packed by a
-    prefix sum of its lengths; whole columns come back once per batch."""
+    prefix sum of its lengths; the columns come back in one copy per drain.
+
+    A flows job may build records on its sink thread: the kernels then run there, on the same
+    (default) stream, and the step clock's counts are only exact in a profiled run on one
+    thread (``benchmarks/gpu_flows.py``)."""
 
     def __init__(self, decoder: DeviceDecoder):
         self.decoder = decoder
@@ -180,21 +186,20 @@ class DeviceRecords:
             text = kfr.Text(xp.empty(max(1, n * width), xp.uint8), xp.empty(max(1, n * width), xp.uint8),
                             xp.empty(max(1, n * kfr.UID_LEN), xp.uint8), xp.empty(max(1, n * kfr.CID_LEN), xp.uint8))
             oh_len, rh_len = xp.empty(n, xp.int64), xp.empty(n, xp.int64)
-            scratch = kfr.Scratch(xp.zeros((n, 64), xp.uint8), xp.zeros((n, 80), xp.int64), xp.zeros((n, 20), xp.uint8))
             dec.launch(dec.k.finalize_rows, n, d(em.keys), d(em.st), d(em.hist), n, int(cid_seed),
-                       kfr.Oriented(*(d(a) for a in ori)), kfr.Text(*(d(a) for a in text)), d(oh_len), d(rh_len),
-                       kfr.Scratch(*(d(a) for a in scratch)))
+                       kfr.Oriented(*(d(a) for a in ori)), kfr.Text(*(d(a) for a in text)), d(oh_len), d(rh_len))
             packed = [kfr.pack_slots(xp, slots, lens) for slots, lens in (
                 (text.oh[:n * width].reshape(n, width), oh_len), (text.rh[:n * width].reshape(n, width), rh_len),
                 (em.hist, em.st[:, fsd.HIST_N]))]
         with dec.clock.stage("copy_out"):
-            oh, rh, hist = (tuple(_host_bytes(a) for a in pair) for pair in packed)
-            return ori, HostText(oh, rh, hist, _host_bytes(text.uid), _host_bytes(text.cid))
+            (oh, oh_off), (rh, rh_off), (hist, hist_off) = packed
+            got = [_some(a) for a in to_host(xp, [oh, oh_off, rh, rh_off, hist, hist_off, text.uid, text.cid])]
+            return ori, HostText((got[0], got[1]), (got[2], got[3]), (got[4], got[5]), got[6], got[7])
 
 
-def _host_bytes(a) -> np.ndarray:
-    out = a.get() if hasattr(a, "get") else np.asarray(a)
-    return out if out.size else np.zeros(1, out.dtype)
+def _some(a: np.ndarray) -> np.ndarray:
+    """Arrow's buffers want at least one byte."""
+    return a if a.size else np.zeros(1, a.dtype)
 
 
 class GpuFlowEngine(ScanFlowEngine):
@@ -223,7 +228,9 @@ class GpuFlowEngine(ScanFlowEngine):
         id (``kernels.l7_select.classify_one``), so that only the packets the L7 tap may read
         come back to the host."""
         dec, xp, d = self.decoder, self.xp, self.decoder.dev
-        sig, fid = xp.zeros(n, xp.uint8), xp.zeros(n, xp.uint64)
+        sig, fid = xp.zeros(n, xp.uint8), xp.empty(n, xp.uint64)
+        if n == 0 or dec.batch_bytes is None:
+            return sig
         buf, off = dec.batch_bytes
         with self.clock.stage("tap"):
             dec.launch(dec.k.classify, n, d(buf), d(off), pc.PacketColumns(*(d(c) for c in dec.cols)), n, d(sig),

@@ -19,6 +19,7 @@ from detector.config import FlowConfig
 from detector.flows.table import EmittedFlows
 from kernels import flow_records as kfr
 from kernels import flowstate as fsd
+from kernels.host_copy import to_host
 from kernels.tcp_state import CONN_STATES
 
 _DIRS = (("orig", fsd.ORIG, fsd.FO_IAT_M2), ("resp", fsd.RESP, fsd.FR_IAT_M2))
@@ -91,8 +92,8 @@ class RecordBuilder:
     """Turns :class:`EmittedFlows` into Arrow record batches of :data:`FLOW_SCHEMA`.
 
     Flows emitted on a GPU (``em.device`` set) are finished there: orientation, uid, Community ID,
-    addresses as text and every derived column are computed on the device, and whole columns come
-    back once per batch."""
+    addresses as text and every derived column are computed on the device, and the columns come
+    back in one copy per batch of records."""
 
     def __init__(self, cfg: FlowConfig):
         self.cid_seed = cfg.community_id_seed
@@ -128,18 +129,24 @@ class RecordBuilder:
             cols["local_resp"] = (local(ori.r_hi, ori.r_lo), None, None)
         for d, base, m2 in _DIRS:
             _direction_columns(xp, cols, d, st, base, fs[:, m2])
-        out = {name: au.array(_host(v), typ, None if valid is None else _host(valid))
-               for name, (v, typ, valid) in cols.items()}
+        # every column's values and validity, and the dictionary codes: one copy from a device
+        names = list(cols)
+        arrays = [cols[k][0] for k in names] + [cols[k][2] for k in names if cols[k][2] is not None] + \
+            [ori.proto, ori.conn_state, em.reason]
+        host = iter(arrays if xp is np else to_host(xp, arrays))
+        values = {k: next(host) for k in names}
+        out = {k: au.array(values[k], cols[k][1], None if cols[k][2] is None else next(host)) for k in names}
+        proto, conn_state, reason = next(host), next(host), next(host)
         out.update({
             "uid": au.fixed_strings(text.uid, kfr.UID_LEN, n),
             "community_id": au.fixed_strings(text.cid, kfr.CID_LEN, n),
             "orig_h": au.strings(*text.oh, n),
             "resp_h": au.strings(*text.rh, n),
             "history": au.strings(*text.hist, n),
-            "proto": au.dictionary(_PROTO_CODE[_host(ori.proto)], _PROTO_DICT),
+            "proto": au.dictionary(_PROTO_CODE[proto], _PROTO_DICT),
             "service": pa.nulls(n, pa.string()),
-            "conn_state": au.dictionary(_host(ori.conn_state), _STATE_DICT),
-            "end_reason": au.dictionary(_host(em.reason), _REASON_DICT),
+            "conn_state": au.dictionary(conn_state, _STATE_DICT),
+            "end_reason": au.dictionary(reason, _REASON_DICT),
         })
         if local is None:
             out["local_orig"] = out["local_resp"] = pa.nulls(n, pa.bool_())
@@ -203,8 +210,3 @@ def _direction_columns(xp, cols: dict, d: str, st, base: int, m2) -> None:
     cols[f"{d}_ttl_min"] = (xp.minimum(st[:, base + fsd.D_TTL_MIN], 255).astype(xp.uint8), pa.uint8(), has)
     cols[f"{d}_ttl_max"] = (st[:, base + fsd.D_TTL_MAX].astype(xp.uint8), pa.uint8(), has)
     cols[f"{d}_retrans_pkts"] = (st[:, base + fsd.D_RXMIT], None, None)
-
-
-def _host(a):
-    """A device array's values on the host (a NumPy array as it is)."""
-    return a.get() if hasattr(a, "get") else a

@@ -19,6 +19,7 @@ from detector.site import Site
 from detector.site_inference import infer_local_hosts
 from detector.sources.batch import RawBatch
 from kernels import packet_columns as pc
+from kernels.host_copy import to_host
 
 log = logging.getLogger("detector.analyze")
 
@@ -39,8 +40,8 @@ def tap_input(engine, b: RawBatch) -> tuple[RawBatch, pc.PacketColumns]:
         return b, host_columns(engine, b.n)
     xp, n = engine.xp, b.n
     idx = xp.flatnonzero(candidates(xp, engine.cols, signatures(n), n))
-    rows = idx.get() if hasattr(idx, "get") else idx
-    cols = pc.PacketColumns(*(c[idx].get() if hasattr(c, "get") else c[idx] for c in engine.cols))
+    rows, *cols = to_host(xp, [idx, *(c[idx] for c in engine.cols)])  # one copy
+    cols = pc.PacketColumns(*cols)
     return dataclasses.replace(b, off=b.off[rows], caplen=b.caplen[rows], wirelen=b.wirelen[rows],
                                ts_ns=b.ts_ns[rows], link=b.link[rows]), cols
 
