@@ -33,7 +33,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from detector.bench.machine import machine  # noqa: E402
-from detector.sources import open_capture, pcap, pcapng  # noqa: E402
+from detector.sources import open_capture, parallel_walk  # noqa: E402
 from detector.sources.parallel_walk import ParallelWalk, SequentialWalk, WalkPlan  # noqa: E402
 
 BATCH = 262144  # the flow job's default batch
@@ -63,7 +63,7 @@ def walk_once(path: Path, variant: str) -> tuple[int, float]:
         def forced(src, plan):
             return ParallelWalk(plan)
 
-        module = pcap if reader.format == "pcap" else pcapng
+        module = parallel_walk
         saved, module.make_walk = module.make_walk, forced
     try:
         t0 = time.perf_counter()

@@ -285,3 +285,14 @@ def make_walk(src, plan: WalkPlan | None):
     if plan is None or plan.threads <= 1 or not getattr(src, "stable", False) or src.end < plan.min_file_bytes:
         return SequentialWalk()
     return ParallelWalk(plan)
+
+
+def walked_batches(reader):
+    """A pcap or pcapng reader's batches, its records located by the walk its plan asks for
+    (``reader._batches(walk)``), the walk closed when they end."""
+    walk = make_walk(reader.src, reader.walk_plan)
+    reader.walk_stats = walk.stats
+    try:
+        yield from reader._batches(walk)
+    finally:
+        walk.close()

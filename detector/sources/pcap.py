@@ -11,7 +11,7 @@ from detector.errors import CaptureError
 from detector.sources import linktypes
 from detector.sources.batch import RawBatch, RecordRing
 from detector.sources.bytesource import ByteSource
-from detector.sources.parallel_walk import WalkPlan, make_walk
+from detector.sources.parallel_walk import WalkPlan, walked_batches
 from kernels import capture_resync as rs
 from kernels import capture_scan as cs
 
@@ -79,12 +79,7 @@ class PcapReader:
         self.records = 0
 
     def batches(self) -> Iterator[RawBatch]:
-        walk = make_walk(self.src, self.walk_plan)
-        self.walk_stats = walk.stats
-        try:
-            yield from self._batches(walk)
-        finally:
-            walk.close()
+        return walked_batches(self)
 
     def _batches(self, walk) -> Iterator[RawBatch]:
         src, rec = self.src, self.records_ring.current
