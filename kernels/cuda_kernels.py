@@ -9,7 +9,8 @@ which Numba compiles for the GPU. What is GPU-specific is only how work is sprea
 - flow accounting is array code (:mod:`kernels.flow_account`); only the few segments whose
   record starts the scans cannot settle are walked, one thread per segment (``walk``);
 - flow records: one thread per emitted flow (``finalize_rows``), the CPU's ``record_row``;
-- payload signatures for the L7 tap's choice of packets: one thread per packet (``classify``).
+- payload signatures for the L7 tap's choice of packets: one thread per packet (``classify``);
+- segmented scans: one thread per chunk of 32 (``scan_chunks``, ``scan_carry``).
 
 ``numba.cuda`` is imported inside :func:`kernels`, so importing this module never touches it.
 On a GPU each kernel is compiled once per kernel sources and GPU model, then loaded from disk
@@ -25,6 +26,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from kernels.cuda_registry import arg, register
+from kernels.chunk_scan import carry_chunk, scan_chunk
 from kernels.decode import decode_record
 from kernels.flow_records import IP_TEXT_MAX, Oriented, Text, record_row
 from kernels.flow_walk import walk_one
@@ -159,6 +161,19 @@ def _build() -> SimpleNamespace:
         oh_len[k] = oh_end - at
         rh_len[k] = rh_end - at
 
+    # -- segmented scans in a fixed number of launches (kernels.chunk_scan) -------------------
+    @cached_jit
+    def scan_chunks(values, heads, n, op, out, tot_v, tot_f, first):
+        c = cuda.grid(1)
+        if c < tot_v.shape[0]:
+            scan_chunk(values, heads, n, op, out, tot_v, tot_f, first, c)
+
+    @cached_jit
+    def scan_carry(out, carry, first, n, op):
+        c = cuda.grid(1)
+        if c < first.shape[0]:
+            carry_chunk(out, carry, first, n, op, c)
+
     # -- what the L7 tap needs -------------------------------------------------------------
     @cached_jit
     def classify(buf, off, cols, n, sig, fid):
@@ -168,7 +183,8 @@ def _build() -> SimpleNamespace:
             classify_one(buf, off, cols, i, sig, fid)
 
     return SimpleNamespace(decode=decode, frag_claim=frag_claim, frag_write=frag_write, frag_lookup=frag_lookup,
-                           walk=walk, finalize_rows=finalize_rows, classify=classify)
+                           walk=walk, finalize_rows=finalize_rows, classify=classify, scan_chunks=scan_chunks,
+                           scan_carry=scan_carry)
 
 
 # -- the arguments each kernel is launched with (as GpuFlowEngine launches it; a test compares) --
@@ -201,5 +217,9 @@ def _finalize_args():
 
 
 register("kernels.cuda_kernels.finalize_rows", lambda: kernels().finalize_rows, _finalize_args)
+register("kernels.cuda_kernels.scan_chunks", lambda: kernels().scan_chunks, lambda: (
+    arg(_I64), arg(np.bool_), 0, 0, arg(_I64), arg(_I64), arg(np.bool_), arg(np.int32)))
+register("kernels.cuda_kernels.scan_carry", lambda: kernels().scan_carry, lambda: (
+    arg(_I64), arg(_I64), arg(np.int32), 0, 0))
 register("kernels.cuda_kernels.classify", lambda: kernels().classify, lambda: (
     arg(_U8), arg(_I64), allocate(1), 0, arg(_U8), arg(_U64)))

@@ -57,7 +57,13 @@ def _last_true(xp, flags):
 
 
 def scan(xp, values, heads, op: str):
-    """Inclusive segmented scan of ``values`` with ``op`` (``max``, ``min`` or ``or``)."""
+    """Inclusive segmented scan of ``values`` with ``op`` (``max``, ``min`` or ``or``).
+
+    An ``xp`` with a ``segmented_scan`` of its own (the GPU backend's: a fixed number of kernel
+    launches, :mod:`kernels.chunk_scan`) does the int64 ones."""
+    own = getattr(xp, "segmented_scan", None)
+    if own is not None and values.dtype == xp.int64:
+        return own(values, heads, op)
     n = values.shape[0]
     if n == 0:
         return values.copy()
