@@ -75,6 +75,9 @@ def test_engine_launches_kernels_with_their_registered_types(tmp_path, monkeypat
     seen: dict[str, set] = {name: set() for name in vars(built)}
     recording = SimpleNamespace(**{name: Recorder(k, seen[name]) for name, k in vars(built).items()})
     monkeypatch.setattr(cuda_kernels, "kernels", lambda: recording)
+    from detector.flows import gpu_engine
+
+    monkeypatch.setattr(gpu_engine, "SIMULATOR_SCAN_KERNELS", True)  # the scans' kernels launched too
 
     cfg = dataclasses.replace(FlowConfig(), max_flows=16, batch_size=256, udp_idle_timeout=5.0)
     result = run_flows([str(every_launch_path(tmp_path)), str(walked_path(tmp_path))], str(tmp_path / "f.parquet"), "parquet", cfg,

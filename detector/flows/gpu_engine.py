@@ -31,6 +31,7 @@ from kernels import packet_columns as pc
 from kernels.host_copy import to_host
 
 log = logging.getLogger("detector.gpu")
+SIMULATOR_SCAN_KERNELS = False  # under Numba's simulator, scans as array code unless a test asks
 
 
 class DeviceDecoder:
@@ -244,7 +245,7 @@ class GpuFlowEngine(ScanFlowEngine):
         array version unless asked, its threads being slow)."""
         self.backend = backend
         super().__init__(cfg, backend.xp, profile=profile)
-        if scan_kernels if scan_kernels is not None else not backend.simulated:
+        if scan_kernels if scan_kernels is not None else (not backend.simulated or SIMULATOR_SCAN_KERNELS):
             self.table.xp = KernelXp(backend.xp, DeviceScan(self.decoder))
         self.table.walker = DeviceWalker(self.decoder)
         self.records = DeviceRecords(self.decoder)
