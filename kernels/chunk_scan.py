@@ -16,6 +16,8 @@ for CUDA (``kernels.cuda_kernels``: ``scan_chunks`` and ``scan_carry``). Values 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from kernels._jit import cpu_kernel, device_fn
@@ -24,6 +26,17 @@ from kernels.seg_scan import CHUNK, MAX_ROWS
 OP_CODES = {"max": 0, "min": 1, "or": 2}
 LEVELS = 4  # CHUNK ** (LEVELS + 1) >= MAX_ROWS: the deepest level is one chunk
 assert CHUNK ** (LEVELS + 1) >= MAX_ROWS
+
+
+class Partial(NamedTuple):
+    """What the chunk step writes: the chunks' own scans (``out``), each chunk's total
+    (``tot_v``), whether a segment starts in it (``tot_f``) and where the first does (``first``,
+    ``CHUNK`` for none)."""
+
+    out: np.ndarray
+    tot_v: np.ndarray
+    tot_f: np.ndarray
+    first: np.ndarray
 
 
 @device_fn
@@ -36,15 +49,16 @@ def combine(op, a, b):
 
 
 @device_fn
-def scan_chunk(values, heads, n, op, out, tot_v, tot_f, first, c):
+def scan_chunk(values, heads, n, op, part, c):
     """Chunk ``c``: its inclusive scan into ``out``, its total, whether (and where first) a
     segment starts in it. A chunk past the end is a start of nothing (no carry)."""
+    out = part.out
     lo = c * CHUNK
     hi = min(n, lo + CHUNK)
     if lo >= hi:
-        tot_v[c] = 0
-        tot_f[c] = True
-        first[c] = 0
+        part.tot_v[c] = 0
+        part.tot_f[c] = True
+        part.first[c] = 0
         return
     acc = values[lo]
     out[lo] = acc
@@ -57,9 +71,9 @@ def scan_chunk(values, heads, n, op, out, tot_v, tot_f, first, c):
         else:
             acc = combine(op, acc, values[i])
         out[i] = acc
-    tot_v[c] = acc
-    tot_f[c] = at < CHUNK
-    first[c] = at
+    part.tot_v[c] = acc
+    part.tot_f[c] = at < CHUNK
+    part.first[c] = at
 
 
 @device_fn
@@ -75,9 +89,9 @@ def carry_chunk(out, carry, first, n, op, c):
 
 
 @cpu_kernel
-def scan_chunks(values, heads, n, op, out, tot_v, tot_f, first):
-    for c in range(tot_v.shape[0]):
-        scan_chunk(values, heads, n, op, out, tot_v, tot_f, first, c)
+def scan_chunks(values, heads, n, op, part):
+    for c in range(part.tot_v.shape[0]):
+        scan_chunk(values, heads, n, op, part, c)
 
 
 @cpu_kernel
@@ -95,22 +109,20 @@ def scan_levels(xp, run, values, heads, op: int, levels: int = LEVELS):
     launching the two steps (:class:`HostScan`, or the GPU backend's launcher)."""
     n = int(values.shape[0])
     nch = chunks_of(n)
-    out = xp.empty(n, dtype=xp.int64)
-    tot_v = xp.empty(nch, dtype=xp.int64)
-    tot_f = xp.empty(nch, dtype=bool)
-    first = xp.empty(nch, dtype=xp.int32)
-    run.chunks(values, heads, n, op, out, tot_v, tot_f, first)
+    part = Partial(xp.empty(n, dtype=xp.int64), xp.empty(nch, dtype=xp.int64), xp.empty(nch, dtype=bool),
+                   xp.empty(nch, dtype=xp.int32))
+    run.chunks(values, heads, n, op, part)
     if levels:
-        carry = scan_levels(xp, run, tot_v, tot_f, op, levels - 1)
-        run.carry(out, carry, first, n, op)
-    return out
+        carry = scan_levels(xp, run, part.tot_v, part.tot_f, op, levels - 1)
+        run.carry(part.out, carry, part.first, n, op)
+    return part.out
 
 
 class HostScan:
     """The two steps on the CPU (for tests: the array version is the CPU's)."""
 
-    def chunks(self, values, heads, n, op, out, tot_v, tot_f, first):
-        scan_chunks(values, heads, n, op, out, tot_v, tot_f, first)
+    def chunks(self, values, heads, n, op, part):
+        scan_chunks(values, heads, n, op, part)
 
     def carry(self, out, carry, first, n, op):
         scan_carry(out, carry, first, n, op)

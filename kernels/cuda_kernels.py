@@ -26,9 +26,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from kernels.cuda_registry import arg, register
-from kernels.chunk_scan import carry_chunk, scan_chunk
+from kernels.chunk_scan import Partial, carry_chunk, scan_chunk
 from kernels.decode import decode_record
-from kernels.flow_records import IP_TEXT_MAX, Oriented, Text, record_row
+from kernels.flow_records import IP_TEXT_MAX, Oriented, Rows, Scratch, Text, record_row
 from kernels.flow_walk import walk_one
 from kernels.l7_select import classify_one
 from kernels.flowkey import is_flow_packet, mix64, packet_flow_hash
@@ -146,27 +146,26 @@ def _build() -> SimpleNamespace:
 
     # -- flow records ------------------------------------------------------------------------
     @cached_jit
-    def finalize_rows(okeys, ost, ohist, n, cid_seed, ori, text, oh_len, rh_len):
+    def finalize_rows(rows, n, cid_seed, ori, text, lens):
         """One thread per emitted flow: its orientation, uid, Community ID and addresses as text,
-        each address in a slot of IP_TEXT_MAX bytes (packed afterwards, kernels.flow_records).
-        The SHA-1's work space is the thread's own (local memory), not a buffer per record."""
+        each address in a slot of IP_TEXT_MAX bytes, its length in ``lens`` (packed afterwards,
+        kernels.flow_records). The SHA-1's work space is the thread's own (local memory)."""
         k = cuda.grid(1)
         if k >= n:
             return
-        msg = cuda.local.array(64, np.uint8)
-        w = cuda.local.array(80, np.int64)
-        digest = cuda.local.array(20, np.uint8)
+        scratch = Scratch(cuda.local.array(64, np.uint8), cuda.local.array(80, np.int64),
+                          cuda.local.array(20, np.uint8))
         at = k * IP_TEXT_MAX
-        oh_end, rh_end = record_row(okeys, ost, ohist, k, cid_seed, ori, text, at, at, msg, w, digest)
-        oh_len[k] = oh_end - at
-        rh_len[k] = rh_end - at
+        oh_end, rh_end = record_row(rows, k, cid_seed, ori, text, at, at, scratch)
+        lens[0, k] = oh_end - at
+        lens[1, k] = rh_end - at
 
     # -- segmented scans in a fixed number of launches (kernels.chunk_scan) -------------------
     @cached_jit
-    def scan_chunks(values, heads, n, op, out, tot_v, tot_f, first):
+    def scan_chunks(values, heads, n, op, part):
         c = cuda.grid(1)
-        if c < tot_v.shape[0]:
-            scan_chunk(values, heads, n, op, out, tot_v, tot_f, first, c)
+        if c < part.tot_v.shape[0]:
+            scan_chunk(values, heads, n, op, part, c)
 
     @cached_jit
     def scan_carry(out, carry, first, n, op):
@@ -213,12 +212,12 @@ register("kernels.cuda_kernels.walk", lambda: kernels().walk, _walk_args)
 def _finalize_args():
     ori = Oriented(*(arg(_U64) for _ in range(4)), arg(_U16), arg(_U16), arg(_U8), arg(_U16), arg(_U8))
     text = Text(*(arg(_U8) for _ in range(4)))
-    return (arg(_U64, 2), arg(_I64, 2), arg(_U8, 2), 0, 0, ori, text, arg(_I64), arg(_I64))
+    return (Rows(arg(_U64, 2), arg(_I64, 2), arg(_U8, 2)), 0, 0, ori, text, arg(_I64, 2))
 
 
 register("kernels.cuda_kernels.finalize_rows", lambda: kernels().finalize_rows, _finalize_args)
 register("kernels.cuda_kernels.scan_chunks", lambda: kernels().scan_chunks, lambda: (
-    arg(_I64), arg(np.bool_), 0, 0, arg(_I64), arg(_I64), arg(np.bool_), arg(np.int32)))
+    arg(_I64), arg(np.bool_), 0, 0, Partial(arg(_I64), arg(_I64), arg(np.bool_), arg(np.int32))))
 register("kernels.cuda_kernels.scan_carry", lambda: kernels().scan_carry, lambda: (
     arg(_I64), arg(_I64), arg(np.int32), 0, 0))
 register("kernels.cuda_kernels.classify", lambda: kernels().classify, lambda: (

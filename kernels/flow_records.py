@@ -100,6 +100,23 @@ def community_id(o_hi, o_lo, r_hi, r_lo, o_port, r_port, proto, seed, msg, w, di
     return write_base64(dst, pos + 2, digest, 0, 20)
 
 
+class Rows(NamedTuple):
+    """Emitted flows as record rows: key words (n, 5), integer state (n, NI), history (n, HIST_LEN)."""
+
+    keys: np.ndarray
+    st: np.ndarray
+    hist: np.ndarray
+
+
+class Packed(NamedTuple):
+    """Text packed as it is written (the CPU): address and history offsets, history bytes."""
+
+    oh_off: np.ndarray
+    rh_off: np.ndarray
+    hist: np.ndarray
+    hist_off: np.ndarray
+
+
 class Oriented(NamedTuple):
     """A record's key as Zeek reports it (originator first) and its connection state."""
 
@@ -135,9 +152,10 @@ class Scratch(NamedTuple):
 
 
 @row_fn
-def record_row(okeys, ost, ohist, k, cid_seed, ori, text, oh_pos, rh_pos, msg, w, digest):
+def record_row(rows, k, cid_seed, ori, text, oh_pos, rh_pos, scratch):
     """Record ``k``'s orientation, ``conn_state``, addresses as text (at ``oh_pos``/``rh_pos``),
     uid and Community ID; returns where the two addresses end."""
+    okeys, ost, ohist = rows.keys, rows.st, rows.hist
     w4 = okeys[k, 4]
     a_port = np.int64(w4 >> np.uint64(48))
     b_port = np.int64((w4 >> np.uint64(32)) & np.uint64(0xFFFF))
@@ -163,29 +181,29 @@ def record_row(okeys, ost, ohist, k, cid_seed, ori, text, oh_pos, rh_pos, msg, w
     rh_end = write_ip(text.rh, rh_pos, r_hi, r_lo)
     write_uid(text.uid, k * UID_LEN, okeys[k, 0], okeys[k, 1], okeys[k, 2], okeys[k, 3], okeys[k, 4],
               ost[k, FIRST_TS])
-    community_id(o_hi, o_lo, r_hi, r_lo, o_port, r_port, pr, cid_seed, msg, w, digest, text.cid, k * CID_LEN)
+    community_id(o_hi, o_lo, r_hi, r_lo, o_port, r_port, pr, cid_seed, scratch.msg, scratch.w, scratch.digest,
+                 text.cid, k * CID_LEN)
     return oh_end, rh_end
 
 
 @cpu_kernel
-def finalize(okeys, ost, ohist, n, cid_seed, ori, text, oh_off, rh_off, hist_buf, hist_off, scratch):
-    """Every record of ``okeys``/``ost``/``ohist`` (rows of emitted flows), text packed."""
+def finalize(rows, n, cid_seed, ori, text, packed, scratch):
+    """Every record of ``rows`` (:class:`Rows`), its text packed as it is written."""
     oh_pos = 0
     rh_pos = 0
     h_pos = 0
-    oh_off[0] = 0
-    rh_off[0] = 0
-    hist_off[0] = 0
+    packed.oh_off[0] = 0
+    packed.rh_off[0] = 0
+    packed.hist_off[0] = 0
     for k in range(n):
-        oh_pos, rh_pos = record_row(okeys, ost, ohist, k, cid_seed, ori, text, oh_pos, rh_pos, scratch.msg,
-                                    scratch.w, scratch.digest)
-        oh_off[k + 1] = oh_pos
-        rh_off[k + 1] = rh_pos
-        nh = ost[k, HIST_N]
+        oh_pos, rh_pos = record_row(rows, k, cid_seed, ori, text, oh_pos, rh_pos, scratch)
+        packed.oh_off[k + 1] = oh_pos
+        packed.rh_off[k + 1] = rh_pos
+        nh = rows.st[k, HIST_N]
         for j in range(nh):
-            hist_buf[h_pos + j] = ohist[k, j]
+            packed.hist[h_pos + j] = rows.hist[k, j]
         h_pos += nh
-        hist_off[k + 1] = h_pos
+        packed.hist_off[k + 1] = h_pos
 
 
 def pack_slots(xp, slots, lens):

@@ -178,10 +178,10 @@ class DeviceScan:
         return chunk_scan.scan_levels(xp, self, xp.ascontiguousarray(values),
                                       xp.ascontiguousarray(heads, dtype=bool), chunk_scan.OP_CODES[op])
 
-    def chunks(self, values, heads, n, op, out, tot_v, tot_f, first):
+    def chunks(self, values, heads, n, op, part):
         dec, d = self.decoder, self.decoder.dev
-        dec.launch(dec.k.scan_chunks, tot_v.shape[0], d(values), d(heads), n, op, d(out), d(tot_v), d(tot_f),
-                   d(first))
+        dec.launch(dec.k.scan_chunks, part.tot_v.shape[0], d(values), d(heads), n, op,
+                   chunk_scan.Partial(*(d(a) for a in part)))
 
     def carry(self, out, carry, first, n, op):
         dec, d = self.decoder, self.decoder.dev
@@ -220,9 +220,10 @@ class DeviceRecords:
             ori = oriented(xp, n)
             text = kfr.Text(xp.empty(max(1, n * width), xp.uint8), xp.empty(max(1, n * width), xp.uint8),
                             xp.empty(max(1, n * kfr.UID_LEN), xp.uint8), xp.empty(max(1, n * kfr.CID_LEN), xp.uint8))
-            oh_len, rh_len = xp.empty(n, xp.int64), xp.empty(n, xp.int64)
-            dec.launch(dec.k.finalize_rows, n, d(em.keys), d(em.st), d(em.hist), n, int(cid_seed),
-                       kfr.Oriented(*(d(a) for a in ori)), kfr.Text(*(d(a) for a in text)), d(oh_len), d(rh_len))
+            lens = xp.empty((2, n), xp.int64)  # each address's length: originator, responder
+            dec.launch(dec.k.finalize_rows, n, kfr.Rows(d(em.keys), d(em.st), d(em.hist)), n, int(cid_seed),
+                       kfr.Oriented(*(d(a) for a in ori)), kfr.Text(*(d(a) for a in text)), d(lens))
+            oh_len, rh_len = lens[0], lens[1]
             packed = [kfr.pack_slots(xp, slots, lens) for slots, lens in (
                 (text.oh[:n * width].reshape(n, width), oh_len), (text.rh[:n * width].reshape(n, width), rh_len),
                 (em.hist, em.st[:, fsd.HIST_N]))]

@@ -178,11 +178,12 @@ def _finalize(em: EmittedFlows, cid_seed: int) -> tuple[kfr.Oriented, HostText]:
     ip_bytes = max(1, n * kfr.IP_TEXT_MAX)
     text = kfr.Text(np.empty(ip_bytes, np.uint8), np.empty(ip_bytes, np.uint8),
                     np.empty(max(1, n * kfr.UID_LEN), np.uint8), np.empty(max(1, n * kfr.CID_LEN), np.uint8))
-    oh_off, rh_off, hist_off = (np.empty(n + 1, np.int64) for _ in range(3))
-    hist_buf = np.empty(max(1, n * fsd.HIST_LEN), np.uint8)
+    packed = kfr.Packed(np.empty(n + 1, np.int64), np.empty(n + 1, np.int64),
+                        np.empty(max(1, n * fsd.HIST_LEN), np.uint8), np.empty(n + 1, np.int64))
     scratch = kfr.Scratch(np.zeros(64, np.uint8), np.zeros(80, np.int64), np.zeros(20, np.uint8))
-    kfr.finalize(em.keys, em.st, em.hist, n, cid_seed, ori, text, oh_off, rh_off, hist_buf, hist_off, scratch)
-    return ori, HostText((text.oh, oh_off), (text.rh, rh_off), (hist_buf, hist_off), text.uid, text.cid)
+    kfr.finalize(kfr.Rows(em.keys, em.st, em.hist), n, cid_seed, ori, text, packed, scratch)
+    return ori, HostText((text.oh, packed.oh_off), (text.rh, packed.rh_off), (packed.hist, packed.hist_off),
+                         text.uid, text.cid)
 
 
 def _direction_columns(xp, cols: dict, d: str, st, base: int, m2) -> None:
