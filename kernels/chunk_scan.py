@@ -42,9 +42,9 @@ class Partial(NamedTuple):
 @device_fn
 def combine(op, a, b):
     if op == 0:
-        return a if a >= b else b
+        return max(a, b)
     if op == 1:
-        return a if a <= b else b
+        return min(a, b)
     return a | b
 
 

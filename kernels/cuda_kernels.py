@@ -25,14 +25,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from kernels.cuda_registry import arg, register
 from kernels.chunk_scan import Partial, carry_chunk, scan_chunk
+from kernels.cuda_registry import arg, register
 from kernels.decode import decode_record
 from kernels.flow_records import IP_TEXT_MAX, Oriented, Rows, Scratch, Text, record_row
 from kernels.flow_walk import walk_one
-from kernels.l7_select import classify_one
 from kernels.flowkey import is_flow_packet, mix64, packet_flow_hash
 from kernels.fragments import STAT_OVERWRITTEN, STAT_RESOLVED, STAT_UNRESOLVED
+from kernels.l7_select import classify_one
 from kernels.packet_columns import FRAG_FIRST, FRAG_IS_FRAGMENT, FRAG_PORTS_RESOLVED, allocate
 
 _KERNELS = None
@@ -137,12 +137,11 @@ def _build() -> SimpleNamespace:
 
     # -- the sequential walk of unsettled segments -------------------------------------------
     @cached_jit
-    def walk(cols, order, lo, hi, out_at, likely, cfg, state, res, k):
+    def walk(cols, segs, likely, cfg, state, res):
         """One thread per segment the scans could not settle (kernels.flow_account)."""
         g = cuda.grid(1)
-        if g >= k:
-            return
-        walk_one(cols, order, lo[g], hi[g], out_at[g], likely, cfg, state, res, g)
+        if g < segs.lo.shape[0]:
+            walk_one(cols, segs, likely, cfg, state, res, g)
 
     # -- flow records ------------------------------------------------------------------------
     @cached_jit
@@ -191,11 +190,11 @@ _U8, _U16, _U32, _U64, _I64, _F64 = np.uint8, np.uint16, np.uint32, np.uint64, n
 
 
 def _walk_args():
-    from kernels.flow_walk import Walk, Walked
+    from kernels.flow_walk import Segments, Walk, Walked
 
     state = Walk(arg(_I64, 2), arg(_F64, 2), arg(_U8, 2), arg(_U8))
     res = Walked(arg(_U64, 2), arg(_I64, 2), arg(_F64, 2), arg(_U8, 2), arg(_U8), arg(_I64), arg(_I64))
-    return (allocate(1), arg(_I64), arg(_I64), arg(_I64), arg(_I64), arg(_U8), arg(_I64), state, res, 0)
+    return (allocate(1), Segments(arg(_I64), arg(_I64), arg(_I64), arg(_I64)), arg(_U8), arg(_I64), state, res)
 
 
 register("kernels.cuda_kernels.decode", lambda: kernels().decode, lambda: (

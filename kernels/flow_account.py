@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from kernels import flow_fields, flow_scan
 from kernels import seg_scan as ss
-from kernels.flow_walk import Walk, Walked, emitted_mask, walk_segments
+from kernels.flow_walk import Segments, Walk, Walked, emitted_mask, walk_segments
 from kernels.flowkey import KEY_WORDS
 from kernels.flowstate import (
     END_EVICTED,
@@ -357,7 +357,8 @@ class ScanTable:
                      xp.zeros((n_out, NF), xp.float64), xp.zeros((n_out, HIST_LEN), xp.uint8),
                      xp.zeros(n_out, xp.uint8), xp.zeros(k, xp.int64), xp.zeros(k, xp.int64))
         with self.clock.stage("walk"):
-            self.walker(cols, g.rows, lo, hi, out_at, self.likely, xp.asarray(self.cfg, dtype=xp.int64), walk, res)
+            self.walker(cols, Segments(g.rows, lo, hi, out_at), self.likely, xp.asarray(self.cfg, dtype=xp.int64),
+                        walk, res)
         mine = emitted_mask(xp, out_at, res.emitted, n_out)
         created, n_emitted, n_new = (int(v) for v in self.read(xp.stack((res.created.sum(), mine.sum(),
                                                                           (seg_rows[segs] < 0).sum()))))

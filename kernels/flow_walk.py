@@ -14,6 +14,16 @@ from kernels.flowstate import END_ACTIVE
 from kernels.flowtable import init_flow, note_packet_flow, packet_ends_flow, restart_flow, update_flow
 
 
+class Segments(NamedTuple):
+    """The walked segments: packets in key order (``order``), each segment's range of it
+    (``lo``, ``hi``) and the first row its ended records go to (``out_at``)."""
+
+    order: object
+    lo: object
+    hi: object
+    out_at: object
+
+
 class Walk(NamedTuple):
     """Row-format state of the walked segments' flows (one row each) and whether it is held."""
 
@@ -56,13 +66,14 @@ def _emit_row(walk, g, reason, res, k):
 
 
 @row_fn
-def walk_one(cols, order, lo, hi, out_at, likely, cfg, walk, res, g):
-    """Segment ``g`` (packets ``order[lo:hi]``, one key) as ``update_flows`` walks it, in the
-    walk's row ``g``: a record that ends is written to ``res`` from ``out_at``."""
+def walk_one(cols, segs, likely, cfg, walk, res, g):
+    """Segment ``g`` (packets ``segs.order[lo:hi]``, one key) as ``update_flows`` walks it, in
+    the walk's row ``g``: a record that ends is written to ``res`` from ``segs.out_at[g]``."""
+    out_at = segs.out_at[g]
     k = out_at
     has = walk.has[g] != 0
-    for j in range(lo, hi):
-        i = order[j]
+    for j in range(segs.lo[g], segs.hi[g]):
+        i = segs.order[j]
         a_hi, a_lo, b_hi, b_lo, w4, from_a = canonical_key(cols, i)
         if has:
             reason = packet_ends_flow(walk.st, g, cols, i, cfg)
@@ -88,7 +99,7 @@ def walk_one(cols, order, lo, hi, out_at, likely, cfg, walk, res, g):
 
 
 @cpu_kernel
-def walk_segments(cols, order, lo, hi, out_at, likely, cfg, walk, res):
+def walk_segments(cols, segs, likely, cfg, walk, res):
     """Every walked segment on the CPU (the GPU runs one thread per segment)."""
-    for g in range(lo.shape[0]):
-        walk_one(cols, order, lo[g], hi[g], out_at[g], likely, cfg, walk, res, g)
+    for g in range(segs.lo.shape[0]):
+        walk_one(cols, segs, likely, cfg, walk, res, g)

@@ -156,14 +156,12 @@ class DeviceWalker:
     def __init__(self, decoder: DeviceDecoder):
         self.decoder = decoder
 
-    def __call__(self, cols, order, lo, hi, out_at, likely, cfg, walk, res):
+    def __call__(self, cols, segs, likely, cfg, walk, res):
         dec = self.decoder
         d = dec.dev
-        k = int(lo.shape[0])
         dev_cols = pc.PacketColumns(*(d(c) for c in cols))
-        walk = type(walk)(*(d(a) for a in walk))
-        res = type(res)(*(d(a) for a in res))
-        dec.launch(dec.k.walk, k, dev_cols, d(order), d(lo), d(hi), d(out_at), d(likely), d(cfg), walk, res, k)
+        segs, walk, res = (type(t)(*(d(a) for a in t)) for t in (segs, walk, res))
+        dec.launch(dec.k.walk, int(segs.lo.shape[0]), dev_cols, segs, d(likely), d(cfg), walk, res)
 
 
 class DeviceScan:

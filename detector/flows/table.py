@@ -102,7 +102,7 @@ class EmittedFlows:
     ``device``: where the arrays live when they are a GPU's (an object with ``xp`` and
     ``finalize``, which the record builder calls); None for host arrays."""
 
-    __slots__ = ("keys", "st", "fs", "hist", "reason", "device")
+    __slots__ = ("device", "fs", "hist", "keys", "reason", "st")
     _ARRAYS = ("keys", "st", "fs", "hist", "reason")
 
     def __init__(self, keys, st, fs, hist, reason, device=None):

@@ -161,7 +161,7 @@ class ParallelWalk:
 
     def _window(self, fmt: RecordFormat, data: tuple, last_ts: int) -> None:
         """Walk the next window on the threads and keep what the sequential walk would give."""
-        plan, (buf, end), pos = self.plan, data, self._next
+        plan, (_, end), pos = self.plan, data, self._next
         density = self._bytes / self._records if self._records else 64
         chunk = max(plan.min_chunk_bytes, min(plan.chunk_bytes, int(plan.chunk_rows * density * ROOM)))
         span = min(end - pos, plan.threads * chunk)
