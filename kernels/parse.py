@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels import link_layers as ll
 from kernels._jit import device_fn, row_fn
 from kernels.bytes_be import be16, be32, be48, be64u, le32, u8
 from kernels.packet_columns import (
@@ -39,7 +40,7 @@ LT_IPV6 = 229
 LT_LINUX_SLL2 = 276
 SUPPORTED_LINK_TYPES = (
     LT_NULL, LT_ETHERNET, LT_RAW_DLT12, LT_RAW_DLT14, LT_RAW, LT_LOOP, LT_LINUX_SLL, LT_IPV4,
-    LT_IPV6, LT_LINUX_SLL2,
+    LT_IPV6, LT_LINUX_SLL2, *ll.LINK_TYPES,
 )
 
 ET_IPV4 = 0x0800
@@ -226,7 +227,54 @@ def _link_layer(buf, off, caplen, link_type, cols, i):
         if fam == 10 or fam == 24 or fam == 28 or fam == 30:
             return 4, ET_IPV6
         return 4, 0xFFFF
+    return _other_link_layer(buf, off, caplen, link_type, cols, i)
+
+
+@row_fn
+def _other_link_layer(buf, off, caplen, link_type, cols, i):
+    """PPP, Cisco HDLC, NFLOG and 802.11 (:mod:`kernels.link_layers`)."""
+    if link_type == ll.LT_PPP:
+        framed = caplen >= 2 and u8(buf, off) == 0xFF and u8(buf, off + 1) == 0x03
+        return ll.ppp(buf, off, caplen, 2 if framed else 0)
+    if link_type == ll.LT_PPP_HDLC or link_type == ll.LT_C_HDLC:
+        p, et, is_ppp = ll.hdlc_framed(buf, off, caplen)
+        if is_ppp:
+            return ll.ppp(buf, off, caplen, p)
+        return _onwards(buf, off, caplen, p, et, cols, i)
+    if link_type == ll.LT_NFLOG:
+        return ll.nflog(buf, off, caplen)
+    if link_type == ll.LT_IEEE802_11:
+        p, et = ll.wifi(buf, off, caplen, 0, cols, i)
+        return _onwards(buf, off, caplen, p, et, cols, i)
+    if link_type == ll.LT_RADIOTAP:
+        n = ll.radiotap_length(buf, off, caplen)
+        if n == 0:
+            return 0, 0
+        p, et = ll.wifi(buf, off, caplen, n, cols, i)
+        return _onwards(buf, off, caplen, p, et, cols, i)
+    if link_type == ll.LT_PPI:
+        n, inner = ll.ppi_header(buf, off, caplen)
+        if n == 0:
+            return 0, 0
+        if inner == ll.LT_IEEE802_11:
+            p, et = ll.wifi(buf, off, caplen, n, cols, i)
+            return _onwards(buf, off, caplen, p, et, cols, i)
+        if inner == LT_ETHERNET:
+            if caplen < n + 14:
+                return n, 0
+            cols.dst_mac[i] = be48(buf, off + n)
+            cols.src_mac[i] = be48(buf, off + n + 6)
+            return _after_ethertype(buf, off, caplen, n + 14, be16(buf, off + n + 12), cols, i)
+        return n, ll.NOT_IP
     return 0, 0
+
+
+@row_fn
+def _onwards(buf, off, caplen, p, et, cols, i):
+    """VLAN tags and the like after a link header that gave an ethertype (none: as it is)."""
+    if et == 0 or et == ll.NOT_IP:
+        return p, et
+    return _after_ethertype(buf, off, caplen, p, et, cols, i)
 
 
 @row_fn

@@ -88,6 +88,24 @@ def test_decode_kernel_matches_cpu(tmp_path):
         assert np.array_equal(getattr(cpu_cols, name), getattr(gpu.cols, name)[:n]), name
 
 
+@pytest.mark.parametrize("name", ["ppp", "cisco-hdlc", "nflog-big-endian", "radiotap", "ppi-ethernet"])
+def test_decode_kernel_matches_cpu_on_other_link_layers(tmp_path, name):
+    from tests import link_frames as lf
+
+    link_type, wrap = lf.WRAPS[name]
+    frames = [f for f in mixed_frames() if f[12:14] in (b"\x08\x00", b"\x86\xdd")]
+    recs = [Rec(T0 + k * 1000, wrap(f[14:])) for k, f in enumerate(frames)]
+    recs += [Rec(T0 + 10**6, wrap(frames[0][14:])[:3])]  # a link header cut short
+    path = tmp_path / "m.pcap"
+    path.write_bytes(pcap_bytes(recs, link_type=link_type))
+    n, cpu_cols, cpu_hash, gpu = decode_both(path)
+    assert n == len(recs)
+    for col in cpu_cols._fields:
+        if col in ("sport", "dport", "frag") + FLOW_ASSIGNED:
+            continue
+        assert np.array_equal(getattr(cpu_cols, col), getattr(gpu.cols, col)[:n]), col
+
+
 def test_flow_assignment_matches_cpu(tmp_path):
     """Each packet's flow direction, number in its direction and flow start (the L7 tap's keys)."""
     from detector.flows.engine import FlowEngine

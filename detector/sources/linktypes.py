@@ -7,16 +7,21 @@ from kernels.parse import SUPPORTED_LINK_TYPES
 NAMES = {
     0: "NULL (BSD loopback)",
     1: "ETHERNET",
+    9: "PPP",
     12: "RAW (DLT 12)",
     14: "RAW (DLT 14)",
+    50: "PPP_HDLC",
     101: "RAW",
+    104: "C_HDLC (Cisco HDLC)",
     105: "IEEE802_11",
     108: "LOOP (OpenBSD loopback)",
     113: "LINUX_SLL",
     127: "IEEE802_11_RADIOTAP",
     147: "USER0",
+    192: "PPI",
     228: "IPV4",
     229: "IPV6",
+    239: "NFLOG",
     276: "LINUX_SLL2",
 }
 
