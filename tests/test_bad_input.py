@@ -54,14 +54,23 @@ def test_truncated_final_record_keeps_earlier_flows(tmp_path, capsys):
     assert rows == 2
 
 
-def test_caplen_above_snaplen(tmp_path, capsys):
+def test_caplen_above_libpcaps_limit(tmp_path, capsys):
     data = bytearray(pcap_bytes(frames(3), snaplen=1500))
     second = record_offsets(bytes(data))[1]
-    data[second + 8:second + 12] = struct.pack("<I", 4000)
+    data[second + 8:second + 12] = struct.pack("<I", 300_000)
     code, err, rows, (path,) = run_cli(tmp_path, capsys, bytes(data))
     assert code == 1
-    assert f"{path}: offset {second}: record claims 4000 captured bytes, above the snap length 1500" in err
+    assert f"{path}: offset {second}: record claims 300000 captured bytes, above 262144 (the snap length, " in err
     assert rows == 1
+
+
+def test_records_above_the_snap_length_are_read_and_counted(tmp_path, capsys):
+    """The snap length is advisory (libpcap reads past it): a record longer than the header's
+    snap length is read in full, and the run says how many there were."""
+    short = pcap_bytes(frames(3), snaplen=30)  # the frames are 43 bytes
+    code, err, rows, (path,) = run_cli(tmp_path, capsys, short)
+    assert rows == 3 and "3 record(s) captured more bytes than the file's snap length (30)" in err, err
+    assert code == 1  # a warning: the run went through, with something to say
 
 
 def test_absurd_length_without_snaplen(tmp_path, capsys):
@@ -75,7 +84,7 @@ def test_absurd_length_without_snaplen(tmp_path, capsys):
 def test_bad_magic(tmp_path, capsys):
     code, err, _, (path,) = run_cli(tmp_path, capsys, b"GIF89a" + bytes(100))
     assert code == 2
-    assert f"{path}: offset 0: bad magic" in err
+    assert f"{path}: offset 0: unknown capture format (first bytes 47 49 46 38 39 61 00" in err
 
 
 def test_empty_file(tmp_path, capsys):
@@ -142,7 +151,7 @@ def test_one_bad_input_among_good_ones(tmp_path, capsys):
     out = tmp_path / "o.parquet"
     code = main(["flows", str(good), str(bad), "-o", str(out)])
     err = capsys.readouterr().err
-    assert code == 1 and "bad.pcap: offset 0: bad magic" in err
+    assert code == 1 and "bad.pcap: offset 0: unknown capture format" in err
     assert pq.read_table(out).num_rows == 2
 
 

@@ -185,13 +185,13 @@ def pcap_record_offsets(data: bytes) -> list[int]:
 def test_caplen_above_snaplen_is_reported_where_the_sequential_walk_reports_it(tmp_path, which):
     data = bytearray(pcap_bytes(frames(300), snaplen=1500))
     at = pcap_record_offsets(bytes(data))[which]
-    data[at + 8:at + 12] = struct.pack("<I", 4000)
+    data[at + 8:at + 12] = struct.pack("<I", 300_000)
     path = tmp_path / "bad.pcap"
     path.write_bytes(bytes(data))
     assert_same_walk(path, plan(3, 512))
     _, err, _ = read_all(path, plan(3, 512))
-    assert err == (at, f"{path}: offset {at}: record claims 4000 captured bytes, above the snap length 1500: "
-                       f"corrupt record header")
+    assert err == (at, f"{path}: offset {at}: record claims 300000 captured bytes, above 262144 (the snap length, "
+                       f"or libpcap's limit): corrupt record header")
 
 
 def pcapng_block_offsets(data: bytes, btype: int = 6) -> list[int]:

@@ -25,8 +25,9 @@ from detector.flows.engine import FlowEngine, make_engine
 from detector.flows.records import RecordBuilder
 from detector.flows.table import flow_packet_mask
 from detector.l7.tap import L7Tap
+from detector.pipeline.ingest import reader_warnings
 from detector.pipeline.stages import flow_config, tap_input
-from detector.sources import linktypes, open_capture
+from detector.sources import open_capture
 from detector.sources.batch import RawBatch
 from kernels.capture_scan import copy_records
 
@@ -293,9 +294,7 @@ def _partition(path, cfg, engine, tap, splitter, shared, spools, out: _Outputs, 
         res.error = exc
     finally:
         reader.src.close()
-    for lt, count in getattr(reader, "unsupported", {}).items():
-        res.warnings.append(f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; "
-                            "their packets were skipped")
+    res.warnings += reader_warnings(path, reader)
 
 
 def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_name: str, last_ts: int | None,

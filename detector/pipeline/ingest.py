@@ -96,6 +96,17 @@ class Ingest(InputLog):
                 except OSError:
                     pass
                 reader.src.close()
-            for lt, count in getattr(reader, "unsupported", {}).items():
-                status.warnings.append(
-                    f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; their packets were skipped")
+            status.warnings += reader_warnings(path, reader)
+
+
+def reader_warnings(path: str, reader) -> list[str]:
+    """What a reader read past or skipped: records longer than the snap length, interfaces of
+    link types it cannot decode."""
+    out = []
+    over = getattr(reader, "over_snaplen", 0)
+    if over:
+        out.append(f"{path}: {over} record(s) captured more bytes than the file's snap length ({reader.snaplen}); "
+                   f"read in full, as libpcap does (up to {reader.max_caplen} bytes)")
+    for lt, count in getattr(reader, "unsupported", {}).items():
+        out.append(f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; their packets were skipped")
+    return out

@@ -44,7 +44,10 @@ def _reader_for(src: ByteSource, batch_size: int, walk: WalkPlan | None):
         return PcapngReader(src, batch_size, walk)
     if {le, be} & {MAGIC_US, MAGIC_NS, MAGIC_KUZNETZOV}:
         return PcapReader(src, batch_size, walk)
-    raise CaptureError(src.path, 0, f"bad magic 0x{be:08x}: not a pcap or pcapng file")
+    at = src.ensure(0, 16)
+    first = bytes(src.buf[at:at + 16]) if at >= 0 else head
+    raise CaptureError(src.path, 0, f"unknown capture format (first bytes {first.hex(' ')}): not a pcap or pcapng "
+                                    f"file (magic 0x{be:08x})")
 
 
 def _is_capture_name(name: str) -> bool:

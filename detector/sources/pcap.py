@@ -72,7 +72,10 @@ class PcapReader:
         if not linktypes.is_supported(self.link_type):
             raise CaptureError(self.path, 20, linktypes.unsupported_message(self.link_type))
         self.snaplen = snaplen
-        self.max_caplen = snaplen if 0 < snaplen <= (16 << 20) else ABSURD_CAPLEN
+        # the snap length is advisory: libpcap reads records up to its own limit whatever the
+        # header says (a merged or rewritten capture may exceed it); those are counted
+        self.max_caplen = max(snaplen, ABSURD_CAPLEN) if 0 < snaplen <= (16 << 20) else ABSURD_CAPLEN
+        self.over_snaplen = 0
         self.interfaces = {0: self.link_type}
         self._pos = pos + HEADER_LEN
         self.records_ring = RecordRing(batch_size)
@@ -91,6 +94,8 @@ class PcapReader:
             if n:
                 rec.link[:n] = self.link_type
                 self.records += n
+                if 0 < self.snaplen < self.max_caplen:
+                    self.over_snaplen += int(np.count_nonzero(rec.caplen[:n] > self.snaplen))
                 yield rec.batch(src.buf, n, self.path, src.base + start)
                 src.release(pos)
                 rec = self.records_ring.handed_out()
@@ -110,5 +115,6 @@ class PcapReader:
             detail = cs.ERROR_TEXT[code]
             if code == cs.ERR_CAPLEN:
                 incl = int(np.frombuffer(bytes(src.buf[pos + 8:pos + 12]), dtype="<u4" if self.little else ">u4")[0])
-                detail = f"record claims {incl} captured bytes, above the snap length {self.max_caplen}: corrupt record header"
+                detail = (f"record claims {incl} captured bytes, above {self.max_caplen} (the snap length, or "
+                          f"libpcap's limit): corrupt record header")
             raise CaptureError(self.path, src.base + pos, detail)
