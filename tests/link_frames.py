@@ -81,3 +81,24 @@ WRAPS = {  # link type and wrapper, for whole captures
     "ppi-wifi": (192, lambda ip: ppi(wifi(ip, qos=True))),
     "ppi-ethernet": (192, lambda ip: ppi(ethernet(ip), 1)),
 }
+
+
+def erf_record(ts_ns: int, kind: int, data: bytes, wlen: int | None = None, extensions: int = 0) -> bytes:
+    """One ERF record (``kind``: its type; Ethernet types get their 2-byte pad), padded to 8 bytes."""
+    seconds, ns = divmod(ts_ns, 1_000_000_000)
+    stamp = (seconds << 32) | ((ns << 32) // 1_000_000_000 + 1)  # +1: the reader's floor gives ns back
+    pad = b"\0\0" if kind in (2, 11, 16, 20) else b""
+    ext = b"".join(bytes([0x80 | 5 if k < extensions - 1 else 5]) + b"\0" * 7 for k in range(extensions))
+    body = ext + pad + data
+    rlen = 16 + len(body)
+    rlen += -rlen % 8
+    head = struct.pack("<Q", stamp) + struct.pack(">BBHHH", kind | (0x80 if extensions else 0), 0, rlen, 0,
+                                                 len(data) if wlen is None else wlen)
+    return (head + body).ljust(rlen, b"\0")
+
+
+ERF_WRAPS = {  # ERF record type and wrapper of an IP packet
+    "erf-ethernet": (2, ethernet),
+    "erf-ipv4-ipv6": (None, lambda ip: ip),  # type 22 or 23 by the packet's version
+    "erf-hdlc-pos": (1, ppp),
+}

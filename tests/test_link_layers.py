@@ -39,7 +39,8 @@ def ip_packets(tmp_path_factory):
     return out
 
 
-def flows_of(path, cfg=FlowConfig()):
+def flows_of(path, cfg=None):
+    cfg = cfg or FlowConfig()
     engine, builder = FlowEngine(cfg), RecordBuilder(cfg)
     ingest = Ingest([str(path)], cfg.batch_size)
     out = [e for b in ingest.batches() for e in engine.process(b)] + engine.finish()
@@ -71,3 +72,41 @@ def test_frames_without_ip_are_counted_not_refused(tmp_path):
     table, counts, _ = flows_of(path, dataclasses.replace(FlowConfig(), batch_size=16))
     assert table.num_rows == 1 and table.column("orig_h")[0].as_py() == "10.1.1.1"
     assert counts.records == 4
+
+
+@pytest.mark.parametrize("name", sorted(lf.ERF_WRAPS))
+def test_erf_files_give_the_same_flows_as_pcap(tmp_path, ip_packets, name):
+    """ERF (Endace DAG) records of each decoded type, with padding records and extension
+    headers between them, against the same packets in a pcap over Ethernet."""
+    kind, wrap = lf.ERF_WRAPS[name]
+    eth, erf = tmp_path / "eth.pcap", tmp_path / f"{name}.erf"
+    eth.write_bytes(pcap_bytes([Rec(ts, lf.ethernet(ip)) for ts, ip in ip_packets], nanosecond=True))
+    records = []
+    for k, (ts, ip) in enumerate(ip_packets):
+        t = kind if kind is not None else (23 if ip[0] >> 4 == 6 else 22)
+        records.append(lf.erf_record(ts, t, wrap(ip), extensions=k % 3))
+        if k % 100 == 0:
+            records.append(lf.erf_record(ts, 48, b"\0" * 24))  # padding: no packet
+    erf.write_bytes(b"".join(records))
+    want, _, _ = flows_of(eth)
+    got, got_counts, ingest = flows_of(erf)
+    assert not ingest.errors and ingest.inputs[0].format == "erf"
+    assert got.num_rows == want.num_rows > 50
+    assert got.equals(want), name
+    assert got_counts.records == len(ip_packets)
+
+
+def test_erf_types_not_decoded_are_counted_and_a_cut_record_is_an_error(tmp_path):
+    from scapy.layers.inet import IP, TCP
+
+    pkt = bytes(IP(src="10.1.1.1", dst="10.2.2.2") / TCP(sport=1234, dport=443, flags="S"))
+    t0 = 1_700_000_000 * 10**9
+    data = lf.erf_record(t0, 2, lf.ethernet(pkt)) + lf.erf_record(t0 + 1, 3, b"\0" * 53) + \
+        lf.erf_record(t0 + 2, 22, pkt)
+    path = tmp_path / "mixed.erf"
+    path.write_bytes(data + lf.erf_record(t0 + 3, 22, pkt)[:20])
+    _, counts, ingest = flows_of(path)
+    assert counts.records == 4 - 1
+    assert any("1 ERF record(s) of types the decoder does not read" in w for w in ingest.inputs[0].warnings)
+    (err,) = ingest.errors
+    assert f"offset {len(data)}: truncated final record" in str(err)

@@ -107,6 +107,10 @@ def reader_warnings(path: str, reader) -> list[str]:
     if over:
         out.append(f"{path}: {over} record(s) captured more bytes than the file's snap length ({reader.snaplen}); "
                    f"read in full, as libpcap does (up to {reader.max_caplen} bytes)")
+    undecoded = getattr(reader, "undecoded", 0)
+    if undecoded:
+        out.append(f"{path}: {undecoded} ERF record(s) of types the decoder does not read (ATM, InfiniBand, "
+                   f"multichannel); counted as malformed")
     for lt, count in getattr(reader, "unsupported", {}).items():
         out.append(f"{path}: {count} interface(s) of {linktypes.unsupported_message(lt)}; their packets were skipped")
     return out

@@ -9,13 +9,14 @@ from collections.abc import Iterable
 from detector.errors import CaptureError
 from detector.sources.batch import RawBatch
 from detector.sources.bytesource import ByteSource, open_source
+from detector.sources.erf import ErfReader, looks_like_erf
 from detector.sources.parallel_walk import WalkPlan
 from detector.sources.pcap import MAGIC_KUZNETZOV, MAGIC_NS, MAGIC_US, PcapReader
 from detector.sources.pcapng import SHB, PcapngReader
 
 __all__ = ["RawBatch", "CaptureError", "open_capture", "expand_inputs", "CAPTURE_SUFFIXES"]
 
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".pcap.gz", ".pcapng.gz", ".cap.gz",
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".erf", ".pcap.gz", ".pcapng.gz", ".cap.gz", ".erf.gz",
                     ".pcap.bz2", ".pcap.xz", ".pcapng.bz2", ".pcapng.xz")
 
 
@@ -44,10 +45,12 @@ def _reader_for(src: ByteSource, batch_size: int, walk: WalkPlan | None):
         return PcapngReader(src, batch_size, walk)
     if {le, be} & {MAGIC_US, MAGIC_NS, MAGIC_KUZNETZOV}:
         return PcapReader(src, batch_size, walk)
+    if looks_like_erf(src):
+        return ErfReader(src, batch_size)
     at = src.ensure(0, 16)
     first = bytes(src.buf[at:at + 16]) if at >= 0 else head
-    raise CaptureError(src.path, 0, f"unknown capture format (first bytes {first.hex(' ')}): not a pcap or pcapng "
-                                    f"file (magic 0x{be:08x})")
+    raise CaptureError(src.path, 0, f"unknown capture format (first bytes {first.hex(' ')}): not a pcap, pcapng "
+                                    f"or ERF file (magic 0x{be:08x})")
 
 
 def _is_capture_name(name: str) -> bool:
