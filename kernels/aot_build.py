@@ -58,6 +58,10 @@ def _warm_up(work: Path) -> None:
     for threads in ("1", "2", "3"):  # matching fragments, and the two-thread hand-over's fragment path
         run("flows", str(frags), "-o", str(work / f"frags-{threads}.parquet"), "--threads", threads, "-q",
             "--no-progress")
+    erf = _erf_capture(work / "two.erf")
+    with open(erf, "rb") as src, gzip.open(work / "two.erf.gz", "wb") as dst:  # a streamed (writable) buffer too
+        shutil.copyfileobj(src, dst)
+    run("flows", str(erf), str(work / "two.erf.gz"), "-o", str(work / "flows-erf.parquet"), "-q", "--no-progress")
     _warm_up_parallel_walk([caps / "hpc-mix.pcap", work / "ng" / "hpc-mix.pcapng"])
     _warm_up_live_capture()
 
@@ -76,6 +80,22 @@ def _warm_up_parallel_walk(paths) -> None:
                 pass
         finally:
             reader.src.close()
+
+
+def _erf_capture(path: Path) -> Path:
+    """Two ERF records, Ethernet and IPv4 (no synthetic scenario writes ERF)."""
+    import struct
+
+    from scapy.all import IP, UDP, Ether
+
+    ip = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1000, dport=53) / b"q")
+    out = b""
+    for k, (kind, body) in enumerate(((2, b"\0\0" + bytes(Ether() / ip)), (22, ip))):
+        rlen = 16 + len(body) + (-(16 + len(body)) % 8)
+        head = struct.pack("<Q", (1_700_000_000 + k) << 32) + struct.pack(">BBHHH", kind, 0, rlen, 0, len(body))
+        out += (head + body).ljust(rlen, b"\0")
+    path.write_bytes(out)
+    return path
 
 
 def _fragmented_capture(path: Path) -> Path:
