@@ -297,3 +297,16 @@ def open_source(path: str, mapped: bool = True) -> ByteSource:
         return StreamSource(fh, path, kind="file")
     fh.close()
     return MappedSource(path)
+
+
+def refill_or_end(src: ByteSource, path: str, pos: int, what: str = "record", part: str = "it") -> int | None:
+    """A walk stopped at a ``what`` not complete in the window: where to go on from (the window
+    refilled), or None at the end of the input; one cut by the end of the file is an error
+    naming its offset."""
+    if not src.eof:
+        return src.refill(pos)
+    src.raise_pending()
+    if pos < src.end:
+        raise CaptureError(path, src.base + pos, f"truncated final {what}: only {src.end - pos} bytes of {part} "
+                                                 f"are in the file (the capture was cut short)")
+    return None

@@ -11,7 +11,7 @@ import numpy as np
 
 from detector.errors import CaptureError
 from detector.sources.batch import RawBatch, RecordRing
-from detector.sources.bytesource import ByteSource
+from detector.sources.bytesource import ByteSource, refill_or_end
 from kernels import capture_scan as cs
 from kernels import erf_scan as es
 
@@ -63,13 +63,8 @@ class ErfReader:
             if code == cs.SCAN_FULL:
                 continue
             if code == cs.SCAN_NEED_MORE:
-                if src.eof:
-                    src.raise_pending()
-                    if pos < src.end:
-                        raise CaptureError(self.path, src.base + pos,
-                                           f"truncated final record: only {src.end - pos} bytes of it are in the file "
-                                           f"(the capture was cut short)")
+                pos = refill_or_end(src, self.path, pos)
+                if pos is None:
                     return
-                pos = src.refill(pos)
                 continue
             raise CaptureError(self.path, src.base + pos, es.ERROR_TEXT[code])

@@ -17,7 +17,7 @@ import numpy as np
 from detector.errors import CaptureError
 from detector.sources import linktypes
 from detector.sources.batch import RawBatch, RecordRing
-from detector.sources.bytesource import MAX_WINDOW, ByteSource
+from detector.sources.bytesource import MAX_WINDOW, ByteSource, refill_or_end
 from detector.sources.parallel_walk import WalkPlan, walked_batches
 from kernels import capture_resync as rs
 from kernels import capture_scan as cs
@@ -191,14 +191,9 @@ class PcapngReader:
         pos = self._pos
         while True:
             if pos + 12 > src.end:
-                if src.eof:
-                    src.raise_pending()
-                    if pos < src.end:
-                        raise CaptureError(self.path, src.base + pos,
-                                           f"truncated final block: only {src.end - pos} bytes of its header "
-                                           f"are in the file (the capture was cut short)")
+                pos = refill_or_end(src, self.path, pos, "block", "its header")
+                if pos is None:
                     return
-                pos = src.refill(pos)
                 continue
             btype = self._u32(pos)
             if btype == SHB or (self.sections == 0):
