@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from detector.errors import CaptureError
 from detector.sources.batch import RawBatch, RecordRing
-from detector.sources.bytesource import ByteSource, refill_or_end
-from kernels import capture_scan as cs
+from detector.sources.bytesource import ByteSource
+from detector.sources.parallel_walk import record_batches, walked_batches
 from kernels import erf_scan as es
 
 CHECKED = 3  # records that must read as ERF (fewer when the file holds fewer)
@@ -36,35 +35,35 @@ def looks_like_erf(src: ByteSource) -> bool:
     return True
 
 
+class ErfRecords:
+    """What the record walk needs of an ERF file (walked on the reader's thread only)."""
+
+    align = 8
+
+    def walk(self, buf, pos, bounds, last_ts, out, first, limit):
+        return es.walk_erf(buf, pos, bounds, out, first, limit)
+
+
 class ErfReader:
     format = "erf"
 
     def __init__(self, src: ByteSource, batch_size: int):
         self.src = src
         self.path = src.path
-        self.walk_plan = None
+        self.walk_plan = None  # one walk: records of any length, no header to resynchronise on
         self.walk_stats = None
         self.records_ring = RecordRing(batch_size)
         self.records = 0
         self.undecoded = 0  # records of ERF types the decoder does not read (ATM, InfiniBand, ...)
 
     def batches(self) -> Iterator[RawBatch]:
-        src, rec = self.src, self.records_ring.current
-        pos = 0
-        while True:
-            start = pos
-            n, pos, code, _ = es.walk_erf(src.buf, pos, (cs.NO_STOP, src.end), rec.columns, 0, rec.capacity)
-            if n:
-                self.records += n
-                self.undecoded += int(np.count_nonzero(rec.link[:n] == es.UNDECODED))
-                yield rec.batch(src.buf, n, self.path, src.base + start)
-                src.release(pos)
-                rec = self.records_ring.handed_out()
-            if code == cs.SCAN_FULL:
-                continue
-            if code == cs.SCAN_NEED_MORE:
-                pos = refill_or_end(src, self.path, pos)
-                if pos is None:
-                    return
-                continue
-            raise CaptureError(self.path, src.base + pos, es.ERROR_TEXT[code])
+        return walked_batches(self)
+
+    def _batches(self, walk) -> Iterator[RawBatch]:
+        return record_batches(self, walk, ErfRecords(), 0)
+
+    def counted(self, rec, n: int) -> None:
+        self.undecoded += int(np.count_nonzero(rec.link[:n] == es.UNDECODED))
+
+    def error_detail(self, code: int, pos: int) -> str:
+        return es.ERROR_TEXT[code]

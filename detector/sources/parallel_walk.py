@@ -27,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
+from detector.errors import CaptureError
 from detector.sources.batch import RecordArrays
+from detector.sources.bytesource import refill_or_end
 from kernels import capture_scan as cs
 from kernels.capture_resync import NOT_FOUND
 
@@ -296,3 +298,27 @@ def walked_batches(reader):
         yield from reader._batches(walk)
     finally:
         walk.close()
+
+
+def record_batches(reader, walk, records, pos: int):
+    """Batches of the records ``walk`` finds from ``pos`` (``records``: the format's walker).
+    The reader counts what its format counts in ``counted(rec, n)``, and names an error code
+    in ``error_detail(code, pos)``; a record cut by the end of the file is an error too."""
+    src, rec = reader.src, reader.records_ring.current
+    while True:
+        start = pos
+        n, pos, code = walk.scan(records, src.buf, pos, src.end, rec, 0)
+        if n:
+            reader.records += n
+            reader.counted(rec, n)
+            yield rec.batch(src.buf, n, reader.path, src.base + start)
+            src.release(pos)
+            rec = reader.records_ring.handed_out()
+        if code == cs.SCAN_FULL:
+            continue
+        if code == cs.SCAN_NEED_MORE:
+            pos = refill_or_end(src, reader.path, pos)
+            if pos is None:
+                return
+            continue
+        raise CaptureError(reader.path, src.base + pos, reader.error_detail(code, pos))

@@ -10,8 +10,8 @@ import numpy as np
 from detector.errors import CaptureError
 from detector.sources import linktypes
 from detector.sources.batch import RawBatch, RecordRing
-from detector.sources.bytesource import ByteSource, refill_or_end
-from detector.sources.parallel_walk import WalkPlan, walked_batches
+from detector.sources.bytesource import ByteSource
+from detector.sources.parallel_walk import WalkPlan, record_batches, walked_batches
 from kernels import capture_resync as rs
 from kernels import capture_scan as cs
 
@@ -85,30 +85,18 @@ class PcapReader:
         return walked_batches(self)
 
     def _batches(self, walk) -> Iterator[RawBatch]:
-        src, rec = self.src, self.records_ring.current
-        pos = self._pos
         records = PcapRecords(self.little, 1 if self.nanosecond else 1000, self.max_caplen)
-        while True:
-            start = pos
-            n, pos, code = walk.scan(records, src.buf, pos, src.end, rec, 0)
-            if n:
-                rec.link[:n] = self.link_type
-                self.records += n
-                if 0 < self.snaplen < self.max_caplen:
-                    self.over_snaplen += int(np.count_nonzero(rec.caplen[:n] > self.snaplen))
-                yield rec.batch(src.buf, n, self.path, src.base + start)
-                src.release(pos)
-                rec = self.records_ring.handed_out()
-            if code == cs.SCAN_FULL:
-                continue
-            if code == cs.SCAN_NEED_MORE:
-                pos = refill_or_end(src, self.path, pos)
-                if pos is None:
-                    return
-                continue
-            detail = cs.ERROR_TEXT[code]
-            if code == cs.ERR_CAPLEN:
-                incl = int(np.frombuffer(bytes(src.buf[pos + 8:pos + 12]), dtype="<u4" if self.little else ">u4")[0])
-                detail = (f"record claims {incl} captured bytes, above {self.max_caplen} (the snap length, or "
-                          f"libpcap's limit): corrupt record header")
-            raise CaptureError(self.path, src.base + pos, detail)
+        return record_batches(self, walk, records, self._pos)
+
+    def counted(self, rec, n: int) -> None:
+        rec.link[:n] = self.link_type
+        if 0 < self.snaplen < self.max_caplen:
+            self.over_snaplen += int(np.count_nonzero(rec.caplen[:n] > self.snaplen))
+
+    def error_detail(self, code: int, pos: int) -> str:
+        if code != cs.ERR_CAPLEN:
+            return cs.ERROR_TEXT[code]
+        src = self.src
+        incl = int(np.frombuffer(bytes(src.buf[pos + 8:pos + 12]), dtype="<u4" if self.little else ">u4")[0])
+        return (f"record claims {incl} captured bytes, above {self.max_caplen} (the snap length, or "
+                f"libpcap's limit): corrupt record header")
