@@ -235,3 +235,18 @@ def test_remote_shell_skips_files_on_announced_ftp_data_connections_in_any_order
     det.observe_events(Events(ftp_data=[announce]))
     (alert,) = det.finish()
     assert alert.technique == "remote_shell" and alert.ts_ns == 50 and alert.src_port == 40001
+
+
+def test_coin_ports_count_on_the_responder_only(tmp_path):
+    """A web server whose clients' ephemeral source ports happen to be dogecoin's (22556) is no
+    node; a host that reaches many peers on bitcoin's port 8333 is one."""
+    server = "192.168.7.20"
+    web = [Ether() / IP(src=f"203.0.113.{k}", dst=server) / TCP(sport=22556, dport=443, flags="S") for k in range(1, 21)]
+    web += [Ether() / IP(src=server, dst=f"203.0.113.{k}") / TCP(sport=443, dport=22556, flags="SA")
+            for k in range(1, 21)]
+    node = [Ether() / IP(src="192.168.7.30", dst=f"198.51.100.{k}") / TCP(sport=40000 + k, dport=8333, flags="S")
+            for k in range(1, 21)]
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[site]\nlocal_nets = ["192.168.7.0/24"]\n')
+    found = [a for a in analyze(_write(tmp_path, "coins.pcap", web + node), cfg) if a.technique == "crypto_p2p"]
+    assert [(a.host, a.evidence["network"]) for a in found] == [("192.168.7.30", "bitcoin")]

@@ -121,13 +121,15 @@ class Mining(Detector):
                 "tcp" if c.proto == 6 else "udp", {"name": name, "pool_domain": d, "seen_in": how, "uid": c.uid}))
 
     def observe_flows(self, f: FlowView) -> None:
-        rp, op = f["resp_p"], f["orig_p"]
+        rp = f["resp_p"]
         ports = np.asarray(list(NODE_PORTS) + list(POOL_PORTS))
-        cand = np.flatnonzero(np.isin(rp, ports) | np.isin(op, list(NODE_PORTS)))
+        # the responder's port only: an originator's port is ephemeral, and one that happens to
+        # equal a coin's port (a busy server's clients have thousands) says nothing
+        cand = np.flatnonzero(np.isin(rp, ports))
         for j in cand.tolist():
             src, dst, port = f["orig_h"][j], f["resp_h"][j], int(rp[j])
-            if port in NODE_PORTS or int(op[j]) in NODE_PORTS:
-                node_port = port if port in NODE_PORTS else int(op[j])
+            if port in NODE_PORTS:
+                node_port = port
                 local, peer = (src, dst) if self.site.is_local(src) else (dst, src)
                 if not self.site.is_external(peer):
                     continue
