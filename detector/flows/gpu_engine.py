@@ -66,6 +66,10 @@ class DeviceDecoder:
 
         return cuda.as_cuda_array(a)
 
+    def devs(self, arrays):
+        """A named tuple of arrays (packet columns, a kernel's state) as kernel arguments."""
+        return type(arrays)(*(self.dev(a) for a in arrays))
+
     def launch(self, kernel, n, *args):
         if n <= 0:
             return
@@ -117,7 +121,7 @@ class DeviceDecoder:
         with self.clock.stage("decode"):
             for col in self.cols:
                 col[:n] = 0
-            cols = pc.PacketColumns(*(d(c) for c in self.cols))
+            cols = self.devs(self.cols)
             self.launch(self.k.decode, n, d(buf), d(off), d(caplen), d(wirelen), d(ts), d(link), n, cols,
                         d(self.pkt_hash))
             self.batch_bytes = (buf, off)  # for the L7 tap's signatures (payload_signatures)
@@ -159,9 +163,8 @@ class DeviceWalker:
     def __call__(self, cols, segs, likely, cfg, walk, res):
         dec = self.decoder
         d = dec.dev
-        dev_cols = pc.PacketColumns(*(d(c) for c in cols))
-        segs, walk, res = (type(t)(*(d(a) for a in t)) for t in (segs, walk, res))
-        dec.launch(dec.k.walk, int(segs.lo.shape[0]), dev_cols, segs, d(likely), d(cfg), walk, res)
+        dec.launch(dec.k.walk, int(segs.lo.shape[0]), dec.devs(cols), dec.devs(segs), d(likely), d(cfg),
+                   dec.devs(walk), dec.devs(res))
 
 
 class DeviceScan:
@@ -178,8 +181,7 @@ class DeviceScan:
 
     def chunks(self, values, heads, n, op, part):
         dec, d = self.decoder, self.decoder.dev
-        dec.launch(dec.k.scan_chunks, part.tot_v.shape[0], d(values), d(heads), n, op,
-                   chunk_scan.Partial(*(d(a) for a in part)))
+        dec.launch(dec.k.scan_chunks, part.tot_v.shape[0], d(values), d(heads), n, op, dec.devs(part))
 
     def carry(self, out, carry, first, n, op):
         dec, d = self.decoder, self.decoder.dev
@@ -219,11 +221,10 @@ class DeviceRecords:
             text = kfr.Text(xp.empty(max(1, n * width), xp.uint8), xp.empty(max(1, n * width), xp.uint8),
                             xp.empty(max(1, n * kfr.UID_LEN), xp.uint8), xp.empty(max(1, n * kfr.CID_LEN), xp.uint8))
             lens = xp.empty((2, n), xp.int64)  # each address's length: originator, responder
-            dec.launch(dec.k.finalize_rows, n, kfr.Rows(d(em.keys), d(em.st), d(em.hist)), n, int(cid_seed),
-                       kfr.Oriented(*(d(a) for a in ori)), kfr.Text(*(d(a) for a in text)), d(lens))
-            oh_len, rh_len = lens[0], lens[1]
-            packed = [kfr.pack_slots(xp, slots, lens) for slots, lens in (
-                (text.oh[:n * width].reshape(n, width), oh_len), (text.rh[:n * width].reshape(n, width), rh_len),
+            dec.launch(dec.k.finalize_rows, n, dec.devs(kfr.Rows(em.keys, em.st, em.hist)), n, int(cid_seed),
+                       dec.devs(ori), dec.devs(text), d(lens))
+            packed = [kfr.pack_slots(xp, slots, used) for slots, used in (
+                (text.oh[:n * width].reshape(n, width), lens[0]), (text.rh[:n * width].reshape(n, width), lens[1]),
                 (em.hist, em.st[:, fsd.HIST_N]))]
         with dec.clock.stage("copy_out"):
             (oh, oh_off), (rh, rh_off), (hist, hist_off) = packed
@@ -271,8 +272,7 @@ class GpuFlowEngine(ScanFlowEngine):
             return sig
         buf, off = dec.batch_bytes
         with self.clock.stage("tap"):
-            dec.launch(dec.k.classify, n, d(buf), d(off), pc.PacketColumns(*(d(c) for c in dec.cols)), n, d(sig),
-                       d(fid))
+            dec.launch(dec.k.classify, n, d(buf), d(off), dec.devs(dec.cols), n, d(sig), d(fid))
         return sig
 
     def _counted(self) -> None:
