@@ -6,7 +6,10 @@ Two sources of labels:
 - the shared corpus (``../shared/pcaps``, or ``--corpus DIR``): its MANIFEST categories;
 - synthetic scenarios written by ``detector synth`` (``--synth``), with their labels, analysed
   twice: with the synthetic site's configuration (``site.toml``: local networks, gateway,
-  servers, node roles, partner DTNs) and with none.
+  servers, node roles, partner DTNs) and with none;
+- with ``--real``, also Zeek's test traces (``../shared/traces-zeek``, or ``--zeek DIR``): real
+  traffic of many protocols, benign except the attack captures their README names
+  (``ZEEK_ATTACKS``), analysed as a new user would (no site configuration).
 
 A capture counts as detected when an alert of its expected category at medium severity or above
 is raised (for ``mixed`` captures, any such alert); a benign capture is a false alarm when it
@@ -15,7 +18,7 @@ incident's start (the first packet for corpus captures) the analysis needs befor
 that alert: the capture is replayed up to 1, 2, 5, 10, 20, 30, 60, ... seconds after the start
 and the first such cut-off that already gives the alert is reported.
 
-    python benchmarks/quality.py [--corpus DIR] [--synth] [-o results.json]
+    python benchmarks/quality.py [--corpus DIR] [--synth] [--real [--zeek DIR]] [-o results.json]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from detector.alerts import SEVERITY_RANK  # noqa: E402
 from detector.config import Config, load_config  # noqa: E402
+from detector.errors import DetectorError  # noqa: E402
 from detector.pipeline.analyze_job import run_analyze  # noqa: E402
 
 CORPUS_CATEGORY = {
@@ -43,6 +47,10 @@ CORPUS_CATEGORY = {
     "scan": "scan", "mixed": "*",
 }
 MEDIUM = SEVERITY_RANK["medium"]
+
+# traces-zeek files that show attacks (its README lists them by path); all others are benign
+ZEEK_ATTACKS = ("ssh~sshguess", "ftp~bruteforce", "scan~", "nmap-vsn", "rfb~vnc-scanner", "dhcp~dhcp_flood",
+                "ssh~reverse-ssh", "websocket~wstunnel-ssh", "icmp~icmp6-redirect.pcap")
 
 
 def first_packet_ns(path: str) -> int:
@@ -78,16 +86,22 @@ def time_to_detect(path: str, expected: str, cfg: Config, start: int) -> float |
     return float(LADDER_S[lo])
 
 
-def evaluate(path: str, expected: str | None, cfg: Config, start_ns: int | None = None) -> dict:
-    result = run_analyze([path], cfg, None)
+def evaluate(path: str, expected: str | None, cfg: Config, start_ns: int | None = None,
+             ladder: bool = True) -> dict:
+    try:
+        result = run_analyze([path], cfg, None)
+    except DetectorError as e:
+        return {"file": path, "expected": expected, "detected": False if expected else None,
+                "false_alarm": None, "time_to_detect_s": None, "alerts": [], "error": str(e)}
     strong = [a for a in result.alerts if a.severity_rank >= MEDIUM]
     hit = _hit(result.alerts, expected) if expected else None
     start = start_ns if start_ns is not None else first_packet_ns(path)
     return {
         "file": path, "expected": expected, "detected": hit is not None if expected else None,
         "false_alarm": bool(strong) if expected is None else None,
-        "time_to_detect_s": time_to_detect(path, expected, cfg, start) if hit is not None else None,
+        "time_to_detect_s": time_to_detect(path, expected, cfg, start) if hit is not None and ladder else None,
         "alerts": [f"{a.severity}:{a.category}/{a.technique}" for a in result.alerts],
+        "medium_plus": [f"{a.severity}:{a.detector}: {a.summary}" for a in strong],
     }
 
 
@@ -95,6 +109,15 @@ def corpus_cases(corpus: Path):
     with open(corpus / "MANIFEST.tsv", newline="") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
             yield row["category"], str(corpus / row["local_file"]), CORPUS_CATEGORY[row["category"]]
+
+
+def zeek_cases(folder: Path):
+    """(group, path, expected) per capture of Zeek's test traces."""
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in (".pcap", ".pcapng", ".cap", ".trace", ".dump", ".erf") and ".pcap" not in path.name:
+            continue
+        attack = any(path.name.startswith(a) or a in path.name for a in ZEEK_ATTACKS)
+        yield ("traces-zeek: attack" if attack else "traces-zeek: benign"), str(path), ("*" if attack else None)
 
 
 def synth_cases(work: Path, packets: int, seed: int):
@@ -137,8 +160,10 @@ def table(rows: list[dict]) -> str:
             det = sum(r["detected"] for r in attack)
             lines.append(f"| {g} | {len(attack)} | {det} | {det / len(attack):.0%} | - | {med} |")
         if benign:
-            fa = sum(r["false_alarm"] for r in benign)
-            lines.append(f"| {g} | {len(benign)} | - | - | {fa} of {len(benign)} | - |")
+            fa = sum(bool(r["false_alarm"]) for r in benign)
+            unread = sum("error" in r for r in benign)
+            note = f" ({unread} unreadable)" if unread else ""
+            lines.append(f"| {g} | {len(benign)} | - | - | {fa} of {len(benign)} ({fa / len(benign):.1%}){note} | - |")
     return "\n".join(lines)
 
 
@@ -148,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--synth", action="store_true", help="also evaluate the synthetic scenarios")
     ap.add_argument("--packets", type=int, default=60_000, help="background packets per synthetic scenario")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--real", action="store_true", help="also evaluate Zeek's test traces (real traffic)")
+    ap.add_argument("--zeek", default=str(REPO.parent / "shared" / "traces-zeek"))
     ap.add_argument("--config", help="site configuration to analyse with")
     ap.add_argument("-o", "--output")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every capture's alerts")
@@ -164,6 +191,16 @@ def main(argv=None) -> int:
                       f"false_alarm={r['false_alarm']} alerts={r['alerts'][:6]}", file=sys.stderr)
     else:
         print(f"no corpus at {corpus}: corpus rows skipped", file=sys.stderr)
+    if args.real:
+        zeek = Path(args.zeek)
+        if not zeek.is_dir():
+            print(f"no traces at {zeek}: traces-zeek rows skipped", file=sys.stderr)
+        for group, path, expected in zeek_cases(zeek) if zeek.is_dir() else ():
+            r = evaluate(path, expected, cfg, ladder=False)
+            rows.append({"group": group, **r, "file": Path(path).name})
+            if args.verbose or (expected and not r["detected"]) or r["false_alarm"]:
+                print(f"{group:18s} {Path(path).name:45s} expected={expected} detected={r['detected']} "
+                      f"medium+={r.get('medium_plus', [])[:4]} {r.get('error', '')}", file=sys.stderr)
     if args.synth:
         with tempfile.TemporaryDirectory() as d:
             site_cfg = synth_config(Path(d))
