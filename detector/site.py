@@ -37,6 +37,7 @@ class SiteConfig:
     local_domains: tuple[str, ...] = ()  # names that may resolve to local addresses
     ssh_host_keys: tuple[str, ...] = ()  # pins: "HOST:PORT=SHA256:..." (learned from traffic too)
     tls_certs: tuple[str, ...] = ()  # pins: "NAME=<sha256 hex>"
+    internal_cas: tuple[str, ...] = ()  # the site's own CAs: issuer names ("CN=HPC Root CA") or SHA-256 of CA certs
 
     def validate(self, path: str | None = None) -> SiteConfig:
         from detector.errors import ConfigError
@@ -171,6 +172,12 @@ class Site:
         if addr in self.compute:
             return "compute"
         return "host" if self.is_local(addr) else "external"
+
+    def has_role(self, addr: str) -> bool:
+        """Whether ``[site]`` names ``addr`` as one of its servers (gateway, DNS, DHCP, DTN,
+        login node, proxy, router)."""
+        return addr in self.gateways or any(addr in s for s in (
+            self.dns_servers, self.dhcp_servers, self.dtns, self.login_nodes, self.proxies, self.routers))
 
     def is_local_name(self, name: str) -> bool:
         hit = self._local_names.get(name)

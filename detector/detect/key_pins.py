@@ -8,8 +8,10 @@ seen for a server and port (or the first leaf certificate for a TLS server name)
 - SSH host key change: high (critical against a configured pin).
 - TLS certificate change: high when the new certificate is self-signed or comes from another
   issuer; low when the same issuer re-issued it (routine renewal).
-- A self-signed server certificate: medium (a MITM proxy presents one; production services
-  rarely do).
+- A self-signed server certificate: low, since RDP, VNC, VPN, STARTTLS mail and appliances
+  present one every day; medium for a server the site names in ``[site]`` (a role: gateway,
+  DNS, DTN, login node, proxy; or a pinned TLS name). A changed pin or a certificate that does
+  not cover the name asked for raises it (:mod:`detector.detect.corroboration`).
 """
 
 from __future__ import annotations
@@ -89,13 +91,14 @@ class KeyPins(Detector):
                     f"{c.server}:{c.dport if c.from_orig else c.sport}").lower()
             port = c.dport if c.from_orig else c.sport
             if leaf.self_signed and self.p.report_self_signed and name not in self.self_signed:
+                named = name in self.tls or self.site.has_role(c.server)
                 self.self_signed[name] = Alert(
-                    c.ts_ns, c.ts_ns, "mitm", "tls_self_signed", "medium", 0.55,
+                    c.ts_ns, c.ts_ns, "mitm", "tls_self_signed", "medium" if named else "low", 0.55 if named else 0.3,
                     f"{c.server}:{port} ({name}) presented a self-signed certificate ({leaf.subject or 'no subject'}): "
                     "clients cannot verify whom they talk to, as with an intercepting proxy", self.label,
                     self.host_for(c.client, c.server), c.client, c.server, None, port, "tcp",
                     {"server_name": name, "subject": leaf.subject, "issuer": leaf.issuer, "sha256": leaf.sha256,
-                     "uid": c.uid})
+                     "site_server": named, "uid": c.uid})
             pinned = self.tls.setdefault(name, (leaf.sha256, leaf.issuer, False))
             if pinned[0] != leaf.sha256:
                 other_issuer = pinned[1] and pinned[1] != leaf.issuer

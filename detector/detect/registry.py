@@ -20,6 +20,7 @@ from detector.detect.mining import Mining
 from detector.detect.port_scan import PortScan
 from detector.detect.probe_signs import ProbeSigns
 from detector.detect.remote_shell import RemoteShell
+from detector.detect.rexmit import RexmitInconsistency
 from detector.detect.rogue_dhcp import RogueDhcp
 from detector.detect.session_hijack import SessionHijack
 from detector.detect.ttl_change import TtlChange
@@ -28,7 +29,7 @@ from detector.site import Site
 
 DETECTORS: tuple[type[Detector], ...] = (
     DnsTunnel, IcmpTunnel, BulkUpload, HttpUpload, Tunnels,
-    ArpSpoof, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, SessionHijack, TtlChange,
+    ArpSpoof, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, SessionHijack, TtlChange, RexmitInconsistency,
     Mining, Beaconing, ComputeOutbound,
     BruteForce, RemoteShell,
     PortScan, ProbeSigns,

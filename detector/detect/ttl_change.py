@@ -8,7 +8,12 @@ were sent from somewhere else: TCP session hijacking and RST injection (the TTL 
 Zeek's ``TTL_change`` weird and of Snort's stream preprocessor). Hop counts, not raw TTLs, are
 compared so that a middlebox answering with another initial TTL on the same path does not
 count. Only established connections count (a spoofed SYN answered by the real owner's RST is a
-flood, not a hijack). Medium per pair of hosts; high from ``high_delta`` hops. A peer whose hop
+flood, not a hijack). One alert per pair of hosts, **low alone**: route changes, anycast and
+load-balanced servers, and captures merged from two taps change a server's TTL within a
+connection too. It is raised to high when corroborated (:mod:`detector.detect.corroboration`):
+a sequence number of the same pair resent with other bytes (``rexmit_inconsistency``), an ARP
+spoof or an ICMP redirect involving its addresses. ``high_delta`` is kept in the evidence as
+``far``: a change that large is rarer for a route change. A peer whose hop
 count settles over ``peer_min_connections`` connections and later moves by ``min_delta`` is
 reported at low severity: a route change looks the same.
 """
@@ -100,20 +105,19 @@ class TtlChange(Detector):
             ev = seen.evidence
             ev["connections"] += 1
             ev["hop_difference"] = max(ev["hop_difference"], d)
+            ev["far"] = ev["hop_difference"] >= self.p.high_delta
             if len(ev["ports"]) < 16 and f"{sport}->{dport}" not in ev["ports"]:
                 ev["ports"].append(f"{sport}->{dport}")
             seen.ts_ns, seen.ts_end_ns = min(seen.ts_ns, ts), max(seen.ts_end_ns, end)
-            if ev["hop_difference"] >= self.p.high_delta:
-                seen.severity, seen.score = "high", 0.75
             return
-        high = d >= self.p.high_delta
         self.found[key] = Alert(
-            ts, end, "mitm", "ttl_change", "high" if high else "medium", 0.75 if high else 0.55,
+            ts, end, "mitm", "ttl_change", "low", 0.35,
             f"Packets claiming to come from {src}:{sport} in its established connection to {dst}:{dport} arrived "
             f"with TTLs {lo} and {hi} ({d} hops apart): segments injected by another host (session hijacking "
-            "or reset injection)",
+            "or reset injection), or a route change",
             self.label, self.host_for(dst, src), src, dst, sport, dport, "tcp",
-            {"ttl_min": lo, "ttl_max": hi, "hop_difference": d, "direction": side, "history": f["history"][j],
+            {"ttl_min": lo, "ttl_max": hi, "hop_difference": d, "far": d >= self.p.high_delta, "direction": side,
+             "history": f["history"][j],
              "uid": f["uid"][j], "connections": 1, "ports": [f"{sport}->{dport}"]}, f["community_id"][j])
 
     def _learn(self, f, j, src, dst, h: int, ttl: int) -> None:

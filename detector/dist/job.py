@@ -42,6 +42,7 @@ from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.analyze_job import AlertSink, AnalyzeResult, analysis_result
 from detector.pipeline.flows_job import close_outputs
 from detector.pipeline.ingest import InputLog, InputStatus, file_size
+from detector.detect.corroboration import settle
 from detector.pipeline.stages import Stages, flow_config, time_ordered
 from detector.progress import Progress
 from detector.site_inference import infer_local_hosts
@@ -114,8 +115,8 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
         except KeyboardInterrupt:
             interrupted = True
         by_name = {name: a for g in run.groups for name, a in g.alerts.items()}
-        alerts = time_ordered([a for name in names for a in by_name.get(name, [])] +
-                              [a for d in stages.detectors for a in d.finish()])
+        alerts = time_ordered(settle([a for name in names for a in by_name.get(name, [])] +
+                                     [a for d in stages.detectors for a in d.finish()]))
         if sink is not None:
             sink.write_all(alerts, min_severity)
     except OutputError as exc:

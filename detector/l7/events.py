@@ -164,6 +164,7 @@ class Events:
     arp: PacketArrays = field(default_factory=PacketArrays)
     icmp: PacketArrays = field(default_factory=PacketArrays)
     tcp_odd: PacketArrays = field(default_factory=PacketArrays)
+    tcp_rexmit: PacketArrays = field(default_factory=PacketArrays)  # a sequence number resent with other bytes
 
 
 def merge_events(parts: list[Events]) -> Events:

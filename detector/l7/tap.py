@@ -46,6 +46,7 @@ from detector.l7.events import (
 from detector.sources.batch import RawBatch
 from kernels import l7_select as ks
 from kernels import packet_columns as pc
+from kernels.rexmit import RexmitTable
 
 log = logging.getLogger("detector.l7")
 
@@ -138,6 +139,7 @@ class L7Tap:
         self.ftp_users: dict[int, str] = {}
         # web flows whose HTTP stream was read: their later packets are not searched for shell text
         self.web_flows: OrderedDict[int, None] = OrderedDict()
+        self.rexmit = RexmitTable()
 
     # -- per batch -------------------------------------------------------------------------
     def process(self, b: RawBatch, cols: pc.PacketColumns, n: int) -> Events:
@@ -445,7 +447,9 @@ class L7Tap:
                                     "eth_src": cols.src_mac[icmp], "head": heads,
                                     "uid": np.array([uid_text(int(x)) for x in self._fids(cols, icmp)], dtype=object)})
         flags = cols.tcp_flags[:n]
-        tcp_ok = ipv & (proto == 6) & (cols.status[:n] == pc.ST_OK)
+        # a later fragment's "TCP header" is payload bytes: only unfragmented and first fragments count
+        whole = (cols.frag[:n] & pc.FRAG_IS_FRAGMENT == 0) | (cols.frag[:n] & pc.FRAG_FIRST != 0)
+        tcp_ok = ipv & (proto == 6) & (cols.status[:n] == pc.ST_OK) & whole
         odd = tcp_ok & odd_tcp(flags)
         odd_idx = np.flatnonzero(odd)
         if len(odd_idx):
@@ -453,6 +457,13 @@ class L7Tap:
             ev.tcp_odd = PacketArrays({"ts": cols.ts_ns[odd_idx], "src": src, "dst": dst,
                                        "sport": cols.sport[odd_idx], "dport": cols.dport[odd_idx],
                                        "flags": flags[odd_idx]})
+        rows, prev_ttl = self.rexmit.find(b.buf, b.off, cols, n)
+        if len(rows):
+            src, dst = self._addresses(cols, rows)
+            ev.tcp_rexmit = PacketArrays({"ts": cols.ts_ns[rows], "src": src, "dst": dst, "sport": cols.sport[rows],
+                                          "dport": cols.dport[rows], "seq": cols.tcp_seq[rows], "ttl": cols.ttl[rows],
+                                          "prev_ttl": prev_ttl, "uid": np.array(
+                                              [uid_text(int(x)) for x in self._fids(cols, rows)], dtype=object)})
 
     def _fids(self, cols, idx):
         fid = np.zeros(len(idx), np.uint64)

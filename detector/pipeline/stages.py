@@ -11,6 +11,7 @@ from detector.alerts import Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
 from detector.detect.base import FlowView
+from detector.detect.corroboration import settle
 from detector.detect.registry import build_detectors
 from detector.flows.engine import make_engine
 from detector.flows.records import RecordBuilder
@@ -126,8 +127,9 @@ class Stages:
         self.feed_events(self.tap.flush())
 
     def report(self) -> list[Alert]:
-        """Every detector's alerts over what it has seen so far, in time order."""
-        return time_ordered([a for d in self.detectors for a in d.finish()])
+        """Every detector's alerts over what it has seen so far, corroborated
+        (:func:`~detector.detect.corroboration.settle`), in time order."""
+        return time_ordered(settle([a for d in self.detectors for a in d.finish()]))
 
 
 def time_ordered(alerts: list[Alert]) -> list[Alert]:

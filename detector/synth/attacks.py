@@ -283,7 +283,9 @@ def tls_cert(st: Stage) -> dict:
 def tcp_hijack(st: Stage) -> dict:
     """Segments injected into an established cleartext session (shijack-style): an external
     user's telnet session to a legacy service host receives data and a reset forged with the
-    user's address, from an attacker nine routers nearer or farther than the user."""
+    user's address, from an attacker nine routers nearer or farther than the user. The real
+    user's stack never learns of the injected bytes, so its next keystrokes reuse the sequence
+    numbers the injection took, with other bytes (what the hijacked side of a real one shows)."""
     user, server = st.peer(st.external((130, 131))), st.peer(st.host("ntp1"))
     c = st.craft
     cport, sport = 50123, 23
@@ -297,14 +299,22 @@ def tcp_hijack(st: Stage) -> dict:
     c.ip(t + 40 * MS, user, server, 6, cport, sport, flags=TH_ACK, seq=cs, ack=ss)
     t += 100 * MS
     start = None
+    user_seq = cs  # where the user's own stack thinks its stream is
     for k in range(40):
         injected = k in (25, 26, 27)
         data = b"rm -rf /tmp/x; echo ok\r\n" if injected else bytes([int(st.rng.integers(97, 122))])
+        if k == 28:
+            data = b"ls\r\n"  # the user's next line, at the sequence number the injection took
         if injected and start is None:
             start = t
-        c.ip(t, user, server, 6, cport, sport, data, flags=TH_ACK | TH_PSH, seq=cs, ack=ss,
+        seq = cs if injected else user_seq
+        c.ip(t, user, server, 6, cport, sport, data, flags=TH_ACK | TH_PSH, seq=seq, ack=ss,
              ttl=forged if injected else None)
-        cs += len(data)
+        if injected:
+            cs += len(data)
+        else:
+            user_seq += len(data)
+            cs = max(cs, user_seq)
         c.ip(t + 20 * MS, server, user, 6, sport, cport, data, flags=TH_ACK | TH_PSH, seq=ss, ack=cs)
         ss += len(data)
         t += int(st.rng.uniform(0.15, 0.6) * S)
