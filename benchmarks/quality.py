@@ -48,9 +48,22 @@ CORPUS_CATEGORY = {
 }
 MEDIUM = SEVERITY_RANK["medium"]
 
-# traces-zeek files that show attacks (its README lists them by path); all others are benign
+# traces-zeek files that show attacks: those its README names, and those judged so by reading them
+# (tests/traces_zeek_judged.tsv, with the reasoning); all others are benign
 ZEEK_ATTACKS = ("ssh~sshguess", "ftp~bruteforce", "scan~", "nmap-vsn", "rfb~vnc-scanner", "dhcp~dhcp_flood",
                 "ssh~reverse-ssh", "websocket~wstunnel-ssh", "icmp~icmp6-redirect.pcap")
+JUDGED = REPO / "tests" / "traces_zeek_judged.tsv"
+
+
+def judged() -> dict[str, tuple[str, str]]:
+    """file -> (verdict, reasoning) of the judged traces-zeek captures."""
+    out = {}
+    for line in JUDGED.read_text().splitlines():
+        if line.startswith("#") or line.startswith("file\t") or not line.strip():
+            continue
+        name, verdict, why = line.split("\t", 2)
+        out[name] = (verdict, why)
+    return out
 
 
 def first_packet_ns(path: str) -> int:
@@ -113,10 +126,12 @@ def corpus_cases(corpus: Path):
 
 def zeek_cases(folder: Path):
     """(group, path, expected) per capture of Zeek's test traces."""
+    verdicts = judged()
     for path in sorted(folder.iterdir()):
-        if path.suffix not in (".pcap", ".pcapng", ".cap", ".trace", ".dump", ".erf") and ".pcap" not in path.name:
+        if ".pcap" not in path.name and path.suffix not in (".cap", ".trace", ".dump", ".erf"):
             continue
-        attack = any(path.name.startswith(a) or a in path.name for a in ZEEK_ATTACKS)
+        attack = any(path.name.startswith(a) for a in ZEEK_ATTACKS) or \
+            verdicts.get(path.name, ("",))[0] == "attack"
         yield ("traces-zeek: attack" if attack else "traces-zeek: benign"), str(path), ("*" if attack else None)
 
 

@@ -12,6 +12,7 @@ from detector.pipeline.flows_job import run_flows
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("DETECTOR_CORPUS", REPO.parent / "shared" / "pcaps"))
+ZEEK_TRACES = Path(os.environ.get("DETECTOR_ZEEK_TRACES", REPO.parent / "shared" / "traces-zeek"))
 
 
 @pytest.fixture

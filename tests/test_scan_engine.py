@@ -20,10 +20,9 @@ from detector.flows.records import FLOW_SCHEMA, RecordBuilder
 from detector.flows.scan_engine import ScanFlowEngine
 from detector.pipeline.ingest import Ingest
 from tests import flow_cases as fc
-from tests.conftest import CORPUS, REPO
+from tests.conftest import CORPUS, REPO, ZEEK_TRACES
 from tests.flow_compare import assert_same
 
-ZEEK_TRACES = REPO.parent / "shared" / "traces-zeek"
 
 
 def records(engine, paths, cfg):

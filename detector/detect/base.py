@@ -157,6 +157,13 @@ def registered_domain(name: str) -> str:
 _SECOND_LEVEL = {"co", "com", "ac", "edu", "gov", "net", "org", "or", "ne", "go", "gob", "mil", "nic", "ltd", "plc"}
 
 
+def is_public_suffix(name: str) -> bool:
+    """A name nobody registers below the registry: one label (``org``), or a common second
+    level under a country (``co.uk``)."""
+    labels = name.lower().strip(".").split(".")
+    return len(labels) == 1 or (len(labels) == 2 and labels[0] in _SECOND_LEVEL and len(labels[1]) == 2)
+
+
 def mac_text(mac: int) -> str:
     return ":".join(f"{(int(mac) >> s) & 0xFF:02x}" for s in range(40, -1, -8))
 

@@ -8,7 +8,9 @@ Methods:
   ``FTP::bruteforce_threshold`` logic).
 - A credential probe (``scan``): fewer failures than that, but answered faster than
   ``human_response_s`` after the VNC challenge, so by a tool and not a person typing a password:
-  the one-try-per-target pattern of VNC scanners hunting for empty or default passwords.
+  the one-try-per-target pattern of VNC scanners hunting for empty or default passwords. A client
+  that also logged in to that server knew its password: its fast failure is a saved password
+  retried (a viewer's keychain), and is not reported.
 - SSH is encrypted after the key exchange, so failures are inferred from the flows, after
   SSHCure (Hofstede et al., 2014) and Zeek's ``detect-bruteforcing``: connections to an SSH
   server in which the server sent little (``ssh_fail_max_resp_bytes``; a shell sends far more)
@@ -154,7 +156,7 @@ class BruteForce(Detector):
                                  None, port, "tcp",
                                  {"failed_logins": a["fail"], "successful_logins": a["ok"],
                                   "users_tried": sorted(a["users"])[:20], "uid": a["uid"]}))
-            elif a["fast_fail"]:
+            elif a["fast_fail"] and not a["ok"]:
                 out.append(Alert(a["first"], a["last"], "scan", "credential_probe", "medium", 0.6,
                                  f"{client} tried {a['fail']} {service.upper()} login(s) on {server}:{port}, answering "
                                  f"the password challenge within {max(a['delays']):.2f} s (a person takes longer than "

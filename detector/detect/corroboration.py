@@ -44,6 +44,7 @@ RULES: dict[str, Rule] = {
     "tls_self_signed": Rule("high", CERTIFICATE),
     "tls_untrusted_issuer": Rule("high", CERTIFICATE),
     "tls_expired": Rule("medium", CERTIFICATE),
+    "tls_name_misconfigured": Rule("medium", frozenset({"tls_cert_change"})),
 }
 PRECEDENCE = {t: k for k, t in enumerate(RULES)}
 WINDOW_NS = 600 * 10**9

@@ -10,7 +10,9 @@ Methods:
   the same test over all targets at once.
 - ``reflection``: amplification answers (DNS, NTP, SNMP, SSDP, memcached, CLDAP, chargen, ...)
   arriving at a host that never asked (flows from those ports with no packet from the host),
-  from ``reflect_min_sources`` reflectors or adding up to ``reflect_min_bytes``.
+  adding up to ``reflect_min_bytes``, or to ``reflect_floor_bytes`` from ``reflect_min_sources``
+  reflectors. Below that floor, a few kB of answers from many servers are a resolver or client
+  whose queries the capture missed (it started late, or saw one direction), not a flood.
 - ``dhcp_starvation``: DHCP DISCOVER/REQUEST messages from ``dhcp_min_macs`` distinct client
   MAC addresses within ``dhcp_window_s`` (address-pool exhaustion, as Yersinia or dhcpstarv
   do), or ``dhcp_flood_rate`` client messages per second from one client.
@@ -64,6 +66,7 @@ class Floods(Detector):
         complete_share: float = 0.2
         reflect_min_sources: int = 5
         reflect_min_bytes: int = 1_000_000
+        reflect_floor_bytes: int = 100_000
         syn_burst_min: int = 50
         syn_rate: float = 500.0
         dhcp_min_macs: int = 30
@@ -201,7 +204,8 @@ class Floods(Detector):
                               "ports": sorted(b[5]),
                               "attempts_per_s": round(rate, 1), "window_s": p.window_s}))
         for victim, r in self.refl.items():
-            if len(r["refl"]) < p.reflect_min_sources and r["bytes"] < p.reflect_min_bytes:
+            if r["bytes"] < p.reflect_min_bytes and (len(r["refl"]) < p.reflect_min_sources
+                                                     or r["bytes"] < p.reflect_floor_bytes):
                 continue
             out.append(Alert(r["first"], r["last"], "dos", "reflection", "high", 0.85,
                              f"{victim} received {r['bytes']:,} bytes of unrequested "

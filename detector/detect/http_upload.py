@@ -1,64 +1,138 @@
 """Data sent out in HTTP request bodies (exfiltration / http_upload).
 
-Method: the HTTP inspector reads each request's method, body size and content type. Cleartext
-uploads are rare on today's networks and each one is a copy of data leaving its host, so they
-are reported per client and server: a POST or PUT whose body reaches ``min_body`` bytes, or a
-multipart form carrying a file. High when the bodies add up to ``high_body`` bytes towards an
-external server.
+Method: the HTTP inspector reads each request's method, declared body size and content type.
+POST and PUT bodies are added up per client, server and port, and judged by what the body is:
+
+- **file uploads and routine bulk bodies** (``multipart/form-data``, print jobs in
+  ``application/ipp`` or to port 631, mail submitted as ``message/*``): people upload files,
+  print and send mail every day, so these count from ``file_body`` (1 MiB);
+- **anything else** (form fields, JSON, ``application/octet-stream``, text, no type): from
+  ``min_body`` (32 KiB), since no person types a form field that long; data pushed through a
+  form or an API in bulk is what exfiltration over HTTP looks like.
+
+A body's size is what its ``Content-Length`` declares (an upload the server cut short was still
+attempted in full), unless its flow record shows the client sent fewer than ``min_body`` bytes
+in all: then it is what was sent (a forged or broken length, 2^64-1 say, uploads nothing).
+Medium; high when the bodies add up to ``high_body`` towards an external server.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from detector.alerts import Alert
-from detector.detect.base import Detector
+from detector.detect.base import Detector, FlowView
 from detector.l7.events import Events
+
+ROUTINE_TYPES = ("multipart/form-data", "application/ipp", "message/")
+IPP_PORT = 631
+UIDS_KEPT = 64  # requests per pair whose flow is looked up
 
 
 class HttpUpload(Detector):
     name = "http_upload"
-    version = "1"
+    version = "2"
 
     @dataclass(frozen=True)
     class Params:
         min_body: int = 32 * 1024
+        file_body: int = 2**20
         high_body: int = 10 * 2**20
+        max_pairs: int = 100_000
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.pairs: dict[tuple[str, str, int], dict] = {}
+        self.declared: dict[str, int] = {}  # uid -> body bytes its requests declared
+        self.sent: dict[str, int] = {}  # uid -> bytes its flow record shows the client sent
+        # the latest batch of TCP flow records: a flow that ended in the batch its request was
+        # read from reached the detectors just before the request did
+        self.recent: tuple = ((), ())
+        self.recent_map: dict[str, int] | None = None
+        self.dropped = 0
 
     def observe_events(self, events: Events) -> None:
         for ev in events.http:
             r = ev.request
-            if r is None or r.method not in ("POST", "PUT"):
-                continue
-            size = r.content_length or 0
-            multipart = bool(r.content_type and r.content_type.lower().startswith("multipart/form-data"))
-            if size < self.p.min_body and not (multipart and size >= 1024):
+            if r is None or r.method not in ("POST", "PUT") or not r.content_length:
                 continue
             c = ev.ctx
-            agg = self.pairs.setdefault((c.client, c.server, c.dport if c.from_orig else c.sport), {
-                "first": c.ts_ns, "last": c.ts_ns, "bytes": 0, "requests": 0, "uris": [], "host": r.host,
-                "uid": c.uid, "types": set()})
-            agg["last"] = max(agg["last"], c.ts_ns)
-            agg["bytes"] += size
+            port = c.dport if c.from_orig else c.sport
+            ctype = (r.content_type or "").split(";")[0].strip().lower()
+            routine = port == IPP_PORT or ctype.startswith(ROUTINE_TYPES)
+            key = (c.client, c.server, port)
+            agg = self.pairs.get(key)
+            if agg is None:
+                if len(self.pairs) >= self.p.max_pairs:
+                    self.dropped += 1
+                    continue
+                agg = self.pairs[key] = {"first": c.ts_ns, "last": c.ts_ns, "bulk": 0, "routine": 0, "requests": 0,
+                                         "uris": [], "host": r.host, "uid": c.uid, "types": set(), "uids": {}}
+            agg["first"], agg["last"] = min(agg["first"], c.ts_ns), max(agg["last"], c.ts_ns)
             agg["requests"] += 1
-            if r.content_type:
-                agg["types"].add(r.content_type.split(";")[0])
+            kind = "routine" if routine else "bulk"
+            if len(agg["uids"]) < UIDS_KEPT or c.uid in agg["uids"]:
+                agg["uids"].setdefault(c.uid, {"routine": 0, "bulk": 0})[kind] += r.content_length
+                self.declared[c.uid] = self.declared.get(c.uid, 0) + r.content_length
+                self._ended_already(c.uid)
+            else:
+                agg[kind] += r.content_length
+            if ctype:
+                agg["types"].add(ctype)
             if len(agg["uris"]) < 5:
                 agg["uris"].append(f"{r.method} {r.uri[:120]}")
 
+    def observe_flows(self, f: FlowView) -> None:
+        if not len(f):
+            return
+        uids = f["uid"]
+        tcp = f["proto"] == "tcp"
+        self.recent, self.recent_map = (uids[tcp], f["orig_bytes"][tcp]), None
+        if not self.declared:
+            return
+        rows = np.flatnonzero(np.fromiter((u in self.declared for u in uids), bool, len(uids)))
+        for j in rows.tolist():
+            self.sent[uids[j]] = self.sent.get(uids[j], 0) + int(f["orig_bytes"][j])
+
+    def _ended_already(self, uid: str) -> None:
+        if uid in self.sent or not len(self.recent[0]):
+            return
+        if self.recent_map is None:
+            self.recent_map = dict(zip(self.recent[0].tolist(), self.recent[1].tolist()))
+        if uid in self.recent_map:
+            self.sent[uid] = int(self.recent_map[uid])
+
+    def _bytes(self, agg: dict) -> tuple[int, int, bool]:
+        """(bulk, routine) body bytes of a pair: as declared, or as sent where the flow sent
+        less than ``min_body``; and whether that cap applied."""
+        bulk, routine, capped = agg["bulk"], agg["routine"], False
+        for uid, by_kind in agg["uids"].items():
+            declared = by_kind["routine"] + by_kind["bulk"]
+            sent = self.sent.get(uid)
+            short = sent is not None and sent < declared and sent < self.p.min_body
+            scale = sent / declared if short else 1.0
+            capped |= scale < 1.0
+            bulk += int(by_kind["bulk"] * scale)
+            routine += int(by_kind["routine"] * scale)
+        return bulk, routine, capped
+
     def finish(self) -> list[Alert]:
         out = []
+        p = self.p
         for (client, server, port), a in self.pairs.items():
-            high = a["bytes"] >= self.p.high_body and self.site.is_external(server)
+            bulk, routine, capped = self._bytes(a)
+            total = bulk + routine
+            if bulk < p.min_body and total < p.file_body:
+                continue
+            high = total >= p.high_body and self.site.is_external(server)
             out.append(Alert(a["first"], a["last"], "exfiltration", "http_upload", "high" if high else "medium",
                              0.8 if high else 0.55,
-                             f"{client} uploaded {a['bytes']:,} bytes in {a['requests']} HTTP request body(ies) to "
+                             f"{client} uploaded {total:,} bytes in {a['requests']} HTTP request body(ies) to "
                              f"{a['host'] or server} ({server}:{port})", self.label, self.host_for(client, server),
                              client, server, None, port, "tcp",
-                             {"body_bytes": a["bytes"], "requests": a["requests"], "requests_seen": a["uris"],
-                              "content_types": a["types"], "http_host": a["host"], "uid": a["uid"]}))
+                             {"body_bytes": total, "file_or_routine_bytes": routine, "requests": a["requests"],
+                              "requests_seen": a["uris"], "content_types": a["types"], "http_host": a["host"],
+                              "capped_by_flow_bytes": capped, "uid": a["uid"]}))
         return out

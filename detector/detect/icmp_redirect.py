@@ -6,6 +6,9 @@ destination through another next hop. Only routers may send them (RFC 1122 3.2.2
 ``site.gateways`` are accepted unless their Ethernet source is not the router's own MAC address
 (learned from the router's ARP messages): hosts only obey redirects from their current
 gateway, so attackers (netwox 86, Ettercap) forge its address from their own interface.
+On IPv6 links the routers announce themselves: a host that sends Router Advertisements (type
+134) is taken as a router, with the MAC address it advertised from
+(RFC 4861 lets exactly that router redirect). Rogue advertisements are another detection.
 One alert per sender: medium, high from ``high_count`` redirects on or when forged.
 """
 
@@ -21,6 +24,9 @@ from detector.detect.base import Detector, ipv4_text, mac_text, widen
 from detector.l7.events import Events
 
 
+MAX_ROUTERS = 4096
+
+
 class IcmpRedirect(Detector):
     name = "icmp_redirect"
     version = "1"
@@ -33,9 +39,10 @@ class IcmpRedirect(Detector):
         super().__init__(params, site)
         self.senders: dict[str, dict] = {}
         self.router_macs: dict[str, int] = {}
+        self.advertised: set[str] = set()  # IPv6 routers that sent a Router Advertisement
 
     def _is_router(self, addr: str) -> bool:
-        return addr in self.site.routers or addr in self.site.gateways
+        return addr in self.site.routers or addr in self.site.gateways or addr in self.advertised
 
     def _learn_router_macs(self, events: Events) -> None:
         a = events.arp
@@ -43,6 +50,12 @@ class IcmpRedirect(Detector):
             ip = ipv4_text(int(a["spa"][j]))
             if self._is_router(ip) and ip not in self.router_macs:
                 self.router_macs[ip] = int(a["sha"][j])
+        i = events.icmp
+        for j in np.flatnonzero(i["v6"] & (i["type"] == 134)).tolist() if len(i) else ():
+            src = i["src"][j]
+            if src not in self.advertised and len(self.advertised) < MAX_ROUTERS:
+                self.advertised.add(src)
+                self.router_macs.setdefault(src, int(i["eth_src"][j]))
 
     def observe_events(self, events: Events) -> None:
         self._learn_router_macs(events)

@@ -4,7 +4,9 @@ Method: echo payloads are compared with what operating systems send (the approac
 Sayadi et al., "Detection of covert channels over ICMP protocol", 2017, and of nDPI's ICMP risk):
 Linux and BSD ping send 48-56 bytes of a timestamp followed by the incrementing bytes
 0x10, 0x11, ...; Windows sends 32 bytes of "abcdefghijklmnopqrstuvwabcdefghi"; flood and
-path-MTU tools send zeros or one repeated byte. A pair of hosts whose echo payloads are none of
+path-MTU tools send zeros or one repeated byte; payloads of at most ``SHORT`` bytes (a bare
+timestamp, ``ping -s 8``, old ping6 and embedded stacks) are too short to tell and carry too
+little to be a channel, so they count as ordinary. A pair of hosts whose echo payloads are none of
 these, or carry readable text, or differ between request and reply, or add up to much data,
 is reported.
 
@@ -24,6 +26,7 @@ from detector.detect.base import Detector
 from detector.l7.events import Events
 
 WINDOWS = b"abcdefghijklmnopqrstuvwabcdefghi"
+SHORT = 16  # bytes: a timestamp and little else
 
 
 def _longest_text(b: bytes) -> int:
@@ -36,7 +39,7 @@ def _longest_text(b: bytes) -> int:
 
 def os_like(payload: bytes, size: int) -> bool:
     """A payload an operating system's ping would send (judged on its captured bytes)."""
-    if size == 0 or len(payload) == 0:
+    if size <= SHORT or len(payload) == 0:
         return True
     if payload == (WINDOWS * 4)[:len(payload)]:
         return True

@@ -1,5 +1,5 @@
 """Changed SSH host keys and TLS certificates (mitm / ssh_hostkey_change, tls_cert_change,
-tls_self_signed).
+tls_cert_renewed, tls_self_signed).
 
 Method: trust on first use, as SSH's known_hosts and certificate pinning do. The first host key
 seen for a server and port (or the first leaf certificate for a TLS server name), or a pin from
@@ -7,7 +7,8 @@ seen for a server and port (or the first leaf certificate for a TLS server name)
 
 - SSH host key change: high (critical against a configured pin).
 - TLS certificate change: high when the new certificate is self-signed or comes from another
-  issuer; low when the same issuer re-issued it (routine renewal).
+  issuer (``tls_cert_change``); low when the same issuer re-issued it (``tls_cert_renewed``: a
+  routine renewal, which corroborates nothing).
 - A self-signed server certificate: low, since RDP, VNC, VPN, STARTTLS mail and appliances
   present one every day; medium for a server the site names in ``[site]`` (a role: gateway,
   DNS, DTN, login node, proxy; or a pinned TLS name). A changed pin or a certificate that does
@@ -104,13 +105,13 @@ class KeyPins(Detector):
                 other_issuer = pinned[1] and pinned[1] != leaf.issuer
                 critical = pinned[2]
                 if critical:
-                    severity, score = "critical", 0.95
+                    technique, severity, score = "tls_cert_change", "critical", 0.95
                 elif leaf.self_signed or other_issuer:
-                    severity, score = "high", 0.8
+                    technique, severity, score = "tls_cert_change", "high", 0.8
                 else:
-                    severity, score = "low", 0.3
+                    technique, severity, score = "tls_cert_renewed", "low", 0.3
                 self._add(("tls", name, leaf.sha256), Alert(
-                    c.ts_ns, c.ts_ns, "mitm", "tls_cert_change", severity, score,
+                    c.ts_ns, c.ts_ns, "mitm", technique, severity, score,
                     f"{name} presented certificate {leaf.sha256[:16]}... issued by {leaf.issuer or '?'} instead of "
                     f"{pinned[0][:16]}...{' from ' + pinned[1] if pinned[1] else ''}", self.label,
                     self.host_for(c.client, c.server), c.client, c.server, None, port, "tcp",

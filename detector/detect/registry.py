@@ -23,13 +23,14 @@ from detector.detect.remote_shell import RemoteShell
 from detector.detect.rexmit import RexmitInconsistency
 from detector.detect.rogue_dhcp import RogueDhcp
 from detector.detect.session_hijack import SessionHijack
+from detector.detect.tls_certs import TlsCerts
 from detector.detect.ttl_change import TtlChange
 from detector.detect.tunnels import Tunnels
 from detector.site import Site
 
 DETECTORS: tuple[type[Detector], ...] = (
     DnsTunnel, IcmpTunnel, BulkUpload, HttpUpload, Tunnels,
-    ArpSpoof, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, SessionHijack, TtlChange, RexmitInconsistency,
+    ArpSpoof, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, TlsCerts, SessionHijack, TtlChange, RexmitInconsistency,
     Mining, Beaconing, ComputeOutbound,
     BruteForce, RemoteShell,
     PortScan, ProbeSigns,

@@ -38,6 +38,7 @@ class Certificate:
     subject: str  # "CN=...,O=..." of the fields found
     issuer: str
     self_signed: bool
+    der: bytes = field(default=b"", repr=False, compare=False)  # for checks that parse it in full
 
 
 def handshake_messages(stream: bytes) -> list[tuple[int, bytes]]:
@@ -181,7 +182,7 @@ def parse_certificate(der: bytes) -> Certificate | None:
         issuer_raw = der[issuer[1]:issuer[2]]
         subject_raw = der[subject[1]:subject[2]]
         return Certificate(hashlib.sha256(der).hexdigest(), _name_text(der, subject[1], subject[2]),
-                           _name_text(der, issuer[1], issuer[2]), issuer_raw == subject_raw)
+                           _name_text(der, issuer[1], issuer[2]), issuer_raw == subject_raw, bytes(der))
     except (IndexError, ValueError):
         return None
 
