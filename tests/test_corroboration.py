@@ -81,17 +81,19 @@ def _session(tmp_path, segments, name="s.pcap"):
     client, each echoed by the server."""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
+
+    E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # no ARP lookups
     from scapy.utils import wrpcap
 
     c, s = "198.51.100.7", "10.1.0.5"
     cs, ss = 1000, 5000
-    pkts = [Ether() / IP(src=c, dst=s, ttl=50) / TCP(sport=40000, dport=23, flags="S", seq=cs - 1),
-            Ether() / IP(src=s, dst=c, ttl=64) / TCP(sport=23, dport=40000, flags="SA", seq=ss - 1, ack=cs),
-            Ether() / IP(src=c, dst=s, ttl=50) / TCP(sport=40000, dport=23, flags="A", seq=cs, ack=ss)]
+    pkts = [E / IP(src=c, dst=s, ttl=50) / TCP(sport=40000, dport=23, flags="S", seq=cs - 1),
+            E / IP(src=s, dst=c, ttl=64) / TCP(sport=23, dport=40000, flags="SA", seq=ss - 1, ack=cs),
+            E / IP(src=c, dst=s, ttl=50) / TCP(sport=40000, dport=23, flags="A", seq=cs, ack=ss)]
     for k, (off, data, ttl) in enumerate(segments):
-        pkts.append(Ether() / IP(src=c, dst=s, ttl=ttl) / TCP(sport=40000, dport=23, flags="PA", seq=cs + off,
+        pkts.append(E / IP(src=c, dst=s, ttl=ttl) / TCP(sport=40000, dport=23, flags="PA", seq=cs + off,
                                                              ack=ss) / data)
-        pkts.append(Ether() / IP(src=s, dst=c, ttl=64) / TCP(sport=23, dport=40000, flags="PA", seq=ss,
+        pkts.append(E / IP(src=s, dst=c, ttl=64) / TCP(sport=23, dport=40000, flags="PA", seq=ss,
                                                              ack=cs + off + len(data)) / data)
         ss += len(data)
     for j, p in enumerate(pkts):

@@ -61,7 +61,8 @@ def test_alerts_do_not_depend_on_the_order_flow_records_arrive_in(synth_dir, mon
     cfg = synth_dir / "site.toml"
     as_read = {name: [a.to_dict() for a in analyze(synth_dir / f"{name}.pcap", cfg)] for name in ATTACK_NAMES}
     feed = Stages.feed_flow_batch
-    monkeypatch.setattr(Stages, "feed_flow_batch", lambda self, rb: feed(self, rb.take(list(range(rb.num_rows))[::-1])))
+    monkeypatch.setattr(Stages, "feed_flow_batch", lambda self, rb, codes=None: feed(
+        self, rb.take(list(range(rb.num_rows))[::-1]), None if codes is None else codes[::-1]))
     for name in ATTACK_NAMES:
         assert [a.to_dict() for a in analyze(synth_dir / f"{name}.pcap", cfg)] == as_read[name], name
 

@@ -98,6 +98,8 @@ def test_a_chain_to_a_bundle_root_is_trusted():
 def _tls_capture(tmp_path, sni, chain):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
+
+    E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # no ARP lookups
     from scapy.utils import wrpcap
 
     from detector.synth import messages as msg
@@ -105,14 +107,14 @@ def _tls_capture(tmp_path, sni, chain):
     rng = np.random.default_rng(3)
     c, s, cs, ss = "10.0.0.5", "198.51.100.80", 1000, 9000
     hello, flight = msg.client_hello(rng, sni), msg.server_flight(rng, [der(x) for x in chain])
-    pkts = [Ether() / IP(src=c, dst=s) / TCP(sport=41000, dport=443, flags="S", seq=cs - 1),
-            Ether() / IP(src=s, dst=c) / TCP(sport=443, dport=41000, flags="SA", seq=ss - 1, ack=cs),
-            Ether() / IP(src=c, dst=s) / TCP(sport=41000, dport=443, flags="A", seq=cs, ack=ss),
-            Ether() / IP(src=c, dst=s) / TCP(sport=41000, dport=443, flags="PA", seq=cs, ack=ss) / hello]
+    pkts = [E / IP(src=c, dst=s) / TCP(sport=41000, dport=443, flags="S", seq=cs - 1),
+            E / IP(src=s, dst=c) / TCP(sport=443, dport=41000, flags="SA", seq=ss - 1, ack=cs),
+            E / IP(src=c, dst=s) / TCP(sport=41000, dport=443, flags="A", seq=cs, ack=ss),
+            E / IP(src=c, dst=s) / TCP(sport=41000, dport=443, flags="PA", seq=cs, ack=ss) / hello]
     cs += len(hello)
     for k in range(0, len(flight), 1400):
         part = flight[k:k + 1400]
-        pkts.append(Ether() / IP(src=s, dst=c) / TCP(sport=443, dport=41000, flags="PA", seq=ss, ack=cs) / part)
+        pkts.append(E / IP(src=s, dst=c) / TCP(sport=443, dport=41000, flags="PA", seq=ss, ack=cs) / part)
         ss += len(part)
     for j, p in enumerate(pkts):
         p.time = NOW.timestamp() + j * 0.01

@@ -26,6 +26,10 @@ What it learns from traffic taken as normal:
   tell how far beyond the training range a value lies: a value fifty times the usual lands in
   the same leaf as the largest one seen, while the host's median and MAD measure it).
 
+A window must score ``IF_MARGIN`` below that quantile: the forest's scores are averages over
+100 random trees, and a window as unusual as the most unusual training window (the same
+nightly backup on another day) lands within about 0.01 of it on either side.
+
 Training trims outliers (RobustZ), and the forest's threshold is a low quantile of training
 scores, so a few attacker windows in the training data neither move the baselines nor raise
 the bar by much. Online updates (:meth:`SiteModel.update`, for the daemon) never learn from a
@@ -58,6 +62,8 @@ FLOW_GRID_DECIMALS = 2
 def hour_of(window_start_ns: np.ndarray) -> np.ndarray:
     return (np.asarray(window_start_ns, np.int64) // 3_600_000_000_000) % 24
 
+
+IF_MARGIN = 0.01  # how far below the training quantile a window's forest score must be
 
 class SiteModel:
     def __init__(self, window_s: float = 600.0, z_alert: float = 6.0, if_quantile: float = 0.001,
@@ -173,7 +179,7 @@ class SiteModel:
         median, scale, which = self._reference(hosts, roles)
         z = (L - median) / scale
         zmax = np.abs(z).max(axis=1)
-        agree = (scores < self.if_threshold) & (zmax >= self.z_alert)
+        agree = (scores < self.if_threshold - IF_MARGIN) & (zmax >= self.z_alert)
         strong = np.array([w == "host" for w in which]) & (zmax >= self.z_strong)
         out = []
         for i in np.flatnonzero(agree | strong).tolist():

@@ -15,11 +15,11 @@ from detector.cli.common import fail
 # kept here so that parsing arguments needs no NumPy; a test checks them against SCENARIOS
 BENIGN_NAMES = ("hpc-mix", "benign-dtn", "benign-login")
 ATTACK_NAMES = (
-    "exfil-dns-tunnel", "exfil-icmp-tunnel", "exfil-bulk-upload", "exfil-reverse-ssh",
+    "exfil-dns-tunnel", "exfil-icmp-tunnel", "exfil-bulk-upload", "exfil-reverse-ssh", "exfil-login-upload",
     "mitm-arp-spoof", "mitm-icmp-redirect", "mitm-rogue-dhcp", "mitm-dns-spoof", "mitm-ssh-hostkey", "mitm-tls-cert",
-    "mitm-tcp-hijack",
+    "mitm-tcp-hijack", "mitm-tls-name",
     "theft-stratum", "theft-beaconing", "theft-compute-outbound",
-    "access-ssh-bruteforce", "access-distributed-guessing", "access-remote-shell",
+    "access-ssh-bruteforce", "access-distributed-guessing", "access-remote-shell", "access-c2-port80",
     "scan-ports", "scan-sweep", "scan-arp-sweep",
     "dos-syn-flood", "dos-reflection", "dos-dhcp-starvation",
 )

@@ -40,11 +40,16 @@ def widen(span: dict, ts: int) -> None:
 
 
 class FlowView:
-    """One batch of flow records, with columns converted on first use and cached."""
+    """One batch of flow records, with columns converted on first use and cached. ``extra``
+    holds per-record arrays that are not record fields (``first_payload``: see
+    :mod:`detector.flows.services`)."""
 
-    def __init__(self, batch: pa.RecordBatch):
+    def __init__(self, batch: pa.RecordBatch, extra: dict[str, np.ndarray] | None = None):
         self.batch = batch
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = dict(extra or {})
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._cache or self.batch.schema.get_field_index(name) >= 0
 
     def __len__(self) -> int:
         return self.batch.num_rows

@@ -11,8 +11,12 @@ the GridFTP data/control ports and the measurement ports of perfSONAR (iperf3 52
 TWAMP 861/862), which are scheduled bulk tests by design.
 
 Thresholds: medium at ``min_bytes`` sent with a PCR of at least ``min_pcr`` and at least
-``baseline_factor`` times the host's median; high at ``high_bytes``. How new the destination is
-raises the score: the first time any site host contacted it is tracked (for up to
+``baseline_factor`` times the host's median; high at ``high_bytes``. The floor follows the host:
+a host that is not a DTN, uploading to a destination no site host had talked to before, is
+reported from ``new_destination_bytes`` (64 MiB) when that is still ``baseline_factor`` times
+its own median, so a login or compute node that normally sends little is caught pushing 100 MB
+out, while DTNs (``site.dtns``), whose job is bulk transfer, keep ``min_bytes``. How new the
+destination is also raises the score: the first time any site host contacted it is tracked (for up to
 ``max_destinations`` destinations), and an upload to a destination nobody at the site had
 talked to before it began (nor, with a site model, in the training traffic) says so in the
 summary and the evidence. With a site model
@@ -28,6 +32,7 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
+from detector.detect.first_contact import FirstContacts
 
 GRIDFTP_PORTS = ((50000, 51000), (2811, 2811))
 MEASUREMENT_PORTS = (5201, 861, 862)
@@ -52,6 +57,7 @@ class BulkUpload(Detector):
     @dataclass(frozen=True)
     class Params:
         min_bytes: int = 200 * 2**20
+        new_destination_bytes: int = 64 * 2**20
         high_bytes: int = 10 * 2**30
         min_pcr: float = 0.7
         baseline_factor: float = 10.0
@@ -60,7 +66,7 @@ class BulkUpload(Detector):
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.pairs: dict[tuple[str, str], _Out] = {}
-        self.first_contact: dict[str, int] = {}  # external destination -> first time a site host reached it
+        self.first_contact = FirstContacts(self.p.max_destinations)  # when a site host first reached each one
         model = self.site.model
         self.window_ns = int((model.window_s if model is not None else 600.0) * 1e9)
 
@@ -76,7 +82,7 @@ class BulkUpload(Detector):
             normal_port |= dtn_port & f.member("orig_h", site.dtns)
         outbound = f.member("orig_h", site.local) & ~f.member("resp_h", site.local) \
             & ~f.member("resp_h", site.multicast) & ~f.member("resp_h", site.partners)
-        self._note_contacts(f, np.flatnonzero(outbound))
+        self.first_contact.note(f, np.flatnonzero(outbound))
         rows = np.flatnonzero((f["orig_bytes"] > 0) & outbound & ~normal_port)
         for src, dst, port, ob, rb, start, dur, uid, cid in zip(*(f.take(name, rows) for name in (
                 "orig_h", "resp_h", "resp_p", "orig_bytes", "resp_bytes", "ts", "duration", "uid", "community_id"))):
@@ -97,45 +103,30 @@ class BulkUpload(Detector):
                 agg.biggest = ob
                 agg.uid, agg.cid = uid, cid
 
-    def _note_contacts(self, f: FlowView, rows: np.ndarray) -> None:
-        if not len(rows):
-            return
-        dsts, codes = f.distinct("resp_h")
-        codes, ts = codes[rows], f["ts"][rows]
-        order = np.argsort(codes, kind="stable")
-        uniq, starts = np.unique(codes[order], return_index=True)
-        earliest = np.minimum.reduceat(ts[order], starts)
-        seen = self.first_contact
-        for code, t in zip(uniq.tolist(), earliest.tolist()):
-            dst = dsts[code]
-            old = seen.get(dst)
-            if old is None:
-                if len(seen) < self.p.max_destinations:
-                    seen[dst] = t
-            elif t < old:
-                seen[dst] = t
-
     def finish(self) -> list[Alert]:
         p = self.p
         by_host: dict[str, list[tuple[str, int]]] = {}
         for (src, dst), agg in self.pairs.items():
             by_host.setdefault(src, []).append((dst, agg.out))
         out = []
+        model = self.site.model
         for (src, dst), agg in self.pairs.items():
-            if agg.out < p.min_bytes:
+            if agg.out < min(p.min_bytes, p.new_destination_bytes):
+                continue
+            contacted = self.first_contact.get(dst)
+            new_dst = contacted is not None and contacted >= agg.first and not (
+                model is not None and model.knows_destination(dst))
+            floor = p.new_destination_bytes if new_dst and self.site.role(src) != "dtn" else p.min_bytes
+            if agg.out < floor:
                 continue
             pcr = (agg.out - agg.inb) / max(agg.out + agg.inb, 1)
             others = [v for d, v in by_host[src] if d != dst] or [0]
             baseline = float(np.median(others))
             if pcr < p.min_pcr or agg.out < p.baseline_factor * baseline:
                 continue
-            model = self.site.model
             if model is not None and model.known_transfer(src, dst, max(agg.per_window.values()), p.baseline_factor):
                 continue  # the site model saw this host send that much there in normal traffic
             high = agg.out >= p.high_bytes
-            contacted = self.first_contact.get(dst)
-            new_dst = contacted is not None and contacted >= agg.first and not (
-                model is not None and model.knows_destination(dst))
             score = (0.85 if high else 0.6) + (0.1 if new_dst else 0.0)
             out.append(Alert(agg.first, agg.last, "exfiltration", "bulk_upload", "high" if high else "medium", score,
                              f"{src} ({self.site.role(src)}) sent {agg.out / 2**20:.0f} MiB to {dst} over "
@@ -146,6 +137,7 @@ class BulkUpload(Detector):
                              {"bytes_out": agg.out, "bytes_in": agg.inb, "pcr": round(pcr, 3), "flows": agg.flows,
                               "ports": sorted(agg.ports), "host_median_bytes_out": baseline,
                               "new_destination": new_dst, "destination_first_contact_ns": contacted,
+                              "floor_bytes": floor,
                               "uid": agg.uid},
                              agg.cid))
         return out

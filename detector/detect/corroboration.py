@@ -4,7 +4,9 @@ Some signals are weak alone: real, benign traffic produces them every day. A TTL
 within a connection (route changes, anycast, load balancers, captures merged from two taps), a
 sequence number resent with other bytes (keep-alive probes with garbage, rewriting middleboxes),
 a self-signed or expired certificate, or one from a CA outside the trust store (RDP, VPN and
-appliance certificates; STARTTLS mail). Their detectors emit them at **low**.
+appliance certificates; STARTTLS mail), a connection open for hours, another protocol on a
+well-known port (VPNs on 443). Their detectors emit them at **low** (``long_connection`` at
+medium when it calls a new external destination).
 
 A weak alert is **corroborated** by an alert of one of the techniques its rule names that shares
 an address with it (source, destination or host) and overlaps it in time, give or take
@@ -45,6 +47,8 @@ RULES: dict[str, Rule] = {
     "tls_untrusted_issuer": Rule("high", CERTIFICATE),
     "tls_expired": Rule("medium", CERTIFICATE),
     "tls_name_misconfigured": Rule("medium", frozenset({"tls_cert_change"})),
+    "long_connection": Rule("high", frozenset({"port_mismatch", "beaconing"})),
+    "port_mismatch": Rule("high", frozenset({"long_connection"})),
 }
 PRECEDENCE = {t: k for k, t in enumerate(RULES)}
 WINDOW_NS = 600 * 10**9

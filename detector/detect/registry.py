@@ -16,7 +16,9 @@ from detector.detect.http_upload import HttpUpload
 from detector.detect.icmp_redirect import IcmpRedirect
 from detector.detect.icmp_tunnel import IcmpTunnel
 from detector.detect.key_pins import KeyPins
+from detector.detect.long_connection import LongConnection
 from detector.detect.mining import Mining
+from detector.detect.port_mismatch import PortMismatch
 from detector.detect.port_scan import PortScan
 from detector.detect.probe_signs import ProbeSigns
 from detector.detect.remote_shell import RemoteShell
@@ -32,7 +34,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     DnsTunnel, IcmpTunnel, BulkUpload, HttpUpload, Tunnels,
     ArpSpoof, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, TlsCerts, SessionHijack, TtlChange, RexmitInconsistency,
     Mining, Beaconing, ComputeOutbound,
-    BruteForce, RemoteShell,
+    BruteForce, RemoteShell, LongConnection, PortMismatch,
     PortScan, ProbeSigns,
     Floods,
     HostAnomaly,

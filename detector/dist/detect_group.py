@@ -71,8 +71,8 @@ def detect_group(names: list[str], folders: list[str], cfg: Config, site: Site,
     stages = Stages(cfg, model=site.model, site=site)
     stages.detectors = [d for d in stages.detectors if d.name in names]
     for rbs, events in ordered_feed(folders):
-        for rb in rbs:
-            stages.feed_flow_batch(rb)
+        for rb, first_payload in rbs:
+            stages.feed_flow_batch(rb, first_payload)
         stages.feed_events(events)
     alerts = {d.name: d.finish() for d in stages.detectors}
     return GroupResult(alerts, [d for d in stages.detectors if d.name in keep])

@@ -280,8 +280,8 @@ class _Run:
         if stages.detectors or stages.flow_writer is not None:
             try:
                 for rbs, events in ordered_feed(self.folders):
-                    for rb in rbs:
-                        stages.feed_records(rb)
+                    for rb, first_payload in rbs:
+                        stages.feed_records(rb, first_payload)
                     stages.feed_events(events)
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 raise DetectorError(f"{self.work}: a finished task's results cannot be read back ({exc}); remove "

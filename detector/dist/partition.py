@@ -23,6 +23,7 @@ from detector.config import Config
 from detector.errors import CaptureError
 from detector.flows.engine import FlowEngine, make_engine
 from detector.flows.records import RecordBuilder
+from detector.flows.services import ServiceNames
 from detector.flows.table import flow_packet_mask
 from detector.l7.tap import L7Tap
 from detector.pipeline.ingest import reader_warnings
@@ -188,12 +189,17 @@ class _Outputs:
         self.tmp = f"{folder}.tmp-{uuid.uuid4().hex[:12]}"  # two tries of one task never share it
         os.makedirs(self.tmp)
         self.builder = RecordBuilder(flow_config(cfg))
+        self.services = ServiceNames()
         self._feed = open(os.path.join(self.tmp, FEED_FILE), "wb")
         self.extra: list = []  # other open files of the task, closed with it
 
+    def observe(self, tapped: RawBatch, cols) -> None:
+        self.services.observe(tapped.buf, tapped.off, cols, tapped.n)
+
     def put(self, position: tuple[int, int], emitted, events) -> None:
-        rbs = [self.builder.build(em) for em in emitted]
-        self.res.flows += sum(rb.num_rows for rb in rbs)
+        """Records (with their service, and first-payload codes) and events, in order."""
+        rbs = [self.services.fill(self.builder.build(em)) for em in emitted]
+        self.res.flows += sum(rb.num_rows for rb, _ in rbs)
         if rbs or events is not None:
             pickle.dump((position, rbs, events), self._feed, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -261,6 +267,7 @@ def _partition(path, cfg, engine, tap, splitter, shared, spools, out: _Outputs, 
     def account(b: RawBatch, j: int):
         emitted = engine.process(b)
         tapped, cols = tap_input(engine, b)
+        out.observe(tapped, cols)
         out.put((index, j), emitted, tap.process(tapped, cols, tapped.n))
 
     try:
@@ -316,6 +323,7 @@ def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_
             for j, b in shared_batches(part.folder, part.path, shard):
                 emitted = engine.process(b)
                 tapped, cols = tap_input(engine, b)
+                out.observe(tapped, cols)
                 out.put((part.index, j), emitted, tap.process(tapped, cols, tapped.n))
                 res.shared_packets += b.n
         out.put((END, END), engine.finish(last_ts), tap.flush())

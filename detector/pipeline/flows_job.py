@@ -11,6 +11,7 @@ from detector.config import FlowConfig
 from detector.errors import DetectorError, OutputError
 from detector.flows.engine import make_engine, spare_core, walk_threads
 from detector.flows.records import RecordBuilder
+from detector.flows.services import ServiceNames
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.ingest import Ingest
 from detector.pipeline.record_sink import RecordSink
@@ -49,14 +50,19 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
     engine = make_engine(cfg, backend)
     ingest.read_ahead = spare = spare_core(engine)
     ingest.walk = WalkPlan(threads=walk_threads(engine, cfg))
-    sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1 or spare)
+    # the service of each record, named from its payload (the GPU engine's columns stay on the device)
+    services = None if backend.is_gpu else ServiceNames()
+    sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1 or spare, services=services)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error: OutputError | None = None
     interrupted = False
     try:
         try:
             for batch in ingest.batches():
-                for em in engine.process(batch):
+                emitted = engine.process(batch)
+                if services is not None:
+                    services.observe(batch.buf, batch.off, engine.cols, batch.n)
+                for em in emitted:
                     sink.put(em)
                 bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
         except KeyboardInterrupt:

@@ -17,8 +17,10 @@ _STOP = object()
 
 
 class RecordSink:
-    def __init__(self, builder: RecordBuilder, writer, summary=None, background: bool = False, depth: int = 4):
+    def __init__(self, builder: RecordBuilder, writer, summary=None, background: bool = False, depth: int = 4,
+                 services=None):
         self.builder = builder
+        self.services = services  # a ServiceNames that names the records' service
         self.writer = writer
         self.summary = summary
         self._error: BaseException | None = None
@@ -31,6 +33,8 @@ class RecordSink:
 
     def _write(self, em: EmittedFlows) -> None:
         rb = self.builder.build(em)
+        if self.services is not None:
+            rb = self.services.fill(rb)[0]
         self.writer.write(rb)
         if self.summary is not None:
             self.summary.add(rb)

@@ -15,6 +15,7 @@ from detector.detect.corroboration import settle
 from detector.detect.registry import build_detectors
 from detector.flows.engine import make_engine
 from detector.flows.records import RecordBuilder
+from detector.flows.services import ServiceNames
 from detector.l7.tap import L7Tap, candidates
 from detector.site import Site
 from detector.site_inference import infer_local_hosts
@@ -63,6 +64,7 @@ class Stages:
         flow_cfg = flow_config(cfg)
         self.engine = make_engine(flow_cfg, backend)
         self.builder = RecordBuilder(flow_cfg)
+        self.services = ServiceNames()
         self.tap = L7Tap()
         self.flow_writer = flow_writer
         self.cfg, self.extra_detectors = cfg, extra_detectors
@@ -86,19 +88,21 @@ class Stages:
 
     def feed_flows(self, emitted) -> None:
         for em in emitted:
-            self.feed_records(self.builder.build(em))
+            self.feed_records(*self.services.fill(self.builder.build(em)))
 
-    def feed_records(self, rb) -> None:
-        """Flow records built here or by a partition of a distributed run: counted, written
-        (``--flows-out``), and seen by the detectors."""
+    def feed_records(self, rb, first_payload=None) -> None:
+        """Flow records built here or by a partition of a distributed run (with their
+        ``service`` named there, and what their first payload was: see
+        :class:`~detector.flows.services.ServiceNames`): counted, written (``--flows-out``), and
+        seen by the detectors."""
         self.flows_seen += rb.num_rows
         if self.flow_writer is not None:
             self.flow_writer.write(rb)
-        self.feed_flow_batch(rb)
+        self.feed_flow_batch(rb, first_payload)
 
-    def feed_flow_batch(self, rb) -> None:
+    def feed_flow_batch(self, rb, first_payload=None) -> None:
         """Flow records from elsewhere (a Zeek conn.log) meet the same detectors."""
-        view = FlowView(rb)
+        view = FlowView(rb, None if first_payload is None else {"first_payload": first_payload})
         for d in self.detectors:
             d.observe_flows(view)
 
@@ -111,8 +115,9 @@ class Stages:
         if self._first_batch:
             infer_local_hosts(self.site, host_columns(self.engine, batch.n), batch.n)
             self._first_batch = False
-        self.feed_flows(emitted)
         tapped, cols = tap_input(self.engine, batch)
+        self.services.observe(tapped.buf, tapped.off, cols, tapped.n)  # before the flows it names end
+        self.feed_flows(emitted)
         self.feed_events(self.tap.process(tapped, cols, tapped.n))
 
     def expire(self, now_ns: int) -> None:

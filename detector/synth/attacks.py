@@ -119,6 +119,42 @@ def bulk_upload(st: Stage) -> dict:
                     "600 MiB pushed from login3 to a new external host over HTTPS")
 
 
+def login_upload(st: Stage) -> dict:
+    """A login node whose own uploads are small (a few kB to package mirrors) pushes 120 MiB to
+    an Internet host no site host had talked to, over HTTPS: below the 200 MiB floor a DTN keeps,
+    far above what this host sends anywhere."""
+    client, server = st.peer(st.host("login1")), st.peer(st.external((104, 172)))
+    r = st.rng
+    for k in range(6):  # its ordinary traffic: small requests to a mirror
+        mirror = st.peer(f"151.101.{k}.223")
+        st.craft.tcp_session(st.t0 - 15 * S + k * 2 * S, client, mirror, 41000 + k, 443,
+                             [(True, msg.client_hello(r, "pypi.org")), (False, 20_000), (True, 600)], rtt_ns=20 * MS)
+    hello = [(True, msg.client_hello(r, "drop.quickshare-files.net")),
+             (False, msg.server_flight(r, [msg.certificate(r, "drop.quickshare-files.net", "R11", "Let's Encrypt")])),
+             (True, msg.client_finish(r)), (False, msg.server_finish(r))]
+    end = st.craft.tcp_session(st.t0, client, server, 52345, 443, hello + [(True, 1 << 20)] * 120 + [(False, 200)],
+                               rtt_ns=30 * MS, gap_ns=5 * MS, segment=65160)
+    return incident("exfiltration", "bulk_upload", [client.text, server.text], st.t0, end,
+                    "120 MiB pushed from login1, which normally sends little, to a new external host")
+
+
+def c2_port80(st: Stage) -> dict:
+    """An implant on login2 calls home on port 80 and keeps the connection for three hours,
+    speaking its own binary protocol (not HTTP): a check-in every 30 s and an occasional
+    command with its output."""
+    client, server = st.peer(st.host("login2")), st.peer(st.external((45, 185)))
+    r = st.rng
+    hello = bytes([0x8F, 0x02]) + r.bytes(46)
+    talk = [(True, hello), (False, bytes([0x8F, 0x03]) + r.bytes(30))]
+    for k in range(360):
+        talk.append((True, bytes([0x8F, 0x10]) + r.bytes(14)))
+        if k % 40 == 39:
+            talk += [(False, bytes([0x8F, 0x20]) + r.bytes(60)), (True, int(r.integers(2000, 9000)))]
+    end = st.craft.tcp_session(st.t0, client, server, 43210, 80, talk, rtt_ns=60 * MS, gap_ns=30 * S, close="open")
+    return incident("unauthorized_access", "long_connection", [client.text, server.text], st.t0, end,
+                    "a three-hour non-HTTP session from login2 to an external host on port 80")
+
+
 def reverse_ssh(st: Stage) -> dict:
     """A reverse shell tool that runs an SSH server and dials out: login4 opens the TCP
     connection to port 443 outside and then sends the SSH server banner and host key."""
@@ -278,6 +314,21 @@ def tls_cert(st: Stage) -> dict:
         t = _tls_sessions(st, st.peer(st.host(f"ws{5 + k}")), server, t, name, fake, 1, 30)
     return incident("mitm", "tls_cert_change", [name, server.text], start, t,
                     f"{name} is answered with a certificate from another issuer")
+
+
+def tls_name(st: Stage) -> dict:
+    """Workstations ask for portal.partner-hpc.org and an interception box answers with a
+    certificate made for another name (its own CDN wildcard), as a misconfigured TLS proxy or a
+    DNS-spoofed redirect to someone else's server does."""
+    server = st.peer("198.51.100.80")
+    name = "portal.partner-hpc.org"
+    chain = [msg.certificate(st.rng, "*.edge-cache-cdn.net", "R11", "Let's Encrypt"),
+             msg.certificate(st.rng, "R11", "ISRG Root X1", "Internet Security Research Group")]
+    t = start = st.t0
+    for k in range(4):
+        t = _tls_sessions(st, st.peer(st.host(f"ws{1 + k}")), server, t, name, chain, 1, 30)
+    return incident("mitm", "tls_name_mismatch", [name, server.text, st.host("ws1").ipv4], start, t,
+                    f"{name} is answered with a certificate for *.edge-cache-cdn.net")
 
 
 def tcp_hijack(st: Stage) -> dict:
@@ -563,13 +614,13 @@ def dhcp_starvation(st: Stage) -> dict:
 
 ATTACKS = {
     "exfil-dns-tunnel": dns_tunnel, "exfil-icmp-tunnel": icmp_tunnel, "exfil-bulk-upload": bulk_upload,
-    "exfil-reverse-ssh": reverse_ssh,
+    "exfil-reverse-ssh": reverse_ssh, "exfil-login-upload": login_upload,
     "mitm-arp-spoof": arp_spoof, "mitm-icmp-redirect": icmp_redirect, "mitm-rogue-dhcp": rogue_dhcp,
     "mitm-dns-spoof": dns_spoof, "mitm-ssh-hostkey": ssh_hostkey, "mitm-tls-cert": tls_cert,
-    "mitm-tcp-hijack": tcp_hijack,
+    "mitm-tcp-hijack": tcp_hijack, "mitm-tls-name": tls_name,
     "theft-stratum": stratum, "theft-beaconing": beaconing, "theft-compute-outbound": compute_outbound,
     "access-ssh-bruteforce": ssh_bruteforce, "access-distributed-guessing": distributed_guessing,
-    "access-remote-shell": remote_shell,
+    "access-remote-shell": remote_shell, "access-c2-port80": c2_port80,
     "scan-ports": port_scan, "scan-sweep": address_sweep, "scan-arp-sweep": arp_sweep,
     "dos-syn-flood": syn_flood, "dos-reflection": reflection, "dos-dhcp-starvation": dhcp_starvation,
 }

@@ -80,6 +80,20 @@ def _dns_templates(rng, pool: PayloadPool, k: int):
     return q_off, q_len, r_off, r_len
 
 
+def _opening_templates(pool: PayloadPool, k: int) -> dict[str, np.ndarray]:
+    """Pool offsets of what clients send first: TLS ClientHellos (for ``https``) and SSH
+    banners (``ssh``), ``k`` variants each, so that flows name their service by content."""
+    from detector.synth import messages as msg
+
+    rng = np.random.default_rng(0x7E)  # its own stream: the background's draws stay as they were
+    names = ["www.example.org", "pypi.org", "github.com", "files.pythonhosted.org", "conda.anaconda.org",
+             "cdn.jsdelivr.net", "login.microsoftonline.com", "www.cern.ch", "api.globus.org", "docs.python.org"]
+    banners = [b"SSH-2.0-OpenSSH_9.6\r\n", b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.6\r\n", b"SSH-2.0-PuTTY_Release_0.80\r\n",
+               b"SSH-2.0-OpenSSH_for_Windows_9.5\r\n"]
+    return {"https": np.array([pool.add(msg.client_hello(rng, names[j % len(names)])) for j in range(k)], np.int64),
+            "ssh": np.array([pool.add(banners[j % len(banners)]) for j in range(k)], np.int64)}
+
+
 def _partners(site: Site, rng, v6: np.ndarray):
     """(hi, lo) words of partner DTNs, IPv6 ones where ``v6``."""
     v4 = [ip_words(a) for a in site.partner_dtns if ":" not in a]
@@ -89,7 +103,7 @@ def _partners(site: Site, rng, v6: np.ndarray):
     return np.where(v6, pick6[:, 0], pick4[:, 0]), np.where(v6, pick6[:, 1], pick4[:, 1])
 
 
-def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_ns: int, dns_t):
+def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_ns: int, dns_t, opening_t):
     parts = []
     share = {"https": 0.36, "http": 0.04, "ssh": 0.03, "scp": 0.01, "gridftp": 0.002, "iperf": 0.001,
              "dns": 0.38, "ntp": 0.04, "quic": 0.05, "icmp": 0.03, "s0": 0.01, "rej": 0.008}
@@ -99,23 +113,25 @@ def _mix_chunk(site: Site, rng, pool: PayloadPool, n_flows: int, t0: int, span_n
         return t0 + rng.integers(0, span_ns, n)
 
     def tcp(n, client_role, sport, v6, n_c2s, n_s2c, c2s_size, s2c_size, iat_ms, close=traffic.CLOSE_FIN,
-            snap=96, external=True, servers=None, cports=None, inbound=False):
+            snap=96, external=True, servers=None, cports=None, inbound=False, opening=None):
         ep = _endpoints(site, rng, n, client_role, v6, servers, external, cports, sport, inbound=inbound)
         closes = np.full(n, close) if np.ndim(close) == 0 else close
+        choices = None if opening is None else opening_t[opening]
+        first = None if choices is None else choices[(np.arange(n) * 7919) % len(choices)]
         return traffic.tcp_sessions(
             rng, ep, starts(n), n_c2s, n_s2c, np.full(n, c2s_size), np.full(n, s2c_size),
-            np.full(n, iat_ms * 1e6), rng.uniform(2e6, 80e6, n), closes, np.full(n, snap))
+            np.full(n, iat_ms * 1e6), rng.uniform(2e6, 80e6, n), closes, np.full(n, snap), first)
 
     n = counts["https"]
     parts.append(tcp(n, "workstation", 443, 0.2, 2 + rng.poisson(2, n), _heavy(rng, n, 1.3, 4, 20000), 300, 1448,
                      3, close=rng.choice([traffic.CLOSE_FIN, traffic.CLOSE_RST, traffic.CLOSE_OPEN], n,
-                                         p=[0.85, 0.1, 0.05])))
+                                         p=[0.85, 0.1, 0.05]), opening="https"))
     n = counts["http"]  # compute nodes fetch packages through the site proxy
     parts.append(tcp(n, "compute", 3128, 0.0, 1 + rng.poisson(1, n), _heavy(rng, n, 1.2, 3, 50000), 350, 1448, 2,
                      external=False, servers=site.role("proxy")))
     n = counts["ssh"]  # interactive sessions from outside to login nodes: keystroke-paced small packets
     parts.append(tcp(n, site.role("login"), 22, 0.15, _heavy(rng, n, 1.5, 40, 5000), _heavy(rng, n, 1.5, 40, 5000),
-                     48, 90, 250, snap=SNAP_PROTOCOL, inbound=True))
+                     48, 90, 250, snap=SNAP_PROTOCOL, inbound=True, opening="ssh"))
     n = counts["scp"]  # uploads to login nodes
     parts.append(tcp(n, site.role("login"), 22, 0.1, _heavy(rng, n, 1.2, 200, 100000), 10 + rng.poisson(20, n),
                      1448, 40, 0.2, snap=SNAP_BULK, inbound=True))
@@ -181,12 +197,13 @@ def _background(site: Site, rng, pool: PayloadPool, packets: int, span_s: float 
     second, at least a minute): the first ones of a longer generated period, as a capture
     window would cut it (so some flows are still open at its end)."""
     dns_t = _dns_templates(rng, pool, 512)
+    opening_t = _opening_templates(pool, 64)
     span_ns = int((span_s or max(60.0, packets / 8000.0)) * 1e9)
     parts, total, t0 = [], 0, T0_NS
     per_flow = 45.0  # packets per flow of the mix, measured; refined after each chunk
     while total < packets:
         n_flows = max(50, int((packets - total) / per_flow * 1.2) + 1)
-        chunk = _mix_chunk(site, rng, pool, n_flows, t0, span_ns, dns_t)
+        chunk = _mix_chunk(site, rng, pool, n_flows, t0, span_ns, dns_t, opening_t)
         parts.append(chunk)
         total += len(chunk)
         per_flow = max(5.0, len(chunk) / n_flows)

@@ -110,6 +110,8 @@ def tcp_sessions(rng: np.random.Generator, ep: Endpoints, start_ns: np.ndarray, 
     normal_hs = (cl != CLOSE_UNANSWERED)
     c2s[in_hs & normal_hs & (pos == 1)] = False
     c2s[in_data] = rng.random(int(in_data.sum())) < p_c2s[sess[in_data]]
+    opening = in_data & (pos == hs) if payload_off is not None else np.zeros(n, bool)
+    c2s[opening] = True  # the client speaks first (a TLS ClientHello, an SSH banner)
     c2s[in_td & (cl == CLOSE_FIN) & (td_pos == 1)] = False
     flags = np.full(n, TH_ACK, dtype=np.uint8)
     flags[in_hs & (pos == 0)] = TH_SYN
@@ -124,7 +126,7 @@ def tcp_sessions(rng: np.random.Generator, ep: Endpoints, start_ns: np.ndarray, 
     size = np.where(mean >= 1000, mean, np.maximum(mean * (0.5 + jitter), 0)).astype(np.int64)
     # every other segment of a bulk sender is acknowledged by a pure ACK from its peer
     size = np.where(in_data, size, 0)
-    ack_only = in_data & (mean < 64) & (rng.random(n) < 0.5)
+    ack_only = in_data & (mean < 64) & (rng.random(n) < 0.5) & ~opening
     size[ack_only] = 0
     flags[in_data & (size > 0)] |= TH_PSH
     spec.payload_len[:] = size
