@@ -13,7 +13,8 @@ import time
 from detector.cli.common import fail
 
 # kept here so that parsing arguments needs no NumPy; a test checks them against SCENARIOS
-BENIGN_NAMES = ("hpc-mix", "benign-dtn", "benign-login")
+BENIGN_NAMES = ("hpc-mix", "benign-dtn", "benign-login", "benign-p2p", "benign-happy-eyeballs", "benign-two-resolvers",
+                "benign-route-change")
 ATTACK_NAMES = (
     "exfil-dns-tunnel", "exfil-icmp-tunnel", "exfil-bulk-upload", "exfil-reverse-ssh", "exfil-login-upload",
     "mitm-arp-spoof", "mitm-icmp-redirect", "mitm-rogue-dhcp", "mitm-dns-spoof", "mitm-ssh-hostkey", "mitm-tls-cert",

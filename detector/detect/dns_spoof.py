@@ -3,9 +3,12 @@
 Methods, each a known sign of DNS cache poisoning or of a rogue resolver:
 
 - two different answers to one question (client, client port, transaction id, name, type)
-  within ``race_window_s``: the race a spoofer wins or loses against the real resolver
-  (Kaminsky-style poisoning, on-path spoofing); the answers' Ethernet sources are reported;
-- an answer from a host other than the one the client asked (off-path spoofing);
+  within ``race_window_s`` from the same resolver address: the race a spoofer, forging the
+  resolver's address, wins or loses against the real one (Kaminsky-style poisoning, on-path
+  spoofing); the answers' Ethernet sources are reported. Different answers from two resolvers
+  the client asked (resolv.conf ``rotate``, a stub that asks all its servers, CDN names that
+  resolve by location) are not a race;
+- an answer from a host other than the ones the client asked (off-path spoofing);
 - a public name answered with the answering host's own address, the mark of resolvers
   configured to send every name to the attacker (dnsmasq ``address=/#/``, ettercap dns_spoof).
 
@@ -41,7 +44,7 @@ class DnsSpoof(Detector):
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        self.asked: OrderedDict[tuple[str, int, int], str] = OrderedDict()  # (client, port, txid) -> server
+        self.asked: OrderedDict[tuple[str, int, int], frozenset] = OrderedDict()  # (client, port, txid) -> servers
         self.answers: OrderedDict[tuple, tuple] = OrderedDict()
         self.found: dict[tuple[str, str], Alert] = {}
 
@@ -66,23 +69,25 @@ class DnsSpoof(Detector):
         for ev in events.dns:
             m, c = ev.msg, ev.ctx
             if not m.response:
-                _remember(self.asked, (c.src, c.sport, m.txid), c.dst, self.p.max_pending)
+                key = (c.src, c.sport, m.txid)
+                _remember(self.asked, key, self.asked.get(key, frozenset()) | {c.dst}, self.p.max_pending)
                 continue
             client, server = c.dst, c.src
             data = frozenset(a.data for a in m.answers if a.rtype in (1, 28))
             asked = self.asked.get((client, c.dport, m.txid))
-            if asked is not None and asked != server:
+            if asked is not None and server not in asked:
                 self._report(("offpath", server), c,
-                             f"{server} answered {client}'s DNS query for {m.qname} that was sent to {asked}: "
-                             "a spoofed answer from a host that was not asked", "medium",
-                             {"query": m.qname, "answered_by": server, "asked": asked, "answers": sorted(data)})
+                             f"{server} answered {client}'s DNS query for {m.qname} that was sent to "
+                             f"{', '.join(sorted(asked))}: a spoofed answer from a host that was not asked", "medium",
+                             {"query": m.qname, "answered_by": server, "asked": sorted(asked)[0],
+                              "answers": sorted(data)})
             key = (client, c.dport, m.txid, m.qname, m.qtype)
             prev = self.answers.get(key)
             if prev is not None and c.ts_ns - prev[2] > self.p.race_window_s * 1e9:
                 prev = None  # a later query that happens to reuse the id and port: a new question
             if prev is None:
                 _remember(self.answers, key, (data, server, c.ts_ns, ev.src_mac), self.p.max_pending)
-            elif data and prev[0] and data != prev[0]:
+            elif data and prev[0] and data != prev[0] and (prev[1] == server or asked is None or prev[1] not in asked):
                 macs = "" if prev[3] == ev.src_mac else f" (sent from MACs {mac_text(prev[3])} and {mac_text(ev.src_mac)})"
                 self._report(("conflict", server), c,
                              f"{client} got two different answers for {m.qname} (transaction {m.txid}): "

@@ -20,6 +20,22 @@ Methods:
   ports per target are a bounded sample of 4096 (``DistinctSample``), counted exactly below that
   and estimated above it, the same whatever order flows arrive in.
 
+Only evidence of probing counts (a failed first contact: no answer, a reset, an ICMP
+unreachable, or a handshake closed without a byte). A failed contact is excused, for every count
+above, when:
+
+- the client (its host: the addresses that share its source MAC, up to ``ROUTER_ADDRESSES``)
+  resolved that address by DNS within ``resolved_window_s`` before (a client that
+  looked a name up is connecting to it, not scanning it; abandoned parallel attempts of a
+  browser or a dual-stack client to the addresses of one name are the usual case);
+- the same client connected on the same port to an address of the other family within
+  ``eyeballs_window_s`` (RFC 8305 happy eyeballs: the IPv6 attempt is abandoned when IPv4 wins,
+  or the other way round), for when the DNS lookup was not seen;
+- the client speaks a peer-to-peer protocol (BitTorrent by its handshake or DHT messages, the
+  cryptocurrency networks by their message magic): peers come and go, and half the addresses a
+  swarm hands out do not answer. Such a client is reported as its own low finding
+  (``p2p_client``, category ``anomaly``) with what its attempts would have counted as.
+
 Severity: medium; high from ``port_high`` ports or ``sweep_high`` hosts.
 """
 
@@ -32,9 +48,13 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.baseline.flow_features import FAILED_STATES as FLOW_FAILED_STATES
-from detector.detect.base import Detector, FlowView, widen
+from detector.detect.base import Detector, FlowView, keep_earliest, widen
 from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
+from detector.l7.events import Events
+
+EYEBALL_SAMPLE = 4096  # successful contacts kept per client and port
+ROUTER_ADDRESSES = 8  # a source MAC seen with more addresses than this is a router's, not one host's
 
 FAILED_STATES = set(FLOW_FAILED_STATES)
 
@@ -54,18 +74,59 @@ class PortScan(Detector):
         distributed_min_sources: int = 20
         distributed_min_ports: int = 5
         max_sources: int = 100_000
+        resolved_window_s: float = 600.0
+        eyeballs_window_s: float = 2.0
+        max_resolved: int = 1_000_000
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        self.ports: dict[tuple[str, str], set[int]] = defaultdict(set)
-        self.hosts: dict[tuple[str, int, str], set[str]] = defaultdict(set)
-        self.first: dict[tuple, tuple[int, int]] = {}
-        self.trw: dict[str, dict[str, tuple[int, bool]]] = {}  # src -> dst -> (time, failed) of the first contact
+        # failed contacts, each with its earliest time (and port): judged against the excuses in finish()
+        self.ports: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+        self.hosts: dict[tuple[str, int, str], dict[str, int]] = defaultdict(dict)
+        self.trw: dict[str, dict[str, tuple]] = {}  # src -> dst -> (time, failed, port) of the first contact
         self.inbound: dict[str, dict] = {}
+        self.resolved: dict[tuple[str, str], int] = {}  # (client, address) -> when a DNS answer gave it
+        self.connected: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (client, port) -> heap of (-time, v6)
+        self.p2p: set[str] = set()
+        self.mac_of: dict[str, int] = {}  # address -> the source MAC it opened connections from
+        self.addrs_of: dict[int, set[str]] = {}  # MAC -> its addresses (up to ROUTER_ADDRESSES + 1)
+        self.dropped = 0
 
-    def _note(self, key, ts: int) -> None:
-        lo, hi = self.first.get(key, (ts, ts))
-        self.first[key] = (min(lo, ts), max(hi, ts))
+    @staticmethod
+    def _earliest(d: dict, key, ts: int) -> None:
+        old = d.get(key)
+        if old is None or ts < old:
+            d[key] = ts
+
+    def observe_events(self, events: Events) -> None:
+        for ev in events.dns:
+            m = ev.msg
+            if not m.response or not m.answers:
+                continue
+            client = ev.ctx.dst if ev.ctx.sport == 53 else ev.ctx.client
+            for ans in m.answers:
+                if ans.rtype in (1, 28):
+                    key = (client, ans.data)
+                    if key in self.resolved or len(self.resolved) < self.p.max_resolved:
+                        self._earliest(self.resolved, key, ev.ctx.ts_ns)
+                    else:
+                        self.dropped += 1
+        for ev in events.mining:
+            if ev.protocol.startswith("p2p") and len(self.p2p) < self.p.max_sources:
+                self.p2p.add(ev.ctx.client)
+        o = events.initiators
+        for mac, addr in zip(o["mac"].tolist(), o["addr"].tolist()) if len(o) else ():
+            if addr not in self.mac_of and len(self.mac_of) < self.p.max_resolved:
+                self.mac_of[addr] = mac
+                group = self.addrs_of.setdefault(mac, set())
+                if len(group) <= ROUTER_ADDRESSES:
+                    group.add(addr)
+
+    def _same_host(self, addr: str) -> set[str]:
+        """``addr`` and the other addresses its host opened connections from (its IPv4 and IPv6
+        addresses share one MAC; a MAC with more than ``ROUTER_ADDRESSES`` is a router's)."""
+        group = self.addrs_of.get(self.mac_of.get(addr, -1))
+        return group if group is not None and len(group) <= ROUTER_ADDRESSES and addr in group else {addr}
 
     def observe_flows(self, f: FlowView) -> None:
         proto = f["proto"]
@@ -75,15 +136,15 @@ class PortScan(Detector):
             return
         multicast = self.site.multicast
         cols = (f.take(name, rows) for name in ("orig_h", "resp_h", "proto", "ts", "orig_p", "resp_p", "conn_state",
-                                                 "orig_bytes", "resp_bytes", "resp_pkts"))
-        for src, dst, pr, t, sport, port, state, ob, rb, rpk in zip(*cols):
+                                                 "orig_bytes", "resp_bytes", "resp_pkts", "service"))
+        for src, dst, pr, t, sport, port, state, ob, rb, rpk, service in zip(*cols):
+            if service == "bittorrent" and len(self.p2p) < self.p.max_sources:
+                self.p2p.add(src)
             if src in multicast or dst in multicast:
                 continue
             if pr == "icmp":
                 if port == 0 and sport == 8:  # echo request: a host probe
-                    key = (src, -1, "icmp")
-                    self.hosts[key].add(dst)
-                    self._note(key, t)
+                    self._earliest(self.hosts[(src, -1, "icmp")], dst, t)
                 continue
             if pr == "udp" and sport in AMPLIFIER_PORTS and port >= 1024 and rpk == 0:
                 continue  # an answer nobody asked for (reflection backscatter), not a probe
@@ -94,12 +155,11 @@ class PortScan(Detector):
             else:
                 failed = state in FAILED_STATES or rpk == 0
             if failed:
-                self.ports[(src, dst)].add(port)
-                self._note((src, dst), t)
-                key = (src, port, pr)
-                self.hosts[key].add(dst)
-                self._note(key, t)
+                self._earliest(self.ports[(src, dst)], port, t)
+                self._earliest(self.hosts[(src, port, pr)], dst, t)
                 self._note_inbound(src, dst, port, pr, t)
+            else:
+                self._note_connected(src, port, t, ":" in dst)
             # threshold random walk over first contacts with distinct hosts, as in the paper: the
             # first contact is the earliest, whatever order the flows arrive in; the walk runs in
             # time order in finish()
@@ -109,13 +169,37 @@ class PortScan(Detector):
             prev = contacts.get(dst)
             if prev is None:
                 if len(contacts) < self.p.max_sources:
-                    contacts[dst] = (t, failed)
-            elif (t, not failed) < (prev[0], not prev[1]):
-                contacts[dst] = (t, failed)
+                    contacts[dst] = (t, failed, port)
+            elif (t, not failed, port) < (prev[0], not prev[1], prev[2]):
+                contacts[dst] = (t, failed, port)
+
+    def _note_connected(self, src: str, port: int, t: int, v6: bool) -> None:
+        """A contact that worked, for the happy-eyeballs excuse (a bounded sample per client and
+        port: the earliest ``EYEBALL_SAMPLE``)."""
+        key = (src, port)
+        seen = self.connected.get(key)
+        if seen is None:
+            if len(self.connected) >= self.p.max_resolved:
+                return
+            seen = self.connected[key] = []
+        keep_earliest(seen, (-t, int(v6)), EYEBALL_SAMPLE)
+
+    def _excused(self, src: str, dst: str, port: int, t: int) -> bool:
+        """Whether a failed contact is not evidence of probing (see the module's docstring); the
+        source's host may have looked the name up, or won the race, from its other address."""
+        w = self.p.eyeballs_window_s * 1e9
+        v6 = int(":" in dst)
+        for a in self._same_host(src):
+            r = self.resolved.get((a, dst))
+            if r is not None and r <= t <= r + self.p.resolved_window_s * 1e9:
+                return True
+            if any(abs(-neg - t) <= w and fam != v6 for neg, fam in self.connected.get((a, port), ())):
+                return True
+        return False
 
     @staticmethod
     def _walk(contacts: dict[str, tuple[int, bool]]) -> dict:
-        """The random walk over a source's first contacts, in time order."""
+        """The random walk over a source's first contacts ``dst -> (time, failed)``, in time order."""
         w = {"lr": 1.0, "fail": 0, "ok": 0, "dsts": []}
         for _, dst, failed in sorted((t, dst, failed) for dst, (t, failed) in contacts.items()):
             if failed:
@@ -142,14 +226,38 @@ class PortScan(Detector):
         d["sources"].add(src)
         d["ports"].add(f"{pr}/{port}")
 
+    def _evidence(self):
+        """The failed contacts that are evidence of probing: per (source, target) the ports,
+        per (source, port, protocol) the hosts, per source its first contacts (time, failed)
+        for the walk; sources speaking a peer-to-peer protocol apart, with their counts."""
+        ports, hosts, trw, p2p = {}, {}, {}, defaultdict(lambda: {"failed": 0, "targets": set()})
+        for (src, dst), items in self.ports.items():
+            kept = {port: t for port, t in items.items() if not self._excused(src, dst, port, t)}
+            if src in self.p2p:
+                p2p[src]["failed"] += len(kept)
+            elif kept:
+                ports[(src, dst)] = kept
+        for (src, port, pr), items in self.hosts.items():
+            kept = {dst: t for dst, t in items.items() if not self._excused(src, dst, port, t)}
+            if src in self.p2p:
+                p2p[src]["targets"].update(list(kept)[:64 - min(64, len(p2p[src]["targets"]))])
+            elif kept:
+                hosts[(src, port, pr)] = kept
+        for src, contacts in self.trw.items():
+            if src not in self.p2p:
+                trw[src] = {dst: (t, failed and not self._excused(src, dst, port, t))
+                            for dst, (t, failed, port) in contacts.items()}
+        return ports, hosts, trw, p2p
+
     def finish(self) -> list[Alert]:
         p = self.p
         out = []
         reported: set[str] = set()
-        for (src, dst), ports in self.ports.items():
+        ports_of, hosts_of, trw, p2p = self._evidence()
+        for (src, dst), ports in ports_of.items():
             if len(ports) < p.port_threshold:
                 continue
-            first, last = self.first[(src, dst)]
+            first, last = min(ports.values()), max(ports.values())
             high = len(ports) >= p.port_high
             plist = sorted(ports)
             out.append(Alert(first, last, "scan", "port_scan", "high" if high else "medium", 0.85 if high else 0.6,
@@ -158,10 +266,10 @@ class PortScan(Detector):
                              self.host_for(dst, src), src, dst, None, None, None,
                              {"ports": plist[:64], "port_count": len(ports), "threshold": p.port_threshold}))
             reported.add(src)
-        for (src, port, pr), hosts in self.hosts.items():
+        for (src, port, pr), hosts in hosts_of.items():
             if len(hosts) < p.sweep_threshold:
                 continue
-            first, last = self.first[(src, port, pr)]
+            first, last = min(hosts.values()), max(hosts.values())
             high = len(hosts) >= p.sweep_high
             what = "ICMP echo" if pr == "icmp" else f"{pr} port {port}"
             out.append(Alert(first, last, "scan", "address_sweep", "high" if high else "medium", 0.85 if high else 0.6,
@@ -170,7 +278,7 @@ class PortScan(Detector):
                              None if pr == "icmp" else port, pr,
                              {"hosts": sorted(hosts)[:64], "host_count": len(hosts), "threshold": p.sweep_threshold}))
             reported.add(src)
-        for src, contacts in self.trw.items():
+        for src, contacts in trw.items():
             if src in reported:
                 continue
             w = self._walk(contacts)
@@ -183,6 +291,16 @@ class PortScan(Detector):
                              self.host_for(*dsts[:4], src), src, dsts[0] if len(dsts) == 1 else None, None, None, None,
                              {"failed_first_contacts": w["fail"], "successful_first_contacts": w["ok"],
                               "likelihood_ratio": round(float(np.log10(w["lr"])), 2), "targets": dsts[:32]}))
+            reported.add(src)
+        for src, c in p2p.items():
+            contacts = self.trw.get(src, {})
+            times = [t for t, _, _ in contacts.values()] or [0]
+            out.append(Alert(min(times), max(times), "anomaly", "p2p_client", "low", 0.2,
+                             f"{src} speaks a peer-to-peer protocol and reached {len(contacts)} peers, "
+                             f"{sum(f for _, f, _ in contacts.values())} of them without an answer: a swarm's churn, "
+                             "not counted as scanning", self.label, self.host_for(src), src, None, None, None, None,
+                             {"peers": len(contacts), "failed_first_contacts": sum(f for _, f, _ in contacts.values()),
+                              "example_peers": sorted(c["targets"])[:16]}))
             reported.add(src)
         for dst, d in self.inbound.items():
             sample = d["sources"].items()

@@ -165,6 +165,7 @@ class Events:
     icmp: PacketArrays = field(default_factory=PacketArrays)
     tcp_odd: PacketArrays = field(default_factory=PacketArrays)
     tcp_rexmit: PacketArrays = field(default_factory=PacketArrays)  # a sequence number resent with other bytes
+    initiators: PacketArrays = field(default_factory=PacketArrays)  # (source MAC, address) of connection openers
 
 
 def merge_events(parts: list[Events]) -> Events:

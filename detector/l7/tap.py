@@ -457,6 +457,7 @@ class L7Tap:
             ev.tcp_odd = PacketArrays({"ts": cols.ts_ns[odd_idx], "src": src, "dst": dst,
                                        "sport": cols.sport[odd_idx], "dport": cols.dport[odd_idx],
                                        "flags": flags[odd_idx]})
+        self._initiators(cols, n, ipv, proto, flags, tcp_ok, ev)
         rows, prev_ttl = self.rexmit.find(b.buf, b.off, cols, n)
         if len(rows):
             src, dst = self._addresses(cols, rows)
@@ -464,6 +465,21 @@ class L7Tap:
                                           "dport": cols.dport[rows], "seq": cols.tcp_seq[rows], "ttl": cols.ttl[rows],
                                           "prev_ttl": prev_ttl, "uid": np.array(
                                               [uid_text(int(x)) for x in self._fids(cols, rows)], dtype=object)})
+
+    def _initiators(self, cols, n, ipv, proto, flags, tcp_ok, ev: Events) -> None:
+        """The (source MAC, address) pairs of the batch's connection openers (SYNs, DNS
+        questions): one host's IPv4 and IPv6 addresses share its MAC (a router's MAC carries many)."""
+        opening = (tcp_ok & ((flags & (pc.TH_SYN | pc.TH_ACK)) == pc.TH_SYN)) | \
+            (ipv & (proto == 17) & (cols.dport[:n] == 53))
+        rows = np.flatnonzero(opening)
+        if not len(rows):
+            return
+        mac, hi, lo = cols.src_mac[rows], cols.src_ip_hi[rows], cols.src_ip_lo[rows]
+        key = np.stack([mac, hi, lo], axis=1)
+        _, first = np.unique(key, axis=0, return_index=True)
+        rows = rows[np.sort(first)]
+        src, _ = self._addresses(cols, rows)
+        ev.initiators = PacketArrays({"mac": cols.src_mac[rows], "addr": src})
 
     def _fids(self, cols, idx):
         fid = np.zeros(len(idx), np.uint64)

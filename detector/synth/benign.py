@@ -7,6 +7,15 @@ detector must leave alone on a real HPC site.
 - ``benign-login``: a busy morning on the login nodes: users logging in over SSH (some mistype
   a password), git and pip over HTTPS, long CDN names in DNS, Linux and Windows pings, DHCP
   renewals from the one DHCP server, and a nightly-style backup pushed to a partner DTN.
+- ``benign-p2p``: a workstation seeding a Linux ISO over BitTorrent: handshakes with the peers
+  that answer, and as many peers that never do, plus DHT messages.
+- ``benign-happy-eyeballs``: a dual-stack workstation whose IPv6 path is broken: for each site it
+  visits it looks the name up (AAAA and A), its IPv6 SYN goes unanswered, and IPv4 wins 250 ms
+  later (RFC 8305); some lookups happen on a resolver the capture does not see.
+- ``benign-two-resolvers``: clients that send each question to both site resolvers, which
+  answer a CDN name with different addresses.
+- ``benign-route-change``: an outside user's long SSH session to a login node whose path
+  changes halfway (the TTL of its packets drops by 8 and stays there).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from detector.synth import dns
 from detector.synth import messages as msg
 from detector.synth.attacks import MS, S, Stage, _failed_ssh, _ssh_logins, _tls_sessions
 from detector.synth.craft import BROADCAST_MAC, Peer
+from detector.synth.traffic import TH_ACK, TH_PSH, TH_SYN
 from detector.synth.packets import ip_words
 
 
@@ -127,4 +137,103 @@ def login_morning(st: Stage) -> None:
     return None
 
 
-BENIGN = {"benign-dtn": dtn_day, "benign-login": login_morning}
+def p2p_seeding(st: Stage) -> None:
+    r = st.rng
+    ws = st.peer(st.host("ws20"))
+    t = st.t0
+    info_hash = r.bytes(20)
+    for k in range(80):
+        peer = st.peer(st.external((24, 46, 73, 78, 82, 89, 92, 109, 178, 212)))
+        port = int(r.integers(6881, 65000))
+        if k % 2:  # a peer the tracker listed but that has gone away: SYNs nobody answers
+            for j in range(3):
+                st.craft.ip(t + j * S, ws, peer, 6, 51000 + k, port, flags=TH_SYN, seq=1000 + k)
+        else:
+            hs = b"\x13BitTorrent protocol" + bytes(8) + info_hash + b"-qB4620-" + r.bytes(12)
+            st.craft.tcp_session(t, ws, peer, 51000 + k, port, [(True, hs), (False, hs), (True, 2000),
+                                                                 (False, 16384 * 4)], rtt_ns=60 * MS)
+        dht = b"d1:ad2:id20:" + r.bytes(20) + b"6:target20:" + r.bytes(20) + b"e1:q9:find_node1:t2:aa1:y1:qe"
+        st.craft.udp(t + 200 * MS, ws, st.peer(st.external((31, 37, 79, 85, 95))), 6881, int(r.integers(1024, 65000)),
+                     dht)
+        t += int(r.uniform(0.2, 1.5) * S)
+
+
+def happy_eyeballs(st: Stage) -> None:
+    r = st.rng
+    ws = st.host("ws21")
+    c4, c6 = st.peer(ws), st.peer(ws, v6=True)
+    resolver4 = st.peer(st.host("dns1"))
+    t = st.t0
+    for k in range(40):
+        name = f"www.site{k}.example.net"
+        a4 = f"{int(r.choice([93, 104, 151, 185]))}.{int(r.integers(1, 255))}.{int(r.integers(0, 256))}.{int(r.integers(1, 255))}"
+        a6 = f"2a02:{int(r.integers(0x1000, 0xffff)):x}::{k + 1:x}"
+        if k % 4:  # the lookups this capture sees; the others went to a resolver elsewhere (DoH)
+            txid, port = int(r.integers(0, 65536)), int(r.integers(20000, 60000))
+            st.craft.udp(t, c4, resolver4, port, 53, dns.query(txid, name, "AAAA"))
+            st.craft.udp(t + 3 * MS, resolver4, c4, 53, port, dns.response(txid, name, "AAAA", [_v6_bytes(a6)], ttl=60))
+            st.craft.udp(t + 1 * MS, c4, resolver4, port + 1, 53, dns.query(txid ^ 1, name, "A"))
+            st.craft.udp(t + 4 * MS, resolver4, c4, 53, port + 1, dns.response(txid ^ 1, name, "A", [_v4_bytes(a4)],
+                                                                               ttl=60))
+        t += 10 * MS
+        cport = 40000 + 2 * k
+        for j in range(2):  # the IPv6 attempt goes nowhere (a SYN and its retry)
+            st.craft.ip(t + j * S, c6, st.peer(a6), 6, cport, 443, flags=TH_SYN, seq=77 + k)
+        st.craft.tcp_session(t + 250 * MS, c4, st.peer(a4), cport + 1, 443,
+                             [(True, msg.client_hello(r, name)), (False, 5000)], rtt_ns=30 * MS)
+        t += int(r.uniform(2, 6) * S)
+
+
+def two_resolvers(st: Stage) -> None:
+    r = st.rng
+    resolvers = [st.peer(st.host("dns1")), st.peer("9.9.9.9")]
+    t = st.t0
+    names = ["e3528.dscg.akamaiedge.net", "d3ag4hukkh62yn.cloudfront.net", "dualstack.python.map.fastly.net"]
+    for k in range(60):
+        c = st.peer(st.host(f"ws{1 + k % 8}"))
+        name = names[k % len(names)]
+        txid, port = int(r.integers(0, 65536)), int(r.integers(20000, 60000))
+        for j, res in enumerate(resolvers):  # the same question to both, each answers by its location
+            st.craft.udp(t + j * MS, c, res, port, 53, dns.query(txid, name, "A"))
+            st.craft.udp(t + (8 + 20 * j) * MS, res, c, 53, port, dns.response(txid, name, "A", [r.bytes(4)], ttl=20))
+        t += int(r.uniform(0.5, 3) * S)
+
+
+def route_change(st: Stage) -> None:
+    r = st.rng
+    user, node = st.peer(st.external((128, 141))), st.peer(st.host("login2"))
+    key = msg.ssh_host_key(2)
+    shake = msg.ssh_handshake(r, key)
+    typing = [(bool(k % 3), int(r.integers(36, 120))) for k in range(300)]
+    half = len(typing) // 2
+    end = st.craft.tcp_session(st.t0, user, node, 53111, 22, shake + typing[:half], rtt_ns=40 * MS, gap_ns=300 * MS,
+                               close="open", isn=(1000, 9000))
+    # the rest of the same connection after the path changed: eight routers more for the user's packets
+    sent = sum(len(b) if isinstance(b, bytes) else b for c, b in shake + typing[:half] if c)
+    recv = sum(len(b) if isinstance(b, bytes) else b for c, b in shake + typing[:half] if not c)
+    moved = Peer(user.hi, user.lo, user.mac, user.ver, user.text, user.ttl - 8)
+    t = end + 300 * MS
+    c_seq, s_seq = 1001 + sent, 9001 + recv
+    for from_user, n in typing[half:]:
+        if from_user:
+            st.craft.ip(t, moved, node, 6, 53111, 22, r.bytes(n), flags=TH_ACK | TH_PSH, seq=c_seq, ack=s_seq)
+            c_seq += n
+        else:
+            st.craft.ip(t, node, moved, 6, 22, 53111, r.bytes(n), flags=TH_ACK | TH_PSH, seq=s_seq, ack=c_seq)
+            s_seq += n
+        t += int(r.uniform(0.1, 0.5) * S)
+
+
+def _v4_bytes(a: str) -> bytes:
+    return bytes(int(x) for x in a.split("."))
+
+
+def _v6_bytes(a: str) -> bytes:
+    import ipaddress
+
+    return ipaddress.IPv6Address(a).packed
+
+
+BENIGN = {"benign-dtn": dtn_day, "benign-login": login_morning, "benign-p2p": p2p_seeding,
+          "benign-happy-eyeballs": happy_eyeballs, "benign-two-resolvers": two_resolvers,
+          "benign-route-change": route_change}
