@@ -13,7 +13,7 @@ import numpy as np
 
 from kernels._jit import cpu_kernel, row_fn
 
-EARLY = 4  # packets per direction (a TCP handshake takes the first one or two)
+EARLY = 8  # packets per direction (a handshake takes one or two; a capture on a relaying link sees each twice)
 
 SVC_UNKNOWN = 0  # payload captured, no protocol recognised
 SVC_SSL = 1

@@ -17,7 +17,7 @@ BENIGN_NAMES = ("hpc-mix", "benign-dtn", "benign-login", "benign-p2p", "benign-h
                 "benign-route-change")
 ATTACK_NAMES = (
     "exfil-dns-tunnel", "exfil-icmp-tunnel", "exfil-bulk-upload", "exfil-reverse-ssh", "exfil-login-upload",
-    "mitm-arp-spoof", "mitm-icmp-redirect", "mitm-rogue-dhcp", "mitm-dns-spoof", "mitm-ssh-hostkey", "mitm-tls-cert",
+    "mitm-arp-spoof", "mitm-arp-request", "mitm-icmp-redirect", "mitm-rogue-dhcp", "mitm-dns-spoof", "mitm-ssh-hostkey", "mitm-tls-cert",
     "mitm-tcp-hijack", "mitm-tls-name",
     "theft-stratum", "theft-beaconing", "theft-compute-outbound",
     "access-ssh-bruteforce", "access-distributed-guessing", "access-remote-shell", "access-c2-port80",

@@ -15,7 +15,8 @@ an address with it (source, destination or host) and overlaps it in time, give o
 - the alert kept is the corroborating one when it is not weak itself (an ARP spoof, a
   certificate that does not cover the name asked for), else the weak one whose technique comes
   first in ``RULES``;
-- it is raised to the rule's severity (never lowered), and lists the others in its evidence
+- it is raised to the rule's severity, or to that of a weak alert folded into it when higher
+  (never lowered), and lists the others in its evidence
   (``corroborated_by``: technique, severity, summary, time); the weak ones are folded into it
   and do not leave apart, the strong ones (incidents of their own) still do.
 
@@ -37,10 +38,12 @@ class Rule(NamedTuple):
     by: frozenset[str]
 
 
-INJECTION = frozenset({"ttl_change", "rexmit_inconsistency", "arp_spoof", "icmp_redirect"})
+INJECTION = frozenset({"ttl_change", "rexmit_inconsistency", "arp_spoof", "gateway_mac_change", "icmp_redirect"})
 CERTIFICATE = frozenset({"tls_cert_change", "tls_name_mismatch"})
 
 RULES: dict[str, Rule] = {
+    # strong alone (medium to critical), but one incident with the ARP spoof that caused it
+    "gateway_mac_change": Rule("high", frozenset({"arp_spoof"})),
     "ttl_change": Rule("high", INJECTION - {"ttl_change"}),
     "rexmit_inconsistency": Rule("high", INJECTION - {"rexmit_inconsistency"}),
     "tls_self_signed": Rule("high", CERTIFICATE),
@@ -84,13 +87,16 @@ def settle(alerts: list[Alert]) -> list[Alert]:
             ga, gb = groups.get(id(weak), [weak]), groups.get(id(other), [other])
             if ga is gb:
                 continue
-            merged = ga + [a for a in gb if a not in ga]
+            have = {id(a) for a in ga}
+            merged = ga + [a for a in gb if id(a) not in have]
             for a in merged:
                 groups[id(a)] = merged
     folded: set[int] = set()
     for group in {id(g): g for g in groups.values()}.values():
         kept = _kept(group)
-        raised = max((RULES[a.technique].raised for a in group if a.technique in RULES), key=SEVERITY_RANK.get)
+        weak = [a for a in group if a.technique in RULES]
+        raised = max([RULES[a.technique].raised for a in weak] + [a.severity for a in weak if a is not kept],
+                     key=SEVERITY_RANK.get)
         if SEVERITY_RANK[raised] > kept.severity_rank:
             kept.severity = raised
             kept.score = max(kept.score, 0.8 if raised in ("high", "critical") else 0.6)

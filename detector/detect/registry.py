@@ -11,6 +11,7 @@ from detector.detect.compute_outbound import ComputeOutbound
 from detector.detect.dns_spoof import DnsSpoof
 from detector.detect.dns_tunnel import DnsTunnel
 from detector.detect.floods import Floods
+from detector.detect.gateway_mac import GatewayMac
 from detector.detect.host_anomaly import HostAnomaly
 from detector.detect.http_upload import HttpUpload
 from detector.detect.icmp_redirect import IcmpRedirect
@@ -32,7 +33,7 @@ from detector.site import Site
 
 DETECTORS: tuple[type[Detector], ...] = (
     DnsTunnel, IcmpTunnel, BulkUpload, HttpUpload, Tunnels,
-    ArpSpoof, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, TlsCerts, SessionHijack, TtlChange, RexmitInconsistency,
+    ArpSpoof, GatewayMac, IcmpRedirect, RogueDhcp, DnsSpoof, KeyPins, TlsCerts, SessionHijack, TtlChange, RexmitInconsistency,
     Mining, Beaconing, ComputeOutbound,
     BruteForce, RemoteShell, LongConnection, PortMismatch,
     PortScan, ProbeSigns,

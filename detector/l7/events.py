@@ -166,6 +166,7 @@ class Events:
     tcp_odd: PacketArrays = field(default_factory=PacketArrays)
     tcp_rexmit: PacketArrays = field(default_factory=PacketArrays)  # a sequence number resent with other bytes
     initiators: PacketArrays = field(default_factory=PacketArrays)  # (source MAC, address) of connection openers
+    next_hops: PacketArrays = field(default_factory=PacketArrays)  # where each host's frames go (see L7Tap)
 
 
 def merge_events(parts: list[Events]) -> Events:

@@ -47,6 +47,7 @@ from detector.sources.batch import RawBatch
 from kernels import l7_select as ks
 from kernels import packet_columns as pc
 from kernels.rexmit import RexmitTable
+from kernels.flowkey import mix64
 
 log = logging.getLogger("detector.l7")
 
@@ -458,6 +459,7 @@ class L7Tap:
                                        "sport": cols.sport[odd_idx], "dport": cols.dport[odd_idx],
                                        "flags": flags[odd_idx]})
         self._initiators(cols, n, ipv, proto, flags, tcp_ok, ev)
+        self._next_hops(cols, n, ev)
         rows, prev_ttl = self.rexmit.find(b.buf, b.off, cols, n)
         if len(rows):
             src, dst = self._addresses(cols, rows)
@@ -479,7 +481,29 @@ class L7Tap:
         _, first = np.unique(key, axis=0, return_index=True)
         rows = rows[np.sort(first)]
         src, _ = self._addresses(cols, rows)
-        ev.initiators = PacketArrays({"mac": cols.src_mac[rows], "addr": src})
+        ev.initiators = PacketArrays({"ts": cols.ts_ns[rows], "mac": cols.src_mac[rows], "addr": src})
+
+    def _next_hops(self, cols, n, ev: Events) -> None:
+        """Which MAC each host's frames go to, from the first two packets of each flow direction:
+        per (VLAN, source MAC, source address, destination MAC) the first time, the packets and
+        the distinct destination addresses in this batch (a router carries many, a peer on the
+        link one: its own)."""
+        rows = np.flatnonzero((cols.flow_dir[:n] != 0) & (cols.flow_nth[:n] < 2))
+        if not len(rows):
+            return
+        mix = mix64
+        group = mix(cols.vlan[rows].astype(np.uint64) ^ mix(cols.src_mac[rows] ^ mix(cols.dst_mac[rows] ^ mix(
+            cols.src_ip_hi[rows] ^ mix(cols.src_ip_lo[rows])))))
+        pair = mix(group ^ mix(cols.dst_ip_hi[rows] ^ mix(cols.dst_ip_lo[rows])))
+        uniq_pairs, pair_first = np.unique(pair, return_index=True)
+        groups, first, packets = np.unique(group, return_index=True, return_counts=True)
+        dsts = np.bincount(np.searchsorted(groups, group[pair_first]), minlength=len(groups))
+        order = np.argsort(first, kind="stable")  # in capture order
+        first, packets, dsts = first[order], packets[order], dsts[order]
+        at = rows[first]
+        src, _ = self._addresses(cols, at)
+        ev.next_hops = PacketArrays({"ts": cols.ts_ns[at], "vlan": cols.vlan[at], "src_mac": cols.src_mac[at],
+                                     "src": src, "dst_mac": cols.dst_mac[at], "packets": packets, "dsts": dsts})
 
     def _fids(self, cols, idx):
         fid = np.zeros(len(idx), np.uint64)

@@ -193,6 +193,42 @@ def arp_spoof(st: Stage) -> dict:
                     "ws9 poisons the ARP caches of five compute nodes and of the gateway")
 
 
+def _web_visits(st: Stage, victim: Peer, t: int, n: int, to_mac: int, relay_mac: int | None = None) -> int:
+    """``n`` short HTTPS visits by ``victim`` to distinct external servers, its frames addressed to
+    ``to_mac``; with ``relay_mac``, each of its frames is passed on from ``to_mac`` to that MAC."""
+    c, r = st.craft, st.rng
+    for k in range(n):
+        server = st.peer(st.external((93, 104, 151)))
+        cport, seq, sseq = 45000 + k, int(r.integers(1, 2**31)), int(r.integers(1, 2**31))
+        hello = msg.client_hello(r, f"www.site{k}.example.com")
+        out = [(0, TH_SYN, b"", seq), (40 * MS, TH_ACK, b"", seq + 1), (41 * MS, TH_ACK | TH_PSH, hello, seq + 1)]
+        for dt, flags, data, sq in out:
+            c.ip(t + dt, victim, server, 6, cport, 443, data, flags=flags, seq=sq, ack=sseq + 1, dst_mac=to_mac)
+            if relay_mac is not None:
+                c.ip(t + dt + 200_000, victim, server, 6, cport, 443, data, flags=flags, seq=sq, ack=sseq + 1,
+                     src_mac=to_mac, dst_mac=relay_mac)
+        c.ip(t + 20 * MS, server, victim, 6, 443, cport, flags=TH_SYN | TH_ACK, seq=sseq, ack=seq + 1)
+        c.ip(t + 80 * MS, server, victim, 6, 443, cport, bytes(1200), flags=TH_ACK | TH_PSH, seq=sseq + 1,
+             ack=seq + 1 + len(hello))
+        t += int(r.uniform(1, 4) * S)
+    return t
+
+
+def arp_request(st: Stage) -> dict:
+    """One forged ARP request and a quiet relay (as arpspoof -r or bettercap do it gently): ws11
+    asks ws6 for ws6's own address, giving the gateway's address with its own MAC as the sender;
+    ws6 updates its cache, its traffic to the Internet now goes to ws11, which passes it on to
+    the real gateway."""
+    gw, attacker, victim = st.site.gateway, st.host("ws11"), st.host("ws6")
+    v = st.peer(victim)
+    t = _web_visits(st, v, st.t0 - 40 * S, 8, gw.mac_int)
+    start = t + 40 * S
+    st.craft.arp(start, 1, attacker.mac_int, gw.v4_words[1] & 0xFFFFFFFF, 0, victim.v4_words[1] & 0xFFFFFFFF)
+    t = _web_visits(st, v, start + 2 * S, 8, attacker.mac_int, relay_mac=gw.mac_int)
+    return incident("mitm", "gateway_mac_change", [attacker.ipv4, gw.ipv4, victim.ipv4], start, t,
+                    "ws11 poisons ws6 with one ARP request and relays its traffic to the gateway")
+
+
 def icmp_redirect(st: Stage) -> dict:
     """netwox 86: ICMP host redirects that forge the gateway's address from the attacker's
     interface, telling a compute node to route an external destination through the attacker."""
@@ -615,7 +651,7 @@ def dhcp_starvation(st: Stage) -> dict:
 ATTACKS = {
     "exfil-dns-tunnel": dns_tunnel, "exfil-icmp-tunnel": icmp_tunnel, "exfil-bulk-upload": bulk_upload,
     "exfil-reverse-ssh": reverse_ssh, "exfil-login-upload": login_upload,
-    "mitm-arp-spoof": arp_spoof, "mitm-icmp-redirect": icmp_redirect, "mitm-rogue-dhcp": rogue_dhcp,
+    "mitm-arp-spoof": arp_spoof, "mitm-arp-request": arp_request, "mitm-icmp-redirect": icmp_redirect, "mitm-rogue-dhcp": rogue_dhcp,
     "mitm-dns-spoof": dns_spoof, "mitm-ssh-hostkey": ssh_hostkey, "mitm-tls-cert": tls_cert,
     "mitm-tcp-hijack": tcp_hijack, "mitm-tls-name": tls_name,
     "theft-stratum": stratum, "theft-beaconing": beaconing, "theft-compute-outbound": compute_outbound,
