@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from dataclasses import dataclass
 
@@ -53,6 +54,9 @@ class SiteConfig:
             lo, _, hi = str(value).partition("-")
             if not (lo.isdigit() and (not hi or hi.isdigit()) and int(lo) <= int(hi or lo) <= 65535):
                 raise ConfigError(f"{value!r} is not a port or a port range", path, "site.transfer_ports")
+        for value in self.internal_cas:
+            if value.strip().lower().endswith((".pem", ".crt")) and not os.path.isfile(value.strip()):
+                raise ConfigError(f"{value!r}: no such PEM file of CA certificates", path, "site.internal_cas")
         for value in self.ssh_host_keys + self.tls_certs:
             if "=" not in value:
                 raise ConfigError(f"{value!r}: a pin is written KEY=VALUE", path, "site.ssh_host_keys / site.tls_certs")

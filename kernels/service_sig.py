@@ -13,6 +13,7 @@ import numpy as np
 
 from kernels._jit import cpu_kernel, row_fn
 
+JUDGE_BYTES = 16  # captured payload bytes needed to say "not recognised" (all of a shorter payload)
 EARLY = 8  # packets per direction (a handshake takes one or two; a capture on a relaying link sees each twice)
 
 SVC_UNKNOWN = 0  # payload captured, no protocol recognised
@@ -111,9 +112,10 @@ def first_payloads(buf, rec_off, cols, n, rows, codes):
         proto = cols.proto[i]
         if proto != 6 and proto != 17:
             continue
-        avail = min(np.int64(cols.cap_len[i]) - np.int64(cols.payload_off[i]), np.int64(cols.payload_len[i]))
-        if avail <= 0:
-            continue  # headers-only capture: nothing to judge
+        plen = np.int64(cols.payload_len[i])
+        avail = min(np.int64(cols.cap_len[i]) - np.int64(cols.payload_off[i]), plen)
+        if avail <= 0 or avail < min(plen, np.int64(JUDGE_BYTES)):
+            continue  # headers only, or a few bytes of it (a short snap length): nothing to judge
         rows[m] = i
         codes[m] = classify_service(buf, rec_off[i] + cols.payload_off[i], avail, cols.payload_len[i], proto)
         m += 1

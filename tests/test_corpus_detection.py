@@ -92,3 +92,9 @@ def test_at_most_one_percent_of_the_benign_traces_raise_a_medium_alert(zeek_trac
         if any(a.severity_rank >= SEVERITY_RANK["medium"] for a in alerts):
             alerted.append(name)
     assert len(names) > 700 and len(alerted) <= len(names) // 100, alerted
+
+
+@pytest.mark.parametrize("name", judged("attack"))
+def test_a_trace_judged_an_attack_raises_a_medium_alert(zeek_traces, name):
+    result = run_analyze([str(zeek_traces / name)], Config(), None, progress=False)
+    assert any(a.severity_rank >= SEVERITY_RANK["medium"] for a in result.alerts), [a.to_dict() for a in result.alerts]

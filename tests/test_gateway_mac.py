@@ -9,27 +9,36 @@ from detector.pipeline.analyze_job import run_analyze
 GW, ATTACKER, VICTIM, OTHER = "02:00:00:00:00:01", "02:00:00:00:00:66", "02:00:00:00:00:05", "02:00:00:00:00:07"
 
 
-def capture(tmp_path, arp_claim=True, relay=True, new_mac=ATTACKER, settle_s=60.0, name="c.pcap"):
+def capture(tmp_path, arp_claim=True, relay=True, new_mac=ATTACKER, settle_s=60.0, name="c.pcap", claim_ip="10.0.0.1",
+            filler=0, cfg=None):
     """ws (10.0.0.5) visits 6 Internet servers through the gateway, then (``settle_s`` later) 6
     more through ``new_mac``; optionally one forged ARP request before (sender: the gateway's
     10.0.0.1 with ``new_mac``) and the new MAC relaying each frame to the gateway. No frame of
-    the gateway's own ARP is in the capture."""
-    from scapy.layers.inet import IP, TCP
+    the gateway's own ARP is in the capture: three hosts asking for 10.0.0.1 say it is the
+    gateway."""
+    from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.l2 import ARP, Ether
     from scapy.utils import wrpcap
 
     pkts, t = [], 1_700_000_000.0
+    for k in range(3):
+        mac = f"02:00:00:00:01:{k:02x}"
+        pkts.append((t - 10 + k, Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+            op=1, hwsrc=mac, psrc=f"10.0.0.{20 + k}", hwdst="00:00:00:00:00:00", pdst="10.0.0.1")))
     for k in range(12):
         hop = GW if k < 6 else new_mac
         if k == 6:
             t += settle_s
             if arp_claim:
                 pkts.append((t - 1, Ether(src=new_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
-                    op=1, hwsrc=new_mac, psrc="10.0.0.1", hwdst="00:00:00:00:00:00", pdst="10.0.0.5")))
+                    op=1, hwsrc=new_mac, psrc=claim_ip, hwdst="00:00:00:00:00:00", pdst="10.0.0.5")))
         syn = IP(src="10.0.0.5", dst=f"198.51.100.{k + 1}") / TCP(sport=40000 + k, dport=443, flags="S")
         pkts.append((t, Ether(src=VICTIM, dst=hop) / syn))
         if k >= 6 and relay:
             pkts.append((t + 0.0002, Ether(src=new_mac, dst=GW) / syn))
+        for j in range(filler):  # other hosts' chatter on the link, between the visits
+            pkts.append((t + 0.001 * (j + 1), Ether(src=OTHER, dst="02:00:00:00:00:08") / IP(
+                src="10.0.0.7", dst="10.0.0.8") / UDP(sport=5000, dport=5001)))
         t += 1
     out = []
     for ts, p in pkts:
@@ -37,7 +46,7 @@ def capture(tmp_path, arp_claim=True, relay=True, new_mac=ATTACKER, settle_s=60.
         out.append(p)
     path = tmp_path / name
     wrpcap(str(path), out)
-    return [a for a in run_analyze([str(path)], load_config(None), None, progress=False).alerts
+    return [a for a in run_analyze([str(path)], cfg or load_config(None), None, progress=False).alerts
             if a.technique == "gateway_mac_change"]
 
 
@@ -56,3 +65,21 @@ def test_a_claim_without_relay_is_high_and_a_bare_change_is_medium(tmp_path):
 
 def test_two_routers_in_use_from_the_start_are_not_a_change(tmp_path):
     assert capture(tmp_path, arp_claim=False, relay=False, new_mac=OTHER, settle_s=0.0) == []
+
+
+def test_a_claim_of_an_address_that_is_no_gateway_is_no_claim(tmp_path):
+    """A new router announcing its own address (nobody asked for it as a gateway): a bare change."""
+    (a,) = capture(tmp_path, relay=False, claim_ip="10.0.0.254", name="own.pcap")
+    assert a.severity == "medium" and a.evidence["arp_claim"] is None
+
+
+def test_destinations_spread_over_batches_still_make_a_router(tmp_path):
+    """Batches of 256 records and 300 frames of other chatter after each visit: every visit is
+    in a batch of its own; the bottom-k samples of destinations merge across them."""
+    import dataclasses
+
+    from detector.config import Config, FlowConfig
+
+    cfg = Config(flows=dataclasses.replace(FlowConfig(), batch_size=256))
+    (a,) = capture(tmp_path, name="spread.pcap", filler=300, cfg=cfg)
+    assert a.severity == "critical"

@@ -136,8 +136,9 @@ def test_an_advertised_ipv6_router_may_redirect_and_a_host_may_not():
     d = IcmpRedirect()
     d.observe_events(_icmp6([("fe80::1", "ff02::1", 134, 0x1111), ("fe80::1", "fe80::2", 137, 0x1111),
                              ("fe80::99", "fe80::2", 137, 0x9999)]))
-    (a,) = d.finish()
-    assert a.src_ip == "fe80::99"
+    router, host = sorted(d.finish(), key=lambda a: a.src_ip)
+    assert (router.src_ip, router.severity, router.evidence["advertised_router"]) == ("fe80::1", "low", True)
+    assert (host.src_ip, host.severity) == ("fe80::99", "medium")
 
 
 def test_a_router_redirect_from_another_mac_is_forged():

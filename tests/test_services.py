@@ -69,6 +69,35 @@ def test_services_are_named_by_content_not_by_port(tmp_path):
                    6881: "bittorrent"}
 
 
+def test_a_short_snap_length_names_nothing_it_cannot_judge(tmp_path):
+    """Cut to 68 bytes, a TCP segment with timestamps keeps 2 bytes of payload: not enough to
+    call it unrecognised (an SSH port speaking something else), so no port mismatch."""
+    import dpkt
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from detector.config import load_config
+    from detector.pipeline.analyze_job import run_analyze
+
+    E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    opts = [("Timestamp", (1, 2)), ("NOP", None), ("NOP", None)]
+    frames = [E / IP(src="10.0.0.5", dst="192.0.2.1") / TCP(sport=40000, dport=22, flags="S", seq=1, options=opts),
+              E / IP(src="192.0.2.1", dst="10.0.0.5") / TCP(sport=22, dport=40000, flags="SA", seq=9, ack=2,
+                                                            options=opts),
+              E / IP(src="10.0.0.5", dst="192.0.2.1") / TCP(sport=40000, dport=22, flags="PA", seq=2, ack=10,
+                                                            options=opts) / (b"\x00\x07" + bytes(60))]
+    for snap, name in ((68, "cut.pcap"), (65535, "whole.pcap")):
+        with open(tmp_path / name, "wb") as fh:
+            w = dpkt.pcap.Writer(fh, snaplen=snap)
+            for j, f in enumerate(frames):
+                w.writepkt(bytes(f)[:snap], 1_700_000_000 + j)
+    def mismatches(name):
+        alerts = run_analyze([str(tmp_path / name)], load_config(None), None, progress=False).alerts
+        return [a for a in alerts if a.technique == "port_mismatch"]
+    assert mismatches("cut.pcap") == []
+    assert len(mismatches("whole.pcap")) == 1  # all 62 bytes seen, and they are not SSH
+
+
 def test_dns_over_tcp_carries_its_length_prefix(tmp_path):
     from detector.synth import dns
 

@@ -27,8 +27,12 @@ def subset(b, cols, n):
 
 
 def plain(ev: Events) -> dict:
+    """The events as plain values; ``tcp_rexmit`` left out: the resent-sequence table needs every
+    data segment and sees only the candidates on a GPU (README, limitations)."""
     out = {}
     for f in dataclasses.fields(Events):
+        if f.name == "tcp_rexmit":
+            continue
         v = getattr(ev, f.name)
         out[f.name] = {k: a.tolist() for k, a in v.cols.items()} if isinstance(v, PacketArrays) else v
     return out

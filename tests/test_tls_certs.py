@@ -86,6 +86,24 @@ def test_a_chain_is_trusted_only_through_verified_signatures():
     assert not xc.trusted([leaf, forged], xc.Anchors((__import__("hashlib").sha256(der(forged)).hexdigest(),)))
 
 
+def test_a_site_ca_given_as_a_pem_file_is_an_anchor(tmp_path):
+    """The server sends only its leaf; the site's root, from a PEM file, verifies it."""
+    root = cert("Site Root CA", key=1, ca=True)
+    leaf = cert("x.example.org", "Site Root CA", key=0, signer=1)
+    pem = tmp_path / "site-ca.pem"
+    pem.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    assert xc.trusted([leaf], xc.Anchors((str(pem),)))
+    assert not xc.trusted([cert("x.example.org", "Site Root CA", key=0, signer=2)], xc.Anchors((str(pem),)))
+
+
+def test_a_missing_pem_file_is_a_configuration_error(tmp_path):
+    from detector.errors import ConfigError
+    from detector.site import SiteConfig
+
+    with pytest.raises(ConfigError, match="internal_cas"):
+        SiteConfig(internal_cas=(str(tmp_path / "nope.pem"),)).validate("site.toml")
+
+
 def test_a_chain_to_a_bundle_root_is_trusted():
     """The bundle's roots are anchors: a certificate the root itself signed is trusted (the
     root's own self-signature stands in for a leaf here, as no test holds a public CA's key)."""

@@ -92,7 +92,7 @@ class KeyPins(Detector):
                     f"{c.server}:{c.dport if c.from_orig else c.sport}").lower()
             port = c.dport if c.from_orig else c.sport
             if leaf.self_signed and self.p.report_self_signed and name not in self.self_signed:
-                named = name in self.tls or self.site.has_role(c.server)
+                named = self.tls.get(name, ("", "", False))[2] or self.site.has_role(c.server)
                 self.self_signed[name] = Alert(
                     c.ts_ns, c.ts_ns, "mitm", "tls_self_signed", "medium" if named else "low", 0.55 if named else 0.3,
                     f"{c.server}:{port} ({name}) presented a self-signed certificate ({leaf.subject or 'no subject'}): "

@@ -38,7 +38,7 @@ class LongConnection(Detector):
     class Params:
         min_duration_s: float = 3600.0
         gap_s: float = 600.0
-        track_from_s: float = 300.0  # records this long (or continuing a tracked one) are followed
+        track_from_s: float = 300.0  # records at least this long are kept (interim ones are active_timeout long)
         max_connections: int = 100_000
         max_destinations: int = 1_000_000
 
@@ -64,9 +64,12 @@ class LongConnection(Detector):
                     self.dropped += 1
                     continue
                 pieces = self.pieces[key] = []
-            elif len(pieces) >= PIECES:
+            elif len(pieces) >= PIECES:  # the earliest are kept, whatever order records come in
                 self.dropped += 1
-                continue
+                latest = max(range(len(pieces)), key=lambda k: pieces[k][0])
+                if int(f["ts"][j]) >= pieces[latest][0]:
+                    continue
+                pieces.pop(latest)
             code = int(f["first_payload"][j]) if has_codes else -1
             start = int(f["ts"][j])
             pieces.append((start, start + int(dur[j] * 1e9), int(f["orig_bytes"][j]), int(f["resp_bytes"][j]),

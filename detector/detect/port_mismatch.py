@@ -61,6 +61,8 @@ class PortMismatch(Detector):
                     continue
                 a = self.pairs[key] = {"first": ts, "last": ts, "flows": 0, "bytes": 0, "found": set(),
                                        "uid": f["uid"][j], "cid": f["community_id"][j], "proto": proto[j]}
+            if ts < a["first"] or (ts == a["first"] and f["uid"][j] < a["uid"]):  # the earliest speaks for all
+                a["uid"], a["cid"] = f["uid"][j], f["community_id"][j]
             widen(a, int(ts + f["duration"][j] * 1e9))
             widen(a, ts)
             a["flows"] += 1

@@ -30,8 +30,9 @@ above, when:
   browser or a dual-stack client to the addresses of one name are the usual case);
 - the same client connected on the same port to an address of the other family within
   ``eyeballs_window_s`` (RFC 8305 happy eyeballs: the IPv6 attempt is abandoned when IPv4 wins,
-  or the other way round), for when the DNS lookup was not seen;
-- the client speaks a peer-to-peer protocol (BitTorrent by its handshake or DHT messages, the
+  or the other way round), for when the DNS lookup was not seen; each success excuses one
+  failure;
+- the client speaks a peer-to-peer protocol (BitTorrent by its handshake over TCP, the
   cryptocurrency networks by their message magic): peers come and go, and half the addresses a
   swarm hands out do not answer. Such a client is reported as its own low finding
   (``p2p_client``, category ``anomaly``) with what its attempts would have counted as.
@@ -41,6 +42,7 @@ Severity: medium; high from ``port_high`` ports or ``sweep_high`` hosts.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -54,6 +56,7 @@ from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
 
 EYEBALL_SAMPLE = 4096  # successful contacts kept per client and port
+ANSWERS_KEPT = 8  # DNS answer times kept per (client, address): the latest
 ROUTER_ADDRESSES = 8  # a source MAC seen with more addresses than this is a router's, not one host's
 
 FAILED_STATES = set(FLOW_FAILED_STATES)
@@ -85,7 +88,7 @@ class PortScan(Detector):
         self.hosts: dict[tuple[str, int, str], dict[str, int]] = defaultdict(dict)
         self.trw: dict[str, dict[str, tuple]] = {}  # src -> dst -> (time, failed, port) of the first contact
         self.inbound: dict[str, dict] = {}
-        self.resolved: dict[tuple[str, str], int] = {}  # (client, address) -> when a DNS answer gave it
+        self.resolved: dict[tuple[str, str], list[int]] = {}  # (client, address) -> when DNS answers gave it
         self.connected: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (client, port) -> heap of (-time, v6)
         self.p2p: set[str] = set()
         self.mac_of: dict[str, int] = {}  # address -> the source MAC it opened connections from
@@ -108,7 +111,11 @@ class PortScan(Detector):
                 if ans.rtype in (1, 28):
                     key = (client, ans.data)
                     if key in self.resolved or len(self.resolved) < self.p.max_resolved:
-                        self._earliest(self.resolved, key, ev.ctx.ts_ns)
+                        times = self.resolved.setdefault(key, [])
+                        if ev.ctx.ts_ns not in times:  # the latest few, whatever order answers come in
+                            times.append(ev.ctx.ts_ns)
+                            times.sort()
+                            del times[:-ANSWERS_KEPT]
                     else:
                         self.dropped += 1
         for ev in events.mining:
@@ -138,7 +145,7 @@ class PortScan(Detector):
         cols = (f.take(name, rows) for name in ("orig_h", "resp_h", "proto", "ts", "orig_p", "resp_p", "conn_state",
                                                  "orig_bytes", "resp_bytes", "resp_pkts", "service"))
         for src, dst, pr, t, sport, port, state, ob, rb, rpk, service in zip(*cols):
-            if service == "bittorrent" and len(self.p2p) < self.p.max_sources:
+            if service == "bittorrent" and pr == "tcp" and len(self.p2p) < self.p.max_sources:
                 self.p2p.add(src)
             if src in multicast or dst in multicast:
                 continue
@@ -184,18 +191,38 @@ class PortScan(Detector):
             seen = self.connected[key] = []
         keep_earliest(seen, (-t, int(v6)), EYEBALL_SAMPLE)
 
-    def _excused(self, src: str, dst: str, port: int, t: int) -> bool:
-        """Whether a failed contact is not evidence of probing (see the module's docstring); the
-        source's host may have looked the name up, or won the race, from its other address."""
+    def _resolved_before(self, host: set[str], dst: str, t: int) -> bool:
+        w = self.p.resolved_window_s * 1e9
+        return any(r <= t <= r + w for a in host for r in self.resolved.get((a, dst), ()))
+
+    def _excused(self) -> set[tuple[str, str, int]]:
+        """The failed contacts (source, target, port) that are not evidence of probing (see the
+        module's docstring): the host resolved the target just before, from any of its
+        addresses; or, one for one, a success of the host on that port to an address of the
+        other family within ``eyeballs_window_s`` (the winner of that race: a success excuses
+        one failure, so a scanner's sweep is not hidden by its owner's browsing)."""
+        excused: set[tuple[str, str, int]] = set()
+        racing: dict[tuple[frozenset, int], list[tuple[int, int, str, str]]] = {}
+        for (src, port, _), items in self.hosts.items():
+            host = self._same_host(src)
+            for dst, t in items.items():
+                if self._resolved_before(host, dst, t):
+                    excused.add((src, dst, port))
+                elif port >= 0:
+                    racing.setdefault((frozenset(host), port), []).append((t, int(":" in dst), src, dst))
         w = self.p.eyeballs_window_s * 1e9
-        v6 = int(":" in dst)
-        for a in self._same_host(src):
-            r = self.resolved.get((a, dst))
-            if r is not None and r <= t <= r + self.p.resolved_window_s * 1e9:
-                return True
-            if any(abs(-neg - t) <= w and fam != v6 for neg, fam in self.connected.get((a, port), ())):
-                return True
-        return False
+        for (host, port), failures in racing.items():
+            wins = sorted((-neg, fam) for a in host for neg, fam in self.connected.get((a, port), ()))
+            used = [False] * len(wins)
+            times = [t for t, _ in wins]
+            for t, fam, src, dst in sorted(failures):
+                k = bisect_left(times, t - w)
+                while k < len(wins) and wins[k][0] <= t + w and (used[k] or wins[k][1] == fam):
+                    k += 1
+                if k < len(wins) and wins[k][0] <= t + w:
+                    used[k] = True
+                    excused.add((src, dst, port))
+        return excused
 
     @staticmethod
     def _walk(contacts: dict[str, tuple[int, bool]]) -> dict:
@@ -231,22 +258,24 @@ class PortScan(Detector):
         per (source, port, protocol) the hosts, per source its first contacts (time, failed)
         for the walk; sources speaking a peer-to-peer protocol apart, with their counts."""
         ports, hosts, trw, p2p = {}, {}, {}, defaultdict(lambda: {"failed": 0, "targets": set()})
+        excused = self._excused()
         for (src, dst), items in self.ports.items():
-            kept = {port: t for port, t in items.items() if not self._excused(src, dst, port, t)}
+            kept = {port: t for port, t in items.items() if (src, dst, port) not in excused}
             if src in self.p2p:
                 p2p[src]["failed"] += len(kept)
             elif kept:
                 ports[(src, dst)] = kept
         for (src, port, pr), items in self.hosts.items():
-            kept = {dst: t for dst, t in items.items() if not self._excused(src, dst, port, t)}
+            kept = {dst: t for dst, t in items.items() if (src, dst, port) not in excused}
             if src in self.p2p:
                 p2p[src]["targets"].update(list(kept)[:64 - min(64, len(p2p[src]["targets"]))])
             elif kept:
                 hosts[(src, port, pr)] = kept
         for src, contacts in self.trw.items():
             if src not in self.p2p:
-                trw[src] = {dst: (t, failed and not self._excused(src, dst, port, t))
-                            for dst, (t, failed, port) in contacts.items()}
+                # an excused failure is neither a failure nor a success: it leaves the walk
+                trw[src] = {dst: (t, failed) for dst, (t, failed, port) in contacts.items()
+                            if not (failed and (src, dst, port) in excused)}
         return ports, hosts, trw, p2p
 
     def finish(self) -> list[Alert]:
@@ -279,7 +308,7 @@ class PortScan(Detector):
                              {"hosts": sorted(hosts)[:64], "host_count": len(hosts), "threshold": p.sweep_threshold}))
             reported.add(src)
         for src, contacts in trw.items():
-            if src in reported:
+            if src in reported or not contacts:
                 continue
             w = self._walk(contacts)
             if w["lr"] < p.trw_eta1 or w["fail"] < p.trw_min_failures:

@@ -11,8 +11,10 @@ Certificates are parsed with the ``cryptography`` package. Three checks, each a 
 - **issuer** (:func:`trusted`): the chain the server sent is walked from the leaf, each
   certificate's signature verified against the next issuer found (among the chain, then the
   trust anchors), until an anchor signs one: the system's CA bundle (``certifi``) and the site's
-  own CAs (``[site] internal_cas``: issuer names or SHA-256 fingerprints of CA certificates). Path
-  policies (key usage, name constraints) are not checked; this is evidence, not a TLS client.
+  own CAs (``[site] internal_cas``: PEM files of CA certificates, which become anchors like the
+  bundle's; SHA-256 fingerprints of CA certificates the servers send; or issuer names, trusted
+  by name alone: the weakest form). Path policies (key usage, name constraints) are not
+  checked; this is evidence, not a TLS client.
 """
 
 from __future__ import annotations
@@ -102,15 +104,34 @@ class Anchors:
 
     def __init__(self, internal: tuple[str, ...] = ()):
         self.by_subject: dict[bytes, list[x509.Certificate]] = {}
-        for cert in _bundle():
+        files = [v for v in internal if _is_pem_file(v)]
+        for cert in _bundle() + tuple(c for f in files for c in _pem(f)):
             self.by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
-        self.names = {v.strip().lower() for v in internal if not _is_fingerprint(v)}
-        self.fingerprints = {v.strip().lower().replace(":", "") for v in internal if _is_fingerprint(v)}
+        rest = [v for v in internal if v not in files]
+        self.names = {v.strip().lower() for v in rest if not _is_fingerprint(v)}
+        self.fingerprints = {v.strip().lower().replace(":", "") for v in rest if _is_fingerprint(v)}
 
     def internal(self, cert: x509.Certificate) -> bool:
         if hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() in self.fingerprints:
             return True
         return bool(self.names) and cert.issuer.rfc4514_string().lower() in self.names
+
+
+def _is_pem_file(value: str) -> bool:
+    return value.strip().lower().endswith((".pem", ".crt"))
+
+
+def _pem(path: str) -> tuple[x509.Certificate, ...]:
+    """The certificates of a PEM file; a file that cannot be read is a configuration error."""
+    from detector.errors import ConfigError
+
+    try:
+        with open(path.strip(), "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tuple(x509.load_pem_x509_certificates(fh.read()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable PEM file of CA certificates ({exc})", None,
+                          "site.internal_cas") from None
 
 
 def _is_fingerprint(value: str) -> bool:

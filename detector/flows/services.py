@@ -14,6 +14,8 @@ State is one small entry per open flow with payload, dropped when its record is 
 
 from __future__ import annotations
 
+from itertools import islice
+
 import numpy as np
 import pyarrow as pa
 
@@ -74,7 +76,7 @@ class ServiceNames:
             first_seen.setdefault(fid, code)
         if len(first_seen) > self.max_flows:
             drop = len(first_seen) - self.max_flows
-            for fid in list(first_seen)[:drop]:  # the oldest entries (insertion order)
+            for fid in list(islice(first_seen, drop)):  # the oldest entries (insertion order)
                 del first_seen[fid]
             self.evicted += drop
 

@@ -47,6 +47,7 @@ from detector.sources.batch import RawBatch
 from kernels import l7_select as ks
 from kernels import packet_columns as pc
 from kernels.rexmit import RexmitTable
+from kernels.service_sig import EARLY
 from kernels.flowkey import mix64
 
 log = logging.getLogger("detector.l7")
@@ -57,6 +58,8 @@ FOLLOW_PACKETS = 32
 MAX_STREAMS = 200_000
 PAYLOAD_LIMIT = 4096
 SHELL_PACKETS = 8  # unclaimed TCP streams are searched for shell text in their first packets per direction
+NEXT_HOP_PACKETS = 2  # packets per flow direction whose MACs say where a host's frames go
+DST_SAMPLE = 4  # destination-address hashes kept per next hop (distinct counts up to this are exact)
 SHELL_BYTES = 1024
 ICMP_HEAD = 64
 TLS, SSH, HTTP, JSON, P2P, RFB = "tls", "ssh", "http", "json", "p2p", "rfb"
@@ -75,17 +78,22 @@ def odd_tcp(flags):
 
 def candidates(xp, cols: pc.PacketColumns, sig, n: int):
     """Every packet :meth:`L7Tap.process` may look at, whatever streams it follows: a superset,
-    so that the tap run on these packets alone finds what it finds on the whole batch. A GPU
-    copies back only these (``xp``: the columns' library)."""
+    so that the tap run on these packets alone finds what it finds on the whole batch, except
+    ``tcp_rexmit`` (the resent-sequence table needs every data segment; it sees these only). A
+    GPU copies back only these (``xp``: the columns' library)."""
     payload = cols.payload_len[:n] > 0
-    # a known start anywhere in a stream; any payload early in one (followed streams, shell text)
-    flows = ((sig != ks.SIG_NONE) & (sig != ks.SIG_OTHER)) | \
-        (payload & (cols.flow_nth[:n] < max(FOLLOW_PACKETS, SHELL_PACKETS)))
+    # a known start anywhere in a stream; any payload early in one (followed streams, shell text,
+    # service names); the first packets of each flow direction (next hops) and every SYN (openers)
+    early = cols.flow_nth[:n] < max(FOLLOW_PACKETS, SHELL_PACKETS, EARLY)
+    flows = ((sig != ks.SIG_NONE) & (sig != ks.SIG_OTHER)) | (payload & early) | \
+        ((cols.flow_dir[:n] != 0) & (cols.flow_nth[:n] < NEXT_HOP_PACKETS))
     ipv = cols.ip_ver[:n] != 0
     proto = cols.proto[:n]
     icmp = ipv & ((proto == 1) | (proto == 58))
-    odd = ipv & (proto == 6) & odd_tcp(cols.tcp_flags[:n])
-    return flows | icmp | odd | (cols.ethertype[:n] == 0x0806)
+    flags = cols.tcp_flags[:n]
+    odd = ipv & (proto == 6) & odd_tcp(flags)
+    syn = ipv & (proto == 6) & ((flags & (pc.TH_SYN | pc.TH_ACK)) == pc.TH_SYN)
+    return flows | icmp | odd | syn | (cols.ethertype[:n] == 0x0806)
 
 
 def _ids(flows) -> np.ndarray:
@@ -484,26 +492,33 @@ class L7Tap:
         ev.initiators = PacketArrays({"ts": cols.ts_ns[rows], "mac": cols.src_mac[rows], "addr": src})
 
     def _next_hops(self, cols, n, ev: Events) -> None:
-        """Which MAC each host's frames go to, from the first two packets of each flow direction:
-        per (VLAN, source MAC, source address, destination MAC) the first time, the packets and
-        the distinct destination addresses in this batch (a router carries many, a peer on the
-        link one: its own)."""
-        rows = np.flatnonzero((cols.flow_dir[:n] != 0) & (cols.flow_nth[:n] < 2))
+        """Which MAC each host's frames go to, from the first packets of each flow direction: per
+        (VLAN, source MAC, source address, destination MAC) the first time, the packets, and the
+        ``DST_SAMPLE`` smallest hashes of the destination addresses (a bottom-k sample, which
+        merges across batches: a router carries frames to many addresses, a peer on the link
+        to one, its own)."""
+        rows = np.flatnonzero((cols.flow_dir[:n] != 0) & (cols.flow_nth[:n] < NEXT_HOP_PACKETS))
         if not len(rows):
             return
         mix = mix64
         group = mix(cols.vlan[rows].astype(np.uint64) ^ mix(cols.src_mac[rows] ^ mix(cols.dst_mac[rows] ^ mix(
             cols.src_ip_hi[rows] ^ mix(cols.src_ip_lo[rows])))))
-        pair = mix(group ^ mix(cols.dst_ip_hi[rows] ^ mix(cols.dst_ip_lo[rows])))
-        uniq_pairs, pair_first = np.unique(pair, return_index=True)
+        dst = mix(cols.dst_ip_hi[rows] ^ mix(cols.dst_ip_lo[rows] ^ np.uint64(0x5EED)))
         groups, first, packets = np.unique(group, return_index=True, return_counts=True)
-        dsts = np.bincount(np.searchsorted(groups, group[pair_first]), minlength=len(groups))
+        # the distinct (group, destination) pairs, by group then destination hash: each group's
+        # smallest destination hashes come first in its run
+        pairs = np.unique(np.stack([np.searchsorted(groups, group).astype(np.uint64), dst], axis=1), axis=0)
+        g = pairs[:, 0].astype(np.int64)
+        rank = np.arange(len(pairs)) - np.searchsorted(g, g)
+        sample = np.zeros((len(groups), DST_SAMPLE), np.uint64)
+        keep = rank < DST_SAMPLE
+        sample[g[keep], rank[keep]] = pairs[keep, 1]
         order = np.argsort(first, kind="stable")  # in capture order
-        first, packets, dsts = first[order], packets[order], dsts[order]
+        first, packets, sample = first[order], packets[order], sample[order]
         at = rows[first]
         src, _ = self._addresses(cols, at)
         ev.next_hops = PacketArrays({"ts": cols.ts_ns[at], "vlan": cols.vlan[at], "src_mac": cols.src_mac[at],
-                                     "src": src, "dst_mac": cols.dst_mac[at], "packets": packets, "dsts": dsts})
+                                     "src": src, "dst_mac": cols.dst_mac[at], "packets": packets, "dsts": sample})
 
     def _fids(self, cols, idx):
         fid = np.zeros(len(idx), np.uint64)

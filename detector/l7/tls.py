@@ -188,7 +188,9 @@ def parse_certificate(der: bytes) -> Certificate | None:
 
 
 def parse_certificates(body: bytes) -> list[Certificate]:
-    """The certificates of a (TLS 1.2 or older) Certificate message, leaf first."""
+    """The certificates of a (TLS 1.2 or older) Certificate message, leaf first, up to the first
+    that cannot be read (cut by the capture, or broken): after a gap, the next one is not the
+    issuer of the one before, and without the leaf there is no leaf."""
     out = []
     p = 3
     end = 3 + int.from_bytes(body[:3], "big")
@@ -196,7 +198,8 @@ def parse_certificates(body: bytes) -> list[Certificate]:
         n = int.from_bytes(body[p:p + 3], "big")
         der = body[p + 3:p + 3 + n]
         cert = parse_certificate(der) if len(der) == n else None
-        if cert is not None:
-            out.append(cert)
+        if cert is None:
+            break
+        out.append(cert)
         p += 3 + n
     return out

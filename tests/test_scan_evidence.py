@@ -1,0 +1,163 @@
+"""Scans count only evidence of probing (issue 20): on hand-built flow records and events, a
+failed first contact is excused when the host had just resolved the address, when it lost a
+happy-eyeballs race to its other address family, or when the host speaks a peer-to-peer
+protocol (then it is its own low finding); and bulk uploads from hosts that send little."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from detector.detect.base import FlowView
+from detector.detect.bulk_upload import BulkUpload
+from detector.detect.port_scan import PortScan
+from detector.l7.dns import Answer, DnsMessage
+from detector.l7.events import Ctx, DnsEvent, Events, MiningEvent, PacketArrays
+
+T = 1_700_000_000 * 10**9
+S = 10**9
+
+
+def records(rows):
+    keys = ("ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "conn_state", "history", "duration",
+            "orig_bytes", "resp_bytes", "orig_pkts", "resp_pkts", "service", "community_id", "orig_ip_bytes",
+            "resp_ip_bytes")
+    cols = {k: [r[k] for r in rows] for k in keys}
+    cols["ts"] = pa.array(cols["ts"], pa.timestamp("ns"))
+    cols["service"] = pa.array(cols["service"], pa.string())
+    return FlowView(pa.RecordBatch.from_pydict(cols))
+
+
+def attempt(dst, t, failed=True, port=443, src="10.0.0.5", service=None, out_bytes=0):
+    return {"ts": T + int(t * S), "uid": "C1", "orig_h": src, "orig_p": 40000, "resp_h": dst, "resp_p": port,
+            "proto": "tcp", "conn_state": "S0" if failed else "SF", "history": "S" if failed else "ShADadFf",
+            "duration": 0.0 if failed else 1.0, "orig_bytes": out_bytes if not failed else 0,
+            "resp_bytes": 0 if failed else 5000, "orig_pkts": 2, "resp_pkts": 0 if failed else 5,
+            "service": service, "community_id": "1:x", "orig_ip_bytes": 80 + out_bytes, "resp_ip_bytes": 0}
+
+
+def targets(n, v6=False):
+    return [f"2001:db8:{k + 1:x}::1" if v6 else f"198.51.100.{k + 1}" for k in range(n)]
+
+
+def scan_alerts(rows, events=None):
+    d = PortScan()
+    if events is not None:
+        d.observe_events(events)
+    d.observe_flows(records(rows))
+    return d.finish()
+
+
+def dns_answer(client, name, addrs, t):
+    msg = DnsMessage(1, True, 0, 0, name, 28 if ":" in addrs[0] else 1,
+                     [Answer(28 if ":" in a else 1, 60, a, 16 if ":" in a else 4) for a in addrs])
+    return DnsEvent(Ctx(T + int(t * S), "Cd", False, "10.0.0.53", client, 53, 33000, 17), msg)
+
+
+def test_unanswered_first_contacts_of_many_hosts_are_a_sweep():
+    p = PortScan.Params()
+    (a,) = scan_alerts([attempt(d, k) for k, d in enumerate(targets(p.sweep_threshold))])
+    assert a.technique == "address_sweep" and a.evidence["host_count"] == p.sweep_threshold
+
+
+def test_addresses_the_host_had_just_resolved_are_not_probes():
+    p = PortScan.Params()
+    hosts = targets(p.sweep_threshold)
+    dns = Events(dns=[dns_answer("10.0.0.5", f"www.s{k}.example", [h], k - 0.5) for k, h in enumerate(hosts)])
+    assert scan_alerts([attempt(d, k) for k, d in enumerate(hosts)], dns) == []
+    # an answer too long before (past resolved_window_s) excuses nothing
+    stale = Events(dns=[dns_answer("10.0.0.5", f"www.s{k}.example", [h], k - p.resolved_window_s - 1)
+                        for k, h in enumerate(hosts)])
+    assert [a.technique for a in scan_alerts([attempt(d, k) for k, d in enumerate(hosts)], stale)] == ["address_sweep"]
+
+
+def test_a_lost_happy_eyeballs_race_is_not_a_probe():
+    """Each IPv6 attempt goes unanswered and the same host's IPv4 connection on the same port
+    wins 250 ms later; the two addresses are one host by the MAC their SYNs left from."""
+    p = PortScan.Params()
+    six, four = targets(p.sweep_threshold, v6=True), targets(p.sweep_threshold)
+    rows = [attempt(d, k, src="2001:db8:ff::5") for k, d in enumerate(six)]
+    rows += [attempt(d, k + 0.25, failed=False) for k, d in enumerate(four)]
+    same_mac = Events(initiators=PacketArrays({"ts": np.array([T, T]), "mac": np.array([0x0200000005, 0x0200000005],
+                                                                                       np.uint64),
+                                               "addr": np.array(["10.0.0.5", "2001:db8:ff::5"], dtype=object)}))
+    assert scan_alerts(rows, same_mac) == []
+    # without knowing the two addresses are one host, the IPv6 attempts are a sweep
+    assert [a.technique for a in scan_alerts(rows)] == ["address_sweep"]
+    # and wins later than eyeballs_window_s after every attempt are no race
+    late = [attempt(d, k, src="2001:db8:ff::5") for k, d in enumerate(six)]
+    late += [attempt(d, len(six) + p.eyeballs_window_s + 1 + k, failed=False) for k, d in enumerate(four)]
+    assert [a.technique for a in scan_alerts(late, same_mac)] == ["address_sweep"]
+
+
+def test_a_peer_to_peer_client_is_its_own_low_finding():
+    p = PortScan.Params()
+    rows = [attempt(d, k, port=6881 + k) for k, d in enumerate(targets(p.sweep_threshold + 10))]
+    rows.append(attempt("203.0.113.9", 0.5, failed=False, port=51413, service="bittorrent"))
+    (a,) = scan_alerts(rows)
+    assert a.technique == "p2p_client" and a.severity == "low" and a.evidence["failed_first_contacts"] >= 35
+    # recognised by the tap's cryptocurrency message magic instead
+    coin = Events(mining=[MiningEvent(Ctx(T, "Cm", True, "10.0.0.5", "203.0.113.9", 40001, 8333, 6), ["version"],
+                                      None, "p2p:bitcoin")])
+    (b,) = scan_alerts(rows[:-1], coin)
+    assert b.technique == "p2p_client"
+
+
+def test_excuses_do_not_depend_on_the_order_records_arrive_in():
+    p = PortScan.Params()
+    hosts = targets(p.sweep_threshold)
+    dns = Events(dns=[dns_answer("10.0.0.5", f"www.s{k}.example", [h], k - 0.5) for k, h in enumerate(hosts[:5])])
+    rows = [attempt(d, k) for k, d in enumerate(hosts)] + [attempt("203.0.113.1", 3, failed=False)]
+    a = [x.to_dict() for x in scan_alerts(rows, dns)]
+    b = [x.to_dict() for x in scan_alerts(rows[::-1], dns)]
+    # 20 unexcused failures of 25 hosts: below the sweep threshold; the walk sees 20 failures and
+    # the one success (the 5 excused contacts are neither)
+    assert a == b and [x["technique"] for x in a] == ["slow_scan"]
+    assert a[0]["evidence"]["failed_first_contacts"] == 20 and a[0]["evidence"]["successful_first_contacts"] == 1
+
+
+# -- bulk uploads relative to the host -----------------------------------------------------------
+
+def upload(dst, nbytes, t, src="10.0.0.7"):
+    r = attempt(dst, t, failed=False, src=src, out_bytes=nbytes)
+    r["resp_bytes"] = 1000
+    return r
+
+
+def test_a_host_that_sends_little_is_reported_from_the_new_destination_floor():
+    p = BulkUpload.Params()
+    usual = [upload(f"203.0.113.{k}", 20_000, k) for k in range(1, 6)]
+    d = BulkUpload()
+    d.observe_flows(records(usual + [upload("198.51.100.77", p.new_destination_bytes, 100)]))
+    (a,) = d.finish()
+    assert a.severity == "medium" and a.evidence["new_destination"] and a.evidence["floor_bytes"] == p.new_destination_bytes
+    below = BulkUpload()
+    below.observe_flows(records(usual + [upload("198.51.100.77", p.new_destination_bytes - 1, 100)]))
+    assert below.finish() == []
+
+
+def test_a_known_destination_or_a_dtn_keeps_the_large_floor():
+    from detector.site import Site, SiteConfig
+
+    p = BulkUpload.Params()
+    known = BulkUpload()  # another site host talked to the destination before the upload began
+    known.observe_flows(records([upload("198.51.100.77", 1000, 1, src="10.0.0.8")]
+                                + [upload(f"203.0.113.{k}", 20_000, k) for k in range(2, 6)]
+                                + [upload("198.51.100.77", p.new_destination_bytes * 2, 100)]))
+    assert known.finish() == []
+    dtn = BulkUpload(site=Site(SiteConfig(dtns=("10.0.0.7",))))
+    dtn.observe_flows(records([upload("198.51.100.77", p.new_destination_bytes * 2, 100)]))
+    assert dtn.finish() == []
+
+
+def test_a_success_excuses_one_lost_race_only():
+    """A dual-stack host sweeps 30 IPv6 addresses in a second while its browser makes two IPv4
+    connections on the same port: two attempts may be races it lost, the other 28 are a sweep."""
+    p = PortScan.Params()
+    six = targets(30, v6=True)
+    rows = [attempt(d, k / 30, src="2001:db8:ff::5") for k, d in enumerate(six)]
+    rows += [attempt(d, 0.5, failed=False) for d in targets(2)]
+    same_mac = Events(initiators=PacketArrays({"ts": np.array([T, T]), "mac": np.array([5, 5], np.uint64),
+                                               "addr": np.array(["10.0.0.5", "2001:db8:ff::5"], dtype=object)}))
+    (a,) = scan_alerts(rows, same_mac)
+    assert a.technique == "address_sweep" and a.evidence["host_count"] == 28 >= p.sweep_threshold
