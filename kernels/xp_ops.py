@@ -88,3 +88,16 @@ def group_ids(xp, *keys):
     ids = xp.empty(n, dtype=xp.int64)
     ids[order] = dense_sorted
     return ids, order[change]
+
+
+_M2, _M3 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def mix64(xp, x):
+    """splitmix64's finaliser (:func:`kernels.flowkey.mix64`) over a ``uint64`` array, as array
+    operations (no kernel: callable where Numba is not loaded)."""
+    x = x ^ (x >> xp.uint64(30))
+    x = x * xp.uint64(_M2)
+    x = x ^ (x >> xp.uint64(27))
+    x = x * xp.uint64(_M3)
+    return x ^ (x >> xp.uint64(31))

@@ -24,7 +24,6 @@ from tests.conftest import CORPUS, REPO, ZEEK_TRACES
 from tests.flow_compare import assert_same
 
 
-
 def records(engine, paths, cfg):
     builder = RecordBuilder(cfg)
     out = []

@@ -55,7 +55,8 @@ def _flows_of(tmp_path, sessions, snap=65535):
 
 
 def test_services_are_named_by_content_not_by_port(tmp_path):
-    from detector.synth import dns, messages as msg
+    from detector.synth import dns
+    from detector.synth import messages as msg
 
     hello = msg.client_hello(np.random.default_rng(1), "example.org")
     got = _flows_of(tmp_path, [

@@ -1,4 +1,4 @@
-"""The L7 tap run on only the packets :func:`detector.l7.tap.candidates` keeps (what a GPU copies
+"""The L7 tap run on only the packets :func:`detector.l7.select.candidates` keeps (what a GPU copies
 back) finds exactly what it finds on whole batches: every scenario, every shared capture."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from detector.config import FlowConfig
 from detector.flows.engine import FlowEngine
 from detector.l7.events import Events, PacketArrays
-from detector.l7.tap import L7Tap, candidates
+from detector.l7.select import candidates
+from detector.l7.tap import L7Tap
 from detector.pipeline.ingest import Ingest
 from kernels import l7_select as ks
 from tests.conftest import CORPUS, corpus_files
@@ -112,7 +113,7 @@ def test_gpu_engine_taps_and_builds_records_as_the_host_would(synth_dir):
     from detector.flows.gpu_engine import GpuFlowEngine
     from detector.flows.records import RecordBuilder
     from detector.flows.table import EmittedFlows
-    from detector.pipeline.stages import host_columns, tap_input
+    from detector.pipeline.tap_input import host_columns, tap_input
 
     for name in ("access-remote-shell", "theft-stratum", "scan-ports", "mitm-arp-spoof"):
         cfg = dataclasses.replace(FlowConfig(), batch_size=512, local_nets=("10.0.0.0/8",))

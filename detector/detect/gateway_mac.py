@@ -33,13 +33,14 @@ that carried the fewest destinations, then packets, makes room: on-link peers go
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, ipv4_text, mac_text
 from detector.l7.events import Events
-from detector.l7.tap import DST_SAMPLE
+from detector.l7.select import DST_SAMPLE
 
 HOPS_PER_HOST = 8
 CLAIMS_PER_MAC = 32
@@ -147,7 +148,7 @@ class GatewayMac(Detector):
         for (vlan, host), hops in self.hops.items():
             used = sorted((first, mac) for mac, (first, _, _, dsts) in hops.items()
                           if len(dsts) >= self.p.min_destinations)
-            for (_, old), (t_new, new) in zip(used, used[1:]):
+            for (_, old), (t_new, new) in pairwise(used):
                 if routers[(vlan, new)] - routers[(vlan, old)] >= settle:
                     found.setdefault((vlan, new), []).append((host, old, t_new))
         return found

@@ -25,7 +25,6 @@ from detector.alerts import Alert
 from detector.detect.base import Detector, ipv4_text, mac_text, widen
 from detector.l7.events import Events
 
-
 MAX_ROUTERS = 4096
 
 

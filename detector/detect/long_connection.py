@@ -26,7 +26,6 @@ from detector.detect.base import Detector, FlowView
 from detector.detect.first_contact import FirstContacts
 from detector.flows.services import service_name
 
-
 PIECES = 256  # records kept per five-tuple (a week of 30-minute interim records is 336)
 
 

@@ -34,7 +34,6 @@ from cryptography.x509.oid import NameOID
 from detector.detect.base import is_public_suffix
 
 
-
 def load(der: bytes) -> x509.Certificate | None:
     """The parsed certificate, or None when ``cryptography`` cannot read it."""
     with warnings.catch_warnings():

@@ -23,6 +23,7 @@ from detector import __version__
 from detector.alerts import Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
+from detector.detect.corroboration import settle
 from detector.dist import cluster as dcluster
 from detector.dist.detect_group import GroupResult, detect_group, groups, ordered_feed
 from detector.dist.partition import (
@@ -42,7 +43,6 @@ from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.analyze_job import AlertSink, AnalyzeResult, analysis_result
 from detector.pipeline.flows_job import close_outputs
 from detector.pipeline.ingest import InputLog, InputStatus, file_size
-from detector.detect.corroboration import settle
 from detector.pipeline.stages import Stages, flow_config, time_ordered
 from detector.progress import Progress
 from detector.site_inference import infer_local_hosts

@@ -27,7 +27,8 @@ from detector.flows.services import ServiceNames
 from detector.flows.table import flow_packet_mask
 from detector.l7.tap import L7Tap
 from detector.pipeline.ingest import reader_warnings
-from detector.pipeline.stages import flow_config, tap_input
+from detector.pipeline.stages import flow_config
+from detector.pipeline.tap_input import tap_input
 from detector.sources import open_capture
 from detector.sources.batch import RawBatch
 from kernels.capture_scan import copy_records

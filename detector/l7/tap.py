@@ -43,57 +43,25 @@ from detector.l7.events import (
     TlsEvent,
     TunnelEvent,
 )
+from detector.l7.select import DST_SAMPLE, FOLLOW_PACKETS, NEXT_HOP_PACKETS, SHELL_PACKETS, odd_tcp
 from detector.sources.batch import RawBatch
 from kernels import l7_select as ks
 from kernels import packet_columns as pc
 from kernels.rexmit import RexmitTable
-from kernels.service_sig import EARLY
-from kernels.flowkey import mix64
+from kernels.xp_ops import mix64
 
 log = logging.getLogger("detector.l7")
 
 HEAD_BYTES = 16384
 STREAM_LINGER_NS = 2_000_000_000  # live input: a quiet stream's findings are handed on after this
-FOLLOW_PACKETS = 32
 MAX_STREAMS = 200_000
 PAYLOAD_LIMIT = 4096
-SHELL_PACKETS = 8  # unclaimed TCP streams are searched for shell text in their first packets per direction
-NEXT_HOP_PACKETS = 2  # packets per flow direction whose MACs say where a host's frames go
-DST_SAMPLE = 4  # destination-address hashes kept per next hop (distinct counts up to this are exact)
 SHELL_BYTES = 1024
 ICMP_HEAD = 64
 TLS, SSH, HTTP, JSON, P2P, RFB = "tls", "ssh", "http", "json", "p2p", "rfb"
 _SIG_KIND = {ks.SIG_TLS: TLS, ks.SIG_SSH: SSH, ks.SIG_HTTP: HTTP, ks.SIG_JSON: JSON, ks.SIG_P2P: P2P, ks.SIG_RFB: RFB}
 _STREAM_SIGS = np.array(sorted(_SIG_KIND), np.uint8)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def odd_tcp(flags):
-    """TCP flag combinations no ordinary stack sends (null, SYN+FIN, SYN+RST, FIN without ACK,
-    Xmas without ACK): scans and fingerprinting. NumPy or CuPy arrays alike."""
-    return ((flags == 0) | ((flags & 0x03) == 0x03) | ((flags & 0x06) == 0x06)
-            | (((flags & 0x01) != 0) & ((flags & 0x10) == 0))
-            | (((flags & 0x29) == 0x29) & ((flags & 0x10) == 0)))
-
-
-def candidates(xp, cols: pc.PacketColumns, sig, n: int):
-    """Every packet :meth:`L7Tap.process` may look at, whatever streams it follows: a superset,
-    so that the tap run on these packets alone finds what it finds on the whole batch, except
-    ``tcp_rexmit`` (the resent-sequence table needs every data segment; it sees these only). A
-    GPU copies back only these (``xp``: the columns' library)."""
-    payload = cols.payload_len[:n] > 0
-    # a known start anywhere in a stream; any payload early in one (followed streams, shell text,
-    # service names); the first packets of each flow direction (next hops) and every SYN (openers)
-    early = cols.flow_nth[:n] < max(FOLLOW_PACKETS, SHELL_PACKETS, EARLY)
-    flows = ((sig != ks.SIG_NONE) & (sig != ks.SIG_OTHER)) | (payload & early) | \
-        ((cols.flow_dir[:n] != 0) & (cols.flow_nth[:n] < NEXT_HOP_PACKETS))
-    ipv = cols.ip_ver[:n] != 0
-    proto = cols.proto[:n]
-    icmp = ipv & ((proto == 1) | (proto == 58))
-    flags = cols.tcp_flags[:n]
-    odd = ipv & (proto == 6) & odd_tcp(flags)
-    syn = ipv & (proto == 6) & ((flags & (pc.TH_SYN | pc.TH_ACK)) == pc.TH_SYN)
-    return flows | icmp | odd | syn | (cols.ethertype[:n] == 0x0806)
 
 
 def _ids(flows) -> np.ndarray:
@@ -500,7 +468,9 @@ class L7Tap:
         rows = np.flatnonzero((cols.flow_dir[:n] != 0) & (cols.flow_nth[:n] < NEXT_HOP_PACKETS))
         if not len(rows):
             return
-        mix = mix64
+        def mix(x):
+            return mix64(np, x)
+
         group = mix(cols.vlan[rows].astype(np.uint64) ^ mix(cols.src_mac[rows] ^ mix(cols.dst_mac[rows] ^ mix(
             cols.src_ip_hi[rows] ^ mix(cols.src_ip_lo[rows])))))
         dst = mix(cols.dst_ip_hi[rows] ^ mix(cols.dst_ip_lo[rows] ^ np.uint64(0x5EED)))

@@ -15,8 +15,9 @@ from detector.flows.services import ServiceNames
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline.ingest import Ingest
 from detector.pipeline.record_sink import RecordSink
-from detector.sources.parallel_walk import WalkPlan
+from detector.pipeline.tap_input import tap_input
 from detector.progress import Progress
+from detector.sources.parallel_walk import WalkPlan
 
 if TYPE_CHECKING:  # pyarrow.compute, which it needs, costs 0.08 s of start-up
     from detector.pipeline.flow_summary import FlowSummary
@@ -50,8 +51,7 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
     engine = make_engine(cfg, backend)
     ingest.read_ahead = spare = spare_core(engine)
     ingest.walk = WalkPlan(threads=walk_threads(engine, cfg))
-    # the service of each record, named from its payload (the GPU engine's columns stay on the device)
-    services = None if backend.is_gpu else ServiceNames()
+    services = ServiceNames()  # the service of each record, named from its first payload
     sink = RecordSink(RecordBuilder(cfg), writer, summary, background=engine.threads > 1 or spare, services=services)
     bar = Progress(ingest.total_bytes(), enabled=progress)
     output_error: OutputError | None = None
@@ -60,8 +60,9 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
         try:
             for batch in ingest.batches():
                 emitted = engine.process(batch)
-                if services is not None:
-                    services.observe(batch.buf, batch.off, engine.cols, batch.n)
+                # on a GPU, only the packets the L7 tap could want come back: the early ones are
+                tapped, cols = tap_input(engine, batch)
+                services.observe(tapped.buf, tapped.off, cols, tapped.n)
                 for em in emitted:
                     sink.put(em)
                 bar.update(ingest.done_bytes(), engine.counts.records, batch.path)

@@ -16,36 +16,13 @@ from detector.detect.registry import build_detectors
 from detector.flows.engine import make_engine
 from detector.flows.records import RecordBuilder
 from detector.flows.services import ServiceNames
-from detector.l7.tap import L7Tap, candidates
+from detector.l7.tap import L7Tap
+from detector.pipeline.tap_input import host_columns, tap_input
 from detector.site import Site
 from detector.site_inference import infer_local_hosts
 from detector.sources.batch import RawBatch
-from kernels import packet_columns as pc
-from kernels.host_copy import to_host
 
 log = logging.getLogger("detector.analyze")
-
-
-def host_columns(engine, n: int) -> pc.PacketColumns:
-    cols = engine.cols
-    if hasattr(cols.ts_ns, "get"):  # device columns: the L7 tap runs on the host
-        return pc.PacketColumns(*(c[:n].get() for c in cols))
-    return cols
-
-
-def tap_input(engine, b: RawBatch) -> tuple[RawBatch, pc.PacketColumns]:
-    """The records and host columns the L7 tap reads: the whole batch, or from an engine whose
-    columns are on a GPU only the packets the tap may look at (:func:`detector.l7.tap.candidates`),
-    in capture order, and the tap finds the same in them."""
-    signatures = getattr(engine, "payload_signatures", None)
-    if signatures is None:
-        return b, host_columns(engine, b.n)
-    xp, n = engine.xp, b.n
-    idx = xp.flatnonzero(candidates(xp, engine.cols, signatures(n), n))
-    rows, *cols = to_host(xp, [idx, *(c[idx] for c in engine.cols)])  # one copy
-    cols = pc.PacketColumns(*cols)
-    return dataclasses.replace(b, off=b.off[rows], caplen=b.caplen[rows], wirelen=b.wirelen[rows],
-                               ts_ns=b.ts_ns[rows], link=b.link[rows]), cols
 
 
 def flow_config(cfg: Config):

@@ -24,8 +24,8 @@ from detector.synth import dns
 from detector.synth import messages as msg
 from detector.synth.attacks import MS, S, Stage, _failed_ssh, _ssh_logins, _tls_sessions
 from detector.synth.craft import BROADCAST_MAC, Peer
-from detector.synth.traffic import TH_ACK, TH_PSH, TH_SYN
 from detector.synth.packets import ip_words
+from detector.synth.traffic import TH_ACK, TH_PSH, TH_SYN
 
 
 def _globus_transfer(st: Stage, dtn, partner: str, t: int, streams: int, mib: int, push: bool) -> int:
