@@ -133,6 +133,41 @@ def gather(buf, rec_off, cols, idx, limit, icmp_head, out, out_off):
 
 
 @cpu_kernel
+def payloads_with_literals(buf, rec_off, cols, idx, limit, lits, lit_off, first, out):
+    """``out[j]`` = 1 when the captured payload of packet ``idx[j]`` (its first ``limit`` bytes,
+    as :func:`gather` would copy them) holds one of the literals ``lits[lit_off[k]:lit_off[k + 1]]``;
+    ``first[c]`` is 1 for the bytes a literal starts with. One pass over the capture buffer, in
+    place: only the payloads that hit need copying out."""
+    n_lits = lit_off.shape[0] - 1
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        start = np.int64(cols.payload_off[i])
+        avail = min(max(np.int64(cols.cap_len[i]) - start, 0), limit)
+        p = rec_off[i] + start
+        hit = 0
+        for q in range(avail):
+            c = buf[p + q]
+            if first[c] == 0:
+                continue
+            for k in range(n_lits):
+                a = lit_off[k]
+                size = lit_off[k + 1] - a
+                if lits[a] != c or q + size > avail:
+                    continue
+                same = True
+                for r in range(1, size):
+                    if buf[p + q + r] != lits[a + r]:
+                        same = False
+                        break
+                if same:
+                    hit = 1
+                    break
+            if hit:
+                break
+        out[j] = hit
+
+
+@cpu_kernel
 def packet_addresses(cols, idx, src_buf, src_off, dst_buf, dst_off):
     """Text source and destination addresses of the packets ``idx`` (buffers + offsets)."""
     sp = 0

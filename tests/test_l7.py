@@ -167,6 +167,34 @@ def test_shell_markers_one_per_payload_and_not_across():
     assert not shell.is_file_transfer(41500, 4444)
 
 
+def test_the_literal_scan_finds_what_bytes_find_finds_within_the_limit():
+    """kernels.l7_select.payloads_with_literals over payloads in a capture buffer: a hit where a
+    marker's literal lies wholly within the first ``limit`` captured bytes, at any offset, and
+    nowhere else (not across payloads, not past the limit or the capture)."""
+    from kernels import l7_select as ks
+    from kernels import packet_columns as pc
+
+    limit = 64
+    lit = b"uid=0(root)"
+    payloads = [b"x" * 10 + lit, lit, b"x" * (limit - len(lit)) + lit, b"x" * (limit - len(lit) + 1) + lit,
+                b"uid=0(ro", b"ot)" + b"y" * 20, b"nothing here at all", b"", b"/bin/", b"/bin"]
+    head = 20  # a header before each payload
+    buf = b"".join(b"H" * head + pl for pl in payloads)
+    n = len(payloads)
+    cols = pc.allocate(n)
+    off = np.cumsum([0] + [head + len(pl) for pl in payloads])[:-1].astype(np.int64)
+    cols.payload_off[:] = head
+    cols.cap_len[:] = [head + len(pl) for pl in payloads]
+    cols.cap_len[8] = head + 3  # "/bin/" cut by the capture
+    hit = np.zeros(n, np.uint8)
+    ks.payloads_with_literals(np.frombuffer(buf, np.uint8), off, cols, np.arange(n, dtype=np.int64), limit,
+                              shell.LITERAL_BYTES, shell.LITERAL_OFFSETS, shell.LITERAL_FIRST, hit)
+    expected = [any(x in pl[:min(limit, int(cols.cap_len[j]) - head)] for x in shell._LITERALS)
+                for j, pl in enumerate(payloads)]
+    assert hit.astype(bool).tolist() == expected == [True, True, True, False, False, False, False, False, False,
+                                                     False]
+
+
 @pytest.mark.parametrize("line,expected", [
     (b"PORT 10,0,0,5,195,80", ("10.0.0.5", 50000)),
     (b"227 Entering Passive Mode (192,168,1,2,4,1).", ("192.168.1.2", 1025)),

@@ -37,6 +37,11 @@ MARKERS: tuple[tuple[str, tuple[bytes, ...], bytes], ...] = (
 )
 _PATTERN = re.compile(b"|".join(b"(" + p + b")" for _, _, p in MARKERS))
 _LITERALS = tuple(sorted({lit for _, lits, _ in MARKERS for lit in lits}))
+# the literals as one byte array for the scanning kernel (kernels.l7_select.payloads_with_literals)
+LITERAL_BYTES = np.frombuffer(b"".join(_LITERALS), np.uint8)
+LITERAL_OFFSETS = np.cumsum([0] + [len(lit) for lit in _LITERALS]).astype(np.int64)
+LITERAL_FIRST = np.zeros(256, np.uint8)
+LITERAL_FIRST[[lit[0] for lit in _LITERALS]] = 1
 # streams on these ports carry shells or shell-like text by design (telnet, rlogin, rsh) or
 # commonly quote commands (mail, news, web): a marker there is weaker evidence
 TEXT_SERVICE_PORTS = frozenset({23, 25, 80, 110, 119, 143, 513, 514, 587, 993, 995, 8000, 8008, 8080, 8888})

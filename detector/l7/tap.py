@@ -192,6 +192,14 @@ class L7Tap:
                 self.parse_errors += 1
 
     def _shell_text(self, b, cols, idx, fid, ev: Events) -> None:
+        # one pass over the capture buffer finds the payloads holding a marker's literal; only
+        # those are copied out for the patterns
+        hit = np.empty(len(idx), np.uint8)
+        ks.payloads_with_literals(b.buf, b.off, cols, idx, SHELL_BYTES, shell_mod.LITERAL_BYTES,
+                                  shell_mod.LITERAL_OFFSETS, shell_mod.LITERAL_FIRST, hit)
+        idx = idx[hit.astype(bool)]
+        if not len(idx):
+            return
         out = np.empty(len(idx) * SHELL_BYTES, np.uint8)
         offs = np.empty(len(idx) + 1, np.int64)
         end = ks.gather(b.buf, b.off, cols, idx, SHELL_BYTES, False, out, offs)
