@@ -21,7 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from detector import arrowutil as au
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
 from detector.l7.events import Events
@@ -49,8 +52,8 @@ class HttpUpload(Detector):
         self.sent: dict[str, int] = {}  # uid -> bytes its flow record shows the client sent
         # the latest batch of TCP flow records: a flow that ended in the batch its request was
         # read from reached the detectors just before the request did
-        self.recent: tuple = ((), ())
-        self.recent_map: dict[str, int] | None = None
+        self.recent: FlowView | None = None
+        self.recent_map: dict[str, int] | None = None  # its TCP records' uid -> bytes sent, when asked
         self.dropped = 0
 
     def observe_events(self, events: Events) -> None:
@@ -85,22 +88,27 @@ class HttpUpload(Detector):
                 agg["uris"].append(f"{r.method} {r.uri[:120]}")
 
     def observe_flows(self, f: FlowView) -> None:
+        """Bytes sent by the flows of declared uploads; the batch is kept (not converted) for
+        requests read after their flow ended in it."""
         if not len(f):
             return
-        uids = f["uid"]
-        tcp = f["proto"] == "tcp"
-        self.recent, self.recent_map = (uids[tcp], f["orig_bytes"][tcp]), None
+        self.recent, self.recent_map = f, None
         if not self.declared:
             return
-        rows = np.flatnonzero(np.fromiter((u in self.declared for u in uids), bool, len(uids)))
-        for j in rows.tolist():
-            self.sent[uids[j]] = self.sent.get(uids[j], 0) + int(f["orig_bytes"][j])
+        uid = f.batch.column("uid")
+        kind = uid.type.value_type if pa.types.is_dictionary(uid.type) else uid.type
+        hit = pc.is_in(uid, value_set=pa.array(list(self.declared), kind))
+        rows = np.flatnonzero(au.to_numpy(pc.fill_null(hit, False)))
+        for j, u in zip(rows.tolist(), uid.take(rows).to_pylist()):
+            self.sent[u] = self.sent.get(u, 0) + int(f["orig_bytes"][j])
 
     def _ended_already(self, uid: str) -> None:
-        if uid in self.sent or not len(self.recent[0]):
+        f = self.recent
+        if uid in self.sent or f is None:
             return
         if self.recent_map is None:
-            self.recent_map = dict(zip(self.recent[0].tolist(), self.recent[1].tolist()))
+            tcp = np.flatnonzero(f["proto"] == "tcp")
+            self.recent_map = dict(zip(f.batch.column("uid").take(tcp).to_pylist(), f["orig_bytes"][tcp].tolist()))
         if uid in self.recent_map:
             self.sent[uid] = int(self.recent_map[uid])
 
