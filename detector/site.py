@@ -82,6 +82,17 @@ class NetSet:
         self._masks = _masks(self.nets)
         self._known.clear()
 
+    def contains_ipv4(self, values: np.ndarray) -> np.ndarray:
+        """Whether each IPv4 address (integers) is in one of the set's IPv4 networks."""
+        import numpy as np  # here: the configuration is read without NumPy
+
+        found = np.zeros(len(values), bool)
+        v = values.astype(np.uint32)
+        for version, net, mask in self._masks:
+            if version == 4:
+                found |= (v & np.uint32(mask)) == np.uint32(net)
+        return found
+
     def __contains__(self, addr) -> bool:
         hit = self._known.get(addr)
         if hit is None:

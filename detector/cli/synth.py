@@ -24,8 +24,12 @@ ATTACK_NAMES = (
     "scan-ports", "scan-sweep", "scan-arp-sweep",
     "dos-syn-flood", "dos-reflection", "dos-dhcp-starvation",
 )
-SCENARIO_NAMES = BENIGN_NAMES + ATTACK_NAMES
-GROUPS = {"all": SCENARIO_NAMES, "benign": BENIGN_NAMES, "attacks": ATTACK_NAMES}
+BENCH_NAMES = ("bench-syn-flood",)  # large, for benchmarks: in no group
+SCENARIO_NAMES = BENIGN_NAMES + ATTACK_NAMES + BENCH_NAMES
+GROUPS = {"all": BENIGN_NAMES + ATTACK_NAMES, "benign": BENIGN_NAMES, "attacks": ATTACK_NAMES}
+
+
+DEFAULT_PACKETS = {"hpc-mix": 200_000, "bench-syn-flood": 3_000_000}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"scenario(s) to write: {', '.join(SCENARIO_NAMES)}; or all, benign, attacks")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write into (created)")
     p.add_argument("--packets", type=int, default=None,
-                   help="packets of background traffic (default 200000 for hpc-mix, 60000 under the others)")
+                   help="packets of background traffic (default 200000 for hpc-mix, 60000 under the others; "
+                        "bench-syn-flood: all its packets, default 3000000)")
     p.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same bytes")
     p.add_argument("--format", choices=("pcap", "pcapng"), default="pcap")
     p.add_argument("--nanosecond", action="store_true", help="nanosecond timestamps")
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     labels = {}
     for name in names:
         t0 = time.perf_counter()
-        packets = args.packets or (200_000 if name == "hpc-mix" else 60_000)
+        packets = args.packets or DEFAULT_PACKETS.get(name, 60_000)
         sc = SCENARIOS[name](packets=packets, seed=args.seed)
         data = encode(sc.packets, sc.pool, fmt=args.format, nanosecond=args.nanosecond, snaplen=args.snaplen)
         path = os.path.join(args.output, f"{name}.{args.format}")

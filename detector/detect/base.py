@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from detector import arrowutil as au
 from detector.alerts import Alert
+from detector.detect.address_columns import ipv4_values, string_ids
 from detector.l7.events import Events
 from detector.site import Site
 
@@ -77,19 +78,66 @@ class FlowView:
         key = f"{name} in {id(nets)}"
         mask = self._cache.get(key)
         if mask is None:
-            values, indices = self.distinct(name)
-            found = np.fromiter(map(nets.__contains__, values), bool, len(values))
+            dictionary, indices = self.encoded(name)
+            is_v4, v4 = ipv4_values(dictionary)
+            found = np.zeros(len(dictionary) + 1, bool)  # the last: null
+            found[:-1][is_v4] = nets.contains_ipv4(v4[is_v4])
+            other = np.flatnonzero(~is_v4 & np.asarray(dictionary.is_valid()))
+            if len(other):  # IPv6 and the rest, one at a time (memoised in the set)
+                found[other] = [x in nets for x in dictionary.take(other).to_pylist()]
             mask = self._cache[key] = found[indices]
         return mask
+
+    def encoded(self, name: str) -> tuple[pa.Array, np.ndarray]:
+        """The column's distinct values (Arrow) and each row's index into them, nulls as
+        ``len(values)``."""
+        key = f"{name} encoded"
+        hit = self._cache.get(key)
+        if hit is None:
+            enc = pc.dictionary_encode(self.batch.column(name))
+            if isinstance(enc, pa.ChunkedArray):
+                enc = enc.unify_dictionaries().combine_chunks()
+            hit = self._cache[key] = (enc.dictionary, _codes(enc.indices, len(enc.dictionary)))
+        return hit
+
+    def value_ids(self, name: str) -> np.ndarray:
+        """The 64-bit id (see :func:`~detector.detect.address_columns.string_ids`) of each of
+        :meth:`encoded`'s distinct values, and last, of null."""
+        key = f"{name} value ids"
+        hit = self._cache.get(key)
+        if hit is None:
+            dictionary, _ = self.encoded(name)
+            hit = self._cache[key] = np.append(string_ids(dictionary), string_ids(pa.nulls(1, pa.string())))
+        return hit
+
+    def ids(self, name: str) -> np.ndarray:
+        """The 64-bit id of each row's value in string column ``name``, computed once per batch."""
+        key = f"{name} ids"
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = self.value_ids(name)[self.encoded(name)[1]]
+        return hit
+
+    def has_text(self, name: str, text: str) -> np.ndarray:
+        """Whether each row's value of string column ``name`` contains ``text`` (nulls: no)."""
+        dictionary, codes = self.encoded(name)
+        found = au.to_numpy(pc.fill_null(pc.match_substring(dictionary, text), False))
+        return np.append(found, False)[codes]
+
+    def isin(self, name: str, values) -> np.ndarray:
+        """Whether each row's value of column ``name`` is one of ``values`` (nulls: no)."""
+        col = self.batch.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        return au.to_numpy(pc.fill_null(pc.is_in(col, pa.array(list(values), col.type)), False))
 
     def distinct(self, name: str) -> tuple[list, np.ndarray]:
         """The column's distinct values and each row's index into them (hosts repeat a lot)."""
         key = f"{name} distinct"
         hit = self._cache.get(key)
         if hit is None:
-            enc = pc.dictionary_encode(self.batch.column(name))
-            values = enc.dictionary.to_pylist() + [None]
-            hit = self._cache[key] = (values, _codes(enc.indices, len(values) - 1))
+            dictionary, codes = self.encoded(name)
+            hit = self._cache[key] = (dictionary.to_pylist() + [None], codes)
         return hit
 
     def take(self, name: str, rows: np.ndarray) -> list:

@@ -31,10 +31,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from detector import arrowutil as au
 from detector.alerts import Alert
+from detector.detect.address_columns import crc32_column
 from detector.detect.base import Detector, FlowView, widen
 from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
@@ -103,7 +105,8 @@ class Floods(Detector):
         if not len(rows):
             return
         dsts, dst_code = f.distinct("resp_h")
-        srcs, src_code = f.distinct("orig_h")
+        srcs, src_code = f.encoded("orig_h")
+        src_crc = np.append(crc32_column(srcs), 0).astype(np.int64)
         ts = f["ts"][rows]
         window = ts // int(self.p.window_s * 1e9)
         ports, att = f["resp_p"][rows], attempt[rows]
@@ -133,10 +136,13 @@ class Floods(Detector):
                     _keep_lowest(b[5], port, 32)
             sel = np.flatnonzero(att)
             pairs = np.unique(inverse[sel].astype(np.int64) << 32 | src_code[rows[sel]])
-            for g, code in zip((pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist()):
-                b = buckets[g]
-                if b is not None:
-                    b[2].add(srcs[code])
+            group_of, code_of = pairs >> 32, pairs & 0xFFFFFFFF
+            # only the sources that can enter a bucket's sample (crc under its bound) go one by one
+            bound = np.array([-1 if b is None else b[2].bound for b in buckets], np.int64)
+            under = np.flatnonzero((src_crc[code_of] <= bound[group_of]) & (code_of < len(srcs)))
+            for g in np.unique(group_of[under]).tolist():
+                codes = code_of[under[group_of[under] == g]]
+                buckets[g][2].add_hashed(srcs.take(pa.array(codes)), src_crc[codes])
 
     def observe_flows(self, f: FlowView) -> None:
         proto, ts = f["proto"], f["ts"]

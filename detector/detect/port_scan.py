@@ -47,10 +47,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from detector.alerts import Alert
 from detector.baseline.flow_features import FAILED_STATES as FLOW_FAILED_STATES
-from detector.detect.base import Detector, FlowView, keep_earliest, widen
+from detector.detect.address_columns import crc32_column, string_ids
+from detector.detect.base import Detector, FlowView, widen
+from detector.detect.keyed_table import KeyedTable, Names, count_by, group_ids
 from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
@@ -60,6 +63,15 @@ ANSWERS_KEPT = 8  # DNS answer times kept per (client, address): the latest
 ROUTER_ADDRESSES = 8  # a source MAC seen with more addresses than this is a router's, not one host's
 
 FAILED_STATES = set(FLOW_FAILED_STATES)
+PROTO_CODE = {"tcp": 0, "udp": 1, "icmp": 2}
+PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
+
+
+def _rows_of_source(cols: dict) -> np.ndarray:
+    """Eviction priority of a table's rows (sorted by source first): how many rows their
+    source has, so that the one-contact sources of a spoofed flood go first."""
+    ids, n = group_ids([cols["src"]])
+    return np.bincount(ids, minlength=n)[ids]
 
 
 class PortScan(Detector):
@@ -77,19 +89,28 @@ class PortScan(Detector):
         distributed_min_sources: int = 20
         distributed_min_ports: int = 5
         max_sources: int = 100_000
+        max_contacts: int = 2_000_000  # rows per contact table (about 30 bytes each); past it, evicted
         resolved_window_s: float = 600.0
         eyeballs_window_s: float = 2.0
         max_resolved: int = 1_000_000
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        # failed contacts, each with its earliest time (and port): judged against the excuses in finish()
+        cap, by_source = self.p.max_contacts, _rows_of_source
+        # failed contacts (probes), the earliest of each (source, target, port, protocol)
+        self.failed = KeyedTable(("src", "dst", "port", "proto"), ("t",), cap=cap, priority=by_source)
+        # each source's first contact with each host: (time, failed, port)
+        self.first = KeyedTable(("src", "dst"), ("t", "ok", "port"), cap=cap, priority=by_source)
+        # contacts that worked, the earliest EYEBALL_SAMPLE per (source, port)
+        self.connected = KeyedTable(("src", "port"), ("t", "v6"), keep=EYEBALL_SAMPLE, cap=cap, priority=by_source)
+        self.names = Names()  # the text of the addresses the tables hold
+        # the contacts of possible scanners, as dictionaries (see _held_contacts)
         self.ports: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
         self.hosts: dict[tuple[str, int, str], dict[str, int]] = defaultdict(dict)
         self.trw: dict[str, dict[str, tuple]] = {}  # src -> dst -> (time, failed, port) of the first contact
+        self.connected_of: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (client, port) -> [(-time, v6)]
         self.inbound: dict[str, dict] = {}
         self.resolved: dict[tuple[str, str], list[int]] = {}  # (client, address) -> when DNS answers gave it
-        self.connected: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (client, port) -> heap of (-time, v6)
         self.p2p: set[str] = set()
         self.mac_of: dict[str, int] = {}  # address -> the source MAC it opened connections from
         self.addrs_of: dict[int, set[str]] = {}  # MAC -> its addresses (up to ROUTER_ADDRESSES + 1)
@@ -136,60 +157,129 @@ class PortScan(Detector):
         return group if group is not None and len(group) <= ROUTER_ADDRESSES and addr in group else {addr}
 
     def observe_flows(self, f: FlowView) -> None:
+        p2p_rows = np.flatnonzero(f.isin("service", ("bittorrent",)) & f.isin("proto", ("tcp",)))
+        for src in f.take("orig_h", p2p_rows):
+            if len(self.p2p) < self.p.max_sources:
+                self.p2p.add(src)
         proto = f["proto"]
+        tcp, udp = proto == "tcp", proto == "udp"
+        multicast = f.member("orig_h", self.site.multicast) | f.member("resp_h", self.site.multicast)
         # an "originator" that sent nothing is answering someone else's traffic
-        rows = np.flatnonzero(((proto == "tcp") | (proto == "udp") | (proto == "icmp")) & (f["orig_pkts"] > 0))
+        sent = (f["orig_pkts"] > 0) & ~multicast
+        sport, port = f["orig_p"].astype(np.int32), f["resp_p"].astype(np.int32)
+        echo = sent & (proto == "icmp") & (port == 0) & (sport == 8)  # an echo request: a host probe
+        # an answer nobody asked for (reflection backscatter) is not a probe
+        backscatter = udp & np.isin(sport, list(AMPLIFIER_PORTS)) & (port >= 1024) & (f["resp_pkts"] == 0)
+        contact = sent & (tcp | udp) & ~backscatter
+        if not (contact.any() or echo.any()):
+            return
+        # a probe: refused or unanswered, or (TCP) opened and closed without a byte either way;
+        # one-way data (GridFTP data streams, pushes) is a used connection
+        refused = f.isin("conn_state", FAILED_STATES)
+        failed = refused | np.where(tcp, (f["orig_bytes"] == 0) & (f["resp_bytes"] == 0), f["resp_pkts"] == 0)
+        src, dst, t = f.ids("orig_h"), f.ids("resp_h"), f["ts"].astype(np.int64)
+        code = np.where(tcp, PROTO_CODE["tcp"], np.where(udp, PROTO_CODE["udp"], PROTO_CODE["icmp"])).astype(np.int8)
+        probe = np.flatnonzero((contact & failed) | echo)
+        self.failed.add({"src": src[probe], "dst": dst[probe], "port": np.where(echo, -1, port)[probe],
+                         "proto": code[probe], "t": t[probe]})
+        used = np.flatnonzero(contact & ~failed)
+        v6 = f.has_text("resp_h", ":")
+        self.connected.add({"src": src[used], "port": port[used], "t": t[used], "v6": v6[used].astype(np.int8)})
+        # threshold random walk over first contacts with distinct hosts, as in the paper: the
+        # first contact is the earliest, whatever order the flows arrive in; the walk runs in
+        # time order when alerts are decided
+        walked = np.flatnonzero(contact)
+        self.first.add({"src": src[walked], "dst": dst[walked], "t": t[walked],
+                        "ok": (~failed[walked]).astype(np.int8), "port": port[walked]})
+        for name in ("orig_h", "resp_h"):
+            dictionary, codes = f.encoded(name)
+            seen = np.unique(codes[np.r_[probe, used]])
+            seen = seen[seen < len(dictionary)]
+            self.names.add(f.value_ids(name)[seen], dictionary.take(pa.array(seen)))
+        self._note_inbound(f, np.flatnonzero(contact & failed), code)
+
+    def _note_inbound(self, f: FlowView, rows: np.ndarray, code: np.ndarray) -> None:
+        """Failed contacts per target, for distributed probing: attempts, time span, and a
+        bounded sample of the sources and of the ports."""
         if not len(rows):
             return
-        multicast = self.site.multicast
-        cols = (f.take(name, rows) for name in ("orig_h", "resp_h", "proto", "ts", "orig_p", "resp_p", "conn_state",
-                                                 "orig_bytes", "resp_bytes", "resp_pkts", "service"))
-        for src, dst, pr, t, sport, port, state, ob, rb, rpk, service in zip(*cols):
-            if service == "bittorrent" and pr == "tcp" and len(self.p2p) < self.p.max_sources:
-                self.p2p.add(src)
-            if src in multicast or dst in multicast:
-                continue
-            if pr == "icmp":
-                if port == 0 and sport == 8:  # echo request: a host probe
-                    self._earliest(self.hosts[(src, -1, "icmp")], dst, t)
-                continue
-            if pr == "udp" and sport in AMPLIFIER_PORTS and port >= 1024 and rpk == 0:
-                continue  # an answer nobody asked for (reflection backscatter), not a probe
-            # a probe: refused or unanswered, or (TCP) opened and closed without a byte either way;
-            # one-way data (GridFTP data streams, pushes) is a used connection
-            if pr == "tcp":
-                failed = state in FAILED_STATES or (ob == 0 and rb == 0)
-            else:
-                failed = state in FAILED_STATES or rpk == 0
-            if failed:
-                self._earliest(self.ports[(src, dst)], port, t)
-                self._earliest(self.hosts[(src, port, pr)], dst, t)
-                self._note_inbound(src, dst, port, pr, t)
-            else:
-                self._note_connected(src, port, t, ":" in dst)
-            # threshold random walk over first contacts with distinct hosts, as in the paper: the
-            # first contact is the earliest, whatever order the flows arrive in; the walk runs in
-            # time order in finish()
-            if len(self.trw) >= self.p.max_sources and src not in self.trw:
-                continue
-            contacts = self.trw.setdefault(src, {})
-            prev = contacts.get(dst)
-            if prev is None:
-                if len(contacts) < self.p.max_sources:
-                    contacts[dst] = (t, failed, port)
-            elif (t, not failed, port) < (prev[0], not prev[1], prev[2]):
-                contacts[dst] = (t, failed, port)
+        sources, src_codes = f.encoded("orig_h")
+        src_crc = np.append(crc32_column(sources), 0)
+        dst_text, dst_codes = f.distinct("resp_h")
+        ts, port = f["ts"].astype(np.int64), f["resp_p"]
+        order = rows[np.argsort(dst_codes[rows], kind="stable")]
+        bounds = np.flatnonzero(np.r_[True, dst_codes[order][1:] != dst_codes[order][:-1], True])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            group = order[a:b]
+            dst = dst_text[dst_codes[group[0]]]
+            d = self.inbound.get(dst)
+            if d is None:
+                if len(self.inbound) >= self.p.max_sources:
+                    continue
+                d = self.inbound[dst] = {"sources": DistinctSample(4096), "ports": DistinctSample(4096),
+                                         "first": int(ts[group].min()), "last": int(ts[group].max()), "attempts": 0}
+            widen(d, int(ts[group].min()))
+            widen(d, int(ts[group].max()))
+            d["attempts"] += len(group)
+            uniq = np.unique(src_codes[group])
+            d["sources"].add_hashed(sources.take(pa.array(uniq)), src_crc[uniq])
+            for pr, pt in set(zip(code[group].tolist(), port[group].tolist())):
+                d["ports"].add(f"{PROTO_NAME[pr]}/{pt}")
 
-    def _note_connected(self, src: str, port: int, t: int, v6: bool) -> None:
-        """A contact that worked, for the happy-eyeballs excuse (a bounded sample per client and
-        port: the earliest ``EYEBALL_SAMPLE``)."""
-        key = (src, port)
-        seen = self.connected.get(key)
-        if seen is None:
-            if len(self.connected) >= self.p.max_resolved:
-                return
-            seen = self.connected[key] = []
-        keep_earliest(seen, (-t, int(v6)), EYEBALL_SAMPLE)
+    def _held_contacts(self) -> None:
+        """The contacts of the sources that might be scanners, as dictionaries for the judging
+        below: those whose failed contacts reach a threshold before any excuse (excuses only
+        lower counts), the peer-to-peer clients, and the other addresses of their hosts (whose
+        failures race for the same happy-eyeballs wins)."""
+        F, T = self.failed.rows(), self.first.rows()
+        cand = [np.zeros(0, np.uint64)]
+        if F:
+            m = F["proto"] != PROTO_CODE["icmp"]
+            one, _ = count_by([F["src"][m], F["dst"][m], F["port"][m]])
+            pair, n_ports = count_by([F["src"][m][one], F["dst"][m][one]])
+            cand.append(F["src"][m][one][pair[n_ports >= self.p.port_threshold]])
+            sweep, n_hosts = count_by([F["src"], F["port"], F["proto"]])
+            cand.append(F["src"][sweep[n_hosts >= self.p.sweep_threshold]])
+        if T:
+            bad = T["ok"] == 0
+            walker, n_failed = count_by([T["src"][bad]])
+            cand.append(T["src"][bad][walker[n_failed >= self.p.trw_min_failures]])
+        cand = np.unique(np.concatenate(cand))
+        texts = set(self.names.text(cand)) | self.p2p
+        texts |= {a for src in list(texts) for a in self._same_host(src)}
+        keep = string_ids(pa.array(sorted(texts), pa.string()))
+        self.ports, self.hosts, self.trw, self.connected_of = defaultdict(dict), defaultdict(dict), {}, {}
+        if F:
+            r = np.flatnonzero(np.isin(F["src"], keep))
+            for s, d, pt, pr, t in zip(self._text(F["src"][r]), self._text(F["dst"][r]), F["port"][r].tolist(),
+                                       F["proto"][r].tolist(), F["t"][r].tolist()):
+                if pr != PROTO_CODE["icmp"]:
+                    self._earliest(self.ports[(s, d)], pt, t)
+                self._earliest(self.hosts[(s, pt, PROTO_NAME[pr])], d, t)
+        if T:
+            r = np.flatnonzero(np.isin(T["src"], keep))
+            for s, d, t, ok, pt in zip(self._text(T["src"][r]), self._text(T["dst"][r]), T["t"][r].tolist(),
+                                       T["ok"][r].tolist(), T["port"][r].tolist()):
+                self.trw.setdefault(s, {})[d] = (t, not ok, pt)
+        C = self.connected.rows()
+        if C:
+            r = np.flatnonzero(np.isin(C["src"], keep))
+            for s, pt, t, v6 in zip(self._text(C["src"][r]), C["port"][r].tolist(), C["t"][r].tolist(),
+                                    C["v6"][r].tolist()):
+                self.connected_of.setdefault((s, pt), []).append((-t, v6))
+
+    def _prune_names(self) -> None:
+        held = [t.rows() for t in (self.failed, self.first, self.connected)]
+        self.names.keep_only(np.concatenate([np.zeros(0, np.uint64)] + [r[k] for r in held if r
+                                                                          for k in ("src", "dst") if k in r]))
+
+    @property
+    def evictions(self) -> int:
+        """Contacts dropped at ``max_contacts``, and DNS answers at ``max_resolved``."""
+        return self.failed.evicted + self.first.evicted + self.connected.evicted + self.dropped
+
+    def _text(self, ids: np.ndarray) -> list[str]:
+        return self.names.text(ids) if len(ids) else []
 
     def _resolved_before(self, host: set[str], dst: str, t: int) -> bool:
         w = self.p.resolved_window_s * 1e9
@@ -212,7 +302,7 @@ class PortScan(Detector):
                     racing.setdefault((frozenset(host), port), []).append((t, int(":" in dst), src, dst))
         w = self.p.eyeballs_window_s * 1e9
         for (host, port), failures in racing.items():
-            wins = sorted((-neg, fam) for a in host for neg, fam in self.connected.get((a, port), ()))
+            wins = sorted((-neg, fam) for a in host for neg, fam in self.connected_of.get((a, port), ()))
             used = [False] * len(wins)
             times = [t for t, _ in wins]
             for t, fam, src, dst in sorted(failures):
@@ -240,18 +330,6 @@ class PortScan(Detector):
         times = [t for t, _ in contacts.values()]
         w["first"], w["last"] = min(times), max(times)
         return w
-
-    def _note_inbound(self, src: str, dst: str, port: int, pr: str, t: int) -> None:
-        if dst not in self.inbound and len(self.inbound) >= self.p.max_sources:
-            return
-        d = self.inbound.get(dst)
-        if d is None:
-            d = self.inbound[dst] = {"sources": DistinctSample(4096), "ports": DistinctSample(4096),
-                                     "first": t, "last": t, "attempts": 0}
-        widen(d, t)
-        d["attempts"] += 1
-        d["sources"].add(src)
-        d["ports"].add(f"{pr}/{port}")
 
     def _evidence(self):
         """The failed contacts that are evidence of probing: per (source, target) the ports,
@@ -282,6 +360,8 @@ class PortScan(Detector):
         p = self.p
         out = []
         reported: set[str] = set()
+        self._held_contacts()
+        self._prune_names()
         ports_of, hosts_of, trw, p2p = self._evidence()
         for (src, dst), ports in ports_of.items():
             if len(ports) < p.port_threshold:

@@ -42,6 +42,22 @@ class DistinctSample:
         if len(self._kept) >= 2 * self.size:  # prune in bulk: amortised O(1) per add
             self._prune()
 
+    def add_hashed(self, values, hashes) -> None:
+        """Offer ``values`` (an Arrow string array) with their crc32 already computed (as
+        :func:`~detector.detect.address_columns.crc32_column` gives): only those under the
+        sample's bound become Python strings."""
+        passing = (hashes <= self._bound).nonzero()[0]
+        for v, h in zip(values.take(passing).to_pylist(), hashes[passing].tolist()):
+            if v not in self._kept and h <= self._bound:
+                self._kept[v] = h
+                if len(self._kept) >= 2 * self.size:
+                    self._prune()
+
+    @property
+    def bound(self) -> int:
+        """The largest crc32 that can still enter the sample."""
+        return self._bound
+
     def update(self, values: Iterable[str]) -> None:
         for v in values:
             self.add(v)

@@ -592,9 +592,14 @@ def arp_sweep(st: Stage) -> dict:
 def syn_flood(st: Stage) -> dict:
     """hping3 --flood --rand-source against login1:443: 30,000 SYNs in 12 s from random
     addresses; login1 answers each with a SYN-ACK that nobody completes."""
-    n = 30_000
+    return spoofed_syns(st, 30_000, 12 * S, answered=True)
+
+
+def spoofed_syns(st: Stage, n: int, span_ns: int, answered: bool) -> dict:
+    """``n`` SYNs to login1:443 over ``span_ns`` from random IPv4 sources (almost all distinct:
+    a spoofed flood makes a flow per packet), each answered by a SYN-ACK if ``answered``."""
     r = st.rng
-    ts = st.t0 + np.sort(r.integers(0, 12 * S, n))
+    ts = st.t0 + np.sort(r.integers(0, span_ns, n))
     src = np.uint64(0x0000FFFF00000000) | (r.integers(1 << 24, 223 << 24, n).astype(np.uint64))
     target = st.host("login1")
     t_hi, t_lo = target.v4_words
@@ -604,10 +609,12 @@ def syn_flood(st: Stage) -> dict:
     syn = PacketSpec.build(n, ts_ns=ts, src_mac=gw, dst_mac=target.mac_int, ip_ver=4, src_lo=src, dst_hi=t_hi,
                            dst_lo=t_lo, proto=6, sport=sp, dport=443, flags=TH_SYN, seq=seq, win=512,
                            ttl=r.integers(40, 250, n), ip_id=r.integers(0, 65535, n))
-    synack = PacketSpec.build(n, ts_ns=ts + 100_000, src_mac=target.mac_int, dst_mac=gw, ip_ver=4, src_hi=t_hi,
-                              src_lo=t_lo, dst_lo=src, proto=6, sport=443, dport=sp, flags=TH_SYN | TH_ACK,
-                              seq=r.integers(0, 2**32, n), ack=(seq + 1) & 0xFFFFFFFF, win=64240, ttl=64)
-    st.parts += [syn, synack]
+    st.parts.append(syn)
+    if answered:
+        st.parts.append(PacketSpec.build(n, ts_ns=ts + 100_000, src_mac=target.mac_int, dst_mac=gw, ip_ver=4,
+                                         src_hi=t_hi, src_lo=t_lo, dst_lo=src, proto=6, sport=443, dport=sp,
+                                         flags=TH_SYN | TH_ACK, seq=r.integers(0, 2**32, n),
+                                         ack=(seq + 1) & 0xFFFFFFFF, win=64240, ttl=64))
     return incident("dos", "syn_flood", [target.ipv4], st.t0, int(ts[-1]), "spoofed SYN flood against login1:443")
 
 

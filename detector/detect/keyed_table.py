@@ -1,0 +1,167 @@
+"""Columnar detector state: rows grouped by key columns, the first ``keep`` rows of each key
+in an order (the earliest contact, the first few successes), and a cap on the rows held.
+
+A batch's rows are appended as they come and folded in (one sort) when the pending rows
+outgrow what is held, so an update costs amortised O(rows log rows) in array operations and
+no Python per row. Folding is a reduction that does not depend on the order rows arrived in,
+so tables filled from different batches, threads or partitions merge (:meth:`merge`) into
+the table one pass would have built.
+
+Past ``cap`` rows, the rows of the keys a ``priority`` ranks lowest are evicted and counted
+(for ``detector_detector_evictions_total``): a bound on memory that a flood from millions
+of spoofed sources cannot break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+MIN_FOLD = 1 << 16  # pending rows folded in at once, at least
+
+
+class KeyedTable:
+    """Rows with named columns; ``keys`` group them, ``order`` ranks rows within a key (the
+    first ``keep`` kept)."""
+
+    def __init__(self, keys: tuple[str, ...], order: tuple[str, ...], keep: int = 1, cap: int = 1 << 62,
+                 priority: Callable[[dict], np.ndarray] | None = None):
+        self.keys, self.order, self.keep, self.cap = keys, order, keep, cap
+        self.priority = priority
+        self._held: dict[str, np.ndarray] | None = None
+        self._pending: list[dict[str, np.ndarray]] = []
+        self._pending_rows = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self.rows()[self.keys[0]]) if self._held is not None or self._pending else 0
+
+    def add(self, cols: dict[str, np.ndarray]) -> None:
+        n = len(cols[self.keys[0]])
+        if not n:
+            return
+        self._pending.append(cols)
+        self._pending_rows += n
+        held = 0 if self._held is None else len(self._held[self.keys[0]])
+        if self._pending_rows >= max(MIN_FOLD, held):
+            self._fold()
+
+    def merge(self, other: KeyedTable) -> None:
+        """Take ``other``'s rows (and its eviction count): the table one pass over both inputs
+        would hold, up to evictions at the cap."""
+        self.evicted += other.evicted
+        rows = other.rows()
+        if rows:
+            self.add(rows)
+
+    def rows(self) -> dict[str, np.ndarray]:
+        """The folded rows, sorted by key and order (empty dict when none were added)."""
+        if self._pending:
+            self._fold()
+        return self._held or {}
+
+    def _fold(self) -> None:
+        parts = ([self._held] if self._held is not None else []) + self._pending
+        self._pending, self._pending_rows = [], 0
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        sort_keys = [cols[k] for k in reversed(self.order)] + [cols[k] for k in reversed(self.keys)]
+        idx = np.lexsort(sort_keys)
+        cols = {k: v[idx] for k, v in cols.items()}
+        starts = group_starts([cols[k] for k in self.keys])
+        rank = np.arange(len(starts)) - np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
+        if (rank >= self.keep).any():
+            kept = rank < self.keep
+            cols = {k: v[kept] for k, v in cols.items()}
+        n = len(cols[self.keys[0]])
+        if n > self.cap:
+            cols = self._evict(cols, n - self.cap)
+        self._held = cols
+
+    def _evict(self, cols: dict[str, np.ndarray], excess: int) -> dict[str, np.ndarray]:
+        """Drop the ``excess`` rows ranked lowest by ``priority`` (higher is kept; ties: the
+        later rows in key order go first), keeping the rows in key order."""
+        rank = self.priority(cols) if self.priority is not None else np.zeros(len(cols[self.keys[0]]))
+        n = len(rank)
+        drop = np.lexsort((-np.arange(n), rank))[:excess]
+        kept = np.ones(n, bool)
+        kept[drop] = False
+        self.evicted += excess
+        return {k: v[kept] for k, v in cols.items()}
+
+
+def group_starts(keys: list[np.ndarray]) -> np.ndarray:
+    """For rows sorted by ``keys``: True where a new combination of key values starts."""
+    n = len(keys[0])
+    starts = np.zeros(n, bool)
+    if n:
+        starts[0] = True
+        for k in keys:
+            starts[1:] |= k[1:] != k[:-1]
+    return starts
+
+
+def group_ids(keys: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """For rows sorted by ``keys``: each row's group number, and the number of groups."""
+    starts = group_starts(keys)
+    ids = np.cumsum(starts) - 1
+    return ids, int(ids[-1]) + 1 if len(ids) else 0
+
+
+def count_by(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows counted per distinct combination of ``keys`` (any order): the index of one row of
+    each combination, and its count."""
+    if not len(keys[0]):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    idx = np.lexsort(list(reversed(keys)))
+    ids, n = group_ids([k[idx] for k in keys])
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return idx[starts], np.bincount(ids, minlength=n)
+
+
+class Names:
+    """The text of the ids a table holds (a per-run host dictionary: tables keep 8-byte ids,
+    and text is looked up only for what an alert names)."""
+
+    def __init__(self):
+        self._ids = np.zeros(0, np.uint64)
+        self._text = pa.array([], pa.string())
+        self._pending: list[tuple[np.ndarray, pa.Array]] = []
+        self._pending_rows = 0
+
+    def __len__(self) -> int:
+        self._fold()
+        return len(self._ids)
+
+    def add(self, ids: np.ndarray, text: pa.Array) -> None:
+        if len(ids):
+            self._pending.append((ids, text))
+            self._pending_rows += len(ids)
+            if self._pending_rows >= max(MIN_FOLD, len(self._ids)):
+                self._fold()
+
+    def merge(self, other: Names) -> None:
+        other._fold()
+        self.add(other._ids, other._text)
+
+    def _fold(self) -> None:
+        if not self._pending:
+            return
+        ids = np.concatenate([self._ids] + [i for i, _ in self._pending])
+        text = pa.concat_arrays([self._text] + [t.cast(pa.string()) for _, t in self._pending])
+        self._pending, self._pending_rows = [], 0
+        self._ids, first = np.unique(ids, return_index=True)
+        self._text = text.take(pa.array(first))
+
+    def keep_only(self, ids: np.ndarray) -> None:
+        """Forget the text of ids not in ``ids`` (what the tables no longer hold)."""
+        self._fold()
+        kept = np.isin(self._ids, ids)
+        if not kept.all():
+            self._ids, self._text = self._ids[kept], self._text.filter(pa.array(kept))
+
+    def text(self, ids: np.ndarray) -> list[str]:
+        self._fold()
+        pos = np.searchsorted(self._ids, ids)
+        return self._text.take(pa.array(pos)).to_pylist()
