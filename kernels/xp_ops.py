@@ -79,11 +79,7 @@ def group_ids(xp, *keys):
     n = order.shape[0]
     if n == 0:
         return xp.zeros(0, dtype=xp.int64), order
-    change = xp.zeros(n, dtype=bool)
-    change[0] = True
-    for k in keys:
-        ks = k[order]
-        change[1:] |= ks[1:] != ks[:-1]
+    change = group_starts(xp, [k[order] for k in keys])
     dense_sorted = xp.cumsum(change) - 1
     ids = xp.empty(n, dtype=xp.int64)
     ids[order] = dense_sorted
@@ -101,3 +97,27 @@ def mix64(xp, x):
     x = x ^ (x >> xp.uint64(27))
     x = x * xp.uint64(_M3)
     return x ^ (x >> xp.uint64(31))
+
+
+def group_starts(xp, keys):
+    """For rows sorted by ``keys`` (a list of columns): True where a new combination of key
+    values starts."""
+    n = len(keys[0])
+    starts = xp.zeros(n, bool)
+    if n:
+        starts[0] = True
+        for k in keys:
+            starts[1:] |= k[1:] != k[:-1]
+    return starts
+
+
+def distinct(xp, x):
+    """The sorted distinct values of a 1-D array. NumPy 2's ``unique`` without ``return_*``
+    takes a hash-table path that measures 5-8x slower than one sort on integer columns of
+    300k values (2.4, 2-core EPYC): this sorts."""
+    s = xp.sort(x)
+    if len(s) < 2:
+        return s
+    keep = xp.ones(len(s), bool)
+    keep[1:] = s[1:] != s[:-1]
+    return s[keep]

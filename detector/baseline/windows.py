@@ -21,7 +21,7 @@ from detector.baseline.flow_features import FAILED_STATES, FLOW_FEATURES, flow_m
 from detector.detect.base import FlowView
 from detector.site import Site
 from kernels.features import host_window_features
-from kernels.xp_ops import group_ids, segment_sum
+from kernels.xp_ops import distinct, group_ids, segment_sum
 
 FEATURES = ["flows_out", "flows_in", "bytes_out", "bytes_in", "external_bytes_out", "distinct_dsts",
             "distinct_ports", "dst_entropy", "port_entropy", "failed_out", "inbound_sources", "dns_queries",
@@ -120,7 +120,7 @@ class HostWindows:
             keys.append(dns[:, 0] << 32 | dns[:, 1])
         if not keys:
             return [], np.zeros(0, np.int64), np.zeros((0, len(FEATURES)))
-        all_keys = np.unique(np.concatenate(keys))
+        all_keys = distinct(np, np.concatenate(keys))
         X = np.zeros((len(all_keys), len(FEATURES)))
         if cols_out is not None:
             host, window, dst, port, ob, rb, ext, failed, rare = cols_out

@@ -14,16 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from kernels.xp_ops import mix64
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: every input bit moves every output bit."""
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
 
 
 def padded(arr: pa.Array, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -58,9 +51,9 @@ def string_ids(arr: pa.Array) -> np.ndarray:
     million for 3M distinct addresses); nulls all get one id."""
     mat, lengths = padded(arr)
     words = mat.view(np.uint64) if mat.shape[1] else np.zeros((len(lengths), 0), np.uint64)
-    h = _mix(lengths.astype(np.uint64) + _GOLDEN)
+    h = mix64(np, lengths.astype(np.uint64) + _GOLDEN)
     for k in range(words.shape[1]):  # only a string's own words: the same id at any matrix width
-        h = np.where(8 * k < lengths, _mix(h ^ words[:, k]) + _GOLDEN, h)
+        h = np.where(8 * k < lengths, mix64(np, h ^ words[:, k]) + _GOLDEN, h)
     return h
 
 

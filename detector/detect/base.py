@@ -79,7 +79,7 @@ class FlowView:
         mask = self._cache.get(key)
         if mask is None:
             dictionary, indices = self.encoded(name)
-            is_v4, v4 = ipv4_values(dictionary)
+            is_v4, v4 = self.ipv4(name)
             found = np.zeros(len(dictionary) + 1, bool)  # the last: null
             found[:-1][is_v4] = nets.contains_ipv4(v4[is_v4])
             other = np.flatnonzero(~is_v4 & np.asarray(dictionary.is_valid()))
@@ -87,6 +87,14 @@ class FlowView:
                 found[other] = [x in nets for x in dictionary.take(other).to_pylist()]
             mask = self._cache[key] = found[indices]
         return mask
+
+    def ipv4(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """For :meth:`encoded`'s distinct values: which are IPv4 addresses, and their values."""
+        key = f"{name} ipv4"
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = ipv4_values(self.encoded(name)[0])
+        return hit
 
     def encoded(self, name: str) -> tuple[pa.Array, np.ndarray]:
         """The column's distinct values (Arrow) and each row's index into them, nulls as

@@ -41,6 +41,7 @@ from detector.detect.base import Detector, FlowView, widen
 from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
+from kernels.xp_ops import distinct
 
 SOURCE_SAMPLE = 10_000  # addresses kept per flood: enough for exact counts of any real botnet's share
 
@@ -129,18 +130,18 @@ class Floods(Detector):
                 b[0] += int(n_att[g])
                 b[1] += int(n_ok[g])
                 b[3], b[4] = min(b[3], int(first[g])), max(b[4], int(last[g]))
-            pairs = np.unique(inverse.astype(np.int64) << 16 | ports)
+            pairs = distinct(np, inverse.astype(np.int64) << 16 | ports)
             for g, port in zip((pairs >> 16).tolist(), (pairs & 0xFFFF).tolist()):
                 b = buckets[g]
                 if b is not None:
                     _keep_lowest(b[5], port, 32)
             sel = np.flatnonzero(att)
-            pairs = np.unique(inverse[sel].astype(np.int64) << 32 | src_code[rows[sel]])
+            pairs = distinct(np, inverse[sel].astype(np.int64) << 32 | src_code[rows[sel]])
             group_of, code_of = pairs >> 32, pairs & 0xFFFFFFFF
             # only the sources that can enter a bucket's sample (crc under its bound) go one by one
             bound = np.array([-1 if b is None else b[2].bound for b in buckets], np.int64)
             under = np.flatnonzero((src_crc[code_of] <= bound[group_of]) & (code_of < len(srcs)))
-            for g in np.unique(group_of[under]).tolist():
+            for g in distinct(np, group_of[under]).tolist():
                 codes = code_of[under[group_of[under] == g]]
                 buckets[g][2].add_hashed(srcs.take(pa.array(codes)), src_crc[codes])
 

@@ -71,6 +71,7 @@ class GatewayMac(Detector):
         self.askers: dict[str, set[int]] = {}  # address asked for by ARP -> the MACs that asked
         self.dhcp_routers: set[str] = set()
         self.dropped = 0
+        self._own_ids = np.zeros(0, np.uint64)  # the next-hop host ids of own_mac's keys (for bulk drops)
 
     def observe_events(self, events: Events) -> None:
         self._arp(events)
@@ -81,9 +82,14 @@ class GatewayMac(Detector):
         h = events.next_hops
         if not len(h):
             return
-        for ts, vlan, smac, src, dmac, pk, dsts in zip(h["ts"].tolist(), h["vlan"].tolist(), h["src_mac"].tolist(),
-                                                       h["src"].tolist(), h["dst_mac"].tolist(),
-                                                       h["packets"].tolist(), h["dsts"].tolist()):
+        rows = np.arange(len(h))
+        if len(self.own_mac) >= self.p.max_hosts:  # new hosts would be dropped one by one: in bulk
+            known = np.isin(h["host_id"], self._own_ids)
+            self.dropped += int((~known).sum())
+            rows = rows[known]
+        added = []
+        for ts, vlan, smac, src, dmac, pk, dsts, host in zip(
+                *(h[k][rows].tolist() for k in ("ts", "vlan", "src_mac", "src", "dst_mac", "packets", "dsts", "host_id"))):
             key = (vlan, src)
             own = self.own_mac.get(key)
             if own is None:
@@ -91,6 +97,7 @@ class GatewayMac(Detector):
                     self.dropped += 1
                     continue
                 own = self.own_mac[key] = smac
+                added.append(host)
             if smac != own:  # the host's address, leaving from another MAC: relayed
                 if (vlan, src, smac) not in self.relayed and len(self.relayed) >= self.p.max_hosts:
                     self.dropped += 1
@@ -113,6 +120,8 @@ class GatewayMac(Detector):
             hop[0], hop[1] = min(hop[0], ts), max(hop[1], ts)
             hop[2] += pk
             hop[3] = set(sorted(hop[3] | {d for d in dsts if d})[:DST_SAMPLE])
+        if added:
+            self._own_ids = np.union1d(self._own_ids, np.array(added, np.uint64))
 
     def _arp(self, events: Events) -> None:
         a = events.arp

@@ -19,6 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from kernels.xp_ops import group_ids, group_starts
+
 MIN_FOLD = 1 << 16  # pending rows folded in at once, at least
 
 
@@ -69,7 +71,7 @@ class KeyedTable:
         sort_keys = [cols[k] for k in reversed(self.order)] + [cols[k] for k in reversed(self.keys)]
         idx = np.lexsort(sort_keys)
         cols = {k: v[idx] for k, v in cols.items()}
-        starts = group_starts([cols[k] for k in self.keys])
+        starts = group_starts(np, [cols[k] for k in self.keys])
         rank = np.arange(len(starts)) - np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
         if (rank >= self.keep).any():
             kept = rank < self.keep
@@ -91,33 +93,11 @@ class KeyedTable:
         return {k: v[kept] for k, v in cols.items()}
 
 
-def group_starts(keys: list[np.ndarray]) -> np.ndarray:
-    """For rows sorted by ``keys``: True where a new combination of key values starts."""
-    n = len(keys[0])
-    starts = np.zeros(n, bool)
-    if n:
-        starts[0] = True
-        for k in keys:
-            starts[1:] |= k[1:] != k[:-1]
-    return starts
-
-
-def group_ids(keys: list[np.ndarray]) -> tuple[np.ndarray, int]:
-    """For rows sorted by ``keys``: each row's group number, and the number of groups."""
-    starts = group_starts(keys)
-    ids = np.cumsum(starts) - 1
-    return ids, int(ids[-1]) + 1 if len(ids) else 0
-
-
 def count_by(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Rows counted per distinct combination of ``keys`` (any order): the index of one row of
     each combination, and its count."""
-    if not len(keys[0]):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    idx = np.lexsort(list(reversed(keys)))
-    ids, n = group_ids([k[idx] for k in keys])
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    return idx[starts], np.bincount(ids, minlength=n)
+    ids, first = group_ids(np, *keys)
+    return first, np.bincount(ids, minlength=len(first))
 
 
 class Names:

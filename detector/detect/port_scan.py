@@ -53,14 +53,16 @@ from detector.alerts import Alert
 from detector.baseline.flow_features import FAILED_STATES as FLOW_FAILED_STATES
 from detector.detect.address_columns import crc32_column, string_ids
 from detector.detect.base import Detector, FlowView, widen
-from detector.detect.keyed_table import KeyedTable, Names, count_by, group_ids
+from detector.detect.keyed_table import KeyedTable, Names, count_by
 from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
+from kernels.xp_ops import distinct, group_ids
 
 EYEBALL_SAMPLE = 4096  # successful contacts kept per client and port
 ANSWERS_KEPT = 8  # DNS answer times kept per (client, address): the latest
 ROUTER_ADDRESSES = 8  # a source MAC seen with more addresses than this is a router's, not one host's
+ROUTER = frozenset(range(ROUTER_ADDRESSES + 1))  # the group of a router's MAC: too many to be one host
 
 FAILED_STATES = set(FLOW_FAILED_STATES)
 PROTO_CODE = {"tcp": 0, "udp": 1, "icmp": 2}
@@ -70,8 +72,8 @@ PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
 def _rows_of_source(cols: dict) -> np.ndarray:
     """Eviction priority of a table's rows (sorted by source first): how many rows their
     source has, so that the one-contact sources of a spoofed flood go first."""
-    ids, n = group_ids([cols["src"]])
-    return np.bincount(ids, minlength=n)[ids]
+    ids, first = group_ids(np, cols["src"])
+    return np.bincount(ids, minlength=len(first))[ids]
 
 
 class PortScan(Detector):
@@ -143,12 +145,25 @@ class PortScan(Detector):
             if ev.protocol.startswith("p2p") and len(self.p2p) < self.p.max_sources:
                 self.p2p.add(ev.ctx.client)
         o = events.initiators
-        for mac, addr in zip(o["mac"].tolist(), o["addr"].tolist()) if len(o) else ():
+        if not len(o):
+            return
+        # a MAC opening connections from more addresses than a host has is a router's (or a
+        # spoofed flood's): its addresses are not grouped, so they are not kept one by one
+        macs, many = np.unique(o["mac"], return_counts=True)
+        for mac in macs[many > ROUTER_ADDRESSES].tolist():
+            self.addrs_of[mac] = ROUTER
+        rows = np.flatnonzero(~np.isin(o["mac"], np.array(list(self.routers_seen()), np.uint64)))
+        for mac, addr in zip(o["mac"][rows].tolist(), o["addr"][rows].tolist()):
             if addr not in self.mac_of and len(self.mac_of) < self.p.max_resolved:
                 self.mac_of[addr] = mac
                 group = self.addrs_of.setdefault(mac, set())
                 if len(group) <= ROUTER_ADDRESSES:
                     group.add(addr)
+                    if len(group) > ROUTER_ADDRESSES:
+                        self.addrs_of[mac] = ROUTER
+
+    def routers_seen(self) -> list[int]:
+        return [mac for mac, group in self.addrs_of.items() if group is ROUTER]
 
     def _same_host(self, addr: str) -> set[str]:
         """``addr`` and the other addresses its host opened connections from (its IPv4 and IPv6
@@ -193,7 +208,7 @@ class PortScan(Detector):
                         "ok": (~failed[walked]).astype(np.int8), "port": port[walked]})
         for name in ("orig_h", "resp_h"):
             dictionary, codes = f.encoded(name)
-            seen = np.unique(codes[np.r_[probe, used]])
+            seen = distinct(np, codes[np.r_[probe, used]])
             seen = seen[seen < len(dictionary)]
             self.names.add(f.value_ids(name)[seen], dictionary.take(pa.array(seen)))
         self._note_inbound(f, np.flatnonzero(contact & failed), code)
@@ -221,7 +236,7 @@ class PortScan(Detector):
             widen(d, int(ts[group].min()))
             widen(d, int(ts[group].max()))
             d["attempts"] += len(group)
-            uniq = np.unique(src_codes[group])
+            uniq = distinct(np, src_codes[group])
             d["sources"].add_hashed(sources.take(pa.array(uniq)), src_crc[uniq])
             for pr, pt in set(zip(code[group].tolist(), port[group].tolist())):
                 d["ports"].add(f"{PROTO_NAME[pr]}/{pt}")
@@ -244,7 +259,7 @@ class PortScan(Detector):
             bad = T["ok"] == 0
             walker, n_failed = count_by([T["src"][bad]])
             cand.append(T["src"][bad][walker[n_failed >= self.p.trw_min_failures]])
-        cand = np.unique(np.concatenate(cand))
+        cand = distinct(np, np.concatenate(cand))
         texts = set(self.names.text(cand)) | self.p2p
         texts |= {a for src in list(texts) for a in self._same_host(src)}
         keep = string_ids(pa.array(sorted(texts), pa.string()))

@@ -32,6 +32,7 @@ from detector.pipeline.tap_input import tap_input
 from detector.sources import open_capture
 from detector.sources.batch import RawBatch
 from kernels.capture_scan import copy_records
+from kernels.xp_ops import distinct
 
 FEED_FILE = "feed.pkl"
 SHARED_FILE = "shared-{shard}.pkl"
@@ -99,13 +100,13 @@ def census_file(index: int, path: str, cfg: Config) -> Census:
             out.records += n
             ts_max = int(b.ts_ns.max())
             out.last_ts = ts_max if out.last_ts is None else max(out.last_ts, ts_max)
-            found.append(np.unique(decoder.pkt_hash[:n][flow_packet_mask(np, decoder.cols, n)]))
+            found.append(distinct(np, decoder.pkt_hash[:n][flow_packet_mask(np, decoder.cols, n)]))
     except CaptureError as exc:
         out.error = exc
     finally:
         reader.src.close()
     if found:
-        out.hashes = np.unique(np.concatenate(found))
+        out.hashes = distinct(np, np.concatenate(found))
     return out
 
 
@@ -292,7 +293,7 @@ def _partition(path, cfg, engine, tap, splitter, shared, spools, out: _Outputs, 
                 account(b, j)
                 continue
             shard = ((h >> np.uint64(40)) % np.uint64(SHARDS)).astype(np.int64)
-            for s in np.unique(shard[theirs]).tolist():
+            for s in distinct(np, shard[theirs]).tolist():
                 pickle.dump(_copy_out(b, np.flatnonzero(theirs & (shard == s)), j), spools[s],
                             protocol=pickle.HIGHEST_PROTOCOL)
             res.shared_packets += int(theirs.sum())

@@ -48,7 +48,7 @@ from detector.sources.batch import RawBatch
 from kernels import l7_select as ks
 from kernels import packet_columns as pc
 from kernels.rexmit import RexmitTable
-from kernels.xp_ops import mix64
+from kernels.xp_ops import group_ids, group_starts, mix64
 
 log = logging.getLogger("detector.l7")
 
@@ -460,9 +460,7 @@ class L7Tap:
         rows = np.flatnonzero(opening)
         if not len(rows):
             return
-        mac, hi, lo = cols.src_mac[rows], cols.src_ip_hi[rows], cols.src_ip_lo[rows]
-        key = np.stack([mac, hi, lo], axis=1)
-        _, first = np.unique(key, axis=0, return_index=True)
+        _, first = group_ids(np, cols.src_mac[rows], cols.src_ip_hi[rows], cols.src_ip_lo[rows])
         rows = rows[np.sort(first)]
         src, _ = self._addresses(cols, rows)
         ev.initiators = PacketArrays({"ts": cols.ts_ns[rows], "mac": cols.src_mac[rows], "addr": src})
@@ -485,18 +483,23 @@ class L7Tap:
         groups, first, packets = np.unique(group, return_index=True, return_counts=True)
         # the distinct (group, destination) pairs, by group then destination hash: each group's
         # smallest destination hashes come first in its run
-        pairs = np.unique(np.stack([np.searchsorted(groups, group).astype(np.uint64), dst], axis=1), axis=0)
-        g = pairs[:, 0].astype(np.int64)
-        rank = np.arange(len(pairs)) - np.searchsorted(g, g)
+        gi = np.searchsorted(groups, group)
+        by = np.lexsort((dst, gi))
+        gi, dst = gi[by], dst[by]
+        distinct = group_starts(np, [gi, dst])
+        g, dst = gi[distinct], dst[distinct]
+        rank = np.arange(len(g)) - np.searchsorted(g, g)
         sample = np.zeros((len(groups), DST_SAMPLE), np.uint64)
         keep = rank < DST_SAMPLE
-        sample[g[keep], rank[keep]] = pairs[keep, 1]
+        sample[g[keep], rank[keep]] = dst[keep]
         order = np.argsort(first, kind="stable")  # in capture order
         first, packets, sample = first[order], packets[order], sample[order]
         at = rows[first]
         src, _ = self._addresses(cols, at)
+        host = mix(cols.vlan[at].astype(np.uint64) ^ mix(cols.src_ip_hi[at] ^ mix(cols.src_ip_lo[at])))
         ev.next_hops = PacketArrays({"ts": cols.ts_ns[at], "vlan": cols.vlan[at], "src_mac": cols.src_mac[at],
-                                     "src": src, "dst_mac": cols.dst_mac[at], "packets": packets, "dsts": sample})
+                                     "src": src, "host_id": host, "dst_mac": cols.dst_mac[at], "packets": packets,
+                                     "dsts": sample})
 
     def _fids(self, cols, idx):
         fid = np.zeros(len(idx), np.uint64)
