@@ -121,3 +121,12 @@ def distinct(xp, x):
     keep = xp.ones(len(s), bool)
     keep[1:] = s[1:] != s[:-1]
     return s[keep]
+
+
+def in_sorted(xp, x, values):
+    """Whether each of ``x`` is in ``values`` (sorted, distinct): a binary search per value,
+    where ``isin`` would sort both sides."""
+    if not len(values):
+        return xp.zeros(len(x), bool)
+    pos = xp.minimum(xp.searchsorted(values, x), len(values) - 1)
+    return values[pos] == x

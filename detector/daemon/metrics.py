@@ -22,6 +22,8 @@ class Metrics:
             self.drops.labels(where)
         self.window_drops = Gauge("detector_window_flows_dropped", "Flows not kept for the site model's host windows "
                                   "this epoch (daemon.window_flows_max reached)", registry=r)
+        self.detector_evictions = Counter("detector_detector_evictions", "Entries detectors dropped at the caps on "
+                                          "their state (findings may be missed)", ["detector"], registry=r)
         self.queue = Gauge("detector_queue_batches", "Captured batches waiting for analysis", registry=r)
         self.batch_latency = Histogram("detector_batch_latency_seconds", "Time to process one micro-batch",
                                        buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=r)

@@ -85,6 +85,7 @@ class Daemon:
         self.capture_thread = None
         self.capture_error: Exception | None = None
         self._last = Counter()
+        self._evicted: dict[str, int] = {}  # per detector, as last exported
         self.epoch_started = time.monotonic()
         self.files_done = 0
         self.alerts_sent = 0
@@ -204,6 +205,11 @@ class Daemon:
         m.flows_active.set(engine.active_flows)
         m.evictions.set(engine.evicted)
         m.queue.set(self.queue.qsize())
+        for d in self.stages.detectors:
+            n = d.evictions
+            if n > self._evicted.get(d.name, 0):
+                m.detector_evictions.labels(d.name).inc(n - self._evicted.get(d.name, 0))
+                self._evicted[d.name] = n
         m.window_drops.set(sum(d.collector.windows.dropped_flows for d in self.stages.detectors
                                if d.name == "host_anomaly" and d.collector is not None))
 

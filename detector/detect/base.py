@@ -189,6 +189,12 @@ class Detector:
     def finish(self) -> list[Alert]:
         return []
 
+    @property
+    def evictions(self) -> int:
+        """Entries this detector dropped or refused at the caps on its state (exported as
+        ``detector_detector_evictions_total``): above zero, some findings may be missed."""
+        return getattr(self, "dropped", 0)
+
     def learned(self) -> dict:
         """What this detector pinned from the traffic (JSON-safe), for a site model to keep."""
         return {}

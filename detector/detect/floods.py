@@ -130,7 +130,8 @@ class Floods(Detector):
                 b[0] += int(n_att[g])
                 b[1] += int(n_ok[g])
                 b[3], b[4] = min(b[3], int(first[g])), max(b[4], int(last[g]))
-            pairs = distinct(np, inverse.astype(np.int64) << 16 | ports)
+            # the ports attempted (not those of completed connections: a flood on 443 is not on 22)
+            pairs = distinct(np, inverse[att].astype(np.int64) << 16 | ports[att])
             for g, port in zip((pairs >> 16).tolist(), (pairs & 0xFFFF).tolist()):
                 b = buckets[g]
                 if b is not None:
@@ -205,7 +206,7 @@ class Floods(Detector):
                              f"{'' if sources.exact else 'about '}{len(sources)} sources within {p.window_s:.0f} s "
                              f"({completed} completed): a SYN flood",
                              self.label, self.host_for(target if target != "*" else None, *sources.examples(1)),
-                             None, None if target == "*" else target, None, min(b[5]) if b[5] else None, "tcp",
+                             None, None if target == "*" else target, None, min(b[5]) if len(b[5]) == 1 else None, "tcp",
                              {"attempts": attempts, "completed": completed, "sources": len(sources),
                               "sources_exact": sources.exact, "example_sources": sources.examples(10),
                               "ports": sorted(b[5]),

@@ -41,6 +41,7 @@ from detector.alerts import Alert
 from detector.detect.base import Detector, ipv4_text, mac_text
 from detector.l7.events import Events
 from detector.l7.select import DST_SAMPLE
+from kernels.xp_ops import in_sorted
 
 HOPS_PER_HOST = 8
 CLAIMS_PER_MAC = 32
@@ -84,7 +85,7 @@ class GatewayMac(Detector):
             return
         rows = np.arange(len(h))
         if len(self.own_mac) >= self.p.max_hosts:  # new hosts would be dropped one by one: in bulk
-            known = np.isin(h["host_id"], self._own_ids)
+            known = in_sorted(np, h["host_id"], self._own_ids)
             self.dropped += int((~known).sum())
             rows = rows[known]
         added = []

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from kernels.xp_ops import group_ids, group_starts
+from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted
 
 MIN_FOLD = 1 << 16  # pending rows folded in at once, at least
 
@@ -137,7 +137,7 @@ class Names:
     def keep_only(self, ids: np.ndarray) -> None:
         """Forget the text of ids not in ``ids`` (what the tables no longer hold)."""
         self._fold()
-        kept = np.isin(self._ids, ids)
+        kept = in_sorted(np, self._ids, distinct(np, ids))
         if not kept.all():
             self._ids, self._text = self._ids[kept], self._text.filter(pa.array(kept))
 

@@ -57,7 +57,7 @@ from detector.detect.keyed_table import KeyedTable, Names, count_by
 from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
-from kernels.xp_ops import distinct, group_ids
+from kernels.xp_ops import distinct, group_ids, in_sorted
 
 EYEBALL_SAMPLE = 4096  # successful contacts kept per client and port
 ANSWERS_KEPT = 8  # DNS answer times kept per (client, address): the latest
@@ -262,23 +262,23 @@ class PortScan(Detector):
         cand = distinct(np, np.concatenate(cand))
         texts = set(self.names.text(cand)) | self.p2p
         texts |= {a for src in list(texts) for a in self._same_host(src)}
-        keep = string_ids(pa.array(sorted(texts), pa.string()))
+        keep = distinct(np, string_ids(pa.array(sorted(texts), pa.string())))
         self.ports, self.hosts, self.trw, self.connected_of = defaultdict(dict), defaultdict(dict), {}, {}
         if F:
-            r = np.flatnonzero(np.isin(F["src"], keep))
+            r = np.flatnonzero(in_sorted(np, F["src"], keep))
             for s, d, pt, pr, t in zip(self._text(F["src"][r]), self._text(F["dst"][r]), F["port"][r].tolist(),
                                        F["proto"][r].tolist(), F["t"][r].tolist()):
                 if pr != PROTO_CODE["icmp"]:
                     self._earliest(self.ports[(s, d)], pt, t)
                 self._earliest(self.hosts[(s, pt, PROTO_NAME[pr])], d, t)
         if T:
-            r = np.flatnonzero(np.isin(T["src"], keep))
+            r = np.flatnonzero(in_sorted(np, T["src"], keep))
             for s, d, t, ok, pt in zip(self._text(T["src"][r]), self._text(T["dst"][r]), T["t"][r].tolist(),
                                        T["ok"][r].tolist(), T["port"][r].tolist()):
                 self.trw.setdefault(s, {})[d] = (t, not ok, pt)
         C = self.connected.rows()
         if C:
-            r = np.flatnonzero(np.isin(C["src"], keep))
+            r = np.flatnonzero(in_sorted(np, C["src"], keep))
             for s, pt, t, v6 in zip(self._text(C["src"][r]), C["port"][r].tolist(), C["t"][r].tolist(),
                                     C["v6"][r].tolist()):
                 self.connected_of.setdefault((s, pt), []).append((-t, v6))

@@ -137,6 +137,7 @@ def analysis_result(inputs, counts, stages: Stages, alerts: list[Alert], elapsed
         "packets_per_s": round(c.records / elapsed, 1) if elapsed > 0 else 0.0, "backend": backend.name,
         "device": backend.device or "cpu", "bad_inputs": len(inputs.errors),
         "l7": tap_stats or {"streams_dropped": stages.tap.dropped_streams, "parse_errors": stages.tap.parse_errors},
+        "detector_evictions": {d.name: d.evictions for d in stages.detectors if d.evictions},
         "site_inferred": site.inferred_local, "inferred_local_hosts": site.busiest,
         "model": None if model is None else {"windows_trained": model.windows_trained,
                                              "hosts": len(model.baseline.entities_), "frozen": model.frozen},
@@ -168,6 +169,9 @@ def summary_text(s: dict, alerts: list[Alert]) -> str:
     if s.get("model"):
         m = s["model"]
         lines.append(f"  site model: {m['windows_trained']:,} training windows of {m['hosts']:,} hosts")
+    if s.get("detector_evictions"):
+        lines.append("  note: state caps reached, some findings may be missed: " + ", ".join(
+            f"{name} dropped {n:,}" for name, n in sorted(s["detector_evictions"].items())) + " (see [detect.*] max_*)")
     if s.get("site_inferred"):
         busiest = s.get("inferred_local_hosts") or []
         extra = f", and the busiest public host(s) {', '.join(busiest)}" if busiest else ""

@@ -1,0 +1,214 @@
+"""Columnar detector state (issue 21): address columns computed over Arrow buffers agree with
+the standard library value for value; keyed tables fold batches in any split and order into
+the same rows, merge, and evict at their cap with the evictions counted; port_scan keeps its
+findings under a spoofed flood that overflows its tables."""
+
+from __future__ import annotations
+
+import random
+import socket
+import zlib
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.detect.address_columns import crc32_column, ipv4_values, string_ids
+from detector.detect.base import FlowView
+from detector.detect.keyed_table import KeyedTable, Names
+from detector.detect.port_scan import PortScan
+from detector.detect.sample import DistinctSample
+from detector.site import NetSet
+from tests.test_scan_evidence import attempt, records, targets
+
+octet = st.one_of(st.integers(0, 255).map(str), st.sampled_from(["256", "999", "01", "00", "", "-1", "1a", " 1"]))
+dotted = st.lists(octet, min_size=3, max_size=5).map(".".join)
+text = st.one_of(dotted, st.text(max_size=20), st.sampled_from(["::1", "fe80::1", "::ffff:10.0.0.1", "1.2.3.4 "]))
+
+
+def inet4(s: str) -> int | None:
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, s), "big")
+    except (OSError, ValueError):
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(text, max_size=40))
+def test_ipv4_values_agree_with_inet_pton(values):
+    ok, v = ipv4_values(pa.array(values, pa.string()))
+    expected = [inet4(s) for s in values]
+    assert ok.tolist() == [e is not None for e in expected]
+    assert [int(x) for x, e in zip(v, expected) if e is not None] == [e for e in expected if e is not None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=70)), max_size=30))
+def test_crc32_column_is_zlibs(values):
+    got = crc32_column(pa.array(values, pa.string())).tolist()
+    assert got == [0 if s is None else zlib.crc32(s.encode()) for s in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=50), min_size=1, max_size=30), st.text(max_size=60))
+def test_string_ids_do_not_depend_on_the_other_values_of_the_array(values, other):
+    alone = string_ids(pa.array(values, pa.string()))
+    mixed = string_ids(pa.array(values + [other], pa.string()))[:-1]
+    sliced = string_ids(pa.array([other] + values, pa.string()).slice(1))
+    assert alone.tolist() == mixed.tolist() == sliced.tolist()
+    by_value = dict(zip(values, alone.tolist()))
+    assert len(set(by_value.values())) == len(by_value)  # distinct strings, distinct ids
+
+
+def test_string_ids_have_no_collision_among_a_million_addresses():
+    rng = np.random.default_rng(5)
+    v4 = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(0, 256, (500_000, 4)).tolist()]
+    v6 = [f"2001:db8:{a:x}::{b:x}" for a, b in rng.integers(0, 65536, (500_000, 2)).tolist()]
+    values = list(set(v4 + v6))
+    assert len(np.unique(string_ids(pa.array(values)))) == len(values)
+
+
+def test_member_matches_netset_for_ipv4_and_ipv6():
+    nets = NetSet(["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32", "::ffff:172.16.0.0/108"])
+    values = ["10.1.2.3", "11.0.0.1", "192.168.1.200", "192.168.2.1", "2001:db8::5", "2001:db9::1",
+              "::ffff:172.16.0.9", "not an address", "0.0.0.0"]
+    view = FlowView(pa.RecordBatch.from_pydict({"h": values + values[::-1]}))
+    assert view.member("h", nets).tolist() == [v in nets for v in values + values[::-1]]
+
+
+def table() -> KeyedTable:
+    return KeyedTable(("src", "dst"), ("t", "port"))
+
+
+def random_rows(rng, n):
+    return {"src": rng.integers(0, 20, n).astype(np.uint64), "dst": rng.integers(0, 30, n).astype(np.uint64),
+            "t": rng.integers(0, 1000, n), "port": rng.integers(0, 5, n).astype(np.int32)}
+
+
+def earliest_by_key(rows):
+    best = {}
+    for s, d, t, p in zip(*(rows[k].tolist() for k in ("src", "dst", "t", "port"))):
+        best[(s, d)] = min(best.get((s, d), (t, p)), (t, p))
+    return sorted((s, d, t, p) for (s, d), (t, p) in best.items())
+
+
+def held(tab):
+    rows = tab.rows()
+    return list(zip(*(rows[k].tolist() for k in ("src", "dst", "t", "port"))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 3000), st.lists(st.integers(1, 3000), max_size=6))
+def test_keyed_table_folds_any_split_and_merge_order_into_one_pass(seed, n, cuts):
+    rng = np.random.default_rng(seed)
+    rows = random_rows(rng, n)
+    one = table()
+    one.add(rows)
+    assert held(one) == earliest_by_key(rows)
+    # the same rows in random batches, spread over three tables merged in a random order
+    perm = rng.permutation(n)
+    bounds = [0] + sorted(c % n for c in cuts) + [n]
+    parts = [table() for _ in range(3)]
+    for a, b in zip(bounds, bounds[1:]):
+        parts[int(rng.integers(0, 3))].add({k: v[perm[a:b]] for k, v in rows.items()})
+    random.Random(seed).shuffle(parts)
+    merged = parts[0]
+    for other in parts[1:]:
+        merged.merge(other)
+    assert held(merged) == held(one)
+
+
+def test_keyed_table_keeps_the_first_rows_of_each_key():
+    tab = KeyedTable(("k",), ("t",), keep=2)
+    tab.add({"k": np.array([1, 1, 1, 2]), "t": np.array([30, 10, 20, 5])})
+    tab.add({"k": np.array([1, 2]), "t": np.array([5, 50])})
+    rows = tab.rows()
+    assert list(zip(rows["k"].tolist(), rows["t"].tolist())) == [(1, 5), (1, 10), (2, 5), (2, 50)]
+
+
+def test_keyed_table_evicts_the_lowest_priority_rows_at_its_cap_and_counts_them():
+    def rows_of_key(cols):
+        _, inverse, counts = np.unique(cols["k"], return_inverse=True, return_counts=True)
+        return counts[inverse]
+
+    tab = KeyedTable(("k", "v"), ("t",), cap=5, priority=rows_of_key)
+    tab.add({"k": np.array([1, 1, 1, 7, 8, 9, 2, 2]), "v": np.arange(8), "t": np.zeros(8, np.int64)})
+    rows = tab.rows()
+    assert tab.evicted == 3 and len(tab) == 5
+    # the keys with most rows stay: single-row keys (a spoofed flood's sources) go first
+    assert sorted(rows["k"].tolist()) == [1, 1, 1, 2, 2]
+
+
+def test_names_give_the_text_of_held_ids_and_forget_the_rest():
+    names = Names()
+    values = pa.array(["10.0.0.1", "10.0.0.2", "fe80::1"])
+    ids = string_ids(values)
+    names.add(ids, values)
+    names.add(ids[:1], values.slice(0, 1))  # again: kept once
+    assert len(names) == 3 and names.text(ids[::-1]) == ["fe80::1", "10.0.0.2", "10.0.0.1"]
+    names.keep_only(ids[1:2])
+    assert len(names) == 1 and names.text(ids[1:2]) == ["10.0.0.2"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=12), max_size=400), st.integers(1, 40))
+def test_distinct_sample_takes_the_same_values_with_hashes_given(values, size):
+    one, batched = DistinctSample(size), DistinctSample(size)
+    for v in values:
+        one.add(v)
+    for a in range(0, len(values), 37):
+        chunk = pa.array(values[a:a + 37], pa.string())
+        batched.add_hashed(chunk, crc32_column(chunk).astype(np.int64))
+    assert batched.items() == one.items() and len(batched) == len(one)
+
+
+def test_port_scan_keeps_a_scanner_through_a_flood_that_overflows_its_tables():
+    """30,000 one-packet spoofed sources, against a table of 2,000 rows: the flood's sources
+    are evicted (and counted), the scanner's 40 ports stay and are reported."""
+    det = PortScan(PortScan.Params(max_contacts=2_000))
+    rng = np.random.default_rng(3)
+    flood = [attempt("10.0.0.9", k * 1e-4, src=f"{a}.{b}.{c}.{d}")
+             for k, (a, b, c, d) in enumerate(rng.integers(1, 224, (30_000, 4)).tolist())]
+    scan = [attempt("10.0.0.7", 1 + k * 0.01, port=1000 + k, src="198.51.100.66") for k in range(40)]
+    rows = flood[:15_000] + scan + flood[15_000:]
+    for a in range(0, len(rows), 4096):
+        det.observe_flows(records(rows[a:a + 4096]))
+    alerts = det.finish()
+    (scanned,) = [a for a in alerts if a.technique == "port_scan"]
+    assert scanned.src_ip == "198.51.100.66" and scanned.evidence["port_count"] == 40
+    assert det.evictions >= 2 * (30_000 - 2_000)  # failed contacts and first contacts alike
+    distributed = [a for a in alerts if a.technique == "distributed_scan"]
+    assert distributed == []  # one port on the target: a flood, not probing of services
+
+
+def test_port_scan_alerts_are_the_same_in_any_batches_and_order():
+    rows = ([attempt(d, k * 0.5, src="10.0.0.5") for k, d in enumerate(targets(30))]
+            + [attempt("10.0.0.8", 100 + k, port=2000 + k, src="10.0.0.6") for k in range(20)]
+            + [attempt(d, 200 + k, failed=k % 3 == 0, src="10.0.0.4") for k, d in enumerate(targets(40, v6=True))])
+    one = PortScan()
+    one.observe_flows(records(rows))
+    expected = [a.to_dict() for a in one.finish()]
+    assert {a["technique"] for a in expected} >= {"address_sweep", "port_scan"}
+    rng = random.Random(11)
+    for _ in range(5):
+        shuffled = rows[:]
+        rng.shuffle(shuffled)
+        det = PortScan()
+        cut = sorted(rng.sample(range(1, len(rows)), 4))
+        for a, b in zip([0] + cut, cut + [len(rows)]):
+            det.observe_flows(records(shuffled[a:b]))
+        assert [a.to_dict() for a in det.finish()] == expected
+        assert [a.to_dict() for a in det.finish()] == expected  # a second report: the same
+
+
+def test_bench_flood_scenario_is_a_flood_of_distinct_sources():
+    from detector.synth.scenarios import SCENARIOS
+
+    sc = SCENARIOS["bench-syn-flood"](packets=20_000, seed=2)
+    spec = sc.packets
+    assert len(spec) == 20_000
+    syn = spec.dport == 443
+    assert syn.sum() >= 19_800 and len(np.unique(spec.src_lo[syn])) > 0.99 * syn.sum()
+    assert [i["technique"] for i in sc.labels["incidents"]] == ["syn_flood"]
+
