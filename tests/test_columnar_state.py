@@ -212,3 +212,54 @@ def test_bench_flood_scenario_is_a_flood_of_distinct_sources():
     assert syn.sum() >= 19_800 and len(np.unique(spec.src_lo[syn])) > 0.99 * syn.sum()
     assert [i["technique"] for i in sc.labels["incidents"]] == ["syn_flood"]
 
+
+
+def test_names_say_none_for_an_id_they_were_not_given():
+    names = Names()
+    assert names.text(np.array([7], np.uint64)) == [None]
+    values = pa.array(["10.0.0.1", "10.0.0.3"])
+    names.add(string_ids(values), values)
+    assert names.text(string_ids(pa.array(["10.0.0.2", "10.0.0.3", "zzz"]))) == [None, "10.0.0.3", None]
+
+
+def openers(pairs):
+    from detector.l7.events import Events, PacketArrays
+
+    return Events(initiators=PacketArrays({"ts": np.zeros(len(pairs), np.int64),
+                                           "mac": np.array([m for m, _ in pairs], np.uint64),
+                                           "addr": np.array([a for _, a in pairs], dtype=object)}))
+
+
+def test_a_hosts_addresses_repeated_in_a_batch_do_not_make_it_a_router():
+    host = [(5, f"10.0.0.{k}") for k in range(1, 6)]
+    det = PortScan()
+    det.observe_events(openers(host + host))  # a batch merged from two parts repeats its openers
+    assert det._same_host("10.0.0.3") == {a for _, a in host}
+
+
+def test_an_address_first_seen_behind_a_router_stays_alone_in_any_batches():
+    router = [(9, f"198.51.100.{k}") for k in range(1, 13)]
+    later = [(5, "198.51.100.3"), (5, "10.0.0.7")]
+    whole, split = PortScan(), PortScan()
+    whole.observe_events(openers(router + later))
+    split.observe_events(openers(router[:4]))
+    split.observe_events(openers(router[4:] + later))
+    for det in (whole, split):
+        assert det._same_host("198.51.100.3") == {"198.51.100.3"}
+        assert det._same_host("10.0.0.7") == {"10.0.0.7"}
+    # known as a router's from the start: its addresses are pinned in bulk, still first come first
+    bulk = PortScan()
+    bulk.observe_events(openers(router))
+    bulk.observe_events(openers([(5, "10.0.0.8"), (9, "10.0.0.8"), (9, "198.51.100.77"), (5, "198.51.100.77"),
+                                 (5, "10.0.0.9")]))
+    assert bulk._same_host("10.0.0.8") == {"10.0.0.8", "10.0.0.9"}
+    assert bulk._same_host("198.51.100.77") == {"198.51.100.77"}
+
+
+def test_bittorrent_answers_do_not_make_a_peer_to_peer_client():
+    row = attempt("10.0.0.9", 0, failed=False, src="10.0.0.5", service="bittorrent")
+    det = PortScan()
+    det.observe_flows(records([dict(row, orig_pkts=0)]))
+    assert det.p2p == set()
+    det.observe_flows(records([row]))
+    assert det.p2p == {"10.0.0.5"}

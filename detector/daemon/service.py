@@ -383,6 +383,8 @@ class Daemon:
         self._update_model()
         self.pins = self._learned()
         self._save_learning()
+        self._count()  # the old detectors' last evictions, before their counts restart
+        self._evicted.clear()
         self.stages.detectors = self.stages.new_detectors(self.pins)
         self.epoch_started = time.monotonic()
 

@@ -36,10 +36,10 @@ def padded(arr: pa.Array, width: int | None = None) -> tuple[np.ndarray, np.ndar
     longest = int(lengths.max()) if n else 0
     w = width or max(8, -(-longest // 8) * 8)
     mat = np.zeros((n, w), np.uint8)
-    cols = np.arange(w)
-    inside = cols[None, :] < np.minimum(lengths, w)[:, None]
-    if inside.any():
-        mat[inside] = data[(offsets[:-1, None].astype(np.int64) + cols[None, :])[inside]]
+    starts = offsets[:-1].astype(np.int64)
+    for j in range(min(w, longest)):  # one character position at a time: no rows x width index array
+        rows = np.flatnonzero(lengths > j)
+        mat[rows, j] = data[starts[rows] + j]
     if arr.null_count:
         lengths[~np.asarray(arr.is_valid())] = -1
     return mat, lengths

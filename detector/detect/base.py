@@ -126,6 +126,10 @@ class FlowView:
             hit = self._cache[key] = self.value_ids(name)[self.encoded(name)[1]]
         return hit
 
+    def has_value(self, name: str) -> np.ndarray:
+        """Whether each row's value of column ``name`` is not null."""
+        return au.to_numpy(pc.is_valid(self.batch.column(name)))
+
     def has_text(self, name: str, text: str) -> np.ndarray:
         """Whether each row's value of string column ``name`` contains ``text`` (nulls: no)."""
         dictionary, codes = self.encoded(name)

@@ -206,7 +206,7 @@ class Floods(Detector):
                              f"{'' if sources.exact else 'about '}{len(sources)} sources within {p.window_s:.0f} s "
                              f"({completed} completed): a SYN flood",
                              self.label, self.host_for(target if target != "*" else None, *sources.examples(1)),
-                             None, None if target == "*" else target, None, min(b[5]) if len(b[5]) == 1 else None, "tcp",
+                             None, None if target == "*" else target, None, min(b[5]) if b[5] else None, "tcp",
                              {"attempts": attempts, "completed": completed, "sources": len(sources),
                               "sources_exact": sources.exact, "example_sources": sources.examples(10),
                               "ports": sorted(b[5]),

@@ -41,7 +41,7 @@ from detector.alerts import Alert
 from detector.detect.base import Detector, ipv4_text, mac_text
 from detector.l7.events import Events
 from detector.l7.select import DST_SAMPLE
-from kernels.xp_ops import in_sorted
+from kernels.xp_ops import distinct, in_sorted
 
 HOPS_PER_HOST = 8
 CLAIMS_PER_MAC = 32
@@ -122,7 +122,7 @@ class GatewayMac(Detector):
             hop[2] += pk
             hop[3] = set(sorted(hop[3] | {d for d in dsts if d})[:DST_SAMPLE])
         if added:
-            self._own_ids = np.union1d(self._own_ids, np.array(added, np.uint64))
+            self._own_ids = distinct(np, np.concatenate([self._own_ids, np.array(added, np.uint64)]))
 
     def _arp(self, events: Events) -> None:
         a = events.arp

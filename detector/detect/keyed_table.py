@@ -141,7 +141,11 @@ class Names:
         if not kept.all():
             self._ids, self._text = self._ids[kept], self._text.filter(pa.array(kept))
 
-    def text(self, ids: np.ndarray) -> list[str]:
+    def text(self, ids: np.ndarray) -> list[str | None]:
+        """The text of each id; None for an id it was never given."""
         self._fold()
-        pos = np.searchsorted(self._ids, ids)
-        return self._text.take(pa.array(pos)).to_pylist()
+        if not len(self._ids):
+            return [None] * len(ids)
+        pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        text = self._text.take(pa.array(pos)).to_pylist()
+        return [t if hit else None for t, hit in zip(text, (self._ids[pos] == ids).tolist())]

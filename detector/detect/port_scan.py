@@ -62,7 +62,6 @@ from kernels.xp_ops import distinct, group_ids, in_sorted
 EYEBALL_SAMPLE = 4096  # successful contacts kept per client and port
 ANSWERS_KEPT = 8  # DNS answer times kept per (client, address): the latest
 ROUTER_ADDRESSES = 8  # a source MAC seen with more addresses than this is a router's, not one host's
-ROUTER = frozenset(range(ROUTER_ADDRESSES + 1))  # the group of a router's MAC: too many to be one host
 
 FAILED_STATES = set(FLOW_FAILED_STATES)
 PROTO_CODE = {"tcp": 0, "udp": 1, "icmp": 2}
@@ -116,6 +115,7 @@ class PortScan(Detector):
         self.p2p: set[str] = set()
         self.mac_of: dict[str, int] = {}  # address -> the source MAC it opened connections from
         self.addrs_of: dict[int, set[str]] = {}  # MAC -> its addresses (up to ROUTER_ADDRESSES + 1)
+        self.lone = np.zeros(0, np.uint64)  # ids of addresses first seen behind a router's MAC
         self.dropped = 0
 
     @staticmethod
@@ -142,28 +142,49 @@ class PortScan(Detector):
                     else:
                         self.dropped += 1
         for ev in events.mining:
-            if ev.protocol.startswith("p2p") and len(self.p2p) < self.p.max_sources:
-                self.p2p.add(ev.ctx.client)
+            if ev.protocol.startswith("p2p"):
+                if ev.ctx.client in self.p2p or len(self.p2p) < self.p.max_sources:
+                    self.p2p.add(ev.ctx.client)
+                else:
+                    self.dropped += 1
         o = events.initiators
-        if not len(o):
-            return
-        # a MAC opening connections from more addresses than a host has is a router's (or a
-        # spoofed flood's): its addresses are not grouped, so they are not kept one by one
-        macs, many = np.unique(o["mac"], return_counts=True)
-        for mac in macs[many > ROUTER_ADDRESSES].tolist():
-            self.addrs_of[mac] = ROUTER
-        rows = np.flatnonzero(~np.isin(o["mac"], np.array(list(self.routers_seen()), np.uint64)))
-        for mac, addr in zip(o["mac"][rows].tolist(), o["addr"][rows].tolist()):
-            if addr not in self.mac_of and len(self.mac_of) < self.p.max_resolved:
-                self.mac_of[addr] = mac
-                group = self.addrs_of.setdefault(mac, set())
-                if len(group) <= ROUTER_ADDRESSES:
-                    group.add(addr)
-                    if len(group) > ROUTER_ADDRESSES:
-                        self.addrs_of[mac] = ROUTER
+        if len(o):
+            self._note_initiators(o["mac"], o["addr"])
 
-    def routers_seen(self) -> list[int]:
-        return [mac for mac, group in self.addrs_of.items() if group is ROUTER]
+    def _note_initiators(self, macs: np.ndarray, addrs: np.ndarray) -> None:
+        """Each address's MAC, as first seen opening a connection, for grouping a host's
+        addresses. The rows of MACs known as routers' (more than ``ROUTER_ADDRESSES``
+        addresses: a router, or a spoofed flood) are taken in bulk: their addresses are pinned
+        as lone ones (sorted ids, not dictionary entries), unless an earlier row of the batch
+        or an earlier batch gave them a MAC first."""
+        routers = np.array(sorted(m for m, g in self.addrs_of.items() if len(g) > ROUTER_ADDRESSES), np.uint64)
+        behind = in_sorted(np, macs.astype(np.uint64), routers)
+        ids = string_ids(pa.array(addrs.tolist(), pa.string()))
+        pinned = in_sorted(np, ids, self.lone)
+        rows = np.arange(len(ids))
+        first_pin = np.full(len(ids), len(ids))  # each address's first row behind a router in this batch
+        r = np.flatnonzero(behind)
+        if len(r):
+            _, first = group_ids(np, ids[r])  # stable: the first row of each address
+            pin_ids, pin_at = ids[r][first], r[first]
+            by = np.argsort(pin_ids)
+            pin_ids, pin_at = pin_ids[by], pin_at[by]
+            hit = in_sorted(np, ids, pin_ids)
+            first_pin[hit] = pin_at[np.searchsorted(pin_ids, ids[hit])]
+            room = max(0, self.p.max_resolved - len(self.lone))
+            new = pin_ids[~in_sorted(np, pin_ids, self.lone)]
+            self.dropped += max(0, len(new) - room)
+            self.lone = distinct(np, np.concatenate([self.lone, new[:room]]))
+        for i, mac, addr in zip(rows[~behind].tolist(), macs[~behind].tolist(), addrs[~behind].tolist()):
+            if addr in self.mac_of or pinned[i] or first_pin[i] < i:
+                continue
+            if len(self.mac_of) >= self.p.max_resolved:
+                self.dropped += 1
+                continue
+            self.mac_of[addr] = mac
+            group = self.addrs_of.setdefault(mac, set())
+            if len(group) <= ROUTER_ADDRESSES:
+                group.add(addr)
 
     def _same_host(self, addr: str) -> set[str]:
         """``addr`` and the other addresses its host opened connections from (its IPv4 and IPv6
@@ -172,15 +193,18 @@ class PortScan(Detector):
         return group if group is not None and len(group) <= ROUTER_ADDRESSES and addr in group else {addr}
 
     def observe_flows(self, f: FlowView) -> None:
-        p2p_rows = np.flatnonzero(f.isin("service", ("bittorrent",)) & f.isin("proto", ("tcp",)))
-        for src in f.take("orig_h", p2p_rows):
-            if len(self.p2p) < self.p.max_sources:
+        sent = (f["orig_pkts"] > 0) & f.has_value("orig_h") & f.has_value("resp_h")
+        for src in f.take("orig_h", np.flatnonzero(f.isin("service", ("bittorrent",)) & f.isin("proto", ("tcp",))
+                                                     & sent)):
+            if src in self.p2p or len(self.p2p) < self.p.max_sources:
                 self.p2p.add(src)
+            else:
+                self.dropped += 1
         proto = f["proto"]
         tcp, udp = proto == "tcp", proto == "udp"
         multicast = f.member("orig_h", self.site.multicast) | f.member("resp_h", self.site.multicast)
         # an "originator" that sent nothing is answering someone else's traffic
-        sent = (f["orig_pkts"] > 0) & ~multicast
+        sent &= ~multicast
         sport, port = f["orig_p"].astype(np.int32), f["resp_p"].astype(np.int32)
         echo = sent & (proto == "icmp") & (port == 0) & (sport == 8)  # an echo request: a host probe
         # an answer nobody asked for (reflection backscatter) is not a probe
@@ -230,6 +254,7 @@ class PortScan(Detector):
             d = self.inbound.get(dst)
             if d is None:
                 if len(self.inbound) >= self.p.max_sources:
+                    self.dropped += len(group)
                     continue
                 d = self.inbound[dst] = {"sources": DistinctSample(4096), "ports": DistinctSample(4096),
                                          "first": int(ts[group].min()), "last": int(ts[group].max()), "attempts": 0}
@@ -260,7 +285,7 @@ class PortScan(Detector):
             walker, n_failed = count_by([T["src"][bad]])
             cand.append(T["src"][bad][walker[n_failed >= self.p.trw_min_failures]])
         cand = distinct(np, np.concatenate(cand))
-        texts = set(self.names.text(cand)) | self.p2p
+        texts = {t for t in self.names.text(cand) if t is not None} | self.p2p
         texts |= {a for src in list(texts) for a in self._same_host(src)}
         keep = distinct(np, string_ids(pa.array(sorted(texts), pa.string())))
         self.ports, self.hosts, self.trw, self.connected_of = defaultdict(dict), defaultdict(dict), {}, {}

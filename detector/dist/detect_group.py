@@ -59,6 +59,7 @@ def ordered_feed(folders: list[str]):
 class GroupResult:
     alerts: dict[str, list[Alert]]  # detector name -> its alerts
     kept: list = field(default_factory=list)  # finished detectors the client asked back (the report's)
+    evictions: dict[str, int] = field(default_factory=dict)  # detector name -> entries dropped at its caps
 
 
 def detect_group(names: list[str], folders: list[str], cfg: Config, site: Site,
@@ -75,5 +76,6 @@ def detect_group(names: list[str], folders: list[str], cfg: Config, site: Site,
             stages.feed_flow_batch(rb, first_payload)
         stages.feed_events(events)
     alerts = {d.name: d.finish() for d in stages.detectors}
-    return GroupResult(alerts, [d for d in stages.detectors if d.name in keep])
+    return GroupResult(alerts, [d for d in stages.detectors if d.name in keep],
+                       {d.name: d.evictions for d in stages.detectors if d.evictions})
 

@@ -51,6 +51,9 @@ from detector.sources import expand_inputs, open_capture
 log = logging.getLogger("detector.dist")
 
 TASK_RETRIES = 2  # a task that raised is tried this many more times (a lost worker's tasks are rerun anyway)
+# the partitions' records and events as detectors read them: a work folder written by another
+# format is not reused (2: next-hop rows carry host ids)
+FEED_FORMAT = 2
 
 
 def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> tuple[str, bool, bool]:
@@ -132,6 +135,8 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     result = analysis_result(run.inputs, run.counts, stages, alerts, time.perf_counter() - t0, backend, model,
                              output_error, interrupted, run.tap_stats())
     result.detectors = [d for g in run.groups for d in g.kept] + stages.detectors
+    for g in run.groups:  # the workers' detectors dropped these at their caps
+        result.summary["detector_evictions"].update(g.evictions)
     complete = not interrupted and len(run.results) == len(files)
     if interrupted and not run.groups:
         result.warnings.append("interrupted before the detectors had run: no alerts were written")
@@ -228,7 +233,7 @@ class _Run:
 
     # -- phase 2: partitions, consumed in file order; phase 3: stitching shards -------------
     def partitions(self, client, cfg: Config, backend: Backend, bar: Progress) -> None:
-        key = _digest((__version__, cfg, backend.name, self.last_ts, self.shared_file, SHARDS))
+        key = _digest((__version__, FEED_FORMAT, cfg, backend.name, self.last_ts, self.shared_file, SHARDS))
         futures = {}
         for i, path in enumerate(self.files):
             census = self.censuses[i]
