@@ -256,7 +256,7 @@ def analyze_file(index: int, path: str, cfg: Config, backend_name: str, shared_f
             if splitter else []
         out.extra = spools
         _partition(path, cfg, engine, tap, splitter, shared, spools, out, index)
-        out.put((END, index), engine.finish(last_ts), tap.flush())
+        out.put((END, index), engine.finish_groups(last_ts), tap.flush())
         return out.commit(engine, tap, stamp)
     except BaseException:
         out.abandon()
@@ -328,7 +328,7 @@ def stitch_shard(shard: int, parts: list[PartitionResult], cfg: Config, backend_
                 out.observe(tapped, cols)
                 out.put((part.index, j), emitted, tap.process(tapped, cols, tapped.n))
                 res.shared_packets += b.n
-        out.put((END, END), engine.finish(last_ts), tap.flush())
+        out.put((END, END), engine.finish_groups(last_ts), tap.flush())
         return out.commit(engine, tap, stamp)
     except BaseException:
         out.abandon()

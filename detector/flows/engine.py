@@ -28,7 +28,7 @@ import numpy as np
 
 from detector.backend import Backend
 from detector.config import FlowConfig
-from detector.flows.table import EmittedFlows, FlowTable
+from detector.flows.table import EmittedFlows, FlowTable, in_groups
 from detector.sources.batch import RawBatch
 from kernels import flowtable as kft
 from kernels import handoff as hk
@@ -39,6 +39,7 @@ from kernels.fragments import FragmentCache
 
 HANDOFF_BLOCK = 2048  # rows published at a time to the accounting thread (two threads; 300 kB of columns)
 RECORD_GROUP = 16384  # ended flows gathered before they are handed on (records cost per group)
+END_GROUP = 4 * RECORD_GROUP  # ... and handed on in groups of about this many at most
 
 
 def _wait_all(futures, fifo: ThreadPoolExecutor | None = None, on_interrupt=None) -> None:
@@ -284,32 +285,36 @@ class FlowEngine:
         return self._drain()
 
     def finish(self, last_ts: int | None = None) -> list[EmittedFlows]:
+        """End of input, as :meth:`finish_groups`, all at once."""
+        return list(self.finish_groups(last_ts))
+
+    def finish_groups(self, last_ts: int | None = None):
         """End of input: flows already idle at the last timestamp (``last_ts``, default the
         latest seen) end as idle, whatever the expiry scans' timing was; every other open flow
         ends with reason ``eof``. A partition of an archive passes the archive's last timestamp,
         so its flows end exactly as in one pass over the whole archive."""
         now = self.last_ts if last_ts is None else last_ts
         self._stop_worker()
-
-        def end(shard):
-            if now is not None:
-                shard.expire_idle(now)
-            shard.flush()
-
-        self._run_parallel(end, [(s,) for s in self.shards])
-        out = self._drain()
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-        return out
+        return self._ending(now)
+
+    def _ending(self, now: int | None):
+        """The open flows, ended shard by shard and handed on a group at a time as they are
+        emitted: a full table (a flood's million half-open connections) is never all records
+        at once."""
+        for shard in self.shards:
+            for em in shard.end_in_groups(now, END_GROUP):
+                self.flows_out += len(em)
+                yield em
 
     def _drain(self) -> list[EmittedFlows]:
-        parts = [e for e in (s.drain() for s in self.shards) if e is not None]
-        if not parts:
-            return []
-        em = parts[0] if len(parts) == 1 else EmittedFlows.concat(parts)
-        self.flows_out += len(em)
-        return [em]
+        parts = [e for s in self.shards for e in s.drain(END_GROUP)]
+        self.flows_out += sum(len(e) for e in parts)
+        if len(self.shards) > 1 and sum(len(e) for e in parts) <= END_GROUP:
+            parts = in_groups(parts, END_GROUP)  # the shards' few rows as one group, as before
+        return parts
 
     # -- reporting -------------------------------------------------------------------------
     @property

@@ -150,6 +150,10 @@ class ScanFlowEngine:
         self._park(self.table.expired(now_ns))
         return self._drain()
 
+    def finish_groups(self, last_ts: int | None = None):
+        """As :meth:`FlowEngine.finish_groups` (here: all at once, then handed on)."""
+        return iter(self.finish(last_ts))
+
     def finish(self, last_ts: int | None = None) -> list[EmittedFlows]:
         """As :meth:`FlowEngine.finish`: idle at the last timestamp ends as idle, the rest as eof."""
         now = self.last_ts if last_ts is None else last_ts

@@ -117,6 +117,20 @@ class EmittedFlows:
         return EmittedFlows(*(np.concatenate([getattr(p, a) for p in parts]) for a in EmittedFlows._ARRAYS))
 
 
+def in_groups(parts: list[EmittedFlows], group: int) -> list[EmittedFlows]:
+    """Consecutive parts joined into groups of at least ``group`` rows (the last may be smaller)."""
+    out, run, rows = [], [], 0
+    for p in parts:
+        run.append(p)
+        rows += len(p)
+        if rows >= group:
+            out.append(run[0] if len(run) == 1 else EmittedFlows.concat(run))
+            run, rows = [], 0
+    if run:
+        out.append(run[0] if len(run) == 1 else EmittedFlows.concat(run))
+    return out
+
+
 class FlowTable:
     """One shard of flow state. ``capacity`` flows at most; ``out_capacity`` rows buffered."""
 
@@ -264,10 +278,25 @@ class FlowTable:
             account_ranges(self, cols, pkt_hash, 0, len(rows), lambda a, b: self.update(cols, pkt_hash, a, b, rows),
                            rows)
 
-    def drain(self) -> EmittedFlows | None:
-        """Take every row emitted since the last call (None if there are none)."""
+    def drain(self, group: int | None = None) -> list[EmittedFlows]:
+        """Take every row emitted since the last call, in capture order: one part, or parts of
+        about ``group`` rows (so that a flood's evictions or the end of input are built into
+        records a bounded group at a time, not all at once)."""
         self._park()
-        if not self._parked:
-            return None
         parts, self._parked = self._parked, []
-        return parts[0] if len(parts) == 1 else EmittedFlows.concat(parts)
+        return in_groups(parts, group or max(1, sum(len(p) for p in parts)))
+
+    def end_in_groups(self, now_ns: int | None, group: int):
+        """End every flow (end of input: idle at ``now_ns`` as idle, the rest as ``eof``),
+        handing them on in parts of about ``group`` rows as they are emitted."""
+        for now, reason in ((now_ns, -1), (0, fsd.END_EOF)):
+            if now is None:
+                continue
+            row = 0
+            while row < self.capacity:
+                row = kft.expire_flows(now, row, reason, *self._tables(), *self._outputs())
+                if row < self.capacity:
+                    self._park()
+                if self.pending >= group:
+                    yield from self.drain(group)
+        yield from self.drain(group)

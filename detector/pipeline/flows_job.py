@@ -68,7 +68,7 @@ def run_flows(inputs: list[str], out_path: str, fmt: str, cfg: FlowConfig,
                 bar.update(ingest.done_bytes(), engine.counts.records, batch.path)
         except KeyboardInterrupt:
             interrupted = True
-        for em in engine.finish():
+        for em in engine.finish_groups():
             sink.put(em)
         sink.close()
     except OutputError as exc:

@@ -105,7 +105,7 @@ class Stages:
 
     def flush(self) -> None:
         """End of input: every open flow and stream ends."""
-        self.feed_flows(self.engine.finish())
+        self.feed_flows(self.engine.finish_groups())
         self.feed_events(self.tap.flush())
 
     def report(self) -> list[Alert]:
