@@ -310,7 +310,7 @@ class FlowEngine:
                 yield em
 
     def _drain(self) -> list[EmittedFlows]:
-        parts = [e for s in self.shards for e in s.drain(END_GROUP)]
+        parts = [e for s in self.shards for e in s.drain(RECORD_GROUP)]  # parked parts as they are
         self.flows_out += sum(len(e) for e in parts)
         if len(self.shards) > 1 and sum(len(e) for e in parts) <= END_GROUP:
             parts = in_groups(parts, END_GROUP)  # the shards' few rows as one group, as before

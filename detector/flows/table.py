@@ -17,7 +17,7 @@ from kernels import flowtable as kft
 from kernels import handoff as hk
 from kernels import packet_columns as pc
 from kernels.flowkey import KEY_WORDS
-from kernels.xp_ops import lexsort
+from kernels.xp_ops import distinct, lexsort
 
 NS = 1_000_000_000
 EVICT_FRACTION = 16  # a full table evicts 1/16 of its flows at once, oldest first
@@ -60,7 +60,7 @@ def new_flow_bound(xp, cols, pkt_hash, a: int, b: int, rows=None) -> int:
         at = rows[a:b]
         mask = flow_packet_mask(xp, cols, at=at)
         h = pkt_hash[at]
-    return int(xp.unique(h[mask]).shape[0])
+    return int(distinct(xp, h[mask]).shape[0])
 
 
 def account_ranges(table, cols, pkt_hash, a: int, b: int, account, rows=None) -> None:
@@ -91,6 +91,9 @@ def eviction_victims(xp, used, st, keys, k: int):
     rows = xp.flatnonzero(used)
     if rows.shape[0] == 0:
         return rows.astype(xp.int64)
+    if 0 < k < rows.shape[0]:  # only the rows as old as the k-th oldest can be victims: sort those
+        seen = st[rows, fsd.LAST_SEEN]
+        rows = rows[seen <= xp.partition(seen, k - 1)[k - 1]]
     kk = keys[rows]
     order = lexsort(xp, (kk[:, 4], kk[:, 3], kk[:, 2], kk[:, 1], kk[:, 0], st[rows, fsd.LAST_SEEN]))
     return rows[order[:k]].astype(xp.int64)
