@@ -90,7 +90,7 @@ class GatewayMac(Detector):
             rows = rows[known]
         added = []
         for ts, vlan, smac, src, dmac, pk, dsts, host in zip(
-                *(h[k][rows].tolist() for k in ("ts", "vlan", "src_mac", "src", "dst_mac", "packets", "dsts", "host_id"))):
+                *(h.texts(k, rows) for k in ("ts", "vlan", "src_mac", "src", "dst_mac", "packets", "dsts", "host_id"))):
             key = (vlan, src)
             own = self.own_mac.get(key)
             if own is None:

@@ -149,19 +149,19 @@ class PortScan(Detector):
                     self.dropped += 1
         o = events.initiators
         if len(o):
-            self._note_initiators(o["mac"], o["addr"])
+            self._note_initiators(o)
 
-    def _note_initiators(self, macs: np.ndarray, addrs: np.ndarray) -> None:
+    def _note_initiators(self, o) -> None:
         """Each address's MAC, as first seen opening a connection, for grouping a host's
         addresses. The rows of MACs known as routers' (more than ``ROUTER_ADDRESSES``
         addresses: a router, or a spoofed flood) are taken in bulk: their addresses are pinned
         as lone ones (sorted ids, not dictionary entries), unless an earlier row of the batch
         or an earlier batch gave them a MAC first."""
+        macs, addrs = o["mac"], o["addr"]
         routers = np.array(sorted(m for m, g in self.addrs_of.items() if len(g) > ROUTER_ADDRESSES), np.uint64)
         behind = in_sorted(np, macs.astype(np.uint64), routers)
-        ids = string_ids(pa.array(addrs.tolist(), pa.string()))
+        ids = string_ids(addrs if isinstance(addrs, pa.Array) else pa.array(addrs.tolist(), pa.string()))
         pinned = in_sorted(np, ids, self.lone)
-        rows = np.arange(len(ids))
         first_pin = np.full(len(ids), len(ids))  # each address's first row behind a router in this batch
         r = np.flatnonzero(behind)
         if len(r):
@@ -175,7 +175,8 @@ class PortScan(Detector):
             new = pin_ids[~in_sorted(np, pin_ids, self.lone)]
             self.dropped += max(0, len(new) - room)
             self.lone = distinct(np, np.concatenate([self.lone, new[:room]]))
-        for i, mac, addr in zip(rows[~behind].tolist(), macs[~behind].tolist(), addrs[~behind].tolist()):
+        own = np.flatnonzero(~behind)
+        for i, mac, addr in zip(own.tolist(), macs[own].tolist(), o.texts("addr", own)):
             if addr in self.mac_of or pinned[i] or first_pin[i] < i:
                 continue
             if len(self.mac_of) >= self.p.max_resolved:

@@ -10,6 +10,7 @@ import heapq
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+import pyarrow as pa
 
 from detector.l7.dhcp import DhcpMessage
 from detector.l7.dns import DnsMessage
@@ -147,6 +148,18 @@ class PacketArrays:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.cols[name]
 
+    def texts(self, name: str, rows: np.ndarray) -> list:
+        """Column ``name`` at ``rows`` as Python values (text columns may be Arrow strings)."""
+        col = self.cols[name]
+        return col.take(pa.array(rows, pa.int64())).to_pylist() if isinstance(col, pa.Array) else col[rows].tolist()
+
+
+def _joined(cols: list, order: np.ndarray):
+    """Columns of several PacketArrays end to end, rows in ``order``."""
+    if isinstance(cols[0], pa.Array):
+        return pa.concat_arrays(cols).take(pa.array(order, pa.int64()))
+    return np.concatenate(cols)[order]
+
 
 @dataclass
 class Events:
@@ -183,9 +196,9 @@ def merge_events(parts: list[Events]) -> Events:
             if len(filled) == 1:
                 setattr(out, f.name, filled[0])
             elif filled:
-                cols = {k: np.concatenate([v.cols[k] for v in filled]) for k in filled[0].cols}
-                order = np.argsort(cols["ts"], kind="stable")
-                setattr(out, f.name, PacketArrays({k: c[order] for k, c in cols.items()}))
+                order = np.argsort(np.concatenate([v.cols["ts"] for v in filled]), kind="stable")
+                setattr(out, f.name, PacketArrays({k: _joined([v.cols[k] for v in filled], order)
+                                                   for k in filled[0].cols}))
         else:
             setattr(out, f.name, list(heapq.merge(*values, key=lambda e: e.ctx.ts_ns)))
     return out

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
+import pyarrow as pa
 
 from detector import arrowutil as au
 from detector.l7 import dhcp as dhcp_mod
@@ -462,7 +463,7 @@ class L7Tap:
             return
         _, first = group_ids(np, cols.src_mac[rows], cols.src_ip_hi[rows], cols.src_ip_lo[rows])
         rows = rows[np.sort(first)]
-        src, _ = self._addresses(cols, rows)
+        src, _ = self._address_text(cols, rows)
         ev.initiators = PacketArrays({"ts": cols.ts_ns[rows], "mac": cols.src_mac[rows], "addr": src})
 
     def _next_hops(self, cols, n, ev: Events) -> None:
@@ -495,7 +496,7 @@ class L7Tap:
         order = np.argsort(first, kind="stable")  # in capture order
         first, packets, sample = first[order], packets[order], sample[order]
         at = rows[first]
-        src, _ = self._addresses(cols, at)
+        src, _ = self._address_text(cols, at)
         host = mix(cols.vlan[at].astype(np.uint64) ^ mix(cols.src_ip_hi[at] ^ mix(cols.src_ip_lo[at])))
         ev.next_hops = PacketArrays({"ts": cols.ts_ns[at], "vlan": cols.vlan[at], "src_mac": cols.src_mac[at],
                                      "src": src, "host_id": host, "dst_mac": cols.dst_mac[at], "packets": packets,
@@ -507,9 +508,15 @@ class L7Tap:
         return fid
 
     def _addresses(self, cols, idx) -> tuple[np.ndarray, np.ndarray]:
+        src, dst = self._address_text(cols, idx)
+        return np.array(src.to_pylist(), dtype=object), np.array(dst.to_pylist(), dtype=object)
+
+    def _address_text(self, cols, idx) -> tuple[pa.Array, pa.Array]:
+        """Source and destination addresses of packets ``idx`` as Arrow strings (no Python
+        object per packet: a flood's millions of sources are turned into text only where a
+        detector keeps them)."""
         k = len(idx)
         sb, db = np.empty(max(1, k * 39), np.uint8), np.empty(max(1, k * 39), np.uint8)
         so, do = np.empty(k + 1, np.int64), np.empty(k + 1, np.int64)
         ks.packet_addresses(cols, idx.astype(np.int64), sb, so, db, do)
-        return (np.array(au.strings(sb, so, k).to_pylist(), dtype=object),
-                np.array(au.strings(db, do, k).to_pylist(), dtype=object))
+        return au.strings(sb, so, k), au.strings(db, do, k)
