@@ -263,3 +263,15 @@ def test_bittorrent_answers_do_not_make_a_peer_to_peer_client():
     assert det.p2p == set()
     det.observe_flows(records([row]))
     assert det.p2p == {"10.0.0.5"}
+
+
+def test_merged_events_join_arrow_and_object_text_columns_in_time_order():
+    from detector.l7.events import Events, PacketArrays, merge_events
+
+    def opener(t, addr):
+        return Events(initiators=PacketArrays({"ts": np.array([t]), "mac": np.array([1], np.uint64), "addr": addr}))
+
+    arrow, objects = opener(2, pa.array(["10.0.0.2"])), opener(1, np.array(["10.0.0.1"], dtype=object))
+    for parts in ([arrow, objects], [objects, arrow]):
+        merged = merge_events(parts).initiators
+        assert merged.texts("addr", np.arange(2)) == ["10.0.0.1", "10.0.0.2"]

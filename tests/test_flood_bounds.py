@@ -12,6 +12,7 @@ import pytest
 from detector.config import FlowConfig, load_config
 from detector.flows.engine import END_GROUP, FlowEngine
 from detector.flows.records import FLOW_SCHEMA, RecordBuilder
+from detector.flows.table import EmittedFlows
 from detector.pipeline.analyze_job import run_analyze
 from detector.pipeline.ingest import Ingest
 
@@ -27,8 +28,8 @@ def flood(tmp_path_factory):
     return path
 
 
-def records(path, end):
-    cfg = FlowConfig()
+def records(path, end, threads=1):
+    cfg = FlowConfig(threads=threads)
     engine, builder = FlowEngine(cfg), RecordBuilder(cfg)
     ingest = Ingest([str(path)], cfg.batch_size)
     during = [e for b in ingest.batches() for e in engine.process(b)]
@@ -37,13 +38,31 @@ def records(path, end):
     return table.sort_by([("uid", "ascending")]), ending
 
 
+def all_at_once(engine):
+    """The end of input as it was before groups: every shard's flows ended, then one part."""
+    for shard in engine.shards:
+        shard.expire_idle(engine.last_ts)
+        shard.flush()
+    parts = [e for shard in engine.shards for e in shard.drain()]
+    return [EmittedFlows.concat(parts)] if len(parts) > 1 else parts
+
+
 def test_the_end_of_input_is_handed_on_in_bounded_groups_with_the_same_records(flood):
-    whole, _ = records(flood, lambda e: e.finish())
+    whole, at_once = records(flood, all_at_once)
+    assert len(at_once) == 1
     grouped, groups = records(flood, lambda e: list(e.finish_groups()))
     assert len(groups) >= 2  # about 148k flows still open at the end: more than one group
     assert max(len(g) for g in groups) <= END_GROUP + 32768  # a group, and one output buffer's rows
     assert grouped.equals(whole)
     assert whole.num_rows > 140_000
+
+
+def test_the_shards_of_several_flow_threads_end_in_groups_too(flood):
+    whole, _ = records(flood, all_at_once, threads=3)
+    grouped, groups = records(flood, lambda e: list(e.finish_groups()), threads=3)
+    assert grouped.equals(whole)
+    assert len(groups) >= 2 and max(len(g) for g in groups) <= 2 * END_GROUP + 32768
+    assert min(len(g) for g in groups[:-1]) >= END_GROUP  # small leftovers of a shard wait for the next
 
 
 def test_analyze_names_the_flooded_port_and_the_caps_reached(flood, tmp_path):

@@ -52,8 +52,9 @@ log = logging.getLogger("detector.dist")
 
 TASK_RETRIES = 2  # a task that raised is tried this many more times (a lost worker's tasks are rerun anyway)
 # the partitions' records and events as detectors read them: a work folder written by another
-# format is not reused (2: next-hop rows carry host ids)
-FEED_FORMAT = 2
+# format is not reused (2: next-hop rows carry host ids; 3: openers' and next hops' addresses
+# are Arrow strings)
+FEED_FORMAT = 3
 
 
 def work_folder(work_dir: str | None, alerts_out: str | None, remote: bool) -> tuple[str, bool, bool]:

@@ -304,10 +304,20 @@ class FlowEngine:
         """The open flows, ended shard by shard and handed on a group at a time as they are
         emitted: a full table (a flood's million half-open connections) is never all records
         at once."""
+        held: list[EmittedFlows] = []  # a shard's last, small part waits for the next shard's
         for shard in self.shards:
             for em in shard.end_in_groups(now, END_GROUP):
-                self.flows_out += len(em)
-                yield em
+                held.append(em)
+                if sum(len(e) for e in held) >= END_GROUP:
+                    yield self._handed(held)
+                    held = []
+        if held:
+            yield self._handed(held)
+
+    def _handed(self, parts: list[EmittedFlows]) -> EmittedFlows:
+        em = parts[0] if len(parts) == 1 else EmittedFlows.concat(parts)
+        self.flows_out += len(em)
+        return em
 
     def _drain(self) -> list[EmittedFlows]:
         parts = [e for s in self.shards for e in s.drain(RECORD_GROUP)]  # parked parts as they are

@@ -156,8 +156,9 @@ class PacketArrays:
 
 def _joined(cols: list, order: np.ndarray):
     """Columns of several PacketArrays end to end, rows in ``order``."""
-    if isinstance(cols[0], pa.Array):
-        return pa.concat_arrays(cols).take(pa.array(order, pa.int64()))
+    if any(isinstance(c, pa.Array) for c in cols):  # text: Arrow from the tap, object arrays from elsewhere
+        parts = [c if isinstance(c, pa.Array) else pa.array(list(c), pa.string()) for c in cols]
+        return pa.concat_arrays(parts).take(pa.array(order, pa.int64()))
     return np.concatenate(cols)[order]
 
 

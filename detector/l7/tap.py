@@ -519,4 +519,5 @@ class L7Tap:
         sb, db = np.empty(max(1, k * 39), np.uint8), np.empty(max(1, k * 39), np.uint8)
         so, do = np.empty(k + 1, np.int64), np.empty(k + 1, np.int64)
         ks.packet_addresses(cols, idx.astype(np.int64), sb, so, db, do)
-        return au.strings(sb, so, k), au.strings(db, do, k)
+        # copies of the text only: the scratch buffers are sized for the longest addresses
+        return au.strings(sb[:so[k]].copy(), so, k), au.strings(db[:do[k]].copy(), do, k)
