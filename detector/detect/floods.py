@@ -142,9 +142,11 @@ class Floods(Detector):
             # only the sources that can enter a bucket's sample (crc under its bound) go one by one
             bound = np.array([-1 if b is None else b[2].bound for b in buckets], np.int64)
             under = np.flatnonzero((src_crc[code_of] <= bound[group_of]) & (code_of < len(srcs)))
-            for g in distinct(np, group_of[under]).tolist():
-                codes = code_of[under[group_of[under] == g]]
-                buckets[g][2].add_hashed(srcs.take(pa.array(codes)), src_crc[codes])
+            g_of, c_of = group_of[under], code_of[under]  # sorted by bucket: one run each
+            cuts = np.flatnonzero(np.r_[True, g_of[1:] != g_of[:-1], True]) if len(g_of) else np.zeros(1, np.int64)
+            for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+                codes = c_of[a:b]
+                buckets[int(g_of[a])][2].add_hashed(srcs.take(pa.array(codes)), src_crc[codes])
 
     def observe_flows(self, f: FlowView) -> None:
         proto, ts = f["proto"], f["ts"]

@@ -69,8 +69,8 @@ PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
 
 
 def _rows_of_source(cols: dict) -> np.ndarray:
-    """Eviction priority of a table's rows (sorted by source first): how many rows their
-    source has, so that the one-contact sources of a spoofed flood go first."""
+    """Eviction priority of a table's rows: how many rows their source has, so that the
+    one-contact sources of a spoofed flood go first."""
     ids, first = group_ids(np, cols["src"])
     return np.bincount(ids, minlength=len(first))[ids]
 
@@ -245,20 +245,21 @@ class PortScan(Detector):
             return
         sources, src_codes = f.encoded("orig_h")
         src_crc = np.append(crc32_column(sources), 0)
-        dst_text, dst_codes = f.distinct("resp_h")
+        targets, dst_codes = f.encoded("resp_h")
         ts, port = f["ts"].astype(np.int64), f["resp_p"]
         order = rows[np.argsort(dst_codes[rows], kind="stable")]
         bounds = np.flatnonzero(np.r_[True, dst_codes[order][1:] != dst_codes[order][:-1], True])
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        heads = targets.take(pa.array(dst_codes[order[bounds[:-1]]])).to_pylist()  # the text of these targets only
+        for dst, a, b in zip(heads, bounds[:-1].tolist(), bounds[1:].tolist()):
             group = order[a:b]
-            dst = dst_text[dst_codes[group[0]]]
             d = self.inbound.get(dst)
             if d is None:
                 if len(self.inbound) >= self.p.max_sources:
                     self.dropped += len(group)
                     continue
+                t0 = int(ts[group[0]])
                 d = self.inbound[dst] = {"sources": DistinctSample(4096), "ports": DistinctSample(4096),
-                                         "first": int(ts[group].min()), "last": int(ts[group].max()), "attempts": 0}
+                                         "first": t0, "last": t0, "attempts": 0}
             widen(d, int(ts[group].min()))
             widen(d, int(ts[group].max()))
             d["attempts"] += len(group)
