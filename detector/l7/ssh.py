@@ -23,16 +23,23 @@ class HostKey:
 def banner(stream: bytes) -> tuple[str | None, int]:
     """The identification line at the start of a stream and where the binary packets begin.
     Lines before it (allowed by RFC 4253) are skipped."""
+    text, start, _ = banner_scan(stream)
+    return text, start
+
+
+def banner_scan(stream: bytes) -> tuple[str | None, int, bool]:
+    """:func:`banner`, and whether it is settled: found, or never to be found in this stream
+    however many bytes are appended (16 lines without one, or a line past 512 bytes)."""
     pos = 0
     for _ in range(16):
         end = stream.find(b"\n", pos, pos + 512)
         if end < 0:
-            return None, 0
+            return None, 0, len(stream) >= pos + 512
         line = stream[pos:end].rstrip(b"\r")
         if line.startswith(b"SSH-"):
-            return line[:255].decode("utf-8", "replace"), end + 1
+            return line[:255].decode("utf-8", "replace"), end + 1, True
         pos = end + 1
-    return None, 0
+    return None, 0, True
 
 
 def _string(b: bytes, p: int) -> tuple[bytes, int]:
@@ -44,19 +51,23 @@ def _string(b: bytes, p: int) -> tuple[bytes, int]:
 
 def host_key(stream: bytes, start: int) -> HostKey | None:
     """The host key sent in this direction's key-exchange reply, if these bytes hold one."""
+    return host_key_scan(stream, start)[0]
+
+
+def host_key_scan(stream: bytes, start: int) -> tuple[HostKey | None, bool]:
+    """:func:`host_key`, and whether it is settled: found, or never to be found however many
+    bytes are appended (new keys taken, a length no SSH packet has, or 16 packets without one)."""
     pos = start
     for _ in range(16):
         if pos + 6 > len(stream):
-            return None
+            return None, False
         length = struct.unpack(">I", stream[pos:pos + 4])[0]
         if length < 2 or length > 65536:
-            return None
+            return None, True
         payload = stream[pos + 5:pos + 4 + length]
-        if len(payload) < 1:
-            return None
         msg = payload[0]
         if msg == MSG_NEWKEYS:
-            return None
+            return None, True
         if msg in (MSG_KEXDH_REPLY, MSG_KEX_DH_GEX_REPLY):
             try:
                 blob, _ = _string(payload, 1)
@@ -66,6 +77,6 @@ def host_key(stream: bytes, start: int) -> HostKey | None:
                 name = ""
             if name.startswith(KEY_TYPE_PREFIXES):
                 digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-                return HostKey(name, f"SHA256:{digest}")
+                return HostKey(name, f"SHA256:{digest}"), True
         pos += 4 + length
-    return None
+    return None, pos <= len(stream)

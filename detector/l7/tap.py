@@ -15,6 +15,7 @@ import logging
 import re
 from collections import OrderedDict
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -95,8 +96,11 @@ def ftp_endpoint(line: bytes) -> tuple[str | None, int] | None:
     return None
 
 
+ORIG_SETTLED, RESP_SETTLED = 1, 2  # Stream.settled: no bytes to come in that direction can add to the event
+
+
 class Stream:
-    __slots__ = ("kind", "ctx", "orig", "resp", "done", "event", "packets", "last_ns")
+    __slots__ = ("kind", "ctx", "orig", "resp", "done", "event", "packets", "last_ns", "settled")
 
     def __init__(self, kind: str, ctx: Ctx):
         self.kind = kind
@@ -107,6 +111,53 @@ class Stream:
         self.event = None
         self.packets = 0
         self.last_ns = ctx.ts_ns
+        self.settled = 0
+
+    def side(self, from_orig: bool) -> tuple[bytearray, int]:
+        """The bytes kept of one direction, and that direction's ``settled`` bit."""
+        return (self.orig, ORIG_SETTLED) if from_orig else (self.resp, RESP_SETTLED)
+
+    def settle(self, bit: int, settled: bool, data: bytearray) -> None:
+        """Mark a direction settled when its parser says so or its kept bytes are full."""
+        if settled or len(data) >= HEAD_BYTES:
+            self.settled |= bit
+
+
+class Inspected:
+    """The inspected packets' fields as lists; a packet's :class:`Ctx` is built only when an
+    event needs it (most followed packets only add bytes to a stream)."""
+
+    def __init__(self, cols, idx, fid):
+        k = len(idx)
+        sb, db = np.empty(max(1, k * 39), np.uint8), np.empty(max(1, k * 39), np.uint8)
+        so, do = np.empty(k + 1, np.int64), np.empty(k + 1, np.int64)
+        ks.packet_addresses(cols, idx, sb, so, db, do)
+        self.src = au.strings(sb, so, k).to_pylist()
+        self.dst = au.strings(db, do, k).to_pylist()
+        self.ts = cols.ts_ns[idx].tolist()
+        self.from_orig = (cols.flow_dir[idx] == 1).tolist()
+        self.sport, self.dport = cols.sport[idx].tolist(), cols.dport[idx].tolist()
+        self.proto, self.ttl = cols.proto[idx].tolist(), cols.ttl[idx].tolist()
+        self.fids = fid[idx].tolist()
+
+    def ctx(self, j: int) -> Ctx:
+        return Ctx(self.ts[j], uid_text(self.fids[j]), self.from_orig[j], self.src[j], self.dst[j], self.sport[j],
+                   self.dport[j], self.proto[j], self.ttl[j])
+
+    def packet(self, j: int) -> Packet:
+        return Packet(self.ts[j], self.from_orig[j], self, j)
+
+
+class Packet(NamedTuple):
+    """A packet a stream parser reads: its time and direction, its full context on demand."""
+
+    ts_ns: int
+    from_orig: bool
+    rows: Inspected
+    j: int
+
+    def ctx(self) -> Ctx:
+        return self.rows.ctx(self.j)
 
 
 class L7Tap:
@@ -117,6 +168,10 @@ class L7Tap:
         self.ftp_users: dict[int, str] = {}
         # web flows whose HTTP stream was read: their later packets are not searched for shell text
         self.web_flows: OrderedDict[int, None] = OrderedDict()
+        # flows whose TLS or SSH stream was read to its end: a resent or late handshake packet
+        # does not open a second, partial stream (an HTTP or peer-to-peer flow may: one stream
+        # per request or message)
+        self.ended: OrderedDict[int, None] = OrderedDict()
         self.rexmit = RexmitTable()
 
     # -- per batch -------------------------------------------------------------------------
@@ -153,42 +208,34 @@ class L7Tap:
         self._packet_arrays(b, cols, n, ev)
         return ev
 
-    def _contexts(self, cols, idx, fid) -> list[Ctx]:
-        k = len(idx)
-        sb, db = np.empty(max(1, k * 39), np.uint8), np.empty(max(1, k * 39), np.uint8)
-        so, do = np.empty(k + 1, np.int64), np.empty(k + 1, np.int64)
-        ks.packet_addresses(cols, idx, sb, so, db, do)
-        src = au.strings(sb, so, k).to_pylist()
-        dst = au.strings(db, do, k).to_pylist()
-        ts = cols.ts_ns[idx].tolist()
-        fdir = cols.flow_dir[idx].tolist()
-        sport, dport = cols.sport[idx].tolist(), cols.dport[idx].tolist()
-        proto, ttl = cols.proto[idx].tolist(), cols.ttl[idx].tolist()
-        fids = fid[idx].tolist()
-        return [Ctx(ts[j], uid_text(fids[j]), fdir[j] == 1, src[j], dst[j], sport[j], dport[j], proto[j], ttl[j])
-                for j in range(k)]
-
     def _inspect(self, b, cols, idx, sig, fid, ev: Events) -> None:
         out = np.empty(max(1, len(idx) * PAYLOAD_LIMIT), np.uint8)
         offs = np.empty(len(idx) + 1, np.int64)
         end = ks.gather(b.buf, b.off, cols, idx, PAYLOAD_LIMIT, False, out, offs)
         data = out[:end].tobytes()
-        ctxs = self._contexts(cols, idx, fid)
+        rows = Inspected(cols, idx, fid)
+        at = offs.tolist()
         sigs = sig[idx].tolist()
-        fids = fid[idx].tolist()
         macs = cols.src_mac[idx].tolist()
-        for j, ctx in enumerate(ctxs):
-            payload = data[offs[j]:offs[j + 1]]
+        streams, ended = self.streams, self.ended
+        for j, f in enumerate(rows.fids):
             s = sigs[j]
             try:
                 if s == ks.SIG_DNS:
-                    ev.dns.append(DnsEvent(ctx, dns_mod.parse(payload, tcp=ctx.proto == 6), macs[j]))
+                    ctx = rows.ctx(j)
+                    ev.dns.append(DnsEvent(ctx, dns_mod.parse(data[at[j]:at[j + 1]], tcp=ctx.proto == 6), macs[j]))
                 elif s == ks.SIG_DHCP:
-                    ev.dhcp.append(DhcpEvent(ctx, macs[j], dhcp_mod.parse(payload)))
+                    ev.dhcp.append(DhcpEvent(rows.ctx(j), macs[j], dhcp_mod.parse(data[at[j]:at[j + 1]])))
                 elif s == ks.SIG_FTP:
-                    self._ftp(fids[j], ctx, payload, ev)
+                    self._ftp(f, rows.ctx(j), data[at[j]:at[j + 1]], ev)
                 else:
-                    self._stream_packet(fids[j], s, ctx, payload, ev)
+                    st = streams.get(f)
+                    if st is None:
+                        kind = _SIG_KIND.get(s)
+                        if kind is None or f in ended:
+                            continue  # a followed flow's packet after its stream ended
+                        st = self._open(f, Stream(kind, rows.ctx(j)), ev)
+                    self._stream_packet(f, st, rows.packet(j), data[at[j]:at[j + 1]], ev)
             except ValueError:
                 self.parse_errors += 1
 
@@ -208,8 +255,9 @@ class L7Tap:
         if not found:
             return
         sel = np.array([j for j, _, _ in found], np.int64)
-        ctxs = self._contexts(cols, idx[sel], fid)
-        for ctx, (_, marker, text) in zip(ctxs, found):
+        rows = Inspected(cols, idx[sel], fid)
+        for k, (_, marker, text) in enumerate(found):
+            ctx = rows.ctx(k)
             if shell_mod.is_file_transfer(ctx.sport, ctx.dport):
                 continue  # file contents may quote any command; they are not a shell session
             ev.shell.append(ShellEvent(ctx, marker, text))  # (or FTP data: remote_shell checks the announcements)
@@ -242,80 +290,91 @@ class L7Tap:
         ev.ftp_data.append(FtpDataAnnounce(ctx, tuple(sorted((host, port) for host in {peer, ip} - {None}))))
 
     # -- streams ---------------------------------------------------------------------------
-    def _stream_packet(self, f: int, s: int, ctx: Ctx, payload: bytes, ev: Events) -> None:
-        st = self.streams.get(f)
-        if st is None:
-            kind = _SIG_KIND.get(s)
-            if kind is None:
-                return
-            st = Stream(kind, ctx)
-            self.streams[f] = st
-            if len(self.streams) > MAX_STREAMS:
-                _, old = self.streams.popitem(last=False)
-                self._finish_stream(old, ev)
-                self.dropped_streams += 1
+    def _open(self, f: int, st: Stream, ev: Events) -> Stream:
+        self.streams[f] = st
+        if len(self.streams) > MAX_STREAMS:
+            _, old = self.streams.popitem(last=False)
+            self._finish_stream(old, ev)
+            self.dropped_streams += 1
+        return st
+
+    def _stream_packet(self, f: int, st: Stream, pkt: Packet, payload: bytes, ev: Events) -> None:
         if st.done:
             return
-        buf = st.orig if ctx.from_orig else st.resp
+        buf = st.orig if pkt.from_orig else st.resp
         room = HEAD_BYTES - len(buf)
         if room > 0:
             buf += payload[:room]
         st.packets += 1
-        st.last_ns = ctx.ts_ns
-        getattr(self, f"_{st.kind}")(st, ctx, payload, ev)
+        st.last_ns = pkt.ts_ns
+        getattr(self, f"_{st.kind}")(st, pkt, payload, ev)
         if st.done or (len(st.orig) >= HEAD_BYTES and len(st.resp) >= HEAD_BYTES):
             self._finish_stream(st, ev)
             self.streams.pop(f, None)
-            if st.kind == HTTP:
-                self.web_flows[f] = None
-                if len(self.web_flows) > MAX_STREAMS:
-                    self.web_flows.popitem(last=False)
+            ended = self.web_flows if st.kind == HTTP else self.ended if st.kind in (TLS, SSH) else None
+            if ended is not None:
+                ended[f] = None
+                if len(ended) > MAX_STREAMS:
+                    ended.popitem(last=False)
 
-    def _tls(self, st: Stream, ctx, payload, ev) -> None:
+    def _tls(self, st: Stream, pkt: Packet, payload, ev) -> None:
+        """Only the direction this packet added to is parsed again. The stream is done when
+        each direction has given what it can: a ClientHello one way, a ServerHello and (before
+        TLS 1.3) certificates the other, or records that end the handshake (a resumed session,
+        or a stream that is not TLS) so that nothing more can come."""
         if st.event is None:
             st.event = TlsEvent(st.ctx)
         e = st.event
-        if e.client_hello is None:
-            for mtype, body in tls_mod.handshake_messages(bytes(st.orig)):
+        data, bit = st.side(pkt.from_orig)
+        if pkt.from_orig and e.client_hello is None:
+            msgs, settled = tls_mod.handshake_scan(bytes(data))
+            for mtype, body in msgs:
                 if mtype == 1:
                     e.client_hello = tls_mod.parse_client_hello(body)
-        if e.server_hello is None or not e.certificates:
-            for mtype, body in tls_mod.handshake_messages(bytes(st.resp)):
+            st.settle(bit, settled, data)
+        elif not pkt.from_orig and (e.server_hello is None or not e.certificates):
+            msgs, settled = tls_mod.handshake_scan(bytes(data))
+            for mtype, body in msgs:
                 if mtype == 2 and e.server_hello is None:
                     e.server_hello = tls_mod.parse_server_hello(body)
                 elif mtype == 11 and not e.certificates:
                     e.certificates = tls_mod.parse_certificates(body)
+            st.settle(bit, settled, data)
         tls13 = e.server_hello is not None and e.server_hello.version == 0x0304
-        if e.client_hello is not None and e.server_hello is not None and (e.certificates or tls13):
+        client = e.client_hello is not None or st.settled & ORIG_SETTLED
+        server = (e.server_hello is not None and (e.certificates or tls13)) or st.settled & RESP_SETTLED
+        if client and server:
             st.done = True
 
-    def _ssh(self, st: Stream, ctx, payload, ev) -> None:
+    def _ssh(self, st: Stream, pkt: Packet, payload, ev) -> None:
+        """Only the direction this packet added to is parsed again; the stream is done when both
+        banners and the host key are found, or when neither direction can add more."""
         if st.event is None:
             st.event = SshEvent(st.ctx)
         e = st.event
-        for side, data in (("orig", st.orig), ("resp", st.resp)):
-            banner, start = ssh_mod.banner(bytes(data))
-            if banner is None:
-                continue
-            if side == "orig":
+        data, bit = st.side(pkt.from_orig)
+        banner, start, settled = ssh_mod.banner_scan(bytes(data))
+        if banner is not None:
+            if pkt.from_orig:
                 e.client_banner = banner
             else:
                 e.server_banner = banner
             if e.host_key is None:
-                key = ssh_mod.host_key(bytes(data), start)
+                key, settled = ssh_mod.host_key_scan(bytes(data), start)
                 if key is not None:
                     e.host_key_type, e.host_key = key.key_type, key.fingerprint
-                    e.key_sent_by_orig = side == "orig"
-        if e.client_banner and e.server_banner and e.host_key:
+                    e.key_sent_by_orig = pkt.from_orig
+        st.settle(bit, settled, data)
+        if (e.client_banner and e.server_banner and e.host_key) or st.settled == ORIG_SETTLED | RESP_SETTLED:
             st.done = True
 
-    def _http(self, st: Stream, ctx, payload, ev) -> None:
+    def _http(self, st: Stream, pkt: Packet, payload, ev) -> None:
         if st.event is None:
             st.event = HttpEvent(st.ctx)
         e = st.event
-        if e.request is None and ctx.from_orig:
+        if e.request is None and pkt.from_orig:
             e.request = http_mod.parse_request(bytes(st.orig))
-        if e.response is None and not ctx.from_orig:
+        if e.response is None and not pkt.from_orig:
             e.response = http_mod.parse_response(bytes(st.resp))
         upgraded = e.request is not None and e.request.upgrade is not None
         # a protocol banner inside an HTTP (e.g. WebSocket) stream is a tunnel
@@ -325,13 +384,13 @@ class L7Tap:
         if pos >= 0 and not payload.startswith(b"SSH-"):
             outer = e.request.upgrade if upgraded else "http"
             end = payload.find(b"\n", pos)
-            ev.tunnels.append(TunnelEvent(ctx, "ssh", outer or "http", pos,
+            ev.tunnels.append(TunnelEvent(pkt.ctx(), "ssh", outer or "http", pos,
                                           payload[pos:end if end > 0 else pos + 64].decode("latin-1").strip()))
             st.done = True
         elif e.request is not None and e.response is not None and not upgraded and st.packets > 4:
             st.done = True
 
-    def _json(self, st: Stream, ctx, payload, ev) -> None:
+    def _json(self, st: Stream, pkt: Packet, payload, ev) -> None:
         methods, agent = rpc_mod.mining_methods(payload)
         if methods:
             if st.event is None:
@@ -349,13 +408,13 @@ class L7Tap:
         elif st.packets >= 8 and st.event is None:
             st.done = True
 
-    def _p2p(self, st: Stream, ctx, payload, ev) -> None:
+    def _p2p(self, st: Stream, pkt: Packet, payload, ev) -> None:
         found = rpc_mod.p2p_protocol(payload)
         if found is not None:
             st.event = MiningEvent(st.ctx, [found[1]], None, f"p2p:{found[0]}")
         st.done = True
 
-    def _rfb(self, st: Stream, ctx, payload, ev) -> None:
+    def _rfb(self, st: Stream, pkt: Packet, payload, ev) -> None:
         h = rfb_mod.parse(bytes(st.orig), bytes(st.resp))
         if h is None:
             st.done = True
@@ -365,9 +424,9 @@ class L7Tap:
         if prev is not None:
             e.challenge_ts, e.response_ts = prev.challenge_ts, prev.response_ts
         if e.challenge_ts is None and h.challenge_end is not None and len(st.resp) >= h.challenge_end:
-            e.challenge_ts = ctx.ts_ns
+            e.challenge_ts = pkt.ts_ns
         if e.response_ts is None and h.response_end is not None and len(st.orig) >= h.response_end:
-            e.response_ts = ctx.ts_ns
+            e.response_ts = pkt.ts_ns
         if h.auth_ok is not None or (h.security_type not in (None, rfb_mod.SEC_NONE, rfb_mod.SEC_VNC)):
             st.done = True
 

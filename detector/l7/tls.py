@@ -44,14 +44,23 @@ class Certificate:
 def handshake_messages(stream: bytes) -> list[tuple[int, bytes]]:
     """``(type, body)`` of the handshake messages in the TLS records at the start of a stream
     (stops at the first non-handshake record or at the end of what was captured)."""
+    return handshake_scan(stream)[0]
+
+
+def handshake_scan(stream: bytes) -> tuple[list[tuple[int, bytes]], bool]:
+    """:func:`handshake_messages`, and whether they are settled: whether the handshake records
+    have ended (a change_cipher_spec, alert or application-data record, or bytes that are no
+    TLS record), so that no bytes appended to ``stream`` can add a message."""
     hs = bytearray()
     pos = 0
+    settled = False
     while pos + 5 <= len(stream):
         ctype, _ver, length = stream[pos], stream[pos + 1:pos + 3], struct.unpack(">H", stream[pos + 3:pos + 5])[0]
         if ctype != 22:
             if ctype in (20, 21, 23):  # change_cipher_spec, alert, application data: handshake over
+                settled = True
                 break
-            return []
+            return [], True
         hs += stream[pos + 5:pos + 5 + length]
         pos += 5 + length
     msgs = []
@@ -63,7 +72,7 @@ def handshake_messages(stream: bytes) -> list[tuple[int, bytes]]:
             break
         msgs.append((mtype, bytes(hs[p + 4:p + 4 + mlen])))
         p += 4 + mlen
-    return msgs
+    return msgs, settled
 
 
 def _u16s(b: bytes) -> list[int]:
