@@ -94,10 +94,15 @@ def _frames(messages: list[tuple[bool, bytes]], port: int) -> list[Rec]:
     return frames
 
 
-def _tap_run(tmp_path, messages, port) -> tuple[Events, Events, L7Tap]:
-    """The events one batch gives, those the end of input gives, and the tap."""
+def _tap_run(tmp_path, messages, port, snap: int | None = None, padded=()) -> tuple[Events, Events, L7Tap]:
+    """The events one batch gives, those the end of input gives, and the tap (frames cut to
+    ``snap`` bytes, as a capture's snap length cuts them; the frames of messages ``padded``
+    with Ethernet padding after the IP packet)."""
+    frames = [Rec(r.ts_ns, r.data[:snap], len(r.data)) if snap else r for r in _frames(messages, port)]
+    for k in padded:
+        frames[2 + k] = Rec(frames[2 + k].ts_ns, frames[2 + k].data + bytes(6))
     path = tmp_path / "s.pcap"
-    path.write_bytes(pcap_bytes(_frames(messages, port)))
+    path.write_bytes(pcap_bytes(frames))
     engine, tap = FlowEngine(dataclasses.replace(FlowConfig(), batch_size=4096)), L7Tap()
     (b,) = Ingest([str(path)], 4096).batches()
     engine.process(b)
@@ -140,3 +145,23 @@ def test_an_ssh_stream_without_a_key_ends_once_both_sides_have_changed_keys(tmp_
     ev, end, tap = _tap_run(tmp_path, messages, 22)
     assert [(e.client_banner, e.host_key) for e in ev.ssh] == [("SSH-2.0-OpenSSH_9.6", None)]
     assert end.ssh == [] and not tap.streams
+
+
+def test_bytes_after_a_cut_packet_do_not_follow_on(tmp_path):
+    """A ClientHello cut by the snap length is not completed with the next packet's bytes (they
+    would parse as a garbled hello); the cut direction is settled, and a frame's Ethernet
+    padding is not taken for payload."""
+    rng = np.random.default_rng(6)
+    messages = [(True, msg.client_hello(rng, "portal.example.org")), (False, msg.server_flight(rng, []))] + \
+        [(True, bytes(300)) for _ in range(4)]
+    ev, end, tap = _tap_run(tmp_path, messages, 443, snap=120)
+    assert ev.tls + end.tls == [] and not tap.streams
+    ev, end, _ = _tap_run(tmp_path, messages, 443)  # the same, captured whole
+    assert [e.client_hello.sni for e in ev.tls + end.tls] == ["portal.example.org"]
+
+
+def test_ethernet_padding_is_not_stream_bytes(tmp_path):
+    rng = np.random.default_rng(8)
+    messages = msg.ssh_handshake(rng, msg.ssh_host_key(9))  # the server's banner first
+    ev, end, _ = _tap_run(tmp_path, messages, 22, padded=[0])
+    assert [e.host_key_type for e in ev.ssh + end.ssh] == ["ssh-ed25519"]

@@ -100,7 +100,7 @@ ORIG_SETTLED, RESP_SETTLED = 1, 2  # Stream.settled: no bytes to come in that di
 
 
 class Stream:
-    __slots__ = ("kind", "ctx", "orig", "resp", "done", "event", "packets", "last_ns", "settled")
+    __slots__ = ("kind", "ctx", "orig", "resp", "done", "event", "packets", "last_ns", "settled", "cut")
 
     def __init__(self, kind: str, ctx: Ctx):
         self.kind = kind
@@ -112,14 +112,16 @@ class Stream:
         self.packets = 0
         self.last_ns = ctx.ts_ns
         self.settled = 0
+        self.cut = 0  # directions with a packet whose payload was not all captured: later bytes do not follow on
 
     def side(self, from_orig: bool) -> tuple[bytearray, int]:
         """The bytes kept of one direction, and that direction's ``settled`` bit."""
         return (self.orig, ORIG_SETTLED) if from_orig else (self.resp, RESP_SETTLED)
 
     def settle(self, bit: int, settled: bool, data: bytearray) -> None:
-        """Mark a direction settled when its parser says so or its kept bytes are full."""
-        if settled or len(data) >= HEAD_BYTES:
+        """Mark a direction settled when its parser says so, its kept bytes are full, or a
+        packet of it was cut short (what comes after the gap is not what the parser needs next)."""
+        if settled or len(data) >= HEAD_BYTES or self.cut & bit:
             self.settled |= bit
 
 
@@ -139,13 +141,14 @@ class Inspected:
         self.sport, self.dport = cols.sport[idx].tolist(), cols.dport[idx].tolist()
         self.proto, self.ttl = cols.proto[idx].tolist(), cols.ttl[idx].tolist()
         self.fids = fid[idx].tolist()
+        self.wire = cols.payload_len[idx].tolist()
 
     def ctx(self, j: int) -> Ctx:
         return Ctx(self.ts[j], uid_text(self.fids[j]), self.from_orig[j], self.src[j], self.dst[j], self.sport[j],
                    self.dport[j], self.proto[j], self.ttl[j])
 
-    def packet(self, j: int) -> Packet:
-        return Packet(self.ts[j], self.from_orig[j], self, j)
+    def packet(self, j: int, captured: int) -> Packet:
+        return Packet(self.ts[j], self.from_orig[j], captured < self.wire[j], self, j)
 
 
 class Packet(NamedTuple):
@@ -153,6 +156,7 @@ class Packet(NamedTuple):
 
     ts_ns: int
     from_orig: bool
+    cut: bool  # its payload was not all captured (snap length, or the tap's copy limit)
     rows: Inspected
     j: int
 
@@ -235,7 +239,8 @@ class L7Tap:
                         if kind is None or f in ended:
                             continue  # a followed flow's packet after its stream ended
                         st = self._open(f, Stream(kind, rows.ctx(j)), ev)
-                    self._stream_packet(f, st, rows.packet(j), data[at[j]:at[j + 1]], ev)
+                    payload = data[at[j]:at[j + 1]][:rows.wire[j]]  # Ethernet padding is no payload
+                    self._stream_packet(f, st, rows.packet(j, len(payload)), payload, ev)
             except ValueError:
                 self.parse_errors += 1
 
@@ -301,7 +306,9 @@ class L7Tap:
     def _stream_packet(self, f: int, st: Stream, pkt: Packet, payload: bytes, ev: Events) -> None:
         if st.done:
             return
-        buf = st.orig if pkt.from_orig else st.resp
+        buf, bit = st.side(pkt.from_orig)
+        if pkt.cut:
+            st.cut |= bit
         room = HEAD_BYTES - len(buf)
         if room > 0:
             buf += payload[:room]
@@ -326,19 +333,17 @@ class L7Tap:
             st.event = TlsEvent(st.ctx)
         e = st.event
         data, bit = st.side(pkt.from_orig)
-        if pkt.from_orig and e.client_hello is None:
+        wanted = e.client_hello is None if pkt.from_orig else e.server_hello is None or not e.certificates
+        if wanted and not st.settled & bit:
             msgs, settled = tls_mod.handshake_scan(bytes(data))
             for mtype, body in msgs:
-                if mtype == 1:
+                if not pkt.from_orig:
+                    if mtype == 2 and e.server_hello is None:
+                        e.server_hello = tls_mod.parse_server_hello(body)
+                    elif mtype == 11 and not e.certificates:
+                        e.certificates = tls_mod.parse_certificates(body)
+                elif mtype == 1:
                     e.client_hello = tls_mod.parse_client_hello(body)
-            st.settle(bit, settled, data)
-        elif not pkt.from_orig and (e.server_hello is None or not e.certificates):
-            msgs, settled = tls_mod.handshake_scan(bytes(data))
-            for mtype, body in msgs:
-                if mtype == 2 and e.server_hello is None:
-                    e.server_hello = tls_mod.parse_server_hello(body)
-                elif mtype == 11 and not e.certificates:
-                    e.certificates = tls_mod.parse_certificates(body)
             st.settle(bit, settled, data)
         tls13 = e.server_hello is not None and e.server_hello.version == 0x0304
         client = e.client_hello is not None or st.settled & ORIG_SETTLED
@@ -353,6 +358,8 @@ class L7Tap:
             st.event = SshEvent(st.ctx)
         e = st.event
         data, bit = st.side(pkt.from_orig)
+        if st.settled & bit:
+            return
         banner, start, settled = ssh_mod.banner_scan(bytes(data))
         if banner is not None:
             if pkt.from_orig:
