@@ -20,7 +20,7 @@ from detector.detect.keyed_table import KeyedTable, Names
 from detector.detect.port_scan import PortScan
 from detector.detect.sample import DistinctSample
 from detector.site import NetSet
-from tests.test_scan_evidence import attempt, records, targets
+from tests.test_scan_evidence import S, T, attempt, records, targets
 
 octet = st.one_of(st.integers(0, 255).map(str), st.sampled_from(["256", "999", "01", "00", "", "-1", "1a", " 1"]))
 dotted = st.lists(octet, min_size=3, max_size=5).map(".".join)
@@ -275,3 +275,84 @@ def test_merged_events_join_arrow_and_object_text_columns_in_time_order():
     for parts in ([arrow, objects], [objects, arrow]):
         merged = merge_events(parts).initiators
         assert merged.texts("addr", np.arange(2)) == ["10.0.0.1", "10.0.0.2"]
+
+
+def hop_rows(seed: int, n: int) -> list[dict]:
+    """TCP connections among a few hosts, IPv4 and IPv6, with TTLs that now and then move
+    within a connection (injection) or between connections (a new path)."""
+    rng = random.Random(seed)
+    hosts = [f"10.0.0.{k}" for k in range(1, 6)] + [f"2001:db8::{k}" for k in range(1, 4)]
+    rows = []
+    for k in range(n):
+        o, r = rng.sample(hosts, 2)
+        ttl_o, ttl_r = rng.choice([64, 128, 255, 60, 52]), rng.choice([64, 50, 118, 240])
+        ttl_r -= rng.choice([0] * 6 + [6, 20])
+        rows.append({"ts": T + rng.randrange(0, 10**12, 10**6), "uid": f"C{k:05d}", "orig_h": o, "resp_h": r,
+                     "orig_p": 40000 + k, "resp_p": rng.choice([22, 443]), "proto": "tcp",
+                     "history": rng.choice(["ShADadFf", "ShAD", "S", "DdA", "Dd"]), "duration": 1.0,
+                     "community_id": rng.choice(["1:a", "1:b", None]),
+                     "orig_ttl_min": ttl_o - rng.choice([0] * 19 + [30]), "orig_ttl_max": ttl_o,
+                     "resp_ttl_min": ttl_r, "resp_ttl_max": ttl_r})
+    return rows
+
+
+def hop_records(rows: list[dict]) -> FlowView:
+    cols = {k: [r[k] for r in rows] for k in rows[0]}
+    cols["ts"] = pa.array(cols["ts"], pa.timestamp("ns"))
+    cols["community_id"] = pa.array(cols["community_id"], pa.string())
+    for k in ("orig_ttl_min", "orig_ttl_max", "resp_ttl_min", "resp_ttl_max"):
+        cols[k] = pa.array(cols[k], pa.uint8())
+    return FlowView(pa.RecordBatch.from_pydict(cols))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(20, 300), st.lists(st.floats(0, 1), max_size=5), st.integers(0, 5))
+def test_ttl_change_any_split_and_merge_order_gives_the_one_pass_alerts(seed, n, cuts, order):
+    from detector.detect.ttl_change import TtlChange
+    rows = hop_rows(seed, n)
+    one = TtlChange()
+    one.observe_flows(hop_records(rows))
+    expected = sorted(str(a.to_dict()) for a in one.finish())
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    at = sorted({int(c * n) for c in cuts} - {0, n})
+    parts = [TtlChange() for _ in range(3)]
+    for k, (a, b) in enumerate(zip([0] + at, at + [n])):
+        parts[k % 3].observe_flows(hop_records(rows[a:b]))
+    first, *rest = parts[order % 3:] + parts[:order % 3]
+    for other in rest:
+        first.merge(other)
+    assert sorted(str(a.to_dict()) for a in first.finish()) == expected
+    assert first.learned() == one.learned()
+
+
+def test_ttl_change_settles_a_peer_and_reports_its_move_once():
+    from detector.detect.ttl_change import TtlChange
+    peer, me = "192.0.2.9", "10.0.0.1"
+
+    def conn(k, ttl):
+        return {"ts": T + k * S, "uid": f"C{k}", "orig_h": me, "resp_h": peer, "orig_p": 40000 + k, "resp_p": 443,
+                "proto": "tcp", "history": "ShADadFf", "duration": 1.0, "community_id": None,
+                "orig_ttl_min": 64, "orig_ttl_max": 64, "resp_ttl_min": ttl, "resp_ttl_max": ttl}
+
+    p = TtlChange.Params()
+    det = TtlChange()
+    # settled at 64 - 50 = 14 hops over peer_min_connections connections, then 5 hops closer, twice
+    det.observe_flows(hop_records([conn(k, 50) for k in range(p.peer_min_connections)] + [conn(10, 55), conn(11, 55)]))
+    (moved,) = det.finish()
+    assert (moved.src_ip, moved.dst_ip, moved.evidence["hops_before"], moved.evidence["hops_now"]) == (peer, me, 14, 9)
+    assert moved.evidence["connections"] == 2 and moved.evidence["uid"] == "C10"
+    assert det.learned()["peers"][peer] == [14, p.peer_min_connections, 50]
+    det = TtlChange()
+    det.observe_flows(hop_records([conn(k, 50) for k in range(p.peer_min_connections - 1)] + [conn(10, 55)]))
+    assert det.finish() == []  # not settled yet: the count starts over
+
+
+def test_ttl_change_evicts_the_latest_connections_at_its_cap_and_counts_them():
+    from detector.detect.ttl_change import TtlChange
+    rows = hop_rows(5, 400)
+    det = TtlChange(TtlChange.Params(max_connections=50))
+    det.observe_flows(hop_records(rows))
+    held = det.early.rows()
+    assert len(held["ts"]) == 50 and det.evictions > 0
+    assert held["ts"].max() <= np.sort(np.unique([r["ts"] for r in rows]))[len(rows) // 2]  # the earliest stay
