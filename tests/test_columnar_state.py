@@ -356,3 +356,93 @@ def test_ttl_change_evicts_the_latest_connections_at_its_cap_and_counts_them():
     held = det.early.rows()
     assert len(held["ts"]) == 50 and det.evictions > 0
     assert held["ts"].max() <= np.sort(np.unique([r["ts"] for r in rows]))[len(rows) // 2]  # the earliest stay
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 400), st.lists(st.floats(0, 1), max_size=5))
+def test_keyed_sums_reduce_any_split_and_merge_order_like_a_group_by(seed, n, cuts):
+    from detector.detect.keyed_table import KeyedSums
+    rng = np.random.default_rng(seed)
+    cols = {"a": rng.integers(0, 5, n).astype(np.uint64), "b": rng.integers(0, 3, n),
+            "x": rng.integers(-9, 9, n), "y": rng.integers(0, 10**12, n)}
+    at = sorted({int(c * n) for c in cuts} - {0, n})
+    parts = [KeyedSums(("a", "b"), {"x": "sum", "y": "min", "z": "max"}) for _ in range(3)]
+    for k, (lo, hi) in enumerate(zip([0, *at], [*at, n])):
+        parts[k % 3].add({**{c: v[lo:hi] for c, v in cols.items()}, "z": cols["y"][lo:hi]})
+    merged = parts[2]
+    merged.merge(parts[0])
+    merged.merge(parts[1])
+    got = merged.rows()
+    expected = {}
+    for a, b, x, y in zip(*(cols[c].tolist() for c in "abxy")):
+        s, lo, hi = expected.get((a, b), (0, y, y))
+        expected[(a, b)] = (s + x, min(lo, y), max(hi, y))
+    assert dict(zip(zip(got["a"].tolist(), got["b"].tolist()),
+                    zip(got["x"].tolist(), got["y"].tolist(), got["z"].tolist()))) == expected
+    assert list(zip(got["a"].tolist(), got["b"].tolist())) == sorted(expected)  # in key order
+
+
+def test_keyed_table_distinct_keeps_the_first_distinct_values_of_a_key():
+    t = KeyedTable(("k",), ("v",), keep=3, distinct=True)
+    t.add({"k": np.array([1, 1, 1, 2]), "v": np.array([9, 5, 9, 7])})
+    t.add({"k": np.array([1, 1]), "v": np.array([5, 1])})
+    assert t.rows()["v"].tolist() == [1, 5, 9, 7]
+
+
+MB = 2**20
+
+
+def upload_rows(seed: int, n: int) -> list[dict]:
+    rng = random.Random(seed)
+    local, outside = ["10.0.0.1", "10.0.0.2", "2001:db8:1::5"], [f"198.51.100.{k}" for k in range(1, 8)]
+    return [{"ts": T + rng.randrange(0, 10**12, 10**6), "uid": f"C{k:05d}", "orig_h": rng.choice(local),
+             "resp_h": rng.choice(outside), "orig_p": 40000 + k, "resp_p": rng.choice([443, 22, 8080, 9000]),
+             "proto": "tcp", "duration": rng.random() * 100, "community_id": rng.choice(["1:a", None]),
+             "orig_bytes": rng.choice([100, 10 * MB, 90 * MB, 300 * MB]) + k, "resp_bytes": rng.choice([0, 5 * MB])}
+            for k in range(n)]
+
+
+def upload_records(rows: list[dict]) -> FlowView:
+    cols = {k: [r[k] for r in rows] for k in rows[0]}
+    cols["ts"] = pa.array(cols["ts"], pa.timestamp("ns"))
+    cols["community_id"] = pa.array(cols["community_id"], pa.string())
+    return FlowView(pa.RecordBatch.from_pydict(cols))
+
+
+def upload_site():
+    from detector.config import SiteConfig
+    from detector.site import Site
+    return Site(SiteConfig(local_nets=["10.0.0.0/24", "2001:db8:1::/48"]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 200), st.lists(st.floats(0, 1), max_size=5), st.integers(0, 5))
+def test_bulk_upload_any_split_and_merge_order_gives_the_one_pass_alerts(seed, n, cuts, order):
+    from detector.detect.bulk_upload import BulkUpload
+    rows = upload_rows(seed, n)
+    one = BulkUpload(site=upload_site())
+    one.observe_flows(upload_records(rows))
+    expected = sorted(str(a.to_dict()) for a in one.finish())
+    random.Random(seed).shuffle(rows)
+    at = sorted({int(c * n) for c in cuts} - {0, n})
+    parts = [BulkUpload(site=upload_site()) for _ in range(3)]
+    for k, (a, b) in enumerate(zip([0, *at], [*at, n])):
+        parts[k % 3].observe_flows(upload_records(rows[a:b]))
+    first, *rest = parts[order % 3:] + parts[:order % 3]
+    for other in rest:
+        first.merge(other)
+    assert sorted(str(a.to_dict()) for a in first.finish()) == expected
+
+
+def test_bulk_upload_keeps_the_big_sender_when_small_pairs_overflow_its_tables():
+    from detector.detect.bulk_upload import BulkUpload
+    small = [{**r, "resp_h": f"203.0.113.{k % 250}", "orig_h": f"10.0.0.{1 + k % 200}", "orig_bytes": 500}
+             for k, r in enumerate(upload_rows(1, 3000))]  # 1,000 pairs
+    big = [{**r, "orig_h": "10.0.0.1", "resp_h": "198.51.100.9", "orig_bytes": 100 * MB, "resp_bytes": 0}
+           for r in upload_rows(2, 5)]
+    det = BulkUpload(BulkUpload.Params(max_pairs=100), site=upload_site())
+    for a in range(0, 3000, 500):
+        det.observe_flows(upload_records(small[a:a + 500] + (big if a == 1500 else [])))
+    (alert,) = det.finish()
+    assert (alert.src_ip, alert.dst_ip, alert.evidence["bytes_out"]) == ("10.0.0.1", "198.51.100.9", 500 * MB)
+    assert det.pairs.evicted == 1000 + 1 - 100

@@ -77,7 +77,7 @@ def test_what_settles_a_direction():
 
 def _frames(messages: list[tuple[bool, bytes]], port: int) -> list[Rec]:
     """A TCP session carrying ``messages`` (from_client, payload), one segment each."""
-    c, s = dict(src=C, dst=SV, ttl=64), dict(src=SV, dst=C, ttl=50)
+    c, s = {"src": C, "dst": SV, "ttl": 64}, {"src": SV, "dst": C, "ttl": 50}
     seq = {True: 100, False: 500}
     out = [(True, TCP(sport=40000, dport=port, flags="S", seq=99)),
            (False, TCP(sport=port, dport=40000, flags="SA", seq=499, ack=100))]

@@ -21,6 +21,7 @@ from detector.alerts import Alert
 from detector.detect.address_columns import ipv4_values, string_ids
 from detector.l7.events import Events
 from detector.site import Site
+from kernels.xp_ops import distinct
 
 
 def keep_earliest(heap: list, item: tuple, k: int) -> None:
@@ -125,6 +126,14 @@ class FlowView:
         if hit is None:
             hit = self._cache[key] = self.value_ids(name)[self.encoded(name)[1]]
         return hit
+
+    def named(self, name: str, rows: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+        """The distinct non-null values of string column ``name`` at ``rows``: their ids
+        (:meth:`ids`) and their text as Arrow, for a :class:`~detector.detect.keyed_table.Names`."""
+        dictionary, codes = self.encoded(name)
+        seen = distinct(np, codes[rows])
+        seen = seen[seen < len(dictionary)]
+        return self.value_ids(name)[seen], dictionary.take(pa.array(seen))
 
     def has_value(self, name: str) -> np.ndarray:
         """Whether each row's value of column ``name`` is not null."""

@@ -22,6 +22,11 @@ talked to before it began (nor, with a site model, in the training traffic) says
 summary and the evidence. With a site model
 (``analyze --model``), a pair the model saw carry at least 1/``baseline_factor`` of the upload's
 busiest window in one window of normal traffic is a known transfer, not reported.
+
+State is columnar and mergeable (issue 21): per (host, destination) the sums and time span
+(:class:`KeyedSums`), the largest upload, up to 16 destination ports and, with a model, the
+bytes per window, as rows of 64-bit address ids; at most ``max_pairs`` pairs, past which those
+that sent least are evicted and counted. Reports look only at the pairs past the byte floor.
 """
 
 from __future__ import annotations
@@ -33,26 +38,28 @@ import numpy as np
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
 from detector.detect.first_contact import FirstContacts
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Names
 
 GRIDFTP_PORTS = ((50000, 51000), (2811, 2811))
 MEASUREMENT_PORTS = (5201, 861, 862)
+MAX_PORTS = 16  # destination ports named per pair
 
 
-class _Out:
-    __slots__ = ("out", "inb", "flows", "first", "last", "ports", "uid", "cid", "biggest", "per_window")
+def _least_sent_out(cols: dict) -> np.ndarray:
+    """Past the cap, the pairs (windows) that sent least go first: they are furthest from an alert."""
+    return cols["out"]
 
-    def __init__(self):
-        self.out = self.inb = self.flows = self.biggest = 0
-        self.first = None
-        self.last = 0
-        self.ports: set[int] = set()
-        self.uid = self.cid = None
-        self.per_window: dict[int, int] = {}
+
+def _pair_rows(rows: dict, src: int, dst: int) -> slice:
+    """The rows of pair (src, dst) in a table sorted by src, then dst."""
+    a, b = np.searchsorted(rows["src"], src, "left"), np.searchsorted(rows["src"], src, "right")
+    dsts = rows["dst"][a:b]
+    return slice(a + int(np.searchsorted(dsts, dst, "left")), a + int(np.searchsorted(dsts, dst, "right")))
 
 
 class BulkUpload(Detector):
     name = "bulk_upload"
-    version = "1"
+    version = "2"
 
     @dataclass(frozen=True)
     class Params:
@@ -62,13 +69,33 @@ class BulkUpload(Detector):
         min_pcr: float = 0.7
         baseline_factor: float = 10.0
         max_destinations: int = 1_000_000
+        max_pairs: int = 1_000_000  # (host, destination) pairs held, about 60 B each in each of three tables
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        self.pairs: dict[tuple[str, str], _Out] = {}
+        cap = self.p.max_pairs
+        self.pairs = KeyedSums(("src", "dst"), {"out": "sum", "inb": "sum", "flows": "sum", "first": "min",
+                                                "last": "max"}, cap, _least_sent_out)
+        self.biggest = KeyedTable(("src", "dst"), ("less", "uid"), 1, cap, lambda c: -c["less"])
+        self.ports = KeyedTable(("src", "dst"), ("port",), MAX_PORTS, cap * MAX_PORTS, distinct=True)
+        self.windows = KeyedSums(("src", "dst", "w"), {"out": "sum"}, cap, _least_sent_out)
+        self.names = Names()  # the text of the addresses, uids and community ids held
         self.first_contact = FirstContacts(self.p.max_destinations)  # when a site host first reached each one
         model = self.site.model
         self.window_ns = int((model.window_s if model is not None else 600.0) * 1e9)
+
+    @property
+    def evictions(self) -> int:
+        """Pairs dropped at ``max_pairs``, destinations at ``max_destinations``."""
+        return sum(t.evicted for t in (self.pairs, self.biggest, self.ports, self.windows)) + self.first_contact.evicted
+
+    def merge(self, other: BulkUpload) -> None:
+        """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
+        for mine, theirs in ((self.pairs, other.pairs), (self.biggest, other.biggest), (self.ports, other.ports),
+                             (self.windows, other.windows)):
+            mine.merge(theirs)
+        self.names.merge(other.names)
+        self.first_contact.merge(other.first_contact)
 
     def observe_flows(self, f: FlowView) -> None:
         site, rp = self.site, f["resp_p"]
@@ -83,61 +110,77 @@ class BulkUpload(Detector):
         outbound = f.member("orig_h", site.local) & ~f.member("resp_h", site.local) \
             & ~f.member("resp_h", site.multicast) & ~f.member("resp_h", site.partners)
         self.first_contact.note(f, np.flatnonzero(outbound))
-        rows = np.flatnonzero((f["orig_bytes"] > 0) & outbound & ~normal_port)
-        for src, dst, port, ob, rb, start, dur, uid, cid in zip(*(f.take(name, rows) for name in (
-                "orig_h", "resp_h", "resp_p", "orig_bytes", "resp_bytes", "ts", "duration", "uid", "community_id"))):
-            agg = self.pairs.get((src, dst))
-            if agg is None:
-                agg = self.pairs[(src, dst)] = _Out()
-            agg.out += ob
-            agg.inb += rb
-            w = start // self.window_ns
-            if w in agg.per_window or len(agg.per_window) < 4096:
-                agg.per_window[w] = agg.per_window.get(w, 0) + ob
-            agg.flows += 1
-            agg.first = start if agg.first is None else min(agg.first, start)
-            agg.last = max(agg.last, start + int(dur * 1e9))
-            if len(agg.ports) < 16:
-                agg.ports.add(port)
-            if ob > agg.biggest:  # the evidence points at the largest upload
-                agg.biggest = ob
-                agg.uid, agg.cid = uid, cid
+        ob_all = np.nan_to_num(f["orig_bytes"].astype(float))
+        rows = np.flatnonzero((ob_all > 0) & outbound & ~normal_port)
+        if not len(rows):
+            return
+        src, dst = f.ids("orig_h")[rows], f.ids("resp_h")[rows]
+        ob = ob_all[rows].astype(np.int64)
+        start = f["ts"][rows].astype(np.int64)
+        end = start + (np.nan_to_num(f["duration"][rows].astype(float)) * 1e9).astype(np.int64)
+        self.pairs.add({"src": src, "dst": dst, "out": ob, "flows": np.ones(len(rows), np.int64),
+                        "inb": np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64),
+                        "first": start, "last": end})
+        self.biggest.add({"src": src, "dst": dst, "less": -ob, "uid": f.ids("uid")[rows],
+                          "cid": f.ids("community_id")[rows]})
+        self.ports.add({"src": src, "dst": dst, "port": rp[rows].astype(np.int64)})
+        if self.site.model is not None:
+            self.windows.add({"src": src, "dst": dst, "w": start // self.window_ns, "out": ob})
+        for name in ("orig_h", "resp_h", "uid", "community_id"):
+            self.names.add(*f.named(name, rows))
+        self.names.prune(self._held_ids)
+
+    def _held_ids(self) -> list[np.ndarray]:
+        P, B = self.pairs.rows(), self.biggest.rows()
+        return ([P["src"], P["dst"]] if P else []) + ([B["uid"], B["cid"]] if B else [])
 
     def finish(self) -> list[Alert]:
         p = self.p
-        by_host: dict[str, list[tuple[str, int]]] = {}
-        for (src, dst), agg in self.pairs.items():
-            by_host.setdefault(src, []).append((dst, agg.out))
+        P = self.pairs.rows()
+        if not P:
+            return []
+        cand = np.flatnonzero(P["out"] >= min(p.min_bytes, p.new_destination_bytes))
+        if not len(cand):
+            return []
+        src_text, dst_text = self.names.text(P["src"][cand]), self.names.text(P["dst"][cand])
+        B, ports, windows = self.biggest.rows(), self.ports.rows(), self.windows.rows()
         out = []
         model = self.site.model
-        for (src, dst), agg in self.pairs.items():
-            if agg.out < min(p.min_bytes, p.new_destination_bytes):
-                continue
+        for c, src, dst in zip(cand.tolist(), src_text, dst_text):
+            s, d = P["src"][c], P["dst"][c]
+            sent, got, first = int(P["out"][c]), int(P["inb"][c]), int(P["first"][c])
             contacted = self.first_contact.get(dst)
-            new_dst = contacted is not None and contacted >= agg.first and not (
+            new_dst = contacted is not None and contacted >= first and not (
                 model is not None and model.knows_destination(dst))
             floor = p.new_destination_bytes if new_dst and self.site.role(src) != "dtn" else p.min_bytes
-            if agg.out < floor:
+            if sent < floor:
                 continue
-            pcr = (agg.out - agg.inb) / max(agg.out + agg.inb, 1)
-            others = [v for d, v in by_host[src] if d != dst] or [0]
-            baseline = float(np.median(others))
-            if pcr < p.min_pcr or agg.out < p.baseline_factor * baseline:
+            pcr = (sent - got) / max(sent + got, 1)
+            a, z = np.searchsorted(P["src"], s, "left"), np.searchsorted(P["src"], s, "right")
+            others = np.delete(P["out"][a:z], c - a)  # what src sent to each of its other destinations
+            baseline = float(np.median(others)) if len(others) else 0.0
+            if pcr < p.min_pcr or sent < p.baseline_factor * baseline:
                 continue
-            if model is not None and model.known_transfer(src, dst, max(agg.per_window.values()), p.baseline_factor):
+            if model is not None and windows and model.known_transfer(
+                    src, dst, int(windows["out"][_pair_rows(windows, s, d)].max()), p.baseline_factor):
                 continue  # the site model saw this host send that much there in normal traffic
-            high = agg.out >= p.high_bytes
+            pair_ports = sorted(ports["port"][_pair_rows(ports, s, d)].tolist())
+            b = _pair_rows(B, s, d).start
+            uid, cid = self.names.text(np.array([B["uid"][b], B["cid"][b]], np.uint64))
+            high = sent >= p.high_bytes
             score = (0.85 if high else 0.6) + (0.1 if new_dst else 0.0)
-            out.append(Alert(agg.first, agg.last, "exfiltration", "bulk_upload", "high" if high else "medium", score,
-                             f"{src} ({self.site.role(src)}) sent {agg.out / 2**20:.0f} MiB to {dst} over "
-                             f"{agg.flows} connection(s) and received {agg.inb / 2**20:.1f} MiB (PCR {pcr:.2f}), "
-                             f"{agg.out / max(baseline, 1):.0f}x its median per destination"
+            flows = int(P["flows"][c])
+            out.append(Alert(first, int(P["last"][c]), "exfiltration", "bulk_upload", "high" if high else "medium",
+                             score,
+                             f"{src} ({self.site.role(src)}) sent {sent / 2**20:.0f} MiB to {dst} over "
+                             f"{flows} connection(s) and received {got / 2**20:.1f} MiB (PCR {pcr:.2f}), "
+                             f"{sent / max(baseline, 1):.0f}x its median per destination"
                              + (", a destination no site host had contacted before" if new_dst else ""),
-                             self.label, src, src, dst, None, min(agg.ports), "tcp",
-                             {"bytes_out": agg.out, "bytes_in": agg.inb, "pcr": round(pcr, 3), "flows": agg.flows,
-                              "ports": sorted(agg.ports), "host_median_bytes_out": baseline,
+                             self.label, src, src, dst, None, pair_ports[0], "tcp",
+                             {"bytes_out": sent, "bytes_in": got, "pcr": round(pcr, 3), "flows": flows,
+                              "ports": pair_ports, "host_median_bytes_out": baseline,
                               "new_destination": new_dst, "destination_first_contact_ns": contacted,
                               "floor_bytes": floor,
-                              "uid": agg.uid},
-                             agg.cid))
+                              "uid": uid},
+                             cid))
         return out

@@ -3,36 +3,42 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
+from detector.detect.address_columns import string_ids
 from detector.detect.base import FlowView
+from detector.detect.keyed_table import KeyedSums
+
+
+def _latest_out(cols: dict) -> np.ndarray:
+    """Past the cap, the destinations first reached latest go first."""
+    return -cols["t"]
 
 
 class FirstContacts:
     """The earliest flow start per destination (``resp_h``) among the rows offered, whatever
-    order batches come in; at most ``limit`` destinations are kept (later ones are not)."""
+    order batches come in, as a :class:`KeyedSums` of address ids (mergeable); at most ``limit``
+    destinations, past which those first reached latest are evicted and counted (``evicted``)."""
 
     def __init__(self, limit: int = 1_000_000):
-        self.seen: dict[str, int] = {}
-        self.limit = limit
+        self.earliest = KeyedSums(("dst",), {"t": "min"}, limit, _latest_out)
+
+    @property
+    def evicted(self) -> int:
+        return self.earliest.evicted
 
     def note(self, f: FlowView, rows: np.ndarray | None = None) -> None:
         rows = np.arange(len(f)) if rows is None else rows
-        if not len(rows):
-            return
-        dsts, codes = f.distinct("resp_h")
-        codes, ts = codes[rows], f["ts"][rows]
-        order = np.argsort(codes, kind="stable")
-        uniq, starts = np.unique(codes[order], return_index=True)
-        earliest = np.minimum.reduceat(ts[order], starts)
-        seen = self.seen
-        for code, t in zip(uniq.tolist(), earliest.tolist()):
-            dst = dsts[code]
-            old = seen.get(dst)
-            if old is None:
-                if len(seen) < self.limit:
-                    seen[dst] = t
-            elif t < old:
-                seen[dst] = t
+        if len(rows):
+            self.earliest.add({"dst": f.ids("resp_h")[rows], "t": f["ts"][rows].astype(np.int64)})
+
+    def merge(self, other: FirstContacts) -> None:
+        self.earliest.merge(other.earliest)
 
     def get(self, dst: str, default=None):
-        return self.seen.get(dst, default)
+        held = self.earliest.rows()
+        if not held:
+            return default
+        (i,) = string_ids(pa.array([dst], pa.string())).tolist()
+        at = int(np.searchsorted(held["dst"], np.uint64(i)))
+        return int(held["t"][at]) if at < len(held["dst"]) and held["dst"][at] == i else default

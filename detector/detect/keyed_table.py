@@ -15,6 +15,7 @@ of spoofed sources cannot break.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +30,9 @@ class KeyedTable:
     first ``keep`` kept)."""
 
     def __init__(self, keys: tuple[str, ...], order: tuple[str, ...], keep: int = 1, cap: int = 1 << 62,
-                 priority: Callable[[dict], np.ndarray] | None = None):
+                 priority: Callable[[dict], np.ndarray] | None = None, distinct: bool = False):
         self.keys, self.order, self.keep, self.cap = keys, order, keep, cap
+        self.distinct = distinct  # rows equal in keys and order are one (the first ``keep`` distinct values)
         self.priority = priority
         self._held: dict[str, np.ndarray] | None = None
         self._pending: list[dict[str, np.ndarray]] = []
@@ -67,19 +69,26 @@ class KeyedTable:
     def _fold(self) -> None:
         parts = ([self._held] if self._held is not None else []) + self._pending
         self._pending, self._pending_rows = [], 0
-        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        cols = self._reduce({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        n = len(cols[self.keys[0]])
+        if n > self.cap:
+            cols = self._evict(cols, n - self.cap)
+        self._held = cols
+
+    def _reduce(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The first ``keep`` rows of each key, in key order."""
         sort_keys = [cols[k] for k in reversed(self.order)] + [cols[k] for k in reversed(self.keys)]
         idx = np.lexsort(sort_keys)
         cols = {k: v[idx] for k, v in cols.items()}
+        if self.distinct:
+            once = group_starts(np, [cols[k] for k in self.keys + self.order])
+            cols = {k: v[once] for k, v in cols.items()}
         starts = group_starts(np, [cols[k] for k in self.keys])
         rank = np.arange(len(starts)) - np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
         if (rank >= self.keep).any():
             kept = rank < self.keep
             cols = {k: v[kept] for k, v in cols.items()}
-        n = len(cols[self.keys[0]])
-        if n > self.cap:
-            cols = self._evict(cols, n - self.cap)
-        self._held = cols
+        return cols
 
     def _evict(self, cols: dict[str, np.ndarray], excess: int) -> dict[str, np.ndarray]:
         """Drop the ``excess`` rows ranked lowest by ``priority`` (higher is kept; ties: the
@@ -91,6 +100,29 @@ class KeyedTable:
         kept[drop] = False
         self.evicted += excess
         return {k: v[kept] for k, v in cols.items()}
+
+
+class KeyedSums(KeyedTable):
+    """One row per key: each other column reduced over the key's rows by its operation in
+    ``reduce`` (``"sum"``, ``"min"`` or ``"max"``), in any order of batches and merges (Zeek's
+    SumStats reducers). The cap and eviction are :class:`KeyedTable`'s."""
+
+    _UFUNCS: ClassVar[dict] = {"sum": np.add, "min": np.minimum, "max": np.maximum}
+
+    def __init__(self, keys: tuple[str, ...], reduce: dict[str, str], cap: int = 1 << 62,
+                 priority: Callable[[dict], np.ndarray] | None = None):
+        super().__init__(keys, (), 1, cap, priority)
+        self.reduce = {k: self._UFUNCS[op] for k, op in reduce.items()}
+
+    def _reduce(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        idx = np.lexsort([cols[k] for k in reversed(self.keys)])
+        cols = {k: v[idx] for k, v in cols.items()}
+        starts = np.flatnonzero(group_starts(np, [cols[k] for k in self.keys]))
+        if len(starts) == len(idx):
+            return cols
+        out = {k: cols[k][starts] for k in self.keys}
+        out.update({k: ufunc.reduceat(cols[k], starts) for k, ufunc in self.reduce.items()})
+        return out
 
 
 def count_by(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +141,7 @@ class Names:
         self._text = pa.array([], pa.string())
         self._pending: list[tuple[np.ndarray, pa.Array]] = []
         self._pending_rows = 0
+        self._added = self._kept = 0  # ids given since the last prune; ids kept by it
 
     def __len__(self) -> int:
         self._fold()
@@ -118,6 +151,7 @@ class Names:
         if len(ids):
             self._pending.append((ids, text))
             self._pending_rows += len(ids)
+            self._added += len(ids)
             if self._pending_rows >= max(MIN_FOLD, len(self._ids)):
                 self._fold()
 
@@ -140,6 +174,13 @@ class Names:
         kept = in_sorted(np, self._ids, distinct(np, ids))
         if not kept.all():
             self._ids, self._text = self._ids[kept], self._text.filter(pa.array(kept))
+
+    def prune(self, held: Callable[[], list[np.ndarray]]) -> None:
+        """Forget the text of ids not among ``held()`` (the id columns the tables still hold),
+        once the ids given since the last prune outnumber those it kept (amortised)."""
+        if self._added > max(2 * MIN_FOLD, 8 * self._kept):
+            self.keep_only(np.concatenate([np.zeros(0, np.uint64), *held()]))
+            self._kept, self._added = len(self._ids), 0
 
     def text(self, ids: np.ndarray) -> list[str | None]:
         """The text of each id; None for an id it was never given."""

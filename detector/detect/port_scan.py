@@ -232,10 +232,7 @@ class PortScan(Detector):
         self.first.add({"src": src[walked], "dst": dst[walked], "t": t[walked],
                         "ok": (~failed[walked]).astype(np.int8), "port": port[walked]})
         for name in ("orig_h", "resp_h"):
-            dictionary, codes = f.encoded(name)
-            seen = distinct(np, codes[np.r_[probe, used]])
-            seen = seen[seen < len(dictionary)]
-            self.names.add(f.value_ids(name)[seen], dictionary.take(pa.array(seen)))
+            self.names.add(*f.named(name, np.r_[probe, used]))
         self._note_inbound(f, np.flatnonzero(contact & failed), code)
 
     def _note_inbound(self, f: FlowView, rows: np.ndarray, code: np.ndarray) -> None:

@@ -35,7 +35,7 @@ from detector.alerts import Alert
 from detector.detect.address_columns import string_ids
 from detector.detect.base import Detector, FlowView
 from detector.detect.keyed_table import KeyedTable, Names
-from kernels.xp_ops import distinct, group_starts
+from kernels.xp_ops import group_starts
 
 INITIAL_TTLS = np.array([32, 64, 128, 255])
 KEEP_EARLIEST = 256  # connections kept per peer for the replay in time order
@@ -88,7 +88,6 @@ class TtlChange(Detector):
         self.early = KeyedTable(("src",), ("ts", "dst", "uid"), KEEP_EARLIEST, cap, _latest_first_out)
         self.first_at = KeyedTable(("src", "h"), ("ts", "dst", "uid"), 1, cap, _latest_first_out)
         self.names = Names()  # the text of the addresses, uids and community ids held
-        self._named, self._held = 0, 0  # rows named since the names were last pruned; rows held then
 
     def learned(self) -> dict:
         """The peers whose hop count had settled."""
@@ -180,19 +179,8 @@ class TtlChange(Detector):
         self.early.add(cols)
         self.first_at.add(cols)
         for name in (src, dst, "uid", "community_id"):
-            dictionary, codes = f.encoded(name)
-            seen = distinct(np, codes[rows])
-            seen = seen[seen < len(dictionary)]
-            self.names.add(f.value_ids(name)[seen], dictionary.take(pa.array(seen)))
-        self._named += len(rows)
-        if self._named > max(1 << 17, 8 * self._held):
-            self._prune_names()
-
-    def _prune_names(self) -> None:
-        held = [t.rows() for t in (self.early, self.first_at)]
-        self.names.keep_only(np.concatenate([np.zeros(0, np.uint64)] + [r[k] for r in held if r for k in TEXT_COLUMNS]))
-        self._held = sum(len(r.get("src", ())) for r in held)
-        self._named = 0
+            self.names.add(*f.named(name, rows))
+        self.names.prune(lambda: [r[k] for r in (self.early.rows(), self.first_at.rows()) if r for k in TEXT_COLUMNS])
 
     def _connections(self) -> dict[str, np.ndarray]:
         """The held connections, once each, by peer and then in time order: each peer's
