@@ -38,23 +38,17 @@ import numpy as np
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
 from detector.detect.first_contact import FirstContacts
-from detector.detect.keyed_table import KeyedSums, KeyedTable, Names
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Names, key_rows
 
 GRIDFTP_PORTS = ((50000, 51000), (2811, 2811))
 MEASUREMENT_PORTS = (5201, 861, 862)
 MAX_PORTS = 16  # destination ports named per pair
+PAIR = ("src", "dst")
 
 
 def _least_sent_out(cols: dict) -> np.ndarray:
     """Past the cap, the pairs (windows) that sent least go first: they are furthest from an alert."""
     return cols["out"]
-
-
-def _pair_rows(rows: dict, src: int, dst: int) -> slice:
-    """The rows of pair (src, dst) in a table sorted by src, then dst."""
-    a, b = np.searchsorted(rows["src"], src, "left"), np.searchsorted(rows["src"], src, "right")
-    dsts = rows["dst"][a:b]
-    return slice(a + int(np.searchsorted(dsts, dst, "left")), a + int(np.searchsorted(dsts, dst, "right")))
 
 
 class BulkUpload(Detector):
@@ -162,10 +156,10 @@ class BulkUpload(Detector):
             if pcr < p.min_pcr or sent < p.baseline_factor * baseline:
                 continue
             if model is not None and windows and model.known_transfer(
-                    src, dst, int(windows["out"][_pair_rows(windows, s, d)].max()), p.baseline_factor):
+                    src, dst, int(windows["out"][key_rows(windows, PAIR, (s, d))].max()), p.baseline_factor):
                 continue  # the site model saw this host send that much there in normal traffic
-            pair_ports = sorted(ports["port"][_pair_rows(ports, s, d)].tolist())
-            b = _pair_rows(B, s, d).start
+            pair_ports = sorted(ports["port"][key_rows(ports, PAIR, (s, d))].tolist())
+            b = key_rows(B, PAIR, (s, d)).start
             uid, cid = self.names.text(np.array([B["uid"][b], B["cid"][b]], np.uint64))
             high = sent >= p.high_bytes
             score = (0.85 if high else 0.6) + (0.1 if new_dst else 0.0)

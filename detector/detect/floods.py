@@ -31,30 +31,35 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from detector import arrowutil as au
 from detector.alerts import Alert
 from detector.detect.address_columns import crc32_column
 from detector.detect.base import Detector, FlowView, widen
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Names, key_rows
 from detector.detect.sample import DistinctSample
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
-from kernels.xp_ops import distinct
 
 SOURCE_SAMPLE = 10_000  # addresses kept per flood: enough for exact counts of any real botnet's share
+ALL = np.uint64(0)  # the target key of "all targets at once" (a spoofed flood with random targets)
+BUCKET = ("target", "w")
+_SPACE = float(1 << 32)
 
 
-def _keep_lowest(ports: set[int], port: int, cap: int) -> None:
-    """Keep the ``cap`` lowest ports seen: the same set whatever order flows come in."""
-    if port in ports:
-        return
-    if len(ports) < cap:
-        ports.add(port)
-    elif port < (top := max(ports)):
-        ports.remove(top)
-        ports.add(port)
+def _fewest_attempts_out(cols: dict) -> np.ndarray:
+    """Past the cap, the (target, window) buckets with the fewest attempts go first; never the
+    all-targets ones."""
+    return np.where(cols["target"] == ALL, np.int64(1) << 62, cols["att"])
+
+
+def _all_targets_kept(cols: dict) -> np.ndarray:
+    return (cols["target"] == ALL).astype(np.int64)
+
+
+def _highest_crc_out(cols: dict) -> np.ndarray:
+    """Past the cap, the sources hashing highest go first: they are the first to leave a
+    bottom-k sample, and the held ones stay a uniform sample (threshold sampling)."""
+    return -cols["crc"]
 
 
 class Floods(Detector):
@@ -75,78 +80,73 @@ class Floods(Detector):
         dhcp_min_macs: int = 30
         dhcp_window_s: float = 300.0
         dhcp_flood_rate: float = 20.0
+        max_buckets: int = 500_000  # (target, window) buckets held
+        max_sources: int = 4_000_000  # sources held over all buckets' samples (about 32 B each)
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        # per (target, window): [attempts, completed, sources, first, last, ports]
-        self.syn: dict[tuple[str, int], list] = {}
+        # per (target, window): attempts, completed, span; the 32 lowest ports attempted; the
+        # sources hashing lowest (a bottom-k sample of SOURCE_SAMPLE, one more to tell it is full)
+        self.size = SOURCE_SAMPLE
+        cap = self.p.max_buckets
+        self.counts = KeyedSums(BUCKET, {"att": "sum", "ok": "sum", "first": "min", "last": "max"}, cap,
+                                _fewest_attempts_out)
+        self.ports = KeyedTable(BUCKET, ("port",), 32, 4 * cap, _all_targets_kept, distinct=True)
+        self.sources = KeyedTable(BUCKET, ("crc", "src"), self.size + 1, self.p.max_sources, _highest_crc_out,
+                                  distinct=True)
+        self.names = Names()  # the text of the targets and sources held
         self.refl: dict[str, dict] = {}
         self.dhcp: list[tuple[int, str]] = []
         self.dhcp_servers: dict[str, dict] = {}
 
-    def _bucket(self, key: str, ts: int):
-        w = int(self.p.window_s * 1e9)
-        b = self.syn.get((key, ts // w))
-        if b is None:
-            if len(self.syn) > 500_000:
-                return None
-            b = self.syn[(key, ts // w)] = [0, 0, DistinctSample(SOURCE_SAMPLE), ts, ts, set()]
-        return b
+    @property
+    def evictions(self) -> int:
+        """Buckets, ports and sources dropped at ``max_buckets`` and ``max_sources``."""
+        return self.counts.evicted + self.ports.evicted + self.sources.evicted
 
     def _count_handshakes(self, f: FlowView) -> None:
-        """Per (target, window) and over all targets ("*"): attempts that never completed (a SYN,
+        """Per (target, window) and over all targets: attempts that never completed (a SYN,
         no data either way) and completed handshakes (the originator acknowledged the SYN-ACK
         or sent data; a SYN-ACK alone is the victim answering a flood packet)."""
-        hist = f.batch.column("history")
-        has = {c: au.to_numpy(pc.match_substring(hist, c)) for c in "hHADS"}
+        has = {c: f.has_text("history", c) for c in "hHADS"}
         tcp = f["proto"] == "tcp"
         opened = tcp & (has["h"] | has["H"]) & (has["A"] | has["D"])
         attempt = tcp & ~opened & has["S"] & (f["orig_bytes"] == 0) & (f["resp_bytes"] == 0)
         rows = np.flatnonzero(opened | attempt)
         if not len(rows):
             return
-        dsts, dst_code = f.distinct("resp_h")
         srcs, src_code = f.encoded("orig_h")
         src_crc = np.append(crc32_column(srcs), 0).astype(np.int64)
-        ts = f["ts"][rows]
-        window = ts // int(self.p.window_s * 1e9)
-        ports, att = f["resp_p"][rows], attempt[rows]
-        for target_code in (np.full(len(rows), -1), dst_code[rows]):  # all targets first: never dropped at the cap
-            key = (target_code + 1) << 32 | (window - window.min())
-            _, group, inverse = np.unique(key, return_index=True, return_inverse=True)
-            order = np.argsort(inverse, kind="stable")
-            starts = np.searchsorted(inverse[order], np.arange(len(group)))
-            n_att = np.add.reduceat(att[order].astype(np.int64), starts)
-            n_ok = np.diff(np.append(starts, len(order))) - n_att
-            first = np.minimum.reduceat(ts[order], starts)
-            last = np.maximum.reduceat(ts[order], starts)
-            buckets = []
-            for g, row in enumerate(group.tolist()):
-                code = int(target_code[row])
-                b = self._bucket("*" if code < 0 else dsts[code], int(ts[row]))
-                buckets.append(b)
-                if b is None:
-                    continue
-                b[0] += int(n_att[g])
-                b[1] += int(n_ok[g])
-                b[3], b[4] = min(b[3], int(first[g])), max(b[4], int(last[g]))
-            # the ports attempted (not those of completed connections: a flood on 443 is not on 22)
-            pairs = distinct(np, inverse[att].astype(np.int64) << 16 | ports[att])
-            for g, port in zip((pairs >> 16).tolist(), (pairs & 0xFFFF).tolist()):
-                b = buckets[g]
-                if b is not None:
-                    _keep_lowest(b[5], port, 32)
-            sel = np.flatnonzero(att)
-            pairs = distinct(np, inverse[sel].astype(np.int64) << 32 | src_code[rows[sel]])
-            group_of, code_of = pairs >> 32, pairs & 0xFFFFFFFF
-            # only the sources that can enter a bucket's sample (crc under its bound) go one by one
-            bound = np.array([-1 if b is None else b[2].bound for b in buckets], np.int64)
-            under = np.flatnonzero((src_crc[code_of] <= bound[group_of]) & (code_of < len(srcs)))
-            g_of, c_of = group_of[under], code_of[under]  # sorted by bucket: one run each
-            cuts = np.flatnonzero(np.r_[True, g_of[1:] != g_of[:-1], True]) if len(g_of) else np.zeros(1, np.int64)
-            for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-                codes = c_of[a:b]
-                buckets[int(g_of[a])][2].add_hashed(srcs.take(pa.array(codes)), src_crc[codes])
+        ts = f["ts"][rows].astype(np.int64)
+        w = ts // int(self.p.window_s * 1e9)
+        att = attempt[rows]
+        # the ports attempted (not those of completed connections: a flood on 443 is not on 22)
+        tried = np.flatnonzero(att)
+        ports = f["resp_p"][rows[tried]].astype(np.int64)
+        a = np.flatnonzero(att & (src_code[rows] < len(srcs)))  # (a null source is no source)
+        crc, src = src_crc[src_code[rows[a]]], f.ids("orig_h")[rows[a]]
+        for target in (np.full(len(rows), ALL), f.ids("resp_h")[rows]):
+            self.counts.add({"target": target, "w": w, "att": att.astype(np.int64), "ok": (~att).astype(np.int64),
+                             "first": ts, "last": ts})
+            self.ports.add({"target": target[tried], "w": w[tried], "port": ports})
+            self.sources.add({"target": target[a], "w": w[a], "crc": crc, "src": src})
+        self.names.add(*f.named("resp_h", rows))
+        self.names.add(*f.named("orig_h", rows[a]))
+        self.names.prune(lambda: [r[k] for r, k in ((self.counts.rows(), "target"), (self.sources.rows(), "src")) if r])
+
+    def _sources(self, at: slice) -> tuple[int, bool, np.ndarray]:
+        """A bucket's sources: their count (estimated past the sample, or past the cap on all
+        samples), whether it is exact, and the ids of the sample."""
+        S = self.sources.rows()
+        k = at.stop - at.start
+        ids = S["src"][at][:self.size]
+        if k > self.size:  # the bottom-k estimate (KMV)
+            bound = int(S["crc"][at.start + self.size - 1])
+            return max(self.size, round((self.size - 1) * _SPACE / (bound + 1))), False, ids
+        if self.sources.evicted:  # every sample cut at one hash bound: a threshold sample
+            bound = int(S["crc"].max())
+            return max(k, round(k * _SPACE / (bound + 1))), False, ids
+        return k, True, ids
 
     def observe_flows(self, f: FlowView) -> None:
         proto, ts = f["proto"], f["ts"]
@@ -185,33 +185,40 @@ class Floods(Detector):
     def finish(self) -> list[Alert]:
         p = self.p
         out = []
-        best: dict[str, list] = {}
-        for (target, _), b in self.syn.items():
-            attempts, completed = b[0], b[1]
-            burst_rate = attempts / max((b[4] - b[3]) / 1e9, 1e-3)
-            big = attempts >= p.syn_min or (attempts >= p.syn_burst_min and burst_rate >= p.syn_rate)
-            if not big or len(b[2]) < p.syn_min_sources:
-                continue
-            if completed > p.complete_share * (attempts + completed):
-                continue
-            # the busiest window; the earliest of equals, whatever order the windows were made in
-            if target not in best or (attempts, -b[3]) > (best[target][0], -best[target][3]):
-                best[target] = b
+        C = self.counts.rows()
+        best: dict[int, int] = {}  # target -> its busiest window's row
+        if C:
+            att, ok, first, last = C["att"], C["ok"], C["first"], C["last"]
+            burst_rate = att / np.maximum((last - first) / 1e9, 1e-3)
+            big = (att >= p.syn_min) | ((att >= p.syn_burst_min) & (burst_rate >= p.syn_rate))
+            for r in np.flatnonzero(big & (ok <= p.complete_share * (att + ok))).tolist():
+                n, _, _ = self._sources(key_rows(self.sources.rows(), BUCKET, (C["target"][r], C["w"][r])))
+                if n < p.syn_min_sources:
+                    continue
+                # the busiest window; the earliest of equals, whatever order the windows were made in
+                t = int(C["target"][r])
+                if t not in best or (att[r], -first[r]) > (att[best[t]], -first[best[t]]):
+                    best[t] = r
         if len(best) > 1:
-            best.pop("*", None)  # the per-target alerts say it better
-        for target, b in best.items():
-            attempts, completed, sources = b[0], b[1], b[2]
+            best.pop(int(ALL), None)  # the per-target alerts say it better
+        for t, r in best.items():
+            attempts, completed = int(C["att"][r]), int(C["ok"][r])
+            n, exact, ids = self._sources(key_rows(self.sources.rows(), BUCKET, (C["target"][r], C["w"][r])))
+            examples = sorted(self.names.text(ids))[:10]
+            ports = sorted(self.ports.rows()["port"][key_rows(self.ports.rows(), BUCKET, (C["target"][r], C["w"][r]))]
+                           .tolist())
+            target = None if t == int(ALL) else self.names.text(np.array([t], np.uint64))[0]
             rate = attempts / max(p.window_s, 1e-9)
-            victim = "many hosts (random targets)" if target == "*" else target
-            out.append(Alert(b[3], b[4], "dos", "syn_flood", "high", 0.9,
+            victim = "many hosts (random targets)" if target is None else target
+            out.append(Alert(int(C["first"][r]), int(C["last"][r]), "dos", "syn_flood", "high", 0.9,
                              f"{victim} received {attempts} TCP connection attempts that never completed from "
-                             f"{'' if sources.exact else 'about '}{len(sources)} sources within {p.window_s:.0f} s "
+                             f"{'' if exact else 'about '}{n} sources within {p.window_s:.0f} s "
                              f"({completed} completed): a SYN flood",
-                             self.label, self.host_for(target if target != "*" else None, *sources.examples(1)),
-                             None, None if target == "*" else target, None, min(b[5]) if b[5] else None, "tcp",
-                             {"attempts": attempts, "completed": completed, "sources": len(sources),
-                              "sources_exact": sources.exact, "example_sources": sources.examples(10),
-                              "ports": sorted(b[5]),
+                             self.label, self.host_for(target, *examples[:1]),
+                             None, target, None, ports[0] if ports else None, "tcp",
+                             {"attempts": attempts, "completed": completed, "sources": n,
+                              "sources_exact": exact, "example_sources": examples,
+                              "ports": ports,
                               "attempts_per_s": round(rate, 1), "window_s": p.window_s}))
         for victim, r in self.refl.items():
             if r["bytes"] < p.reflect_min_bytes and (len(r["refl"]) < p.reflect_min_sources

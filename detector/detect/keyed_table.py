@@ -125,6 +125,16 @@ class KeyedSums(KeyedTable):
         return out
 
 
+def key_rows(rows: dict[str, np.ndarray], keys: tuple[str, ...], values: tuple) -> slice:
+    """The rows whose columns ``keys`` equal ``values``, in rows sorted by those columns (a
+    :meth:`KeyedTable.rows`)."""
+    a, z = 0, len(rows[keys[0]])
+    for name, v in zip(keys, values):
+        col = rows[name][a:z]
+        a, z = a + int(np.searchsorted(col, v, "left")), a + int(np.searchsorted(col, v, "right"))
+    return slice(a, z)
+
+
 def count_by(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Rows counted per distinct combination of ``keys`` (any order): the index of one row of
     each combination, and its count."""

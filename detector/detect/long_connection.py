@@ -47,6 +47,11 @@ class LongConnection(Detector):
         self.first_contact = FirstContacts(self.p.max_destinations)
         self.dropped = 0
 
+    @property
+    def evictions(self) -> int:
+        """Records dropped at ``max_connections`` and the pieces cap; destinations at ``max_destinations``."""
+        return self.dropped + self.first_contact.evicted
+
     def observe_flows(self, f: FlowView) -> None:
         if not len(f):
             return
