@@ -46,6 +46,7 @@ class FlowConfig:
     batch_size: int = 262144  # records decoded per batch
     threads: int = 1  # decode and flow-table threads (0: one per available core)
     walk_threads: int = 0  # threads locating the records of a large mapped capture (0: the cores the flows leave, 1: one)
+    detect_thread: bool = True  # detectors take in flows and events on a thread of their own, given a core left over
 
     def validate(self, path: str | None = None) -> FlowConfig:
         for name in ("tcp_idle_timeout", "udp_idle_timeout", "icmp_idle_timeout", "other_idle_timeout",

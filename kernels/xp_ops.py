@@ -128,5 +128,14 @@ def in_sorted(xp, x, values):
     where ``isin`` would sort both sides."""
     if not len(values):
         return xp.zeros(len(x), bool)
-    pos = xp.minimum(xp.searchsorted(values, x), len(values) - 1)
-    return values[pos] == x
+    if len(values) < 1 << 16 or len(x) < 1 << 10:
+        pos = xp.minimum(xp.searchsorted(values, x), len(values) - 1)
+        return values[pos] == x
+    # queries in order walk ``values`` front to back: about 3x faster than random probes
+    # into millions of values (cache misses), even with the sort
+    order = xp.argsort(x)
+    xs = x[order]
+    pos = xp.minimum(xp.searchsorted(values, xs), len(values) - 1)
+    out = xp.empty(len(x), bool)
+    out[order] = values[pos] == xs
+    return out

@@ -446,3 +446,25 @@ def test_bulk_upload_keeps_the_big_sender_when_small_pairs_overflow_its_tables()
     (alert,) = det.finish()
     assert (alert.src_ip, alert.dst_ip, alert.evidence["bytes_out"]) == ("10.0.0.1", "198.51.100.9", 500 * MB)
     assert det.pairs.evicted == 1000 + 1 - 100
+
+
+def test_tables_reduce_large_batches_on_their_own_and_still_fold_like_one_pass():
+    """Batches past PRE_REDUCE_MIN are reduced before they are held (keys that repeat), or not
+    for a while (keys that hardly repeat): either way the rows are those of one pass."""
+    from detector.detect.keyed_table import PRE_REDUCE_MIN, KeyedSums
+    rng = np.random.default_rng(4)
+    n = 40 * PRE_REDUCE_MIN
+    few = {"k": rng.integers(0, 50, n).astype(np.uint64), "t": rng.integers(0, 10**9, n)}
+    many = {"k": rng.permutation(n).astype(np.uint64), "t": rng.integers(0, 10**9, n)}
+    for cols in (few, many):
+        one, batched = KeyedTable(("k",), ("t",), keep=3), KeyedTable(("k",), ("t",), keep=3)
+        sums, batched_sums = KeyedSums(("k",), {"t": "max"}), KeyedSums(("k",), {"t": "max"})
+        one.add(cols)
+        sums.add(cols)
+        for a in range(0, n, 2 * PRE_REDUCE_MIN):
+            part = {c: v[a:a + 2 * PRE_REDUCE_MIN] for c, v in cols.items()}
+            batched.add(part)
+            batched_sums.add(part)
+        for mine, theirs in ((batched, one), (batched_sums, sums)):
+            assert {c: v.tolist() for c, v in mine.rows().items()} == {c: v.tolist() for c, v in theirs.rows().items()}
+    assert batched._skip > 0  # distinct keys: reducing a batch on its own was given up for a while

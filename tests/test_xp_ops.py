@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.xp_ops import is_cupy, lexsort, segment_max, segment_min
+from kernels.xp_ops import in_sorted, is_cupy, lexsort, segment_max, segment_min
 
 
 def cupy_like() -> types.ModuleType:
@@ -53,3 +53,15 @@ def test_segment_extremes_on_the_cupy_branch_equal_numpy(n, groups, seed):
         for fn in (segment_min, segment_max):
             np.testing.assert_array_equal(fn(cupy_like(), ids, values, groups + 2, empty=-1.0),
                                           fn(np, ids, values, groups + 2, empty=-1.0), err_msg=fn.__name__)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([(50, 30), (70_000, 3_000)]), st.integers(0, 2**32 - 1))
+def test_in_sorted_is_isin_with_few_and_with_many_values(sizes, seed):
+    """Both ways of probing (a search per query; queries sorted first when the values are many)."""
+    n_values, n_queries = sizes
+    rng = np.random.default_rng(seed)
+    values = np.unique(rng.integers(0, 2**64 - 1, n_values, dtype=np.uint64))
+    x = np.concatenate([rng.choice(values, n_queries // 2), rng.integers(0, 2**64 - 1, n_queries // 2, dtype=np.uint64)])
+    rng.shuffle(x)
+    assert (in_sorted(np, x, values) == np.isin(x, values)).all()

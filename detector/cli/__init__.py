@@ -53,4 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     module = importlib.import_module(COMMANDS[args.command][0])
+    quiet_gc()
     return module.run(args)
+
+
+def quiet_gc() -> None:
+    """Fewer cyclic garbage collections. The pipeline makes many short-lived objects (events,
+    parsed messages) and few cycles; at the default threshold (700 allocations) the collector
+    ran often enough to take 14 % of ``analyze`` on a 2M-packet capture (1.56 s against 1.34 s
+    with it off, 2-core VM). What was imported is frozen out of its scans, and it runs every
+    100,000 allocations: cycles are still freed, in bounded memory."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)

@@ -23,6 +23,8 @@ import pyarrow as pa
 from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted
 
 MIN_FOLD = 1 << 16  # pending rows folded in at once, at least
+PRE_REDUCE_MIN = 1 << 12  # an added batch this large is reduced on its own first...
+PRE_REDUCE_PAUSE = 16  # ...unless that kept over 80 % of a batch: then not for the next 16
 
 
 class KeyedTable:
@@ -37,6 +39,7 @@ class KeyedTable:
         self._held: dict[str, np.ndarray] | None = None
         self._pending: list[dict[str, np.ndarray]] = []
         self._pending_rows = 0
+        self._skip = 0  # batches to add before trying to reduce one on its own again
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -46,6 +49,15 @@ class KeyedTable:
         n = len(cols[self.keys[0]])
         if not n:
             return
+        if n >= PRE_REDUCE_MIN and not self._skip:
+            # a batch reduced on its own first: a flood's rows of one key (its target, its
+            # window) collapse before they are held; where keys hardly repeat, not for a while
+            reduced = self._reduce(cols)
+            m = len(reduced[self.keys[0]])
+            self._skip = PRE_REDUCE_PAUSE if m > 0.8 * n else 0
+            cols, n = reduced, m
+        elif self._skip:
+            self._skip -= 1
         self._pending.append(cols)
         self._pending_rows += n
         held = 0 if self._held is None else len(self._held[self.keys[0]])

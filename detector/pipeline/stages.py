@@ -13,10 +13,11 @@ from detector.config import Config
 from detector.detect.base import FlowView
 from detector.detect.corroboration import settle
 from detector.detect.registry import build_detectors
-from detector.flows.engine import make_engine
+from detector.flows.engine import available_cores, make_engine
 from detector.flows.records import RecordBuilder
 from detector.flows.services import ServiceNames
 from detector.l7.tap import L7Tap
+from detector.pipeline.detect_lane import DetectLane
 from detector.pipeline.tap_input import host_columns, tap_input
 from detector.site import Site
 from detector.site_inference import infer_local_hosts
@@ -45,11 +46,23 @@ class Stages:
         self.tap = L7Tap()
         self.flow_writer = flow_writer
         self.cfg, self.extra_detectors = cfg, extra_detectors
-        self.detectors = self.new_detectors()
+        self.lane = DetectLane(cfg.flows.detect_thread and available_cores() > self.engine.threads)
+        self._detectors = self.new_detectors()
         if backend.is_gpu:
             log.info("L7 inspectors and detectors run on the host, on the packets and flows they need")
         self.flows_seen = 0
         self._first_batch = True
+
+    @property
+    def detectors(self) -> list:
+        """The detectors, once they have taken in everything handed to them."""
+        self.lane.drain()
+        return self._detectors
+
+    @detectors.setter
+    def detectors(self, detectors: list) -> None:
+        self.lane.drain()
+        self._detectors = detectors
 
     def new_detectors(self, pins: dict | None = None) -> list:
         """The configured detectors (plus the extra ones), seeded with the model's pins, or
@@ -79,12 +92,18 @@ class Stages:
 
     def feed_flow_batch(self, rb, first_payload=None) -> None:
         """Flow records from elsewhere (a Zeek conn.log) meet the same detectors."""
-        view = FlowView(rb, None if first_payload is None else {"first_payload": first_payload})
-        for d in self.detectors:
-            d.observe_flows(view)
+        self.lane.submit(self._observe_flows, FlowView(rb, None if first_payload is None else {
+            "first_payload": first_payload}))
 
     def feed_events(self, events) -> None:
-        for d in self.detectors:
+        self.lane.submit(self._observe_events, events)
+
+    def _observe_flows(self, view: FlowView) -> None:
+        for d in self._detectors:
+            d.observe_flows(view)
+
+    def _observe_events(self, events) -> None:
+        for d in self._detectors:
             d.observe_events(events)
 
     def process(self, batch: RawBatch) -> None:
@@ -107,6 +126,10 @@ class Stages:
         """End of input: every open flow and stream ends."""
         self.feed_flows(self.engine.finish_groups())
         self.feed_events(self.tap.flush())
+
+    def close(self) -> None:
+        """Wait for the detectors to take in what was handed to them, and end their thread."""
+        self.lane.close()
 
     def report(self) -> list[Alert]:
         """Every detector's alerts over what it has seen so far, corroborated
