@@ -17,7 +17,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-DEPTH = 4  # batches handed over and not yet taken in, at most
+DEPTH = 1  # batches handed over and not yet taken in, at most (a flood's drains are large: each queued one is held)
 
 
 class DetectLane:
