@@ -78,3 +78,46 @@ def test_syn_flood_alert_is_the_same_whatever_order_flows_arrive_in(synth_dir, t
         assert first[0]["evidence"]["sources_exact"] == (sample > first[0]["evidence"]["sources"])
         for order, batch in ((np.arange(n)[::-1], 997), (rng.permutation(n), 4096), (rng.permutation(n), 50)):
             assert alerts(order, batch, sample) == first
+
+
+@pytest.mark.parametrize("size", [8, 1000])
+def test_merged_samples_are_the_sample_of_all_the_values(size):
+    rng = random.Random(size)
+    values = [f"10.0.{rng.randrange(40)}.{rng.randrange(256)}" for _ in range(3000)]
+    one = DistinctSample(size)
+    one.update(values)
+    parts = [DistinctSample(size) for _ in range(3)]
+    for k, v in enumerate(values):
+        parts[rng.randrange(3) if k % 7 else 0].add(v)
+    parts[2].merge(parts[0])
+    parts[2].merge(parts[1])
+    merged = parts[2]
+    assert (merged.items(), len(merged), merged.exact) == (one.items(), len(one), one.exact)
+
+
+def test_flood_alerts_from_merged_partitions_are_the_one_pass_alerts(synth_dir, tmp_path, monkeypatch):
+    """Each partition of the records in its own detector, merged in any order: the alerts of
+    one detector over all of them (spoofed sources past the sample, and reflection)."""
+    import detector.detect.floods as floods
+
+    monkeypatch.setattr(floods, "SOURCE_SAMPLE", 256)
+    out = tmp_path / "flood.parquet"
+    run_flows([str(synth_dir / "dos-syn-flood.pcap"), str(synth_dir / "dos-reflection.pcap")], str(out), "parquet",
+              FlowConfig(), progress=False)
+    table = pq.read_table(out)
+    one = Floods()
+    for rb in table.to_batches():
+        one.observe_flows(FlowView(rb))
+    expected = [a.to_dict() for a in one.finish()]
+    assert {a["technique"] for a in expected} == {"syn_flood", "reflection"}
+    rng = np.random.default_rng(8)
+    for order in ([0, 1, 2], [2, 0, 1]):
+        part_of = rng.integers(0, 3, table.num_rows)
+        parts = [Floods() for _ in range(3)]
+        for k, det in enumerate(parts):
+            for rb in table.filter(part_of == k).to_batches(max_chunksize=500):
+                det.observe_flows(FlowView(rb))
+        merged = parts[order[0]]
+        for k in order[1:]:
+            merged.merge(parts[k])
+        assert sorted(map(str, (a.to_dict() for a in merged.finish()))) == sorted(map(str, expected))

@@ -99,6 +99,28 @@ class Floods(Detector):
         self.dhcp: list[tuple[int, str]] = []
         self.dhcp_servers: dict[str, dict] = {}
 
+    def merge(self, other: Floods) -> None:
+        """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
+        for mine, theirs in ((self.counts, other.counts), (self.ports, other.ports), (self.sources, other.sources)):
+            mine.merge(theirs)
+        self.names.merge(other.names)
+        for victim, r in other.refl.items():
+            mine = self.refl.get(victim)
+            if mine is None:
+                self.refl[victim] = r
+                continue
+            mine["first"], mine["last"] = min(mine["first"], r["first"]), max(mine["last"], r["last"])
+            mine["bytes"] += r["bytes"]
+            mine["pkts"] += r["pkts"]
+            mine["refl"].merge(r["refl"])
+            mine["services"] |= r["services"]
+            mine["victim_port"] = min(mine["victim_port"], r["victim_port"])
+        self.dhcp.extend(other.dhcp[:max(0, 1_000_000 - len(self.dhcp))])
+        for server, counts in other.dhcp_servers.items():
+            mine = self.dhcp_servers.setdefault(server, {"offers": 0, "acks": 0, "naks": 0})
+            for k, v in counts.items():
+                mine[k] += v
+
     @property
     def evictions(self) -> int:
         """Buckets, ports and sources dropped at ``max_buckets`` and ``max_sources``."""

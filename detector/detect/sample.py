@@ -53,6 +53,17 @@ class DistinctSample:
                 if len(self._kept) >= 2 * self.size:
                     self._prune()
 
+    def merge(self, other: DistinctSample) -> None:
+        """The sample of both inputs together. Each side holds every value it was offered
+        under its bound, and a full side holds ``size`` of them, so the union's smallest are
+        all under the lower bound."""
+        self._bound = min(self._bound, other._bound)
+        self._saturated = self._saturated or other._saturated
+        kept = {v: h for v, h in self._kept.items() if h <= self._bound}
+        kept.update((v, h) for v, h in other._kept.items() if h <= self._bound)
+        self._kept = kept
+        self._prune()
+
     @property
     def bound(self) -> int:
         """The largest crc32 that can still enter the sample."""
