@@ -1,5 +1,5 @@
 import sys
 
-from detector.cli import main
+from detector.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

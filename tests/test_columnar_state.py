@@ -348,14 +348,18 @@ def test_ttl_change_settles_a_peer_and_reports_its_move_once():
     assert det.finish() == []  # not settled yet: the count starts over
 
 
-def test_ttl_change_evicts_the_latest_connections_at_its_cap_and_counts_them():
+def test_ttl_change_keeps_every_peers_earliest_connections_at_its_cap_and_counts_the_rest():
     from detector.detect.ttl_change import TtlChange
     rows = hop_rows(5, 400)
-    det = TtlChange(TtlChange.Params(max_connections=50))
+    full, det = TtlChange(), TtlChange(TtlChange.Params(max_connections=50))
+    full.observe_flows(hop_records(rows))
     det.observe_flows(hop_records(rows))
-    held = det.early.rows()
+    held, every = det.early.rows(), full.early.rows()
     assert len(held["ts"]) == 50 and det.evictions > 0
-    assert held["ts"].max() <= np.sort(np.unique([r["ts"] for r in rows]))[len(rows) // 2]  # the earliest stay
+    assert set(held["src"].tolist()) == set(every["src"].tolist())  # no peer lost
+    for src in set(every["src"].tolist()):
+        mine = held["ts"][held["src"] == src]
+        assert mine.tolist() == every["ts"][every["src"] == src][:len(mine)].tolist()  # its earliest
 
 
 @settings(max_examples=40, deadline=None)
@@ -383,7 +387,7 @@ def test_keyed_sums_reduce_any_split_and_merge_order_like_a_group_by(seed, n, cu
 
 
 def test_keyed_table_distinct_keeps_the_first_distinct_values_of_a_key():
-    t = KeyedTable(("k",), ("v",), keep=3, distinct=True)
+    t = KeyedTable(("k",), ("v",), keep=3, unique=True)
     t.add({"k": np.array([1, 1, 1, 2]), "v": np.array([9, 5, 9, 7])})
     t.add({"k": np.array([1, 1]), "v": np.array([5, 1])})
     assert t.rows()["v"].tolist() == [1, 5, 9, 7]
@@ -468,3 +472,44 @@ def test_tables_reduce_large_batches_on_their_own_and_still_fold_like_one_pass()
         for mine, theirs in ((batched, one), (batched_sums, sums)):
             assert {c: v.tolist() for c, v in mine.rows().items()} == {c: v.tolist() for c, v in theirs.rows().items()}
     assert batched._skip > 0  # distinct keys: reducing a batch on its own was given up for a while
+
+
+def test_floods_estimate_sources_past_the_cap_on_all_samples_and_count_the_evictions():
+    """20,000 spoofed sources, 2,000 held: every bucket's sample is cut below one hash and the
+    count estimated from it (threshold sampling), the same in any batches."""
+    from detector.detect.floods import Floods
+    rng = np.random.default_rng(9)
+    rows = [attempt("10.0.0.9", k * 2e-4, src=f"{a}.{b}.{c}.{d}")
+            for k, (a, b, c, d) in enumerate(rng.integers(1, 224, (20_000, 4)).tolist())]
+    truth = len({r["orig_h"] for r in rows})
+    found = []
+    for batch in (20_000, 3_000):
+        det = Floods(Floods.Params(max_sources=2_000))
+        for a in range(0, len(rows), batch):
+            det.observe_flows(records(rows[a:a + batch]))
+        alerts = [a for a in det.finish() if a.technique == "syn_flood"]
+        (alert,) = alerts
+        ev = alert.evidence
+        assert not ev["sources_exact"] and abs(ev["sources"] - truth) / truth < 0.15, ev["sources"]  # crc32, as DistinctSample
+        assert det.evictions > 0 and len(det.sources.rows()["src"]) <= 2_000
+        found.append(ev["sources"])
+    assert found[0] == found[1]
+
+
+def test_bulk_upload_names_a_pair_with_its_own_evidence_when_pairs_are_evicted():
+    """A pair's largest upload and ports leave with the pair: the pair kept is named by its own."""
+    from detector.detect.bulk_upload import BulkUpload
+
+    def up(src, k, nbytes, port=443):
+        return {**upload_rows(0, 1)[0], "orig_h": src, "resp_h": "198.51.100.7", "uid": f"C{src[-1]}{k:02d}",
+                "orig_bytes": nbytes, "resp_bytes": 0, "resp_p": port, "ts": T + k * S}
+
+    rows = [up("10.0.0.1", k, 30 * MB) for k in range(10)] + [up("10.0.0.2", 20, 100 * MB)] + \
+        [up("10.0.0.3", 21, 50 * MB, port=8443)]
+    det = BulkUpload(BulkUpload.Params(max_pairs=2, min_bytes=40 * MB), site=upload_site())
+    for r in rows:
+        det.observe_flows(upload_records([r]))
+    by_src = {a.src_ip: a for a in det.finish()}
+    assert set(by_src) == {"10.0.0.1", "10.0.0.2"}
+    assert by_src["10.0.0.1"].evidence["uid"].startswith("C1") and by_src["10.0.0.1"].evidence["ports"] == [443]
+    assert by_src["10.0.0.2"].evidence["uid"] == "C220"

@@ -63,7 +63,9 @@ class Daemon:
                               "(or --iface, --pcap-dir, --zeek-log)", config_path, "daemon")
         self.state = State(d.state_path())
         self.model = self._starting_model(d.model, model_key)
-        self.stages = Stages(cfg, backend, self.model)
+        # inline: every batch's metrics read the detectors' eviction counts, and site inference
+        # on the first batch changes what they read (overlap here is a named follow-up)
+        self.stages = Stages(cfg, backend, self.model, detect_thread=False)
         self.stages.site.clock_ns = time.time_ns() if d.iface else None
         self.stages.site.window_flows_max = d.window_flows_max
         self.pins = self._merged_pins(self.state.pins())

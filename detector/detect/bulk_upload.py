@@ -39,11 +39,17 @@ from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
 from detector.detect.first_contact import FirstContacts
 from detector.detect.keyed_table import KeyedSums, KeyedTable, Names, key_rows
+from kernels.xp_ops import distinct, in_sorted, mix64
 
 GRIDFTP_PORTS = ((50000, 51000), (2811, 2811))
 MEASUREMENT_PORTS = (5201, 861, 862)
 MAX_PORTS = 16  # destination ports named per pair
 PAIR = ("src", "dst")
+
+
+def _pair_ids(rows: dict) -> np.ndarray:
+    """One 64-bit id per (src, dst) pair."""
+    return mix64(np, rows["src"]) ^ rows["dst"]
 
 
 def _least_sent_out(cols: dict) -> np.ndarray:
@@ -63,16 +69,18 @@ class BulkUpload(Detector):
         min_pcr: float = 0.7
         baseline_factor: float = 10.0
         max_destinations: int = 1_000_000
-        max_pairs: int = 1_000_000  # (host, destination) pairs held, about 60 B each in each of three tables
+        max_pairs: int = 1_000_000  # (host, destination) pairs held, with their largest upload and ports
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         cap = self.p.max_pairs
         self.pairs = KeyedSums(("src", "dst"), {"out": "sum", "inb": "sum", "flows": "sum", "first": "min",
                                                 "last": "max"}, cap, _least_sent_out)
-        self.biggest = KeyedTable(("src", "dst"), ("less", "uid"), 1, cap, lambda c: -c["less"])
-        self.ports = KeyedTable(("src", "dst"), ("port",), MAX_PORTS, cap * MAX_PORTS, distinct=True)
-        self.windows = KeyedSums(("src", "dst", "w"), {"out": "sum"}, cap, _least_sent_out)
+        # what else is kept of a pair is dropped with it (:meth:`_follow_pairs`)
+        self.biggest = KeyedTable(PAIR, ("less", "uid"), 1)
+        self.ports = KeyedTable(PAIR, ("port",), MAX_PORTS, unique=True)
+        self.windows = KeyedSums((*PAIR, "w"), {"out": "sum"}, 4 * cap, _least_sent_out)
+        self._pairs_evicted = 0
         self.names = Names()  # the text of the addresses, uids and community ids held
         self.first_contact = FirstContacts(self.p.max_destinations)  # when a site host first reached each one
         model = self.site.model
@@ -80,8 +88,20 @@ class BulkUpload(Detector):
 
     @property
     def evictions(self) -> int:
-        """Pairs dropped at ``max_pairs``, destinations at ``max_destinations``."""
-        return sum(t.evicted for t in (self.pairs, self.biggest, self.ports, self.windows)) + self.first_contact.evicted
+        """Pairs dropped at ``max_pairs`` (the smallest windows past four per pair held), and
+        destinations at ``max_destinations``."""
+        return self.pairs.evicted + self.windows.evicted + self.first_contact.evicted
+
+    def _follow_pairs(self) -> None:
+        """Once pairs were evicted, drop the largest uploads, ports and windows of the pairs
+        no longer held (else a pair would be named with another's evidence)."""
+        if self.pairs.evicted == self._pairs_evicted:
+            return
+        self._pairs_evicted = self.pairs.evicted
+        P = self.pairs.rows()
+        held = distinct(np, _pair_ids(P))
+        for table in (self.biggest, self.ports, self.windows):
+            table.retain(lambda rows: in_sorted(np, _pair_ids(rows), held))
 
     def merge(self, other: BulkUpload) -> None:
         """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
@@ -122,6 +142,7 @@ class BulkUpload(Detector):
             self.windows.add({"src": src, "dst": dst, "w": start // self.window_ns, "out": ob})
         for name in ("orig_h", "resp_h", "uid", "community_id"):
             self.names.add(*f.named(name, rows))
+        self._follow_pairs()
         self.names.prune(self._held_ids)
 
     def _held_ids(self) -> list[np.ndarray]:
@@ -133,6 +154,7 @@ class BulkUpload(Detector):
         P = self.pairs.rows()
         if not P:
             return []
+        self._follow_pairs()
         cand = np.flatnonzero(P["out"] >= min(p.min_bytes, p.new_destination_bytes))
         if not len(cand):
             return []
@@ -155,12 +177,15 @@ class BulkUpload(Detector):
             baseline = float(np.median(others)) if len(others) else 0.0
             if pcr < p.min_pcr or sent < p.baseline_factor * baseline:
                 continue
-            if model is not None and windows and model.known_transfer(
-                    src, dst, int(windows["out"][key_rows(windows, PAIR, (s, d))].max()), p.baseline_factor):
+            # the busiest window (past the cap on windows, the pair's total, which is no less)
+            busiest = windows["out"][key_rows(windows, PAIR, (s, d))] if windows else np.zeros(0, np.int64)
+            if model is not None and model.known_transfer(src, dst, int(busiest.max()) if len(busiest) else sent,
+                                                          p.baseline_factor):
                 continue  # the site model saw this host send that much there in normal traffic
-            pair_ports = sorted(ports["port"][key_rows(ports, PAIR, (s, d))].tolist())
-            b = key_rows(B, PAIR, (s, d)).start
-            uid, cid = self.names.text(np.array([B["uid"][b], B["cid"][b]], np.uint64))
+            pair_ports = sorted(ports["port"][key_rows(ports, PAIR, (s, d))].tolist()) if ports else []
+            b = key_rows(B, PAIR, (s, d)) if B else slice(0, 0)
+            uid, cid = self.names.text(np.array([B["uid"][b.start], B["cid"][b.start]], np.uint64)) \
+                if b.stop > b.start else (None, None)
             high = sent >= p.high_bytes
             score = (0.85 if high else 0.6) + (0.1 if new_dst else 0.0)
             flows = int(P["flows"][c])
@@ -170,7 +195,7 @@ class BulkUpload(Detector):
                              f"{flows} connection(s) and received {got / 2**20:.1f} MiB (PCR {pcr:.2f}), "
                              f"{sent / max(baseline, 1):.0f}x its median per destination"
                              + (", a destination no site host had contacted before" if new_dst else ""),
-                             self.label, src, src, dst, None, pair_ports[0], "tcp",
+                             self.label, src, src, dst, None, pair_ports[0] if pair_ports else None, "tcp",
                              {"bytes_out": sent, "bytes_in": got, "pcr": round(pcr, 3), "flows": flows,
                               "ports": pair_ports, "host_median_bytes_out": baseline,
                               "new_destination": new_dst, "destination_first_contact_ns": contacted,

@@ -20,9 +20,17 @@ Methods:
 A SYN flood also counts when a burst of at least ``syn_burst_min`` attempts arrives at
 ``syn_rate`` attempts per second or more.
 
-Sources and reflectors are kept as a bounded sample of ``SOURCE_SAMPLE`` addresses
-(:class:`~detector.detect.sample.DistinctSample`); past that their count is estimated, and the
-alert says "about" and sets ``sources_exact`` / ``reflectors_exact`` to false.
+Sources and reflectors are kept as a bounded sample of ``SOURCE_SAMPLE`` addresses, those
+with the smallest crc32 (a bottom-k sketch: :class:`~detector.detect.sample.DistinctSample` for
+reflectors; for SYN sources, rows of a :class:`KeyedTable` of address ids per target and
+window); past that their count is estimated (KMV), and the alert says "about" and sets
+``sources_exact`` / ``reflectors_exact`` to false. All SYN sources held are capped by
+``max_sources``: past it the highest hashes are evicted and counted, every bucket's sample is
+cut below one hash, and counts are estimated from that threshold.
+
+The SYN counts are columnar and mergeable (:meth:`Floods.merge`): per (target, window) sums of
+attempts and completions (:class:`KeyedSums`), at most ``max_buckets`` of them (the fewest
+attempts evicted first, never the all-targets ones).
 """
 
 from __future__ import annotations
@@ -91,9 +99,9 @@ class Floods(Detector):
         cap = self.p.max_buckets
         self.counts = KeyedSums(BUCKET, {"att": "sum", "ok": "sum", "first": "min", "last": "max"}, cap,
                                 _fewest_attempts_out)
-        self.ports = KeyedTable(BUCKET, ("port",), 32, 4 * cap, _all_targets_kept, distinct=True)
+        self.ports = KeyedTable(BUCKET, ("port",), 32, 4 * cap, _all_targets_kept, unique=True)
         self.sources = KeyedTable(BUCKET, ("crc", "src"), self.size + 1, self.p.max_sources, _highest_crc_out,
-                                  distinct=True)
+                                  unique=True, threshold=True)
         self.names = Names()  # the text of the targets and sources held
         self.refl: dict[str, dict] = {}
         self.dhcp: list[tuple[int, str]] = []
@@ -165,9 +173,9 @@ class Floods(Detector):
         if k > self.size:  # the bottom-k estimate (KMV)
             bound = int(S["crc"][at.start + self.size - 1])
             return max(self.size, round((self.size - 1) * _SPACE / (bound + 1))), False, ids
-        if self.sources.evicted:  # every sample cut at one hash bound: a threshold sample
-            bound = int(S["crc"].max())
-            return max(k, round(k * _SPACE / (bound + 1))), False, ids
+        if self.sources.floor is not None:  # every sample cut below one hash: a threshold sample
+            below = -int(self.sources.floor)  # the lowest hash evicted; all held hash lower
+            return max(k, round(k * _SPACE / below)), False, ids
         return k, True, ids
 
     def observe_flows(self, f: FlowView) -> None:

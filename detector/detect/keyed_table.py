@@ -32,10 +32,15 @@ class KeyedTable:
     first ``keep`` kept)."""
 
     def __init__(self, keys: tuple[str, ...], order: tuple[str, ...], keep: int = 1, cap: int = 1 << 62,
-                 priority: Callable[[dict], np.ndarray] | None = None, distinct: bool = False):
+                 priority: Callable[[dict], np.ndarray] | None = None, unique: bool = False,
+                 threshold: bool = False):
         self.keys, self.order, self.keep, self.cap = keys, order, keep, cap
-        self.distinct = distinct  # rows equal in keys and order are one (the first ``keep`` distinct values)
+        self.unique = unique  # rows equal in keys and order are one (the first ``keep`` distinct values)
         self.priority = priority
+        # past the cap, also drop every row ranked at or below the highest-ranked one evicted,
+        # then and later: the rows held are exactly those above one priority (threshold sampling)
+        self.threshold = threshold
+        self.floor: float | None = None  # with ``threshold``: the highest priority evicted
         self._held: dict[str, np.ndarray] | None = None
         self._pending: list[dict[str, np.ndarray]] = []
         self._pending_rows = 0
@@ -58,6 +63,9 @@ class KeyedTable:
             cols, n = reduced, m
         elif self._skip:
             self._skip -= 1
+        self._append(cols, n)
+
+    def _append(self, cols: dict[str, np.ndarray], n: int) -> None:
         self._pending.append(cols)
         self._pending_rows += n
         held = 0 if self._held is None else len(self._held[self.keys[0]])
@@ -66,11 +74,24 @@ class KeyedTable:
 
     def merge(self, other: KeyedTable) -> None:
         """Take ``other``'s rows (and its eviction count): the table one pass over both inputs
-        would hold, up to evictions at the cap."""
+        would hold, up to evictions at the cap. ``other`` is not to be used afterwards."""
         self.evicted += other.evicted
+        if other.floor is not None:
+            self.floor = other.floor if self.floor is None else max(self.floor, other.floor)
         rows = other.rows()
         if rows:
-            self.add(rows)
+            self._append(rows, len(rows[self.keys[0]]))
+        elif self.floor is not None and self._held is not None:
+            self._fold()
+
+    def retain(self, keep: Callable[[dict], np.ndarray]) -> None:
+        """Keep only the rows ``keep(rows)`` marks (the rows of keys another table still
+        holds); the others count as evicted."""
+        rows = self.rows()
+        if rows:
+            kept = keep(rows)
+            self.evicted += int(len(kept) - kept.sum())
+            self._held = {k: v[kept] for k, v in rows.items()}
 
     def rows(self) -> dict[str, np.ndarray]:
         """The folded rows, sorted by key and order (empty dict when none were added)."""
@@ -85,6 +106,10 @@ class KeyedTable:
         n = len(cols[self.keys[0]])
         if n > self.cap:
             cols = self._evict(cols, n - self.cap)
+        if self.threshold and self.floor is not None:
+            kept = self.priority(cols) > self.floor
+            self.evicted += int(len(kept) - kept.sum())
+            cols = {k: v[kept] for k, v in cols.items()}
         self._held = cols
 
     def _reduce(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -92,7 +117,7 @@ class KeyedTable:
         sort_keys = [cols[k] for k in reversed(self.order)] + [cols[k] for k in reversed(self.keys)]
         idx = np.lexsort(sort_keys)
         cols = {k: v[idx] for k, v in cols.items()}
-        if self.distinct:
+        if self.unique:
             once = group_starts(np, [cols[k] for k in self.keys + self.order])
             cols = {k: v[once] for k, v in cols.items()}
         starts = group_starts(np, [cols[k] for k in self.keys])
@@ -111,6 +136,9 @@ class KeyedTable:
         kept = np.ones(n, bool)
         kept[drop] = False
         self.evicted += excess
+        if self.threshold:
+            top = rank[drop].max()
+            self.floor = top if self.floor is None else max(self.floor, top)
         return {k: v[kept] for k, v in cols.items()}
 
 
@@ -131,7 +159,7 @@ class KeyedSums(KeyedTable):
         cols = {k: v[idx] for k, v in cols.items()}
         starts = np.flatnonzero(group_starts(np, [cols[k] for k in self.keys]))
         if len(starts) == len(idx):
-            return cols
+            return {k: cols[k] for k in (*self.keys, *self.reduce)}
         out = {k: cols[k][starts] for k in self.keys}
         out.update({k: ufunc.reduceat(cols[k], starts) for k, ufunc in self.reduce.items()})
         return out

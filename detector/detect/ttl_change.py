@@ -20,7 +20,7 @@ reported at low severity: a route change looks the same.
 State is columnar and mergeable: each peer's earliest ``KEEP_EARLIEST`` established connections
 and its earliest connection at each hop count are :class:`KeyedTable` rows of 64-bit ids (their
 text in :class:`Names`), folded in any order of batches; at most ``max_connections`` rows a
-table, past which the latest connections are evicted and counted. Reports replay the held rows
+table, past which each peer's latest connections are evicted first (counted). Reports replay the held rows
 per peer in time order.
 """
 
@@ -63,9 +63,17 @@ def established_rows(f: FlowView) -> np.ndarray:
     return (has["h"] & has["A"]) | (has["D"] & (has["d"] | has["a"])) | (has["d"] & has["A"])
 
 
-def _latest_first_out(cols: dict) -> np.ndarray:
-    """Eviction priority: the latest connections go first (the replay needs the earliest)."""
-    return -cols["ts"]
+def _deepest_out(cols: dict) -> np.ndarray:
+    """Eviction priority: each peer's connections ranked by time, the latest ranks going first
+    over all peers, so that every peer keeps its earliest ones (a peer's move is only seen
+    after connections that settled its hop count)."""
+    order = np.lexsort((cols["ts"], cols["src"]))
+    src = cols["src"][order]
+    starts = group_starts(np, [src])
+    at = np.arange(len(src))
+    rank = np.empty(len(src), np.int64)
+    rank[order] = at - np.maximum.accumulate(np.where(starts, at, 0))
+    return -rank
 
 
 class TtlChange(Detector):
@@ -78,15 +86,15 @@ class TtlChange(Detector):
         high_delta: int = 16
         peer_min_connections: int = 3  # established connections before a peer's hop count is known
         max_peers: int = 100_000  # peers taken from a site model
-        max_connections: int = 2_000_000  # rows a table holds (about 60 B each)
+        max_connections: int = 2_000_000  # rows a table holds (about 60 B each); past it, peers' latest go first
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
         self.found: dict[tuple, Alert] = {}
         self.seeded: dict[str, dict] = {}  # from a site model
         cap = self.p.max_connections
-        self.early = KeyedTable(("src",), ("ts", "dst", "uid"), KEEP_EARLIEST, cap, _latest_first_out)
-        self.first_at = KeyedTable(("src", "h"), ("ts", "dst", "uid"), 1, cap, _latest_first_out)
+        self.early = KeyedTable(("src",), ("ts", "dst", "uid"), KEEP_EARLIEST, cap, _deepest_out)
+        self.first_at = KeyedTable(("src", "h"), ("ts", "dst", "uid"), 1, cap, _deepest_out)
         self.names = Names()  # the text of the addresses, uids and community ids held
 
     def learned(self) -> dict:

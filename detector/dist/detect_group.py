@@ -69,7 +69,7 @@ def detect_group(names: list[str], folders: list[str], cfg: Config, site: Site,
     model, if any (``site.model``)."""
     from detector.pipeline.stages import Stages
 
-    stages = Stages(cfg, model=site.model, site=site)
+    stages = Stages(cfg, model=site.model, site=site, detect_thread=False)  # Dask owns the cores
     stages.detectors = [d for d in stages.detectors if d.name in names]
     for rbs, events in ordered_feed(folders):
         for rb, first_payload in rbs:

@@ -99,7 +99,7 @@ def run_distributed(inputs: list[str], cfg: Config, cluster: str, alerts_out: st
     work, keep, scratch = work_folder(work_dir, alerts_out, remote=kind != "local")
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
-    stages = Stages(cfg, CPU, model, extra_detectors, flow_writer)  # the client accounts no packets
+    stages = Stages(cfg, CPU, model, extra_detectors, flow_writer, detect_thread=False)  # accounts no packets
     # the configured detectors run on the workers; the client keeps the extra ones (the report's)
     names = [d.name for d in stages.detectors[:len(stages.detectors) - len(extra_detectors)]]
     stages.detectors = stages.detectors[len(names):]

@@ -117,8 +117,10 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
         output_error = exc
     finally:
         bar.close()
-        stages.close()
-        output_error = close_outputs((sink, flow_writer), output_error)
+        try:
+            stages.close()
+        finally:
+            output_error = close_outputs((sink, flow_writer), output_error)
     return analysis_result(ingest, engine.counts, stages, alerts, time.perf_counter() - t0, backend, model,
                            output_error, interrupted)
 

@@ -5,7 +5,8 @@ Work runs in the order it was handed over, on one thread, so the detectors see e
 they would see inline; a bounded queue holds the main thread back when detection falls behind
 (memory stays bounded). Anything that reads the detectors (a report, the evictions, a model's
 pins) waits first for the work handed over (:meth:`DetectLane.drain`). An error in a detector
-is raised on the main thread at the next hand-over or wait, and later work is skipped.
+is raised on the main thread at the next hand-over or wait, and at every one after it: later
+work is skipped, since it would meet a half-updated state.
 
 Flow accounting's kernels and NumPy's large operations release the GIL, and the detectors are
 mostly array programs now, so the two sides overlap on two cores.
@@ -48,18 +49,17 @@ class DetectLane:
         self._raise()
 
     def close(self) -> None:
-        """Wait for the work handed over, then end the worker thread."""
+        """Wait for the work handed over, then end the worker thread (raising no error: that
+        was raised at a hand-over or wait, or the run is ending on another)."""
         if self._thread is not None:
             self._queue.join()
             self._queue.put(None)
             self._thread.join()
             self._thread = self._queue = None
-        self._raise()
 
     def _raise(self) -> None:
         if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+            raise self._error
 
     def _run(self) -> None:
         while True:

@@ -36,7 +36,9 @@ def flow_config(cfg: Config):
 
 class Stages:
     def __init__(self, cfg: Config, backend: Backend = CPU, model=None, extra_detectors=(), flow_writer=None,
-                 site: Site | None = None):
+                 site: Site | None = None, detect_thread: bool | None = None):
+        """``detect_thread``: whether the detectors take in flows and events on a thread of
+        their own (default: ``flows.detect_thread`` and a core left over by the flow threads)."""
         self.site = site or Site(cfg.site)
         self.site.model = model
         flow_cfg = flow_config(cfg)
@@ -46,7 +48,9 @@ class Stages:
         self.tap = L7Tap()
         self.flow_writer = flow_writer
         self.cfg, self.extra_detectors = cfg, extra_detectors
-        self.lane = DetectLane(cfg.flows.detect_thread and available_cores() > self.engine.threads)
+        if detect_thread is None:
+            detect_thread = cfg.flows.detect_thread and available_cores() > self.engine.threads
+        self.lane = DetectLane(detect_thread)
         self._detectors = self.new_detectors()
         if backend.is_gpu:
             log.info("L7 inspectors and detectors run on the host, on the packets and flows they need")
