@@ -40,7 +40,7 @@ from kernels.xp_ops import group_starts
 INITIAL_TTLS = np.array([32, 64, 128, 255])
 KEEP_EARLIEST = 256  # connections kept per peer for the replay in time order
 MAX_HOP_COUNTS = 16  # hop counts per peer whose earliest connection the replay also sees
-TEXT_COLUMNS = {"src": None, "dst": None, "uid": "uid", "cid": "community_id"}  # id columns -> flow column
+TEXT_COLUMNS = ("src", "dst", "uid", "cid")  # the id columns whose text Names keeps
 
 
 def hops(ttl: np.ndarray) -> np.ndarray:
