@@ -513,3 +513,25 @@ def test_bulk_upload_names_a_pair_with_its_own_evidence_when_pairs_are_evicted()
     assert set(by_src) == {"10.0.0.1", "10.0.0.2"}
     assert by_src["10.0.0.1"].evidence["uid"].startswith("C1") and by_src["10.0.0.1"].evidence["ports"] == [443]
     assert by_src["10.0.0.2"].evidence["uid"] == "C220"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(text, st.none()), max_size=40))
+def test_address_columns_from_one_padded_matrix_equal_those_from_the_array(values):
+    """FlowView lays a column's distinct values out once and reads ids, IPv4 values and hashes
+    from that matrix: the same as from the Arrow array, at any matrix width."""
+    from detector.detect.address_columns import padded
+    arr = pa.array(values, pa.string())
+    mat = padded(arr)
+    assert string_ids(mat).tolist() == string_ids(arr).tolist()
+    assert crc32_column(mat).tolist() == crc32_column(arr).tolist()
+    for got, want in zip(ipv4_values(mat), ipv4_values(arr)):
+        assert got.tolist() == want.tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(text, st.none()), min_size=1, max_size=40), st.data())
+def test_ids_at_some_rows_are_the_ids_of_the_whole_column_there(values, data):
+    rows = np.array(data.draw(st.lists(st.integers(0, len(values) - 1), max_size=20)), np.int64)
+    batch = pa.RecordBatch.from_pydict({"uid": pa.array(values, pa.string())})
+    assert FlowView(batch).ids_at("uid", rows).tolist() == FlowView(batch).ids("uid")[rows].tolist()

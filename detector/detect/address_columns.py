@@ -11,6 +11,8 @@ caller's Python path; sites see few distinct IPv6 addresses in comparison.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pyarrow as pa
 
@@ -19,9 +21,29 @@ from kernels.xp_ops import mix64
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def padded(arr: pa.Array, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+class Padded(NamedTuple):
+    """Strings as rows of a zero-padded byte matrix, and their lengths (nulls: -1)."""
+
+    mat: np.ndarray
+    lengths: np.ndarray
+
+
+def _padded(strings: pa.Array | Padded, width: int | None = None) -> Padded:
+    """``strings`` padded (at least ``width`` wide), reusing a matrix made before."""
+    if not isinstance(strings, Padded):
+        return padded(strings, width)
+    if width is None or strings.mat.shape[1] == width:
+        return strings
+    if strings.mat.shape[1] > width:
+        return Padded(strings.mat[:, :width], strings.lengths)
+    return Padded(np.pad(strings.mat, ((0, 0), (0, width - strings.mat.shape[1]))), strings.lengths)
+
+
+def padded(arr: pa.Array, width: int | None = None) -> Padded:
     """The strings of ``arr`` as rows of a zero-padded byte matrix (width a multiple of 8, at
-    least the longest value) and their lengths. Nulls are empty rows of length -1."""
+    least the longest value; cut to ``width`` when given) and their lengths. Nulls are empty
+    rows of length -1. The functions below take its result in place of the array, so that
+    several of them read one matrix."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
@@ -42,14 +64,14 @@ def padded(arr: pa.Array, width: int | None = None) -> tuple[np.ndarray, np.ndar
         mat[rows, j] = data[starts[rows] + j]
     if arr.null_count:
         lengths[~np.asarray(arr.is_valid())] = -1
-    return mat, lengths
+    return Padded(mat, lengths)
 
 
-def string_ids(arr: pa.Array) -> np.ndarray:
+def string_ids(arr: pa.Array | Padded) -> np.ndarray:
     """A 64-bit id of each string (of its bytes and length), equal for equal strings in any
     batch or process. Two distinct strings share an id with odds of about n²/2⁶⁵ (one in three
     million for 3M distinct addresses); nulls all get one id."""
-    mat, lengths = padded(arr)
+    mat, lengths = _padded(arr)
     words = mat.view(np.uint64) if mat.shape[1] else np.zeros((len(lengths), 0), np.uint64)
     h = mix64(np, lengths.astype(np.uint64) + _GOLDEN)
     for k in range(words.shape[1]):  # only a string's own words: the same id at any matrix width
@@ -57,10 +79,10 @@ def string_ids(arr: pa.Array) -> np.ndarray:
     return h
 
 
-def ipv4_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def ipv4_values(arr: pa.Array | Padded) -> tuple[np.ndarray, np.ndarray]:
     """For each string, whether it is a dotted-quad IPv4 address (four decimal octets, each at
     most 255, without leading signs or spaces) and its value as an integer (0 otherwise)."""
-    mat, lengths = padded(arr, 16)
+    mat, lengths = _padded(arr, 16)
     n = len(lengths)
     ok = (lengths >= 7) & (lengths <= 15)
     value = np.zeros(n, np.int64)
@@ -97,10 +119,10 @@ def _crc_table() -> np.ndarray:
 _CRC = _crc_table()
 
 
-def crc32_column(arr: pa.Array) -> np.ndarray:
+def crc32_column(arr: pa.Array | Padded) -> np.ndarray:
     """``zlib.crc32`` of each string's UTF-8 bytes (the stable hash :class:`DistinctSample`
     ranks by), one NumPy step per character position; nulls give 0."""
-    mat, lengths = padded(arr)
+    mat, lengths = _padded(arr)
     crc = np.full(len(lengths), 0xFFFFFFFF, np.uint32)
     for j in range(mat.shape[1]):
         live = j < lengths

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from detector import arrowutil as au
 from detector.alerts import Alert
-from detector.detect.address_columns import ipv4_values, string_ids
+from detector.detect.address_columns import crc32_column, ipv4_values, padded, string_ids
 from detector.l7.events import Events
 from detector.site import Site
 from kernels.xp_ops import distinct
@@ -91,10 +91,23 @@ class FlowView:
 
     def ipv4(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """For :meth:`encoded`'s distinct values: which are IPv4 addresses, and their values."""
+        if name in ADDRESS_COLUMNS:
+            return self._address_values(name)[1]
         key = f"{name} ipv4"
         hit = self._cache.get(key)
         if hit is None:
             hit = self._cache[key] = ipv4_values(self.encoded(name)[0])
+        return hit
+
+    def _address_values(self, name: str) -> tuple:
+        """Of an address column's distinct values: ids, IPv4 values and crc32 hashes, read from
+        one padded byte matrix (a flood's millions of distinct addresses are laid out once, and
+        the matrix is not kept)."""
+        key = f"{name} address values"
+        hit = self._cache.get(key)
+        if hit is None:
+            mat = padded(self.encoded(name)[0])
+            hit = self._cache[key] = (string_ids(mat), ipv4_values(mat), crc32_column(mat))
         return hit
 
     def encoded(self, name: str) -> tuple[pa.Array, np.ndarray]:
@@ -115,9 +128,31 @@ class FlowView:
         key = f"{name} value ids"
         hit = self._cache.get(key)
         if hit is None:
-            dictionary, _ = self.encoded(name)
-            hit = self._cache[key] = np.append(string_ids(dictionary), string_ids(pa.nulls(1, pa.string())))
+            ids = self._address_values(name)[0] if name in ADDRESS_COLUMNS else string_ids(self.encoded(name)[0])
+            hit = self._cache[key] = np.append(ids, _NULL_ID)
         return hit
+
+    def crc32(self, name: str) -> np.ndarray:
+        """``zlib.crc32`` of each of :meth:`encoded`'s distinct values, and last 0 for null (the
+        hash :class:`~detector.detect.sample.DistinctSample` ranks by)."""
+        key = f"{name} crc32"
+        hit = self._cache.get(key)
+        if hit is None:
+            crc = self._address_values(name)[2] if name in ADDRESS_COLUMNS else crc32_column(self.encoded(name)[0])
+            hit = self._cache[key] = np.append(crc, np.uint32(0))
+        return hit
+
+    def ids_at(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """:meth:`ids` at ``rows``, computing ids only for the values there (for a column of
+        many distinct values, such as uids, of which a detector keeps a few)."""
+        if f"{name} value ids" in self._cache:
+            return self.ids(name)[rows]
+        dictionary, codes = self.encoded(name)
+        seen, inverse = np.unique(codes[rows], return_inverse=True)
+        present = seen < len(dictionary)
+        ids = np.full(len(seen), _NULL_ID, np.uint64)
+        ids[present] = string_ids(dictionary.take(pa.array(seen[present])))
+        return ids[inverse]
 
     def ids(self, name: str) -> np.ndarray:
         """The 64-bit id of each row's value in string column ``name``, computed once per batch."""
@@ -132,8 +167,9 @@ class FlowView:
         (:meth:`ids`) and their text as Arrow, for a :class:`~detector.detect.keyed_table.Names`."""
         dictionary, codes = self.encoded(name)
         seen = distinct(np, codes[rows])
-        seen = seen[seen < len(dictionary)]
-        return self.value_ids(name)[seen], dictionary.take(pa.array(seen))
+        text = dictionary.take(pa.array(seen[seen < len(dictionary)]))
+        ids = self.value_ids(name)[seen[seen < len(dictionary)]] if name in ADDRESS_COLUMNS else string_ids(text)
+        return ids, text
 
     def has_value(self, name: str) -> np.ndarray:
         """Whether each row's value of column ``name`` is not null."""
@@ -165,6 +201,10 @@ class FlowView:
         """Column ``name`` at ``rows`` as Python values (for the loops over the few rows a
         detector keeps after filtering with whole-column operations)."""
         return self[name][rows].tolist()
+
+
+ADDRESS_COLUMNS = ("orig_h", "resp_h")  # their ids, IPv4 values and hashes are computed together
+_NULL_ID = string_ids(pa.nulls(1, pa.string()))[0]
 
 
 def _codes(indices: pa.Array, null_code: int) -> np.ndarray:

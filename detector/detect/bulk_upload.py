@@ -135,8 +135,8 @@ class BulkUpload(Detector):
         self.pairs.add({"src": src, "dst": dst, "out": ob, "flows": np.ones(len(rows), np.int64),
                         "inb": np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64),
                         "first": start, "last": end})
-        self.biggest.add({"src": src, "dst": dst, "less": -ob, "uid": f.ids("uid")[rows],
-                          "cid": f.ids("community_id")[rows]})
+        self.biggest.add({"src": src, "dst": dst, "less": -ob, "uid": f.ids_at("uid", rows),
+                          "cid": f.ids_at("community_id", rows)})
         self.ports.add({"src": src, "dst": dst, "port": rp[rows].astype(np.int64)})
         if self.site.model is not None:
             self.windows.add({"src": src, "dst": dst, "w": start // self.window_ns, "out": ob})

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import Alert
-from detector.detect.address_columns import crc32_column
 from detector.detect.base import Detector, FlowView, widen
 from detector.detect.keyed_table import KeyedSums, KeyedTable, Names, key_rows
 from detector.detect.sample import DistinctSample
@@ -146,7 +145,7 @@ class Floods(Detector):
         if not len(rows):
             return
         srcs, src_code = f.encoded("orig_h")
-        src_crc = np.append(crc32_column(srcs), 0).astype(np.int64)
+        src_crc = f.crc32("orig_h").astype(np.int64)
         ts = f["ts"][rows].astype(np.int64)
         w = ts // int(self.p.window_s * 1e9)
         att = attempt[rows]

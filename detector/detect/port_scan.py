@@ -51,7 +51,7 @@ import pyarrow as pa
 
 from detector.alerts import Alert
 from detector.baseline.flow_features import FAILED_STATES as FLOW_FAILED_STATES
-from detector.detect.address_columns import crc32_column, string_ids
+from detector.detect.address_columns import string_ids
 from detector.detect.base import Detector, FlowView, widen
 from detector.detect.keyed_table import KeyedTable, Names, count_by
 from detector.detect.sample import DistinctSample
@@ -241,7 +241,7 @@ class PortScan(Detector):
         if not len(rows):
             return
         sources, src_codes = f.encoded("orig_h")
-        src_crc = np.append(crc32_column(sources), 0)
+        src_crc = f.crc32("orig_h")
         targets, dst_codes = f.encoded("resp_h")
         ts, port = f["ts"].astype(np.int64), f["resp_p"]
         order = rows[np.argsort(dst_codes[rows], kind="stable")]

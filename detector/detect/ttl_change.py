@@ -181,8 +181,8 @@ class TtlChange(Detector):
         rows, src, dst = at
         if not len(rows):
             return
-        cols = {"src": f.ids(src)[rows], "dst": f.ids(dst)[rows], "uid": f.ids("uid")[rows],
-                "cid": f.ids("community_id")[rows], "ts": f["ts"][rows].astype(np.int64),
+        cols = {"src": f.ids(src)[rows], "dst": f.ids(dst)[rows], "uid": f.ids_at("uid", rows),
+                "cid": f.ids_at("community_id", rows), "ts": f["ts"][rows].astype(np.int64),
                 "h": h.astype(np.int16), "ttl": ttl.astype(np.int16)}
         self.early.add(cols)
         self.first_at.add(cols)
