@@ -167,9 +167,9 @@ class FlowView:
         (:meth:`ids`) and their text as Arrow, for a :class:`~detector.detect.keyed_table.Names`."""
         dictionary, codes = self.encoded(name)
         seen = distinct(np, codes[rows])
-        text = dictionary.take(pa.array(seen[seen < len(dictionary)]))
-        ids = self.value_ids(name)[seen[seen < len(dictionary)]] if name in ADDRESS_COLUMNS else string_ids(text)
-        return ids, text
+        seen = seen[seen < len(dictionary)]  # (the null code is last)
+        text = dictionary.take(pa.array(seen))
+        return (self.value_ids(name)[seen] if name in ADDRESS_COLUMNS else string_ids(text)), text
 
     def has_value(self, name: str) -> np.ndarray:
         """Whether each row's value of column ``name`` is not null."""
