@@ -25,33 +25,84 @@ alone: medium, with both readings in the evidence (a router failover looks the s
 HSRP keep their virtual MAC and do not change at all). One alert per new MAC, listing the hosts
 it took over.
 
-State is bounded: ``max_hosts`` hosts, ``HOPS_PER_HOST`` next hops each (when full, the one
-that carried the fewest destinations, then packets, makes room: on-link peers go first),
-``max_hosts`` MACs of ARP claims, bindings and relays.
+State is columnar and mergeable (issue 21): per (host, source MAC, next-hop MAC) the first and
+last time, the packets and the bottom-k destination sample (:class:`KeyedSums`); each host's
+own MAC (the source of its earliest frame); per (MAC, address) its ARP messages' first and last
+time; per address asked for by ARP, the first ``ASKERS`` MACs that asked. A host's relays and
+the addresses a MAC sends from are read from the next hops when a report decides. Bounded:
+``max_hosts`` hosts (the latest seen go first), ``max_hops`` next hops (those that carried the
+fewest destinations, then packets, go first: on-link peers before routers), ``max_hosts``
+ARP claims (the least recent go first) and asked addresses; evictions are counted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, ipv4_text, mac_text
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Names
 from detector.l7.events import Events
-from detector.l7.select import DST_SAMPLE
-from kernels.xp_ops import distinct, in_sorted
+from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted
 
-HOPS_PER_HOST = 8
-CLAIMS_PER_MAC = 32
-IPS_PER_MAC = 64
-ASKERS = 16  # hosts counted per address asked for by ARP
+ASKERS = 16  # MACs counted per address asked for by ARP
+MAX_DHCP_ROUTERS = 64
+
+
+def _fewest_destinations_out(cols: dict) -> np.ndarray:
+    """Past ``max_hops``, the next hops that carried the fewest destinations, then packets, go
+    first: on-link peers (one destination: their own) before routers."""
+    return np.count_nonzero(cols["dsts"], axis=1).astype(np.int64) << 40 | np.minimum(cols["packets"], (1 << 40) - 1)
+
+
+def _latest_out(cols: dict) -> np.ndarray:
+    """Past ``max_hosts``, the hosts (asked addresses) first seen latest go first."""
+    return -cols["ts"]
+
+
+def _least_recent_out(cols: dict) -> np.ndarray:
+    """Past ``max_hosts`` ARP claims, those not repeated for longest go first."""
+    return cols["last"]
+
+
+class Hops(NamedTuple):
+    """Next-hop rows (a :class:`KeyedSums` of (host, smac, dmac)) with each host's own MAC."""
+
+    rows: dict
+    own: np.ndarray  # the own MAC of each row's host (-1: host not held)
+
+    def of_host(self, mine: bool) -> np.ndarray:
+        """The rows whose source MAC is (``mine``) or is not (relayed) the host's own."""
+        known = self.own >= 0
+        same = self.rows["smac"].astype(np.int64) == self.own
+        return known & (same if mine else ~same)
+
+
+class Change(NamedTuple):
+    vlan: int
+    new: int
+    host: np.uint64
+    old: int
+    ts: int
+
+
+class Move(NamedTuple):
+    """A new MAC that took over the next hop of ``hosts`` from ``old`` at ``ts``."""
+
+    vlan: int
+    new: int
+    old: int
+    ts: int
+    hosts: list[str]
 
 
 class GatewayMac(Detector):
     name = "gateway_mac"
-    version = "1"
+    version = "2"
 
     @dataclass(frozen=True)
     class Params:
@@ -60,142 +111,186 @@ class GatewayMac(Detector):
         claim_window_s: float = 600.0  # an ARP claim this long before the change (or after) belongs to it
         gateway_min_askers: int = 3
         max_hosts: int = 100_000
+        max_hops: int = 400_000
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        self.own_mac: dict[tuple[int, str], int] = {}  # (vlan, host address) -> the MAC its frames came from first
-        self.hops: dict[tuple[int, str], dict[int, list]] = {}  # -> next-hop MAC -> [first, last, packets, dst set]
-        self.relayed: dict[tuple[int, str, int], list] = {}  # (vlan, host, relaying MAC) -> [first, packets, to MACs]
-        self.sends_from: dict[int, set[str]] = {}  # MAC -> addresses it sent its own frames from
-        self.claims: dict[int, list[tuple[int, str]]] = {}  # MAC -> (time, address) its ARP messages claimed
-        self.bound: dict[int, set[str]] = {}  # MAC -> addresses ARP bound to it
-        self.askers: dict[str, set[int]] = {}  # address asked for by ARP -> the MACs that asked
+        p = self.p
+        self.hops = KeyedSums(("host", "smac", "dmac"), {"vlan": "min", "first": "min", "packets": "sum",
+                                                          "dsts": "sample"},
+                              p.max_hops, _fewest_destinations_out)
+        # first come, first kept (threshold): past max_hosts, hosts first seen later are not taken in
+        self.own = KeyedTable(("host",), ("ts", "smac"), 1, p.max_hosts, _latest_out, threshold=True)
+        self.claims = KeyedSums(("mac", "ip"), {"first": "min", "last": "max"}, p.max_hosts, _least_recent_out)
+        self.askers = KeyedTable(("ip",), ("mac",), ASKERS, p.max_hosts, _latest_out, unique=True)
+        self.hosts = Names()  # the address text of each host id
         self.dhcp_routers: set[str] = set()
-        self.dropped = 0
-        self._own_ids = np.zeros(0, np.uint64)  # the next-hop host ids of own_mac's keys (for bulk drops)
+
+    @property
+    def evictions(self) -> int:
+        return sum(t.evicted for t in (self.hops, self.own, self.claims, self.askers))
+
+    def merge(self, other: GatewayMac) -> None:
+        """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
+        for mine, theirs in ((self.hops, other.hops), (self.own, other.own), (self.claims, other.claims),
+                             (self.askers, other.askers)):
+            mine.merge(theirs)
+        self.hosts.merge(other.hosts)
+        self._dhcp_routers(other.dhcp_routers)
+
+    def _dhcp_routers(self, routers) -> None:
+        self.dhcp_routers = set(sorted(self.dhcp_routers | set(routers))[:MAX_DHCP_ROUTERS])
 
     def observe_events(self, events: Events) -> None:
         self._arp(events)
-        for ev in events.dhcp:
-            for r in (ev.msg.routers or ()) if ev.msg.op == 2 else ():
-                if len(self.dhcp_routers) < IPS_PER_MAC:
-                    self.dhcp_routers.add(r)
+        routers = {r for ev in events.dhcp if ev.msg.op == 2 for r in ev.msg.routers or ()}
+        if routers:
+            self._dhcp_routers(routers)
         h = events.next_hops
         if not len(h):
             return
-        rows = np.arange(len(h))
-        if len(self.own_mac) >= self.p.max_hosts:  # new hosts would be dropped one by one: in bulk
-            known = in_sorted(np, h["host_id"], self._own_ids)
-            self.dropped += int((~known).sum())
-            rows = rows[known]
-        added = []
-        for ts, vlan, smac, src, dmac, pk, dsts, host in zip(
-                *(h.texts(k, rows) for k in ("ts", "vlan", "src_mac", "src", "dst_mac", "packets", "dsts", "host_id"))):
-            key = (vlan, src)
-            own = self.own_mac.get(key)
-            if own is None:
-                if len(self.own_mac) >= self.p.max_hosts:
-                    self.dropped += 1
-                    continue
-                own = self.own_mac[key] = smac
-                added.append(host)
-            if smac != own:  # the host's address, leaving from another MAC: relayed
-                if (vlan, src, smac) not in self.relayed and len(self.relayed) >= self.p.max_hosts:
-                    self.dropped += 1
-                    continue
-                r = self.relayed.setdefault((vlan, src, smac), [ts, 0, set()])
-                r[0], r[1] = min(r[0], ts), r[1] + pk
-                if len(r[2]) < 4:
-                    r[2].add(dmac)
-                continue
-            if smac in self.sends_from or len(self.sends_from) < self.p.max_hosts:
-                ips = self.sends_from.setdefault(smac, set())
-                if len(ips) < IPS_PER_MAC:
-                    ips.add(src)
-            hops = self.hops.setdefault(key, {})
-            hop = hops.get(dmac)
-            if hop is None:
-                if len(hops) >= HOPS_PER_HOST:  # an on-link peer (fewest destinations) makes room
-                    del hops[min(hops, key=lambda m: (len(hops[m][3]), hops[m][2], m))]
-                hop = hops[dmac] = [ts, ts, 0, set()]
-            hop[0], hop[1] = min(hop[0], ts), max(hop[1], ts)
-            hop[2] += pk
-            hop[3] = set(sorted(hop[3] | {d for d in dsts if d})[:DST_SAMPLE])
-        if added:
-            self._own_ids = distinct(np, np.concatenate([self._own_ids, np.array(added, np.uint64)]))
+        host = h["host_id"].astype(np.uint64)
+        smac, ts = h["src_mac"].astype(np.uint64), h["ts"].astype(np.int64)
+        self.own.add({"host": host, "ts": ts, "smac": smac})
+        rows = slice(None)
+        if self.own.floor is not None:  # hosts past max_hosts (a flood's spoofed sources): not kept
+            rows = np.flatnonzero(in_sorted(np, host, distinct(np, self.own.rows()["host"])))
+            host, smac, ts = host[rows], smac[rows], ts[rows]
+        self.hops.add({"host": host, "smac": smac, "dmac": h["dst_mac"][rows].astype(np.uint64),
+                       "vlan": h["vlan"][rows].astype(np.int64), "first": ts,
+                       "packets": h["packets"][rows].astype(np.int64), "dsts": h["dsts"][rows].astype(np.uint64)})
+        _, first = group_ids(np, host)
+        self.hosts.add(host[first], _take(h["src"], np.arange(len(h))[rows][first]))
+        self.hosts.prune(lambda: [self.own.rows()["host"]])
 
     def _arp(self, events: Events) -> None:
         a = events.arp
         if not len(a):
             return
-        for j in np.flatnonzero(a["spa"] != 0).tolist():
-            mac, ip, ts = int(a["sha"][j]), ipv4_text(int(a["spa"][j])), int(a["ts"][j])
-            if mac not in self.claims and len(self.claims) >= self.p.max_hosts:
-                self.dropped += 1
-                continue
-            claims = self.claims.setdefault(mac, [])
-            if len(claims) < CLAIMS_PER_MAC and (not claims or claims[-1][1] != ip):
-                claims.append((ts, ip))
-            bound = self.bound.setdefault(mac, set())
-            if len(bound) < IPS_PER_MAC:
-                bound.add(ip)
-            if int(a["op"][j]) == 1 and int(a["tpa"][j]) != int(a["spa"][j]):
-                asked = ipv4_text(int(a["tpa"][j]))
-                if asked in self.askers or len(self.askers) < self.p.max_hosts:
-                    who = self.askers.setdefault(asked, set())
-                    if len(who) < ASKERS:
-                        who.add(mac)
+        rows = np.flatnonzero(a["spa"] != 0)
+        if not len(rows):
+            return
+        ts, mac, spa = a["ts"][rows].astype(np.int64), a["sha"][rows].astype(np.uint64), a["spa"][rows].astype(np.int64)
+        self.claims.add({"mac": mac, "ip": spa, "first": ts, "last": ts})
+        asks = (a["op"][rows] == 1) & (a["tpa"][rows] != a["spa"][rows])
+        self.askers.add({"ip": a["tpa"][rows][asks].astype(np.int64), "mac": mac[asks], "ts": ts[asks]})
 
-    def _changes(self):
-        """(vlan, new MAC) -> [(host, old MAC, time of the change)]."""
-        routers = {}  # (vlan, MAC) -> first time any host used it as a router-like next hop
-        for (vlan, _), hops in self.hops.items():
-            for mac, (first, _, _, dsts) in hops.items():
-                if len(dsts) >= self.p.min_destinations:
-                    routers[(vlan, mac)] = min(routers.get((vlan, mac), first), first)
-        settle = self.p.settle_s * 1e9
-        found: dict[tuple[int, int], list] = {}
-        for (vlan, host), hops in self.hops.items():
-            used = sorted((first, mac) for mac, (first, _, _, dsts) in hops.items()
-                          if len(dsts) >= self.p.min_destinations)
-            for (_, old), (t_new, new) in pairwise(used):
-                if routers[(vlan, new)] - routers[(vlan, old)] >= settle:
-                    found.setdefault((vlan, new), []).append((host, old, t_new))
-        return found
+    def _hops(self) -> Hops | None:
+        H, O = self.hops.rows(), self.own.rows()
+        if not H or not O:
+            return None
+        pos = np.minimum(np.searchsorted(O["host"], H["host"]), len(O["host"]) - 1)
+        own = np.where(O["host"][pos] == H["host"], O["smac"][pos].astype(np.int64), -1)
+        return Hops(H, own)
 
-    def _claim(self, new: int, old: int, t: int) -> tuple[int, str] | None:
-        """An ARP message of ``new`` near ``t`` claiming a gateway's address, if any."""
-        gateways = set(self.site.cfg.gateways) | self.bound.get(old, set()) | self.dhcp_routers | {
-            ip for ip, who in self.askers.items() if len(who) >= self.p.gateway_min_askers}
-        own = self.sends_from.get(new, set())
+    def _changes(self, hops: Hops) -> list[Change]:
+        """Each host's moves from one router-like next hop to another that its VLAN first used
+        ``settle_s`` or more after the old one."""
+        H = hops.rows
+        rows = np.flatnonzero(hops.of_host(True)
+                              & (np.count_nonzero(H["dsts"], axis=1) >= self.p.min_destinations))
+        if not len(rows):
+            return []
+        host, vlan, mac, first = H["host"][rows], H["vlan"][rows], H["dmac"][rows], H["first"][rows]
+        router, _ = group_ids(np, vlan, mac)  # (VLAN, MAC) -> first time any host used it as a router
+        since = np.full(int(router.max()) + 1, np.iinfo(np.int64).max)
+        np.minimum.at(since, router, first)
+        order = np.lexsort((mac, first, host))  # each host's router-like hops, in order of first use
+        host, vlan, mac, first, router = host[order], vlan[order], mac[order], first[order], router[order]
+        step = np.flatnonzero((host[1:] == host[:-1])
+                              & (since[router[1:]] - since[router[:-1]] >= self.p.settle_s * 1e9))
+        return [Change(int(vlan[j + 1]), int(mac[j + 1]), host[j + 1], int(mac[j]), int(first[j + 1]))
+                for j in step.tolist()]
+
+    def _gateways(self, old: set[int]) -> set[int]:
+        """Gateway addresses (IPv4 values): configured, bound to one of the ``old`` MACs by its
+        own ARP, named as router by DHCP, or asked for by ``gateway_min_askers`` hosts."""
+        out = {_ipv4(ip) for ip in (*self.site.cfg.gateways, *self.dhcp_routers)} - {None}
+        C = self.claims.rows()
+        if C:
+            out |= set(C["ip"][np.isin(C["mac"], np.array(sorted(old), np.uint64))].tolist())
+        A = self.askers.rows()
+        if A:
+            starts = np.flatnonzero(group_starts(np, [A["ip"]]))
+            asked = np.diff(np.append(starts, len(A["ip"])))
+            out |= set(A["ip"][starts][asked >= self.p.gateway_min_askers].tolist())
+        return out
+
+    def _claim(self, new: int, old: set[int], t: int, sends_from: set[str]) -> tuple[int, str] | None:
+        """The earliest ARP claim by ``new`` of a gateway's address that is not its own, whose
+        messages came within ``claim_window_s`` of ``t``: (time of its first message, address)."""
+        C = self.claims.rows()
+        if not C:
+            return None
         w = self.p.claim_window_s * 1e9
-        return next(((ts, ip) for ts, ip in self.claims.get(new, [])
-                     if t - w <= ts <= t + w and ip in gateways and ip not in own), None)
+        mine = np.flatnonzero((C["mac"] == np.uint64(new)) & (C["first"] <= t + w) & (C["last"] >= t - w))
+        gateways = self._gateways(old)
+        found = [(int(C["first"][j]), ipv4_text(int(C["ip"][j]))) for j in mine.tolist()
+                 if int(C["ip"][j]) in gateways]
+        return min((c for c in found if c[1] not in sends_from), default=None)
 
     def finish(self) -> list[Alert]:
+        hops = self._hops()
+        if hops is None:
+            return []
+        moves: dict[tuple[int, int], list[Change]] = {}
+        for c in self._changes(hops):
+            moves.setdefault((c.vlan, c.new), []).append(c)
+        if not moves:
+            return []
+        H = hops.rows
+        relayed, own_rows = np.flatnonzero(hops.of_host(False)), np.flatnonzero(hops.of_host(True))
         out = []
-        for (vlan, new), moved in self._changes().items():
-            hosts = sorted({h for h, _, _ in moved})
-            old = moved[0][1]
-            t = min(tc for _, _, tc in moved)
-            claim = self._claim(new, old, t)
-            relays = {h: r for (v, h, m), r in self.relayed.items() if v == vlan and m == new and h in hosts}
-            if claim and relays:
-                severity, score, what = "critical", 0.97, "an ARP man in the middle: it claimed"
-            elif claim:
-                severity, score, what = "high", 0.85, "ARP poisoning: it claimed"
-            else:
-                severity, score, what = "medium", 0.6, "a router failover, or a man in the middle whose ARP was not seen"
-            told = f"{what} {claim[1]} by ARP" if claim else what
-            relay = f" and passes their traffic on to {mac_text(old)}" if relays else ""
-            end = max([t] + [r[0] for r in relays.values()])
-            out.append(Alert(
-                t, end, "mitm", "gateway_mac_change", severity, score,
-                f"The traffic of {', '.join(hosts[:3])}{' and others' if len(hosts) > 3 else ''} to other networks "
-                f"went to {mac_text(old)} and now goes to {mac_text(new)}{relay}: {told}",
-                self.label, self.host_for(*hosts), hosts[0], claim[1] if claim else None, None, None, None,
-                {"vlan": vlan, "new_mac": mac_text(new), "old_mac": mac_text(old), "hosts": hosts[:32],
-                 "arp_claim": {"address": claim[1], "ts_ns": claim[0]} if claim else None,
-                 "relays": bool(relays), "relayed_packets": sum(r[1] for r in relays.values()),
-                 "readings": ["ARP man in the middle"] + ([] if claim else ["router failover"])}))
+        for (vlan, new), moved in moves.items():
+            host_ids = np.array(sorted({c.host for c in moved}), np.uint64)
+            hosts = sorted(self.hosts.text(host_ids))
+            first = min(moved, key=lambda c: (c.ts, c.host))  # the earliest move names the old MAC
+            old, t = first.old, first.ts
+            sent = own_rows[H["smac"][own_rows] == np.uint64(new)]
+            claim = self._claim(new, {c.old for c in moved}, t, set(self.hosts.text(np.unique(H["host"][sent]))))
+            relay = relayed[(H["smac"][relayed] == np.uint64(new)) & np.isin(H["host"][relayed], host_ids)
+                            & (H["vlan"][relayed] == vlan)]
+            out.append(self._alert(Move(vlan, new, old, t, hosts), claim, _relay(H, relay)))
         return out
+
+    def _alert(self, m: Move, claim: tuple[int, str] | None, relay: tuple[int, int] | None) -> Alert:
+        if claim and relay:
+            severity, score, what = "critical", 0.97, "an ARP man in the middle: it claimed"
+        elif claim:
+            severity, score, what = "high", 0.85, "ARP poisoning: it claimed"
+        else:
+            severity, score, what = "medium", 0.6, "a router failover, or a man in the middle whose ARP was not seen"
+        told = f"{what} {claim[1]} by ARP" if claim else what
+        passes = f" and passes their traffic on to {mac_text(m.old)}" if relay else ""
+        hosts = m.hosts
+        return Alert(
+            m.ts, max(m.ts, relay[0]) if relay else m.ts, "mitm", "gateway_mac_change", severity, score,
+            f"The traffic of {', '.join(hosts[:3])}{' and others' if len(hosts) > 3 else ''} to other networks "
+            f"went to {mac_text(m.old)} and now goes to {mac_text(m.new)}{passes}: {told}",
+            self.label, self.host_for(*hosts), hosts[0], claim[1] if claim else None, None, None, None,
+            {"vlan": m.vlan, "new_mac": mac_text(m.new), "old_mac": mac_text(m.old), "hosts": hosts[:32],
+             "arp_claim": {"address": claim[1], "ts_ns": claim[0]} if claim else None,
+             "relays": bool(relay), "relayed_packets": relay[1] if relay else 0,
+             "readings": ["ARP man in the middle"] + ([] if claim else ["router failover"])})
+
+
+def _relay(H: dict, rows: np.ndarray) -> tuple[int, int] | None:
+    """Of the relayed next-hop rows ``rows``: when the last of their hosts began to be relayed,
+    and the packets relayed."""
+    if not len(rows):
+        return None
+    order = np.lexsort((H["first"][rows], H["host"][rows]))
+    began = H["first"][rows][order][group_starts(np, [H["host"][rows][order]])]
+    return int(began.max()), int(H["packets"][rows].sum())
+
+
+def _take(col, rows: np.ndarray) -> pa.Array:
+    """``col`` (Arrow strings or a NumPy array) at ``rows``, as Arrow."""
+    return col.take(pa.array(rows)) if isinstance(col, pa.Array) else pa.array(col[rows].tolist(), pa.string())
+
+
+def _ipv4(text: str) -> int | None:
+    parts = str(text).split(".")
+    if len(parts) != 4 or not all(x.isdigit() and int(x) < 256 for x in parts):
+        return None
+    return (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])

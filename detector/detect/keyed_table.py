@@ -38,7 +38,8 @@ class KeyedTable:
         self.unique = unique  # rows equal in keys and order are one (the first ``keep`` distinct values)
         self.priority = priority
         # past the cap, also drop every row ranked at or below the highest-ranked one evicted,
-        # then and later: the rows held are exactly those above one priority (threshold sampling)
+        # then and later: the rows held are exactly those above one priority (threshold sampling;
+        # ``priority`` must then rank each row on its own, as it is also applied to added rows)
         self.threshold = threshold
         self.floor: float | None = None  # with ``threshold``: the highest priority evicted
         self._held: dict[str, np.ndarray] | None = None
@@ -52,6 +53,12 @@ class KeyedTable:
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
         n = len(cols[self.keys[0]])
+        if n and self.threshold and self.floor is not None:  # below the floor: dropped on sight
+            kept = self.priority(cols) > self.floor
+            if not kept.all():
+                self.evicted += int(n - kept.sum())
+                cols = {k: v[kept] for k, v in cols.items()}
+                n = len(cols[self.keys[0]])
         if not n:
             return
         if n >= PRE_REDUCE_MIN and not self._skip:
@@ -145,9 +152,11 @@ class KeyedTable:
 class KeyedSums(KeyedTable):
     """One row per key: each other column reduced over the key's rows by its operation in
     ``reduce`` (``"sum"``, ``"min"`` or ``"max"``), in any order of batches and merges (Zeek's
-    SumStats reducers). The cap and eviction are :class:`KeyedTable`'s."""
+    SumStats reducers); or ``"sample"`` for a 2-D column of nonzero 64-bit hashes (0: none),
+    which keeps each key's distinct smallest, as many as the column is wide (a bottom-k
+    sample, the distinct count exact up to k). The cap and eviction are :class:`KeyedTable`'s."""
 
-    _UFUNCS: ClassVar[dict] = {"sum": np.add, "min": np.minimum, "max": np.maximum}
+    _UFUNCS: ClassVar[dict] = {"sum": np.add, "min": np.minimum, "max": np.maximum, "sample": None}
 
     def __init__(self, keys: tuple[str, ...], reduce: dict[str, str], cap: int = 1 << 62,
                  priority: Callable[[dict], np.ndarray] | None = None):
@@ -158,11 +167,30 @@ class KeyedSums(KeyedTable):
         idx = np.lexsort([cols[k] for k in reversed(self.keys)])
         cols = {k: v[idx] for k, v in cols.items()}
         starts = np.flatnonzero(group_starts(np, [cols[k] for k in self.keys]))
-        if len(starts) == len(idx):
+        if len(starts) == len(idx) and None not in self.reduce.values():
             return {k: cols[k] for k in (*self.keys, *self.reduce)}
         out = {k: cols[k][starts] for k in self.keys}
-        out.update({k: ufunc.reduceat(cols[k], starts) for k, ufunc in self.reduce.items()})
+        out.update({k: ufunc.reduceat(cols[k], starts) if ufunc is not None else _bottom_k(cols[k], starts)
+                    for k, ufunc in self.reduce.items()})
         return out
+
+
+def _bottom_k(mat: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """For rows in runs beginning at ``starts``: each run's distinct smallest nonzero values
+    of ``mat``, as many as it is wide, in a row of zeros."""
+    k = mat.shape[1]
+    run = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(mat))) * k)
+    values = mat.ravel()
+    run, values = run[values != 0], values[values != 0]
+    order = np.lexsort((values, run))
+    run, values = run[order], values[order]
+    once = group_starts(np, [run, values])
+    run, values = run[once], values[once]
+    rank = np.arange(len(run)) - np.searchsorted(run, run)
+    out = np.zeros((len(starts), k), mat.dtype)
+    kept = rank < k
+    out[run[kept], rank[kept]] = values[kept]
+    return out
 
 
 def key_rows(rows: dict[str, np.ndarray], keys: tuple[str, ...], values: tuple) -> slice:
