@@ -35,16 +35,16 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
-from detector.detect.keyed_table import KeyedSums, KeyedTable, Names, key_rows
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_ids, key_rows
 from detector.l7.events import Events
 from kernels.features import interarrival_stats
-from kernels.xp_ops import distinct, group_starts, in_sorted, mix64
+from kernels.xp_ops import distinct, group_starts, in_sorted
 
 PAIR = ("src", "dst")
 
 
 def _pair_ids(rows: dict) -> np.ndarray:
-    return mix64(np, rows["src"]) ^ rows["dst"]
+    return key_ids(rows, PAIR)
 
 
 def _fewest_out(cols: dict) -> np.ndarray:
@@ -129,7 +129,7 @@ class Beaconing(Detector):
         self.text = Names()  # the text of the addresses, uids, community ids and protocols held
         self.names: dict[str, tuple[int, str]] = {}  # address -> (time, name) of its latest naming
         self.names_dropped = 0
-        self._pairs_evicted = 0
+        self.led = Led(self.pairs, self.series, self.earliest, self.ports)  # a pair's rows leave with it
 
     @property
     def evictions(self) -> int:
@@ -184,20 +184,8 @@ class Beaconing(Detector):
         self.ports.add({"src": src, "dst": dst, "port": port})
         for name in ("orig_h", "resp_h", "uid", "community_id", "proto"):
             self.text.add(*f.named(name, rows))
-        self._follow_pairs()
+        self.led.follow()
         self.text.prune(self._held_ids)
-
-    def _follow_pairs(self) -> dict:
-        """The pairs held; once some were evicted, the series, ports and connections of the
-        pairs no longer held are dropped too (else a pair would be judged by another's)."""
-        P = self.pairs.rows()
-        if self.pairs.evicted == self._pairs_evicted:
-            return P
-        self._pairs_evicted = self.pairs.evicted
-        held = distinct(np, _pair_ids(P))
-        for table in (self.series, self.earliest, self.ports):
-            table.retain(lambda rows: in_sorted(np, _pair_ids(rows), held))
-        return P
 
     def _held_ids(self) -> list[np.ndarray]:
         P, E = self.pairs.rows(), self.earliest.rows()
@@ -218,7 +206,7 @@ class Beaconing(Detector):
     def _judge(self, need: int, max_ports: int | None) -> Judged | None:
         """The pairs with at least ``need`` connections (and at most ``max_ports`` ports), and
         the statistics of their series (the decide step reads these, not every pair held)."""
-        P = self._follow_pairs()
+        P = self.led.rows()
         S = self.series.rows()
         if not P or not S:
             return None

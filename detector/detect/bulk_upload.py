@@ -38,18 +38,12 @@ import numpy as np
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
 from detector.detect.first_contact import FirstContacts
-from detector.detect.keyed_table import KeyedSums, KeyedTable, Names, key_rows
-from kernels.xp_ops import distinct, in_sorted, mix64
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_rows
 
 GRIDFTP_PORTS = ((50000, 51000), (2811, 2811))
 MEASUREMENT_PORTS = (5201, 861, 862)
 MAX_PORTS = 16  # destination ports named per pair
 PAIR = ("src", "dst")
-
-
-def _pair_ids(rows: dict) -> np.ndarray:
-    """One 64-bit id per (src, dst) pair."""
-    return mix64(np, rows["src"]) ^ rows["dst"]
 
 
 def _least_sent_out(cols: dict) -> np.ndarray:
@@ -76,11 +70,10 @@ class BulkUpload(Detector):
         cap = self.p.max_pairs
         self.pairs = KeyedSums(("src", "dst"), {"out": "sum", "inb": "sum", "flows": "sum", "first": "min",
                                                 "last": "max"}, cap, _least_sent_out)
-        # what else is kept of a pair is dropped with it (:meth:`_follow_pairs`)
         self.biggest = KeyedTable(PAIR, ("less", "uid"), 1)
         self.ports = KeyedTable(PAIR, ("port",), MAX_PORTS, unique=True)
         self.windows = KeyedSums((*PAIR, "w"), {"out": "sum"}, 4 * cap, _least_sent_out)
-        self._pairs_evicted = 0
+        self.led = Led(self.pairs, self.biggest, self.ports, self.windows)  # what is kept of a pair leaves with it
         self.names = Names()  # the text of the addresses, uids and community ids held
         self.first_contact = FirstContacts(self.p.max_destinations)  # when a site host first reached each one
         model = self.site.model
@@ -91,17 +84,6 @@ class BulkUpload(Detector):
         """Pairs dropped at ``max_pairs`` (the smallest windows past four per pair held), and
         destinations at ``max_destinations``."""
         return self.pairs.evicted + self.windows.evicted + self.first_contact.evicted
-
-    def _follow_pairs(self) -> None:
-        """Once pairs were evicted, drop the largest uploads, ports and windows of the pairs
-        no longer held (else a pair would be named with another's evidence)."""
-        if self.pairs.evicted == self._pairs_evicted:
-            return
-        self._pairs_evicted = self.pairs.evicted
-        P = self.pairs.rows()
-        held = distinct(np, _pair_ids(P))
-        for table in (self.biggest, self.ports, self.windows):
-            table.retain(lambda rows: in_sorted(np, _pair_ids(rows), held))
 
     def merge(self, other: BulkUpload) -> None:
         """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
@@ -142,7 +124,7 @@ class BulkUpload(Detector):
             self.windows.add({"src": src, "dst": dst, "w": start // self.window_ns, "out": ob})
         for name in ("orig_h", "resp_h", "uid", "community_id"):
             self.names.add(*f.named(name, rows))
-        self._follow_pairs()
+        self.led.follow()
         self.names.prune(self._held_ids)
 
     def _held_ids(self) -> list[np.ndarray]:
@@ -151,10 +133,9 @@ class BulkUpload(Detector):
 
     def finish(self) -> list[Alert]:
         p = self.p
-        P = self.pairs.rows()
+        P = self.led.rows()
         if not P:
             return []
-        self._follow_pairs()
         cand = np.flatnonzero(P["out"] >= min(p.min_bytes, p.new_destination_bytes))
         if not len(cand):
             return []

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted
+from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted, mix64
 
 MIN_FOLD = 1 << 16  # pending rows folded in at once, at least
 PRE_REDUCE_MIN = 1 << 12  # an added batch this large is reduced on its own first...
@@ -191,6 +191,41 @@ def _bottom_k(mat: np.ndarray, starts: np.ndarray) -> np.ndarray:
     kept = rank < k
     out[run[kept], rank[kept]] = values[kept]
     return out
+
+
+def key_ids(rows: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
+    """One 64-bit id per row for its combination of ``keys`` (integer columns)."""
+    h = rows[keys[0]].astype(np.uint64)
+    for k in keys[1:]:
+        h = mix64(np, h) ^ rows[k].astype(np.uint64)
+    return h
+
+
+class Led:
+    """A leading table and the tables that hold more about its keys (a pair's series, ports,
+    largest upload): once the leader evicts keys, what the followers hold of them leaves too,
+    else a key would later be judged by another's evidence."""
+
+    def __init__(self, leader: KeyedTable, *followers: KeyedTable):
+        self.leader, self.followers = leader, followers
+        self._seen = 0  # the leader's evictions the followers have followed
+
+    def follow(self) -> None:
+        """After an update: the followers brought in line if the leader evicted since (an
+        update that evicted nothing folds nothing here)."""
+        if self.leader.evicted != self._seen:
+            self.rows()
+
+    def rows(self) -> dict[str, np.ndarray]:
+        """The leader's rows, with the followers brought in line."""
+        rows = self.leader.rows()
+        if self.leader.evicted != self._seen:
+            self._seen = self.leader.evicted
+            keys = self.leader.keys
+            held = distinct(np, key_ids(rows, keys))
+            for table in self.followers:
+                table.retain(lambda r: in_sorted(np, key_ids(r, keys), held))
+        return rows
 
 
 def key_rows(rows: dict[str, np.ndarray], keys: tuple[str, ...], values: tuple) -> slice:
