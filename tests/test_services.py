@@ -12,7 +12,7 @@ from detector.detect.corroboration import settle
 from detector.detect.long_connection import LongConnection
 from detector.detect.port_mismatch import PortMismatch
 from detector.flows.services import uid_fids
-from detector.l7.tap import uid_text
+from detector.l7.tap import uid_text, uid_texts
 from kernels import service_sig as sv
 
 T = 1_700_000_000 * 10**9
@@ -111,6 +111,13 @@ def test_uids_decode_back_to_their_flow_ids():
     fids = np.array([0, 1, 61, 62, 2**63 + 12345, 2**64 - 1], np.uint64)
     uids = pa.array([uid_text(int(f)) for f in fids] + ["-", "C123"])
     assert uid_fids(uids).tolist() == fids.tolist() + [0, 0]
+
+
+def test_uids_of_many_flows_at_once_are_each_flows_uid():
+    fids = np.concatenate([np.random.default_rng(7).integers(0, 2**64, 5000, dtype=np.uint64),
+                           np.array([0, 1, 61, 62, 62**10, 2**64 - 1], np.uint64)])
+    assert uid_texts(fids) == [uid_text(int(f)) for f in fids]
+    assert uid_texts(np.zeros(0, np.uint64)) == []
 
 
 def test_the_service_codes_have_one_name_each():

@@ -71,6 +71,22 @@ def _ids(flows) -> np.ndarray:
     return np.fromiter(flows, np.uint64)
 
 
+_B62_CODES = np.frombuffer(_B62.encode(), np.uint8)
+
+
+def uid_texts(fids: np.ndarray) -> list[str]:
+    """:func:`uid_text` of many flow ids, one NumPy step per digit."""
+    n = len(fids)
+    digits = np.empty((n, 12), np.uint8)
+    digits[:, 0] = ord("C")
+    x = fids.astype(np.uint64)
+    for k in range(11, 0, -1):
+        digits[:, k] = _B62_CODES[x % np.uint64(62)]
+        x = x // np.uint64(62)
+    text = digits.tobytes().decode("ascii")
+    return [text[i:i + 12] for i in range(0, 12 * n, 12)]
+
+
 @lru_cache(maxsize=1 << 16)
 def uid_text(fid: int) -> str:
     digits = []
@@ -141,10 +157,11 @@ class Inspected:
         self.sport, self.dport = cols.sport[idx].tolist(), cols.dport[idx].tolist()
         self.proto, self.ttl = cols.proto[idx].tolist(), cols.ttl[idx].tolist()
         self.fids = fid[idx].tolist()
+        self.uids = uid_texts(fid[idx])
         self.wire = cols.payload_len[idx].tolist()
 
     def ctx(self, j: int) -> Ctx:
-        return Ctx(self.ts[j], uid_text(self.fids[j]), self.from_orig[j], self.src[j], self.dst[j], self.sport[j],
+        return Ctx(self.ts[j], self.uids[j], self.from_orig[j], self.src[j], self.dst[j], self.sport[j],
                    self.dport[j], self.proto[j], self.ttl[j])
 
     def packet(self, j: int, captured: int) -> Packet:
@@ -497,7 +514,7 @@ class L7Tap:
                                     "type": cols.icmp_type[icmp], "code": cols.icmp_code[icmp],
                                     "payload_len": cols.payload_len[icmp], "ttl": cols.ttl[icmp],
                                     "eth_src": cols.src_mac[icmp], "head": heads,
-                                    "uid": np.array([uid_text(int(x)) for x in self._fids(cols, icmp)], dtype=object)})
+                                    "uid": np.array(uid_texts(self._fids(cols, icmp)), dtype=object)})
         flags = cols.tcp_flags[:n]
         # a later fragment's "TCP header" is payload bytes: only unfragmented and first fragments count
         whole = (cols.frag[:n] & pc.FRAG_IS_FRAGMENT == 0) | (cols.frag[:n] & pc.FRAG_FIRST != 0)
@@ -517,7 +534,7 @@ class L7Tap:
             ev.tcp_rexmit = PacketArrays({"ts": cols.ts_ns[rows], "src": src, "dst": dst, "sport": cols.sport[rows],
                                           "dport": cols.dport[rows], "seq": cols.tcp_seq[rows], "ttl": cols.ttl[rows],
                                           "prev_ttl": prev_ttl, "uid": np.array(
-                                              [uid_text(int(x)) for x in self._fids(cols, rows)], dtype=object)})
+                                              uid_texts(self._fids(cols, rows)), dtype=object)})
 
     def _initiators(self, cols, n, ipv, proto, flags, tcp_ok, ev: Events) -> None:
         """The (source MAC, address) pairs of the batch's connection openers (SYNs, DNS
