@@ -119,6 +119,32 @@ def test_keyed_table_folds_any_split_and_merge_order_into_one_pass(seed, n, cuts
     assert held(merged) == held(one)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 2000), st.integers(1, 12), st.integers(1, 4), st.booleans())
+def test_rows_dropped_on_sight_past_a_full_key_change_nothing(seed, n, batches, keep, unique):
+    """Once folded, a key holding ``keep`` rows drops added rows that rank after its last one
+    without holding them: the table is still the one pass's, whatever the batches."""
+    rng = np.random.default_rng(seed)
+    rows = {"src": rng.integers(0, 6, n).astype(np.uint64), "dst": rng.integers(0, 3, n).astype(np.uint64),
+            "t": rng.integers(0, 50, n), "port": rng.integers(0, 3, n).astype(np.int32)}
+    one = KeyedTable(("src", "dst"), ("t", "port"), keep, unique=unique)
+    one.add(rows)
+    split = KeyedTable(("src", "dst"), ("t", "port"), keep, unique=unique)
+    for part in np.array_split(np.arange(n), batches):
+        split.add({k: v[part] for k, v in rows.items()})
+        split.rows()  # a fold after each batch: the next batch meets full keys
+    assert held(split) == held(one)
+
+
+def test_a_full_key_drops_later_rows_on_sight():
+    tab = KeyedTable(("src",), ("t",), 2)
+    tab.add({"src": np.array([1, 1, 2], np.uint64), "t": np.array([5, 7, 9])})
+    tab.rows()
+    tab.add({"src": np.array([1, 1, 1, 2], np.uint64), "t": np.array([8, 7, 6, 10])})
+    assert [len(p["src"]) for p in tab._pending] == [3]  # key 1 is full up to t=7: its t=8 is dropped
+    assert tab.rows()["t"].tolist() == [5, 6, 9, 10]
+
+
 def test_keyed_table_keeps_the_first_rows_of_each_key():
     tab = KeyedTable(("k",), ("t",), keep=2)
     tab.add({"k": np.array([1, 1, 1, 2]), "t": np.array([30, 10, 20, 5])})

@@ -46,6 +46,14 @@ class KeyedTable:
         self._pending: list[dict[str, np.ndarray]] = []
         self._pending_rows = 0
         self._skip = 0  # batches to add before trying to reduce one on its own again
+        # the keys holding ``keep`` rows (sorted :func:`key_ids`) and the first order value of
+        # the last row each keeps: an added row of such a key that ranks after it is dropped
+        # on sight, as the next fold would drop it (a flood's millions of rows for one target
+        # past its sample are never held)
+        self._full: tuple[np.ndarray, np.ndarray] | None = None  # (computed when first needed)
+        self._full_of: dict | None = None  # the held rows ``_full`` was computed from
+        self._skip_late = 0
+        self._late_pause = PRE_REDUCE_PAUSE // 2
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -59,6 +67,14 @@ class KeyedTable:
                 self.evicted += int(n - kept.sum())
                 cols = {k: v[kept] for k, v in cols.items()}
                 n = len(cols[self.keys[0]])
+        if n and self._held is not None:
+            if self._skip_late:
+                self._skip_late -= 1
+            else:  # adaptive: where few rows are late (keys that hardly repeat), not for longer and longer
+                cols, m = self._drop_late(cols)
+                self._late_pause = 2 * self._late_pause if m > 0.8 * n else PRE_REDUCE_PAUSE // 2
+                self._skip_late = 0 if m <= 0.8 * n else self._late_pause
+                n = m
         if not n:
             return
         if n >= PRE_REDUCE_MIN and not self._skip:
@@ -71,6 +87,34 @@ class KeyedTable:
         elif self._skip:
             self._skip -= 1
         self._append(cols, n)
+
+    def _drop_late(self, cols: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """``cols`` without the rows of full keys that rank after the last row those keep."""
+        if self._full_of is not self._held:
+            self._note_full(self._held)
+        if self._full is None:
+            return cols, len(cols[self.keys[0]])
+        full, last = self._full
+        h = key_ids(cols, self.keys)
+        pos = np.minimum(np.searchsorted(full, h), len(full) - 1)
+        late = (full[pos] == h) & (cols[self.order[0]] > last[pos])
+        if late.any():
+            cols = {k: v[~late] for k, v in cols.items()}
+        return cols, len(cols[self.keys[0]])
+
+    def _note_full(self, cols: dict[str, np.ndarray]) -> None:
+        """Which keys of the held rows ``cols`` (in key order) keep ``keep`` rows, and their last."""
+        self._full, self._full_of = None, cols
+        if not self.order or not len(cols[self.keys[0]]):
+            return
+        starts = np.flatnonzero(group_starts(np, [cols[k] for k in self.keys]))
+        ends = np.append(starts[1:], len(cols[self.keys[0]]))
+        full = ends - starts >= self.keep
+        if not full.any():
+            return
+        h = key_ids({k: cols[k][starts[full]] for k in self.keys}, self.keys)
+        order = np.argsort(h)
+        self._full = (h[order], cols[self.order[0]][ends[full] - 1][order])
 
     def _append(self, cols: dict[str, np.ndarray], n: int) -> None:
         self._pending.append(cols)
