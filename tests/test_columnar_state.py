@@ -248,10 +248,11 @@ def test_names_say_none_for_an_id_they_were_not_given():
     assert names.text(string_ids(pa.array(["10.0.0.2", "10.0.0.3", "zzz"]))) == [None, "10.0.0.3", None]
 
 
-def openers(pairs):
+def openers(pairs, t0=0):
+    """Connection openers (MAC, address), one a second from ``t0``."""
     from detector.l7.events import Events, PacketArrays
 
-    return Events(initiators=PacketArrays({"ts": np.zeros(len(pairs), np.int64),
+    return Events(initiators=PacketArrays({"ts": (t0 + np.arange(len(pairs))) * 10**9,
                                            "mac": np.array([m for m, _ in pairs], np.uint64),
                                            "addr": np.array([a for _, a in pairs], dtype=object)}))
 
@@ -269,15 +270,18 @@ def test_an_address_first_seen_behind_a_router_stays_alone_in_any_batches():
     whole, split = PortScan(), PortScan()
     whole.observe_events(openers(router + later))
     split.observe_events(openers(router[:4]))
-    split.observe_events(openers(router[4:] + later))
-    for det in (whole, split):
+    split.observe_events(openers(router[4:] + later, t0=4))
+    swapped = PortScan()  # the later batch first: a host's earliest opening still decides
+    swapped.observe_events(openers(router[4:] + later, t0=4))
+    swapped.observe_events(openers(router[:4]))
+    for det in (whole, split, swapped):
         assert det._same_host("198.51.100.3") == {"198.51.100.3"}
         assert det._same_host("10.0.0.7") == {"10.0.0.7"}
-    # known as a router's from the start: its addresses are pinned in bulk, still first come first
+    # known as a router's from the start: first come (earliest) first
     bulk = PortScan()
     bulk.observe_events(openers(router))
     bulk.observe_events(openers([(5, "10.0.0.8"), (9, "10.0.0.8"), (9, "198.51.100.77"), (5, "198.51.100.77"),
-                                 (5, "10.0.0.9")]))
+                                 (5, "10.0.0.9")], t0=20))
     assert bulk._same_host("10.0.0.8") == {"10.0.0.8", "10.0.0.9"}
     assert bulk._same_host("198.51.100.77") == {"198.51.100.77"}
 

@@ -161,3 +161,69 @@ def test_a_success_excuses_one_lost_race_only():
                                                "addr": np.array(["10.0.0.5", "2001:db8:ff::5"], dtype=object)}))
     (a,) = scan_alerts(rows, same_mac)
     assert a.technique == "address_sweep" and a.evidence["host_count"] == 28 >= p.sweep_threshold
+
+
+def scan_site(seed: int):
+    """A random site's first contacts with DNS answers before some, happy-eyeballs wins beside
+    others, a peer-to-peer client, several hosts sharing MACs and a router's MAC: flow rows
+    and per-batch events (both in time order)."""
+    import random
+
+    rng = random.Random(seed)
+    clients = ["10.0.0.5", "10.0.0.6", "2001:db8::5", "10.0.0.7", "198.51.100.200"]
+    macs = {"10.0.0.5": 5, "2001:db8::5": 5, "10.0.0.6": 6, "10.0.0.7": 7, "198.51.100.200": 9}
+    pool = targets(30) + targets(12, v6=True) + ["10.0.0.9"]
+    rows, events = [], []
+    for k in range(rng.randrange(40, 260)):
+        t = k * rng.choice([0.2, 1.0, 7.0]) + rng.random()
+        src, dst = rng.choice(clients), rng.choice(pool) if rng.random() < 0.8 else "10.0.0.9"
+        if rng.random() < 0.15:
+            events.append(("dns", dns_answer(src, f"n{k}.example", [dst], t - rng.choice([1, 900]))))
+        rows.append(attempt(dst, t, failed=rng.random() < 0.7, port=rng.choice([443, 443, 22, 8000 + k % 40]),
+                            src=src))
+        events.append(("open", (t, macs[src], src)))
+        if rng.random() < 0.05:
+            events.append(("open", (t, 9, f"203.0.113.{k % 200}")))
+    if rng.random() < 0.5:
+        events.append(("p2p", MiningEvent(Ctx(T + 5 * S, "Cm", True, "10.0.0.6", "198.51.100.99", 6881, 6881, 6),
+                                          ["version"], None, "p2p:bitcoin")))
+    return rows, events
+
+
+def scan_events(items) -> Events:
+    opens = [x for kind, x in items if kind == "open"]
+    ev = Events(dns=[x for kind, x in items if kind == "dns"], mining=[x for kind, x in items if kind == "p2p"])
+    if opens:
+        ev.initiators = PacketArrays({"ts": np.array([T + int(t * S) for t, _, _ in opens], np.int64),
+                                      "mac": np.array([m for _, m, _ in opens], np.uint64),
+                                      "addr": np.array([a for _, _, a in opens], dtype=object)})
+    return ev
+
+
+def test_port_scan_any_split_and_merge_order_gives_the_one_pass_alerts():
+    import random
+
+    found = set()
+    for seed in range(30):
+        rows, events = scan_site(seed)
+        one = PortScan(PortScan.Params(port_threshold=5, sweep_threshold=6, trw_min_failures=3,
+                                       distributed_min_sources=2, distributed_min_ports=2))
+        one.observe_events(scan_events(events))
+        one.observe_flows(records(rows))
+        alerts = one.finish()
+        expected = sorted(str(a.to_dict()) for a in alerts)
+        found |= {a.technique for a in alerts}
+        rng = random.Random(seed)
+        parts = [PortScan(one.p) for _ in range(3)]
+        cuts = sorted(rng.sample(range(1, len(rows)), 3))
+        for k, (a, b) in enumerate(zip([0] + cuts, cuts + [len(rows)])):
+            parts[rng.randrange(3)].observe_flows(records(rows[a:b]))
+        for k, part in enumerate(np.array_split(np.arange(len(events)), 3)):
+            parts[rng.randrange(3)].observe_events(scan_events([events[j] for j in part]))
+        rng.shuffle(parts)
+        first, *rest = parts
+        for other in rest:
+            first.merge(other)
+        assert sorted(str(a.to_dict()) for a in first.finish()) == expected, seed
+    # (there is something to compare: every kind of finding)
+    assert found == {"port_scan", "address_sweep", "slow_scan", "distributed_scan", "p2p_client"}

@@ -43,7 +43,7 @@ import numpy as np
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView, widen
 from detector.detect.keyed_table import KeyedSums, KeyedTable, Names, key_rows
-from detector.detect.sample import DistinctSample
+from detector.detect.sample import DistinctSample, sampled_count
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
 
@@ -170,8 +170,7 @@ class Floods(Detector):
         k = at.stop - at.start
         ids = S["src"][at][:self.size]
         if k > self.size:  # the bottom-k estimate (KMV)
-            bound = int(S["crc"][at.start + self.size - 1])
-            return max(self.size, round((self.size - 1) * _SPACE / (bound + 1))), False, ids
+            return *sampled_count(S["crc"][at], self.size), ids
         if self.sources.floor is not None:  # every sample cut below one hash: a threshold sample
             below = -int(self.sources.floor)  # the lowest hash evicted; all held hash lower
             return max(k, round(k * _SPACE / below)), False, ids

@@ -52,20 +52,37 @@ import pyarrow as pa
 from detector.alerts import Alert
 from detector.baseline.flow_features import FAILED_STATES as FLOW_FAILED_STATES
 from detector.detect.address_columns import string_ids
-from detector.detect.base import Detector, FlowView, widen
-from detector.detect.keyed_table import KeyedTable, Names, count_by
-from detector.detect.sample import DistinctSample
+from detector.detect.base import Detector, FlowView
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, count_by, key_rows
+from detector.detect.sample import sampled_count
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
-from kernels.xp_ops import distinct, group_ids, in_sorted
+from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted
 
 EYEBALL_SAMPLE = 4096  # successful contacts kept per client and port
 ANSWERS_KEPT = 8  # DNS answer times kept per (client, address): the latest
 ROUTER_ADDRESSES = 8  # a source MAC seen with more addresses than this is a router's, not one host's
+INBOUND_SAMPLE = 4096  # sources and ports kept per target of distributed probing (bottom-k)
 
 FAILED_STATES = set(FLOW_FAILED_STATES)
 PROTO_CODE = {"tcp": 0, "udp": 1, "icmp": 2}
 PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
+
+
+def _oldest_answer_out(cols: dict) -> np.ndarray:
+    """Past ``max_resolved``, the oldest DNS answers go first."""
+    return -cols["neg_ts"]
+
+
+def _fewest_attempts_out(cols: dict) -> np.ndarray:
+    """Past ``max_sources`` targets, those probed least go first."""
+    return cols["attempts"]
+
+
+def _ids_of(texts) -> tuple[np.ndarray, pa.Array]:
+    """64-bit ids of text values (Arrow strings or Python strings), and the text as Arrow."""
+    arr = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
+    return string_ids(arr), arr
 
 
 def _rows_of_source(cols: dict) -> np.ndarray:
@@ -104,18 +121,30 @@ class PortScan(Detector):
         self.first = KeyedTable(("src", "dst"), ("t", "ok", "port"), cap=cap, priority=by_source)
         # contacts that worked, the earliest EYEBALL_SAMPLE per (source, port)
         self.connected = KeyedTable(("src", "port"), ("t", "v6"), keep=EYEBALL_SAMPLE, cap=cap, priority=by_source)
+        p = self.p
+        # (client, address) -> the latest times DNS answers gave it
+        self.resolved = KeyedTable(("client", "addr"), ("neg_ts",), ANSWERS_KEPT, p.max_resolved, _oldest_answer_out,
+                                   unique=True)
+        # each address's earliest opening (time, source MAC), and the distinct addresses each MAC
+        # opened from (a full MAC is a router's): a host's addresses are those its MAC opened first
+        self.opened = KeyedTable(("addr",), ("ts", "mac"), 1, p.max_resolved, self._routers_out)
+        self.macs = KeyedTable(("mac",), ("addr",), ROUTER_ADDRESSES + 1, unique=True)
+        # failed contacts per target (distributed probing): attempts and span, bottom-k samples
+        # of the sources (by crc32, as DistinctSample) and of the ports
+        self.inbound = KeyedSums(("dst",), {"attempts": "sum", "first": "min", "last": "max"}, p.max_sources,
+                                 _fewest_attempts_out)
+        self.inbound_src = KeyedTable(("dst",), ("crc", "src"), INBOUND_SAMPLE + 1, unique=True)
+        self.inbound_ports = KeyedTable(("dst",), ("pp",), INBOUND_SAMPLE + 1, unique=True)
+        self.led = Led(self.inbound, self.inbound_src, self.inbound_ports)
         self.names = Names()  # the text of the addresses the tables hold
         # the contacts of possible scanners, as dictionaries (see _held_contacts)
         self.ports: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
         self.hosts: dict[tuple[str, int, str], dict[str, int]] = defaultdict(dict)
         self.trw: dict[str, dict[str, tuple]] = {}  # src -> dst -> (time, failed, port) of the first contact
         self.connected_of: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (client, port) -> [(-time, v6)]
-        self.inbound: dict[str, dict] = {}
-        self.resolved: dict[tuple[str, str], list[int]] = {}  # (client, address) -> when DNS answers gave it
+        self.resolved_of: dict[tuple[str, str], list[int]] = {}  # (client, address) -> answer times
+        self.host_of: dict[str, set[str]] = {}  # address -> its host's addresses
         self.p2p: set[str] = set()
-        self.mac_of: dict[str, int] = {}  # address -> the source MAC it opened connections from
-        self.addrs_of: dict[int, set[str]] = {}  # MAC -> its addresses (up to ROUTER_ADDRESSES + 1)
-        self.lone = np.zeros(0, np.uint64)  # ids of addresses first seen behind a router's MAC
         self.dropped = 0
 
     @staticmethod
@@ -124,7 +153,26 @@ class PortScan(Detector):
         if old is None or ts < old:
             d[key] = ts
 
+    def _p2p(self, clients) -> None:
+        for c in clients:
+            if c in self.p2p or len(self.p2p) < self.p.max_sources:
+                self.p2p.add(c)
+            else:
+                self.dropped += 1
+
+    def merge(self, other: PortScan) -> None:
+        """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
+        for mine, theirs in ((self.failed, other.failed), (self.first, other.first), (self.connected, other.connected),
+                             (self.resolved, other.resolved), (self.opened, other.opened), (self.macs, other.macs),
+                             (self.inbound, other.inbound), (self.inbound_src, other.inbound_src),
+                             (self.inbound_ports, other.inbound_ports)):
+            mine.merge(theirs)
+        self.names.merge(other.names)
+        self.dropped += other.dropped
+        self._p2p(sorted(other.p2p))
+
     def observe_events(self, events: Events) -> None:
+        clients, addrs, times = [], [], []
         for ev in events.dns:
             m = ev.msg
             if not m.response or not m.answers:
@@ -132,75 +180,79 @@ class PortScan(Detector):
             client = ev.ctx.dst if ev.ctx.sport == 53 else ev.ctx.client
             for ans in m.answers:
                 if ans.rtype in (1, 28):
-                    key = (client, ans.data)
-                    if key in self.resolved or len(self.resolved) < self.p.max_resolved:
-                        times = self.resolved.setdefault(key, [])
-                        if ev.ctx.ts_ns not in times:  # the latest few, whatever order answers come in
-                            times.append(ev.ctx.ts_ns)
-                            times.sort()
-                            del times[:-ANSWERS_KEPT]
-                    else:
-                        self.dropped += 1
-        for ev in events.mining:
-            if ev.protocol.startswith("p2p"):
-                if ev.ctx.client in self.p2p or len(self.p2p) < self.p.max_sources:
-                    self.p2p.add(ev.ctx.client)
-                else:
-                    self.dropped += 1
+                    clients.append(client)
+                    addrs.append(ans.data)
+                    times.append(ev.ctx.ts_ns)
+        if clients:
+            (cid, ctext), (aid, atext) = _ids_of(clients), _ids_of(addrs)
+            self.resolved.add({"client": cid, "addr": aid, "neg_ts": -np.array(times, np.int64)})
+            self.names.add(cid, ctext)
+            self.names.add(aid, atext)
+        self._p2p(ev.ctx.client for ev in events.mining if ev.protocol.startswith("p2p"))
         o = events.initiators
         if len(o):
             self._note_initiators(o)
 
     def _note_initiators(self, o) -> None:
-        """Each address's MAC, as first seen opening a connection, for grouping a host's
-        addresses. The rows of MACs known as routers' (more than ``ROUTER_ADDRESSES``
-        addresses: a router, or a spoofed flood) are taken in bulk: their addresses are pinned
-        as lone ones (sorted ids, not dictionary entries), unless an earlier row of the batch
-        or an earlier batch gave them a MAC first."""
-        macs, addrs = o["mac"], o["addr"]
-        routers = np.array(sorted(m for m, g in self.addrs_of.items() if len(g) > ROUTER_ADDRESSES), np.uint64)
-        behind = in_sorted(np, macs.astype(np.uint64), routers)
-        ids = string_ids(addrs if isinstance(addrs, pa.Array) else pa.array(addrs.tolist(), pa.string()))
-        pinned = in_sorted(np, ids, self.lone)
-        first_pin = np.full(len(ids), len(ids))  # each address's first row behind a router in this batch
-        r = np.flatnonzero(behind)
-        if len(r):
-            _, first = group_ids(np, ids[r])  # stable: the first row of each address
-            pin_ids, pin_at = ids[r][first], r[first]
-            by = np.argsort(pin_ids)
-            pin_ids, pin_at = pin_ids[by], pin_at[by]
-            hit = in_sorted(np, ids, pin_ids)
-            first_pin[hit] = pin_at[np.searchsorted(pin_ids, ids[hit])]
-            room = max(0, self.p.max_resolved - len(self.lone))
-            new = pin_ids[~in_sorted(np, pin_ids, self.lone)]
-            self.dropped += max(0, len(new) - room)
-            self.lone = distinct(np, np.concatenate([self.lone, new[:room]]))
-        own = np.flatnonzero(~behind)
-        for i, mac, addr in zip(own.tolist(), macs[own].tolist(), o.texts("addr", own)):
-            if addr in self.mac_of or pinned[i] or first_pin[i] < i:
-                continue
-            if len(self.mac_of) >= self.p.max_resolved:
-                self.dropped += 1
-                continue
-            self.mac_of[addr] = mac
-            group = self.addrs_of.setdefault(mac, set())
-            if len(group) <= ROUTER_ADDRESSES:
-                group.add(addr)
+        """Each address's earliest opening (time, source MAC) and each MAC's distinct addresses.
+        The rows of MACs already known as routers' (a router, or a spoofed flood) add no name:
+        their addresses stand alone."""
+        ids, text = _ids_of(o["addr"])
+        mac, ts = o["mac"].astype(np.uint64), o["ts"].astype(np.int64)
+        self.macs.add({"mac": mac, "addr": ids})
+        self.opened.add({"addr": ids, "ts": ts, "mac": mac})
+        hosted = np.flatnonzero(~in_sorted(np, mac, self._routers()))
+        if len(hosted):
+            self.names.add(ids[hosted], text.take(pa.array(hosted)))
+
+    def _routers(self) -> np.ndarray:
+        """The MACs that opened connections from more than ``ROUTER_ADDRESSES`` addresses (sorted)."""
+        M = self.macs.rows()
+        if not M:
+            return np.zeros(0, np.uint64)
+        starts = np.flatnonzero(group_starts(np, [M["mac"]]))
+        counts = np.diff(np.append(starts, len(M["mac"])))
+        return M["mac"][starts[counts > ROUTER_ADDRESSES]]
+
+    def _routers_out(self, cols: dict) -> np.ndarray:
+        """Past ``max_resolved`` openings, those of routers' MACs go first (their addresses stand alone anyway)."""
+        return (~in_sorted(np, cols["mac"], self._routers())).astype(np.int64)
+
+    def _hosts(self, addrs: list[str]) -> dict[str, set[str]]:
+        """Each address's host: the addresses whose earliest opening was from the same MAC, when
+        that MAC is no router's; else the address alone."""
+        out = {a: {a} for a in addrs}
+        O = self.opened.rows()
+        if not O or not addrs:
+            return out
+        ids, _ = _ids_of(addrs)
+        pos = np.minimum(np.searchsorted(O["addr"], ids), len(O["addr"]) - 1)
+        found = O["addr"][pos] == ids
+        mac = np.where(found, O["mac"][pos], 0)
+        hosted = found & ~in_sorted(np, mac, self._routers())
+        if not hosted.any():
+            return out
+        macs = distinct(np, mac[hosted])
+        rows = np.flatnonzero(in_sorted(np, O["mac"], macs))
+        group: dict[int, set[str]] = {}
+        for m, a in zip(O["mac"][rows].tolist(), self._text(O["addr"][rows])):
+            if a is not None:
+                group.setdefault(m, set()).add(a)
+        for a, m, h in zip(addrs, mac.tolist(), hosted.tolist()):
+            if h and a in group.get(m, ()):
+                out[a] = group[m]
+        return out
 
     def _same_host(self, addr: str) -> set[str]:
         """``addr`` and the other addresses its host opened connections from (its IPv4 and IPv6
         addresses share one MAC; a MAC with more than ``ROUTER_ADDRESSES`` is a router's)."""
-        group = self.addrs_of.get(self.mac_of.get(addr, -1))
-        return group if group is not None and len(group) <= ROUTER_ADDRESSES and addr in group else {addr}
+        known = self.host_of.get(addr)
+        return known if known is not None else self._hosts([addr])[addr]
 
     def observe_flows(self, f: FlowView) -> None:
         sent = (f["orig_pkts"] > 0) & f.has_value("orig_h") & f.has_value("resp_h")
-        for src in f.take("orig_h", np.flatnonzero(f.isin("service", ("bittorrent",)) & f.isin("proto", ("tcp",))
-                                                     & sent)):
-            if src in self.p2p or len(self.p2p) < self.p.max_sources:
-                self.p2p.add(src)
-            else:
-                self.dropped += 1
+        self._p2p(f.take("orig_h", np.flatnonzero(f.isin("service", ("bittorrent",)) & f.isin("proto", ("tcp",))
+                                                   & sent)))
         proto = f["proto"]
         tcp, udp = proto == "tcp", proto == "udp"
         multicast = f.member("orig_h", self.site.multicast) | f.member("resp_h", self.site.multicast)
@@ -235,35 +287,24 @@ class PortScan(Detector):
             self.names.add(*f.named(name, np.r_[probe, used]))
         self._note_inbound(f, np.flatnonzero(contact & failed), code)
 
+    def _held_ids(self) -> list[np.ndarray]:
+        """The address id columns of the tables (the names worth keeping)."""
+        held = [t.rows() for t in (self.failed, self.first, self.connected, self.resolved, self.opened,
+                                   self.inbound, self.inbound_src)]
+        return [r[k] for r in held if r for k in ("src", "dst", "client", "addr") if k in r]
+
     def _note_inbound(self, f: FlowView, rows: np.ndarray, code: np.ndarray) -> None:
-        """Failed contacts per target, for distributed probing: attempts, time span, and a
-        bounded sample of the sources and of the ports."""
+        """Failed contacts per target, for distributed probing: attempts, time span, and
+        bottom-k samples of the sources and of the ports."""
         if not len(rows):
             return
-        sources, src_codes = f.encoded("orig_h")
-        src_crc = f.crc32("orig_h")
-        targets, dst_codes = f.encoded("resp_h")
-        ts, port = f["ts"].astype(np.int64), f["resp_p"]
-        order = rows[np.argsort(dst_codes[rows], kind="stable")]
-        bounds = np.flatnonzero(np.r_[True, dst_codes[order][1:] != dst_codes[order][:-1], True])
-        heads = targets.take(pa.array(dst_codes[order[bounds[:-1]]])).to_pylist()  # the text of these targets only
-        for dst, a, b in zip(heads, bounds[:-1].tolist(), bounds[1:].tolist()):
-            group = order[a:b]
-            d = self.inbound.get(dst)
-            if d is None:
-                if len(self.inbound) >= self.p.max_sources:
-                    self.dropped += len(group)
-                    continue
-                t0 = int(ts[group[0]])
-                d = self.inbound[dst] = {"sources": DistinctSample(4096), "ports": DistinctSample(4096),
-                                         "first": t0, "last": t0, "attempts": 0}
-            widen(d, int(ts[group].min()))
-            widen(d, int(ts[group].max()))
-            d["attempts"] += len(group)
-            uniq = distinct(np, src_codes[group])
-            d["sources"].add_hashed(sources.take(pa.array(uniq)), src_crc[uniq])
-            for pr, pt in set(zip(code[group].tolist(), port[group].tolist())):
-                d["ports"].add(f"{PROTO_NAME[pr]}/{pt}")
+        dst, t = f.ids("resp_h")[rows], f["ts"][rows].astype(np.int64)
+        self.inbound.add({"dst": dst, "attempts": np.ones(len(rows), np.int64), "first": t, "last": t})
+        _, src_codes = f.encoded("orig_h")
+        self.inbound_src.add({"dst": dst, "crc": f.crc32("orig_h")[src_codes[rows]].astype(np.int64),
+                              "src": f.ids("orig_h")[rows]})
+        self.inbound_ports.add({"dst": dst, "pp": code[rows].astype(np.int64) << 16 | f["resp_p"][rows].astype(np.int64)})
+        self.led.follow()
 
     def _held_contacts(self) -> None:
         """The contacts of the sources that might be scanners, as dictionaries for the judging
@@ -284,10 +325,18 @@ class PortScan(Detector):
             walker, n_failed = count_by([T["src"][bad]])
             cand.append(T["src"][bad][walker[n_failed >= self.p.trw_min_failures]])
         cand = distinct(np, np.concatenate(cand))
-        texts = {t for t in self.names.text(cand) if t is not None} | self.p2p
-        texts |= {a for src in list(texts) for a in self._same_host(src)}
-        keep = distinct(np, string_ids(pa.array(sorted(texts), pa.string())))
+        texts = sorted({t for t in self.names.text(cand) if t is not None} | self.p2p)
+        self.host_of = self._hosts(texts)
+        texts = sorted({a for src in texts for a in self.host_of[src]})
+        self.host_of.update(self._hosts([a for a in texts if a not in self.host_of]))
+        keep = distinct(np, string_ids(pa.array(texts, pa.string())))
         self.ports, self.hosts, self.trw, self.connected_of = defaultdict(dict), defaultdict(dict), {}, {}
+        self.resolved_of = {}
+        R = self.resolved.rows()
+        if R:
+            r = np.flatnonzero(in_sorted(np, R["client"], keep))
+            for c, a, neg in zip(self._text(R["client"][r]), self._text(R["addr"][r]), R["neg_ts"][r].tolist()):
+                self.resolved_of.setdefault((c, a), []).append(-neg)
         if F:
             r = np.flatnonzero(in_sorted(np, F["src"], keep))
             for s, d, pt, pr, t in zip(self._text(F["src"][r]), self._text(F["dst"][r]), F["port"][r].tolist(),
@@ -308,21 +357,21 @@ class PortScan(Detector):
                 self.connected_of.setdefault((s, pt), []).append((-t, v6))
 
     def _prune_names(self) -> None:
-        held = [t.rows() for t in (self.failed, self.first, self.connected)]
-        self.names.keep_only(np.concatenate([np.zeros(0, np.uint64)] + [r[k] for r in held if r
-                                                                          for k in ("src", "dst") if k in r]))
+        self.names.keep_only(np.concatenate([np.zeros(0, np.uint64), *self._held_ids()]))
 
     @property
     def evictions(self) -> int:
-        """Contacts dropped at ``max_contacts``, and DNS answers at ``max_resolved``."""
-        return self.failed.evicted + self.first.evicted + self.connected.evicted + self.dropped
+        """Contacts dropped at ``max_contacts``, DNS answers and openings at ``max_resolved``,
+        targets and peer-to-peer clients at ``max_sources``."""
+        return sum(t.evicted for t in (self.failed, self.first, self.connected, self.resolved, self.opened,
+                                       self.inbound)) + self.dropped
 
     def _text(self, ids: np.ndarray) -> list[str]:
         return self.names.text(ids) if len(ids) else []
 
     def _resolved_before(self, host: set[str], dst: str, t: int) -> bool:
         w = self.p.resolved_window_s * 1e9
-        return any(r <= t <= r + w for a in host for r in self.resolved.get((a, dst), ()))
+        return any(r <= t <= r + w for a in host for r in self.resolved_of.get((a, dst), ()))
 
     def _excused(self) -> set[tuple[str, str, int]]:
         """The failed contacts (source, target, port) that are not evidence of probing (see the
@@ -395,6 +444,38 @@ class PortScan(Detector):
                             if not (failed and (src, dst, port) in excused)}
         return ports, hosts, trw, p2p
 
+    def _distributed(self, reported: set[str]) -> list[Alert]:
+        """Targets probed by many sources on several ports (see the module's docstring)."""
+        p = self.p
+        D = self.led.rows()
+        if not D:
+            return []
+        S, P = self.inbound_src.rows(), self.inbound_ports.rows()
+        out = []
+        for c in range(len(D["dst"])):
+            s, pr = key_rows(S, ("dst",), (D["dst"][c],)), key_rows(P, ("dst",), (D["dst"][c],))
+            if s.stop - s.start < p.distributed_min_sources or pr.stop - pr.start < p.distributed_min_ports:
+                continue  # (before the sample's own sources already reported are taken out)
+            total, exact = sampled_count(S["crc"][s], INBOUND_SAMPLE)
+            sample = {x for x in self._text(S["src"][s][:INBOUND_SAMPLE]) if x is not None}
+            sources = sample - reported
+            # past the sample's size, the share of scanners not reported already scales the estimate
+            n_sources = len(sources) if exact else round(total * len(sources) / len(sample))
+            n_ports, _ = sampled_count(P["pp"][pr], INBOUND_SAMPLE)
+            if n_sources < p.distributed_min_sources or n_ports < p.distributed_min_ports:
+                continue
+            ports = [f"{PROTO_NAME[v >> 16]}/{v & 0xFFFF}" for v in P["pp"][pr][:INBOUND_SAMPLE].tolist()]
+            (dst,) = self._text(D["dst"][c:c + 1])
+            attempts, about = int(D["attempts"][c]), "" if exact else "about "
+            out.append(Alert(int(D["first"][c]), int(D["last"][c]), "scan", "distributed_scan", "medium", 0.6,
+                             f"{about}{n_sources} sources made {attempts} failed connection attempts to {dst} on "
+                             f"{n_ports} ports ({', '.join(ports[:8])}{'...' if len(ports) > 8 else ''}): probing "
+                             "by many hosts at once, as worms and botnets do", self.label, self.host_for(dst), None,
+                             dst, None, None, None,
+                             {"source_count": n_sources, "source_count_exact": exact,
+                              "sources": sorted(sources)[:32], "ports": ports[:64], "attempts": attempts}))
+        return out
+
     def finish(self) -> list[Alert]:
         p = self.p
         out = []
@@ -450,21 +531,5 @@ class PortScan(Detector):
                              {"peers": len(contacts), "failed_first_contacts": sum(f for _, f, _ in contacts.values()),
                               "example_peers": sorted(c["targets"])[:16]}))
             reported.add(src)
-        for dst, d in self.inbound.items():
-            sample = d["sources"].items()
-            sources = sample - reported
-            # past the sample's size, the share of scanners not reported already scales the estimate
-            n_sources = len(sources) if d["sources"].exact else round(len(d["sources"]) * len(sources) / len(sample))
-            if n_sources < p.distributed_min_sources or len(d["ports"]) < p.distributed_min_ports:
-                continue
-            ports = sorted(d["ports"].items(), key=lambda x: (x.split("/")[0], int(x.split("/")[1])))
-            about = "" if d["sources"].exact else "about "
-            out.append(Alert(d["first"], d["last"], "scan", "distributed_scan", "medium", 0.6,
-                             f"{about}{n_sources} sources made {d['attempts']} failed connection attempts to {dst} on "
-                             f"{len(d['ports'])} ports ({', '.join(ports[:8])}{'...' if len(ports) > 8 else ''}): probing "
-                             "by many hosts at once, as worms and botnets do", self.label, self.host_for(dst), None,
-                             dst, None, None, None,
-                             {"source_count": n_sources, "source_count_exact": d["sources"].exact,
-                              "sources": sorted(sources)[:32], "ports": ports[:64],
-                              "attempts": d["attempts"]}))
+        out.extend(self._distributed(reported))
         return out

@@ -100,3 +100,14 @@ class DistinctSample:
     def examples(self, n: int) -> list[str]:
         """The first n of the sample in sorted order: the same whatever order values came in."""
         return sorted(self.items())[:n]
+
+
+def sampled_count(crcs, size: int) -> tuple[int, bool]:
+    """The distinct count of a bottom-k sample kept as table rows: ``crcs`` are the crc32s of
+    the values held for one key in ascending order, at most ``size + 1`` (one more than the
+    sample, to tell it filled). Exact until it filled, then the KMV estimate of
+    :class:`DistinctSample`."""
+    if len(crcs) > size:
+        bound = int(crcs[size - 1])
+        return max(size, round((size - 1) * _SPACE / (bound + 1))), False
+    return len(crcs), True
