@@ -5,62 +5,115 @@ proxies in ``site.proxies``, if at all; any session they open to an external add
 that, which is how the 2020 HPC intrusions fetched tools and reached mining pools. One alert per
 compute node, medium, high from ``high_destinations`` distinct destinations. Does nothing when
 no compute network is configured.
+
+State is columnar and mergeable (issue 21): per compute node (a 64-bit address id) its time span
+and bytes (:class:`KeyedSums`), a bottom-k sample of its ``destination:port`` pairs by crc32
+(the same sample as :class:`DistinctSample`), up to 33 ports and its earliest session; at most
+``max_hosts`` nodes, past which those with the fewest bytes are evicted and counted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from detector.alerts import Alert
-from detector.detect.base import Detector, FlowView, widen
-from detector.detect.sample import DistinctSample
+from detector.detect.address_columns import crc32_column, padded, string_ids
+from detector.detect.base import Detector, FlowView
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_rows
+from detector.detect.sample import sampled_count
+
+SAMPLE = 256  # destinations kept per node (bottom-k by crc32: exact counts below this)
+PORTS = 32  # ports named per node
+
+
+def _least_bytes_out(cols: dict) -> np.ndarray:
+    return cols["bytes"]
 
 
 class ComputeOutbound(Detector):
     name = "compute_outbound"
-    version = "1"
+    version = "2"
 
     @dataclass(frozen=True)
     class Params:
         high_destinations: int = 10
+        max_hosts: int = 100_000
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        self.hosts: dict[str, dict] = {}
+        self.hosts = KeyedSums(("src",), {"first": "min", "last": "max", "bytes": "sum"}, self.p.max_hosts,
+                               _least_bytes_out)
+        self.dsts = KeyedTable(("src",), ("crc", "dst"), SAMPLE + 1, unique=True)
+        self.ports = KeyedTable(("src",), ("port",), PORTS + 1, unique=True)
+        self.example = KeyedTable(("src",), ("t", "uid"), 1)  # the earliest session names the alert
+        self.led = Led(self.hosts, self.dsts, self.ports, self.example)
+        self.names = Names()
+
+    @property
+    def evictions(self) -> int:
+        return self.hosts.evicted
+
+    def merge(self, other: ComputeOutbound) -> None:
+        """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
+        for mine, theirs in ((self.hosts, other.hosts), (self.dsts, other.dsts), (self.ports, other.ports),
+                             (self.example, other.example)):
+            mine.merge(theirs)
+        self.names.merge(other.names)
 
     def observe_flows(self, f: FlowView) -> None:
-        if not self.site.compute:
+        site = self.site
+        if not site.compute:
             return
-        oh, rh, rp = f["orig_h"], f["resp_h"], f["resp_p"]
-        for j in range(len(f)):
-            src, dst = oh[j], rh[j]
-            if src not in self.site.compute or not self.site.is_external(dst) or dst in self.site.proxies:
-                continue
-            t = int(f["ts"][j])
-            h = self.hosts.get(src)
-            if h is None:
-                h = self.hosts[src] = {"first": t, "last": 0, "dsts": DistinctSample(256), "ports": set(),
-                                       "bytes": 0, "example": (t, f["uid"][j], f["community_id"][j])}
-            widen(h, t)
-            # the earliest session names the alert, whatever order flows come in
-            h["example"] = min(h["example"], (t, f["uid"][j], f["community_id"][j]))
-            h["dsts"].add(f"{dst}:{int(rp[j])}")
-            h["ports"].add(int(rp[j]))
-            h["bytes"] += int(f["orig_bytes"][j]) + int(f["resp_bytes"][j])
+        external = ~f.member("resp_h", site.local) & ~f.member("resp_h", site.multicast)
+        rows = np.flatnonzero(f.member("orig_h", site.compute) & external & ~f.member("resp_h", site.proxies))
+        if not len(rows):
+            return
+        src, t, port = f.ids("orig_h")[rows], f["ts"][rows].astype(np.int64), f["resp_p"][rows].astype(np.int64)
+        # "destination:port", as text only for the rows at hand
+        at = pa.array(rows)
+        where = pc.binary_join_element_wise(f.batch.column("resp_h").take(at),
+                                            pc.cast(f.batch.column("resp_p").take(at), pa.string()), ":")
+        mat = padded(where.combine_chunks() if isinstance(where, pa.ChunkedArray) else where)
+        dst_ids = string_ids(mat)
+        nbytes = np.nan_to_num(f["orig_bytes"][rows].astype(float)) + np.nan_to_num(f["resp_bytes"][rows].astype(float))
+        self.hosts.add({"src": src, "first": t, "last": t, "bytes": nbytes.astype(np.int64)})
+        self.dsts.add({"src": src, "crc": crc32_column(mat).astype(np.int64), "dst": dst_ids})
+        self.ports.add({"src": src, "port": port})
+        self.example.add({"src": src, "t": t, "uid": f.ids_at("uid", rows), "cid": f.ids_at("community_id", rows)})
+        self.names.add(dst_ids, where)
+        for name in ("orig_h", "uid", "community_id"):
+            self.names.add(*f.named(name, rows))
+        self.led.follow()
+        self.names.prune(self._held_ids)
+
+    def _held_ids(self) -> list[np.ndarray]:
+        H, D, E = self.hosts.rows(), self.dsts.rows(), self.example.rows()
+        return [r[k] for r, keys in ((H, ("src",)), (D, ("dst",)), (E, ("uid", "cid"))) if r for k in keys]
 
     def finish(self) -> list[Alert]:
+        H = self.led.rows()
+        if not H:
+            return []
+        D, P, E = self.dsts.rows(), self.ports.rows(), self.example.rows()
         out = []
-        for src, h in self.hosts.items():
-            high = len(h["dsts"]) >= self.p.high_destinations
-            dsts = sorted(h["dsts"].items())
+        for c, src in enumerate(self.names.text(H["src"])):
+            key = (H["src"][c],)
+            d, p, e = key_rows(D, ("src",), key), key_rows(P, ("src",), key), key_rows(E, ("src",), key)
+            n_dst, exact = sampled_count(D["crc"][d], SAMPLE)
+            dsts = sorted(self.names.text(D["dst"][d][:SAMPLE]))
+            uid, cid = self.names.text(np.array([E["uid"][e.start], E["cid"][e.start]], np.uint64))
             first_dst, _, first_port = dsts[0].rpartition(":")
-            out.append(Alert(h["first"], h["last"], "compute_theft", "compute_outbound", "high" if high else "medium",
-                             0.8 if high else 0.6,
-                             f"Compute node {src} opened sessions to {'' if h['dsts'].exact else 'about '}{len(h['dsts'])} "
+            high = n_dst >= self.p.high_destinations
+            out.append(Alert(int(H["first"][c]), int(H["last"][c]), "compute_theft", "compute_outbound",
+                             "high" if high else "medium", 0.8 if high else 0.6,
+                             f"Compute node {src} opened sessions to {'' if exact else 'about '}{n_dst} "
                              "Internet destination(s) "
                              f"({', '.join(dsts[:3])}) without the proxy", self.label, src, src, first_dst, None,
                              int(first_port), None,
-                             {"destinations": dsts[:32], "ports": sorted(h["ports"])[:32], "bytes": h["bytes"],
-                              "uid": h["example"][1]}, h["example"][2]))
+                             {"destinations": dsts[:32], "ports": P["port"][p][:PORTS].tolist(),
+                              "bytes": int(H["bytes"][c]), "uid": uid}, cid))
         return out
-
