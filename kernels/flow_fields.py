@@ -296,7 +296,11 @@ def _tcp_direction(c: _Ctx, st, mine, base, is_orig):
     st[base + D_HSEEN] = _at_end(c, seen_incl)
     first = (bit != 0) & ((seen_before & bit) == 0)
     again = xp.zeros_like(first)
-    for field, which, value in ((D_H_SYN, single & syn, ln.seq), (D_H_FIN, single & fin, end),
+    # a FIN's mark is its sequence number past the payload, not counting the FIN itself, as
+    # tcp_state.update_history keeps it: a flow walked in one batch and scanned in the next
+    # compares the two
+    fin_end = (ln.seq + ln.plen) & U32
+    for field, which, value in ((D_H_SYN, single & syn, ln.seq), (D_H_FIN, single & fin, fin_end),
                                 (D_H_RST, single & rst, ln.seq)):
         carried = _carry(c, base + field, 0)
         last = ss.last_index(xp, which, c.recs.start)

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from detector.config import FlowConfig
@@ -111,6 +111,7 @@ def test_out_of_order_timestamps(tmp_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31), batch_size=st.sampled_from([256, 1000, 4096]),
        active=st.sampled_from([0.0, 30.0, 1800.0]), keys=st.integers(1, 8))
+@example(seed=4786, batch_size=256, active=0.0, keys=8)  # a FIN's mark compared between the walk and the scans
 def test_random_conversations(tmp_path, seed, batch_size, active, keys):
     """Random flags, sequence numbers (some far out of window), gaps and directions on a few
     keys: whichever way each segment is settled (scans, or the walk), the flows are the CPU's."""
