@@ -111,6 +111,23 @@ def group_starts(xp, keys):
     return starts
 
 
+def bottom_k(xp, group, values, n_groups: int, k: int):
+    """Each group's ``k`` smallest distinct nonzero ``values`` (0 marks none), as rows of an
+    ``(n_groups, k)`` matrix padded with zeros: a bottom-k sample per group, the same whatever
+    order the rows come in."""
+    nz = values != 0
+    group, values = group[nz], values[nz]
+    order = lexsort(xp, (values, group))
+    group, values = group[order], values[order]
+    once = group_starts(xp, [group, values])
+    group, values = group[once], values[once]
+    rank = xp.arange(len(group)) - xp.searchsorted(group, group)
+    out = xp.zeros((n_groups, k), values.dtype)
+    kept = rank < k
+    out[group[kept], rank[kept]] = values[kept]
+    return out
+
+
 def distinct(xp, x):
     """The sorted distinct values of a 1-D array. NumPy 2's ``unique`` without ``return_*``
     takes a hash-table path that measures 5-8x slower than one sort on integer columns of

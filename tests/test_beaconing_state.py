@@ -18,6 +18,7 @@ from detector.detect.beaconing import Beaconing, size_stats
 from detector.l7.dns import Answer, DnsMessage
 from detector.l7.events import Ctx, DnsEvent, Events
 from detector.site import Site
+from tests.merge_splits import split_and_merge
 
 T = 1_700_000_000 * 10**9
 SITE = Site(SiteConfig(local_nets=["10.0.0.0/24", "2001:db8:1::/48"]))
@@ -71,15 +72,8 @@ def test_any_split_and_merge_order_gives_the_one_pass_alerts(seed, n, cuts, orde
     one = lenient()
     one.observe_flows(records(rows))
     expected = alerts(one)
-    rng = random.Random(seed)
-    rng.shuffle(rows)
-    at = sorted({int(c * n) for c in cuts} - {0, n})
-    parts = [lenient() for _ in range(3)]
-    for k, (a, b) in enumerate(zip([0] + at, at + [n])):
-        parts[k % 3].observe_flows(records(rows[a:b]))
-    first, *rest = parts[order % 3:] + parts[:order % 3]
-    for other in rest:
-        first.merge(other)
+    first = split_and_merge(lenient, lambda d, b: d.observe_flows(records(b)),
+                            rows, cuts, order, seed)
     assert alerts(first) == expected
     assert first.candidates() == one.candidates()
 

@@ -14,6 +14,7 @@ from detector.config import SiteConfig
 from detector.detect.base import FlowView
 from detector.detect.compute_outbound import SAMPLE, ComputeOutbound
 from detector.site import Site
+from tests.merge_splits import split_and_merge
 
 T = 1_700_000_000 * 10**9
 SITE = Site(SiteConfig(local_nets=["10.0.0.0/8", "2001:db8:1::/48"], compute_nets=["10.1.0.0/16", "2001:db8:1::/48"],
@@ -53,15 +54,8 @@ def test_any_split_and_merge_order_gives_the_one_pass_alerts(seed, n, cuts, orde
     one = ComputeOutbound(site=SITE)
     one.observe_flows(records(rows))
     expected = alerts(one)
-    rng = random.Random(seed)
-    rng.shuffle(rows)
-    at = sorted({int(c * n) for c in cuts} - {0, n})
-    parts = [ComputeOutbound(site=SITE) for _ in range(3)]
-    for k, (a, b) in enumerate(zip([0] + at, at + [n])):
-        parts[k % 3].observe_flows(records(rows[a:b]))
-    first, *rest = parts[order % 3:] + parts[:order % 3]
-    for other in rest:
-        first.merge(other)
+    first = split_and_merge(lambda: ComputeOutbound(site=SITE), lambda d, b: d.observe_flows(records(b)),
+                            rows, cuts, order, seed)
     assert alerts(first) == expected
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from detector.detect.icmp_tunnel import SHORT, WINDOWS, IcmpTunnel, longest_text, os_like_rows
 from detector.l7.events import Events, PacketArrays
+from tests.merge_splits import split_and_merge
 
 T = 1_700_000_000 * 10**9
 
@@ -121,15 +122,8 @@ def test_any_split_and_merge_order_gives_the_one_pass_alerts(seed, n, cuts, orde
     one = lenient()
     one.observe_events(events(rows))
     expected = alerts(one)
-    rng = random.Random(seed)
-    rng.shuffle(rows)
-    at = sorted({int(c * n) for c in cuts} - {0, n})
-    parts = [lenient() for _ in range(3)]
-    for k, (a, b) in enumerate(zip([0] + at, at + [n])):
-        parts[k % 3].observe_events(events(rows[a:b]))
-    first, *rest = parts[order % 3:] + parts[:order % 3]
-    for other in rest:
-        first.merge(other)
+    first = split_and_merge(lenient, lambda d, b: d.observe_events(events(b)),
+                            rows, cuts, order, seed)
     assert alerts(first) == expected
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.xp_ops import in_sorted, is_cupy, lexsort, segment_max, segment_min
+from kernels.xp_ops import bottom_k, in_sorted, is_cupy, lexsort, segment_max, segment_min
 
 
 def cupy_like() -> types.ModuleType:
@@ -65,3 +65,14 @@ def test_in_sorted_is_isin_with_few_and_with_many_values(sizes, seed):
     x = np.concatenate([rng.choice(values, n_queries // 2), rng.integers(0, 2**64 - 1, n_queries // 2, dtype=np.uint64)])
     rng.shuffle(x)
     assert (in_sorted(np, x, values) == np.isin(x, values)).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=80), st.integers(1, 5))
+def test_bottom_k_keeps_each_groups_distinct_smallest_nonzero_values(rows, k):
+    group = np.array([g for g, _ in rows], np.int64)
+    values = np.array([v for _, v in rows], np.uint64)
+    got = bottom_k(np, group, values, 6, k)
+    for g in range(6):
+        want = sorted({v for h, v in rows if h == g and v})[:k]
+        assert got[g].tolist() == want + [0] * (k - len(want))

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted, mix64
+from kernels.xp_ops import bottom_k, distinct, group_ids, group_starts, in_sorted, mix64
 
 MIN_FOLD = 1 << 16  # pending rows folded in at once, at least
 PRE_REDUCE_MIN = 1 << 12  # an added batch this large is reduced on its own first...
@@ -224,17 +224,7 @@ def _bottom_k(mat: np.ndarray, starts: np.ndarray) -> np.ndarray:
     of ``mat``, as many as it is wide, in a row of zeros."""
     k = mat.shape[1]
     run = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(mat))) * k)
-    values = mat.ravel()
-    run, values = run[values != 0], values[values != 0]
-    order = np.lexsort((values, run))
-    run, values = run[order], values[order]
-    once = group_starts(np, [run, values])
-    run, values = run[once], values[once]
-    rank = np.arange(len(run)) - np.searchsorted(run, run)
-    out = np.zeros((len(starts), k), mat.dtype)
-    kept = rank < k
-    out[run[kept], rank[kept]] = values[kept]
-    return out
+    return bottom_k(np, run, mat.ravel(), len(starts), k)
 
 
 def key_ids(rows: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:

@@ -50,7 +50,7 @@ from detector.sources.batch import RawBatch
 from kernels import l7_select as ks
 from kernels import packet_columns as pc
 from kernels.rexmit import RexmitTable
-from kernels.xp_ops import group_ids, group_starts, mix64
+from kernels.xp_ops import bottom_k, group_ids, mix64
 
 log = logging.getLogger("detector.l7")
 
@@ -565,17 +565,7 @@ class L7Tap:
             cols.src_ip_hi[rows] ^ mix(cols.src_ip_lo[rows])))))
         dst = mix(cols.dst_ip_hi[rows] ^ mix(cols.dst_ip_lo[rows] ^ np.uint64(0x5EED)))
         groups, first, packets = np.unique(group, return_index=True, return_counts=True)
-        # the distinct (group, destination) pairs, by group then destination hash: each group's
-        # smallest destination hashes come first in its run
-        gi = np.searchsorted(groups, group)
-        by = np.lexsort((dst, gi))
-        gi, dst = gi[by], dst[by]
-        distinct = group_starts(np, [gi, dst])
-        g, dst = gi[distinct], dst[distinct]
-        rank = np.arange(len(g)) - np.searchsorted(g, g)
-        sample = np.zeros((len(groups), DST_SAMPLE), np.uint64)
-        keep = rank < DST_SAMPLE
-        sample[g[keep], rank[keep]] = dst[keep]
+        sample = bottom_k(np, np.searchsorted(groups, group), dst, len(groups), DST_SAMPLE)
         order = np.argsort(first, kind="stable")  # in capture order
         first, packets, sample = first[order], packets[order], sample[order]
         at = rows[first]
