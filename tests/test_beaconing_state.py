@@ -187,3 +187,19 @@ def test_size_stats_per_series_are_those_of_each_series_alone(series):
     got = size_stats(group[order], sizes[order], len(series))
     for g, s in enumerate(series):
         assert (got.skew[g], got.mad[g], got.mode[g]) == reference_size_stats(s)
+
+
+def test_a_pair_evicted_and_back_is_named_by_its_own_later_connections():
+    """Evictions at the pair cap take the pair's series and earliest connection with them at
+    once, whichever fold evicts it: a pair that comes back is not named by what was dropped."""
+    from detector.detect.keyed_table import Led
+
+    det = Beaconing(Beaconing.Params(max_pairs=3, min_connections=5), SITE)
+    det.observe_flows(records([conn(0, "10.0.0.1", "198.51.100.7", 0.0, port=8443)]))
+    for k, dst in enumerate(("198.51.100.1", "198.51.100.2", "198.51.100.3")):
+        det.observe_flows(records([conn(100 * (k + 1) + j, "10.0.0.2", dst, 1000 + j) for j in range(5)]))
+    det.pairs.rows()  # the fold that evicts the one-connection pair
+    assert det.pairs.evicted >= 1 and isinstance(det.led, Led)
+    det.observe_flows(records([dict(r, ts=r["ts"] + 10**13) for r in beacon(30, k0=1000)]))
+    back = [a for a in det.finish() if a.dst_ip == "198.51.100.7"]
+    assert [(a.dst_port, a.evidence["uid"], a.evidence["connections"]) for a in back] == [(443, "C001000", 30)]

@@ -17,6 +17,7 @@ from detector.detect.keyed_table import KeyedSums
 from detector.l7.events import Events, PacketArrays
 from detector.site import Site
 from kernels.xp_ops import mix64
+from tests.merge_splits import split_and_merge
 
 T = 1_700_000_000 * 10**9
 S = 10**9
@@ -108,16 +109,13 @@ def test_any_split_and_merge_order_gives_the_one_pass_alerts(seed, cuts, order):
     one = GatewayMac(site=SITE)
     one.observe_events(events(hops, arps))
     expected = alerts(one)
-    rng = random.Random(seed)
-    rng.shuffle(hops)
-    rng.shuffle(arps)
-    parts = [GatewayMac(site=SITE) for _ in range(3)]
-    for k, part in enumerate(np.array_split(np.arange(len(hops)), len(cuts) + 1)):
-        arp_part = arps[k::len(cuts) + 1]
-        parts[k % 3].observe_events(events([hops[j] for j in part], arp_part))
-    first, *rest = parts[order % 3:] + parts[:order % 3]
-    for other in rest:
-        first.merge(other)
+    # next hops and ARP messages as one stream of (kind, row), split and merged
+    rows = [("hop", h) for h in hops] + [("arp", x) for x in arps]
+
+    def feed(det, batch):
+        det.observe_events(events([r for kind, r in batch if kind == "hop"], [r for kind, r in batch if kind == "arp"]))
+
+    first = split_and_merge(lambda: GatewayMac(site=SITE), feed, rows, cuts, order, seed)
     assert alerts(first) == expected
 
 
@@ -176,3 +174,30 @@ def test_keyed_sums_sample_keeps_each_keys_distinct_smallest_hashes(rows, parts)
     assert got["key"].tolist() == keys
     expected = reference_bottom_k([[v for key, vals in rows if key == k for v in vals] for k in keys], 3)
     assert got["dsts"].tolist() == expected
+
+
+def test_claims_long_before_and_after_the_change_are_no_claim():
+    """An ARP claim counts when a message came within claim_window_s of the change, not when
+    messages before and after it span it."""
+    window = GatewayMac.Params().claim_window_s
+    rows = victim_moves()
+    change = 64  # (the victim's first frame through the new MAC, in seconds)
+    asks = [(T + k * S, 1, 0x020000001000 + k, ipv4(f"10.0.0.{20 + k}"), ipv4("10.0.0.1")) for k in range(3)]
+    for offsets, claimed in (((-2 * window, 2 * window), False), ((-2 * window, window / 2), True)):
+        claims = [(T + int((change + o) * S), 1, ATT, ipv4("10.0.0.1"), ipv4("10.0.0.5")) for o in offsets]
+        det = GatewayMac(site=SITE)
+        det.observe_events(events(rows, sorted(asks + claims)))
+        (a,) = det.finish()
+        assert (a.evidence["arp_claim"] is not None) == claimed, offsets
+
+
+def test_a_held_hosts_later_frames_past_max_hosts_are_not_evictions():
+    det = GatewayMac(GatewayMac.Params(max_hosts=2), SITE)
+    first = [(T + k * S, 0, 0x020000000100 + k, f"10.0.0.{10 + k}", GW, 1, [k + 1]) for k in range(3)]
+    det.observe_events(events(first, []))
+    det.own.rows()
+    assert det.evictions == 1  # the third host
+    later = [(T + (10 + k) * S, 0, 0x020000000100, "10.0.0.10", GW, 1, [k + 1]) for k in range(50)]
+    det.observe_events(events(later, []))
+    det.own.rows()
+    assert det.evictions == 1

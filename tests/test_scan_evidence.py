@@ -227,3 +227,22 @@ def test_port_scan_any_split_and_merge_order_gives_the_one_pass_alerts():
         assert sorted(str(a.to_dict()) for a in first.finish()) == expected, seed
     # (there is something to compare: every kind of finding)
     assert found == {"port_scan", "address_sweep", "slow_scan", "distributed_scan", "p2p_client"}
+
+
+def test_distributed_probing_of_more_ports_than_the_sample_is_estimated():
+    rows = [attempt("192.0.2.10", k * 0.001, port=1 + k, src=f"198.{18 + k // 60000}.{k // 250 % 240}.{k % 250}")
+            for k in range(5000)]
+    (a,) = [x for x in scan_alerts(rows) if x.technique == "distributed_scan"]
+    n_ports = int(a.summary.split(" on ")[1].split()[0])
+    assert abs(n_ports - 5000) < 0.1 * 5000 and not a.evidence["source_count_exact"]
+    assert a.evidence["ports"][:3] == sorted(a.evidence["ports"][:3], key=lambda p: int(p.split("/")[1]))
+
+
+def test_the_mac_table_is_bounded_and_its_evictions_counted():
+    det = PortScan(PortScan.Params(max_resolved=100))
+    n = 1000
+    det.observe_events(Events(initiators=PacketArrays({
+        "ts": T + np.arange(n) * S, "mac": np.arange(1, n + 1, dtype=np.uint64),
+        "addr": np.array([f"10.0.{k // 250}.{k % 250}" for k in range(n)], dtype=object)})))
+    assert len(det.macs.rows()["mac"]) <= 100 and len(det.opened.rows()["addr"]) <= 100
+    assert det.evictions >= 2 * (n - 100)

@@ -157,6 +157,7 @@ class Beaconing(Detector):
         for mine, theirs in ((self.pairs, other.pairs), (self.series, other.series),
                              (self.earliest, other.earliest), (self.ports, other.ports)):
             mine.merge(theirs)
+        self.led.reconcile()
         self.text.merge(other.text)
         self.names_dropped += other.names_dropped
         for addr, (ts, name) in other.names.items():
@@ -184,7 +185,6 @@ class Beaconing(Detector):
         self.ports.add({"src": src, "dst": dst, "port": port})
         for name in ("orig_h", "resp_h", "uid", "community_id", "proto"):
             self.text.add(*f.named(name, rows))
-        self.led.follow()
         self.text.prune(self._held_ids)
 
     def _held_ids(self) -> list[np.ndarray]:

@@ -90,6 +90,7 @@ class BulkUpload(Detector):
         for mine, theirs in ((self.pairs, other.pairs), (self.biggest, other.biggest), (self.ports, other.ports),
                              (self.windows, other.windows)):
             mine.merge(theirs)
+        self.led.reconcile()
         self.names.merge(other.names)
         self.first_contact.merge(other.first_contact)
 
@@ -124,7 +125,6 @@ class BulkUpload(Detector):
             self.windows.add({"src": src, "dst": dst, "w": start // self.window_ns, "out": ob})
         for name in ("orig_h", "resp_h", "uid", "community_id"):
             self.names.add(*f.named(name, rows))
-        self.led.follow()
         self.names.prune(self._held_ids)
 
     def _held_ids(self) -> list[np.ndarray]:

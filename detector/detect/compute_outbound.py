@@ -62,6 +62,7 @@ class ComputeOutbound(Detector):
         for mine, theirs in ((self.hosts, other.hosts), (self.dsts, other.dsts), (self.ports, other.ports),
                              (self.example, other.example)):
             mine.merge(theirs)
+        self.led.reconcile()
         self.names.merge(other.names)
 
     def observe_flows(self, f: FlowView) -> None:
@@ -69,7 +70,8 @@ class ComputeOutbound(Detector):
         if not site.compute:
             return
         external = ~f.member("resp_h", site.local) & ~f.member("resp_h", site.multicast)
-        rows = np.flatnonzero(f.member("orig_h", site.compute) & external & ~f.member("resp_h", site.proxies))
+        rows = np.flatnonzero(f.member("orig_h", site.compute) & external & ~f.member("resp_h", site.proxies)
+                              & f.has_value("resp_h") & f.has_value("resp_p"))
         if not len(rows):
             return
         src, t, port = f.ids("orig_h")[rows], f["ts"][rows].astype(np.int64), f["resp_p"][rows].astype(np.int64)
@@ -87,7 +89,6 @@ class ComputeOutbound(Detector):
         self.names.add(dst_ids, where)
         for name in ("orig_h", "uid", "community_id"):
             self.names.add(*f.named(name, rows))
-        self.led.follow()
         self.names.prune(self._held_ids)
 
     def _held_ids(self) -> list[np.ndarray]:

@@ -121,7 +121,10 @@ class GatewayMac(Detector):
                               p.max_hops, _fewest_destinations_out)
         # first come, first kept (threshold): past max_hosts, hosts first seen later are not taken in
         self.own = KeyedTable(("host",), ("ts", "smac"), 1, p.max_hosts, _latest_out, threshold=True)
-        self.claims = KeyedSums(("mac", "ip"), {"first": "min", "last": "max"}, p.max_hosts, _least_recent_out)
+        # ARP messages' first and last time per (MAC, address, window of claim_window_s): whether
+        # one came within the window of a change is then exact
+        self.claims = KeyedSums(("mac", "ip", "w"), {"first": "min", "last": "max"}, p.max_hosts, _least_recent_out)
+        self.window_ns = max(1, int(p.claim_window_s * 1e9))
         self.askers = KeyedTable(("ip",), ("mac",), ASKERS, p.max_hosts, _latest_out, unique=True)
         self.hosts = Names()  # the address text of each host id
         self.dhcp_routers: set[str] = set()
@@ -171,7 +174,7 @@ class GatewayMac(Detector):
         if not len(rows):
             return
         ts, mac, spa = a["ts"][rows].astype(np.int64), a["sha"][rows].astype(np.uint64), a["spa"][rows].astype(np.int64)
-        self.claims.add({"mac": mac, "ip": spa, "first": ts, "last": ts})
+        self.claims.add({"mac": mac, "ip": spa, "w": ts // self.window_ns, "first": ts, "last": ts})
         asks = (a["op"][rows] == 1) & (a["tpa"][rows] != a["spa"][rows])
         self.askers.add({"ip": a["tpa"][rows][asks].astype(np.int64), "mac": mac[asks], "ts": ts[asks]})
 
@@ -217,15 +220,20 @@ class GatewayMac(Detector):
         return out
 
     def _claim(self, new: int, old: set[int], t: int, sends_from: set[str]) -> tuple[int, str] | None:
-        """The earliest ARP claim by ``new`` of a gateway's address that is not its own, whose
-        messages came within ``claim_window_s`` of ``t``: (time of its first message, address)."""
+        """An ARP claim by ``new`` of a gateway's address that is not its own, sent within
+        ``claim_window_s`` of ``t``: (its time, the address); the earliest such time known."""
         C = self.claims.rows()
         if not C:
             return None
-        w = self.p.claim_window_s * 1e9
-        mine = np.flatnonzero((C["mac"] == np.uint64(new)) & (C["first"] <= t + w) & (C["last"] >= t - w))
+        w, b = self.window_ns, t // self.window_ns
+        mine = C["mac"] == np.uint64(new)
+        # the window t +- w covers the whole of t's own claim window, the end of the one before
+        # and the start of the one after: a message inside it is then known for certain
+        when = np.where(C["w"] == b, C["first"],
+                        np.where((C["w"] == b - 1) & (C["last"] >= t - w), C["last"],
+                                 np.where((C["w"] == b + 1) & (C["first"] <= t + w), C["first"], -1)))
         gateways = self._gateways(old)
-        found = [(int(C["first"][j]), ipv4_text(int(C["ip"][j]))) for j in mine.tolist()
+        found = [(int(when[j]), ipv4_text(int(C["ip"][j]))) for j in np.flatnonzero(mine & (when >= 0)).tolist()
                  if int(C["ip"][j]) in gateways]
         return min((c for c in found if c[1] not in sends_from), default=None)
 

@@ -114,6 +114,7 @@ class IcmpTunnel(Detector):
         """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
         for mine, theirs in ((self.pairs, other.pairs), (self.sizes, other.sizes), (self.example, other.example)):
             mine.merge(theirs)
+        self.led.reconcile()
         self.text.merge(other.text)
 
     def observe_events(self, events: Events) -> None:
@@ -150,7 +151,6 @@ class IcmpTunnel(Detector):
             self.text.add(uid, uids)
             self.example.add({"src": key["src"][rows], "dst": key["dst"][rows], "ts": ts[rows], "example": ex,
                               "uid": uid})
-        self.led.follow()
         self.text.prune(self._held_ids)
 
     def _held_ids(self) -> list[np.ndarray]:

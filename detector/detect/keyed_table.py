@@ -25,6 +25,7 @@ from kernels.xp_ops import bottom_k, distinct, group_ids, group_starts, in_sorte
 MIN_FOLD = 1 << 16  # pending rows folded in at once, at least
 PRE_REDUCE_MIN = 1 << 12  # an added batch this large is reduced on its own first...
 PRE_REDUCE_PAUSE = 16  # ...unless that kept over 80 % of a batch: then not for the next 16
+LATE_PAUSE_MAX = 256  # batches between tries to drop late rows, at most, where they were few
 
 
 class KeyedTable:
@@ -50,11 +51,13 @@ class KeyedTable:
         # the last row each keeps: an added row of such a key that ranks after it is dropped
         # on sight, as the next fold would drop it (a flood's millions of rows for one target
         # past its sample are never held)
-        self._full: tuple[np.ndarray, np.ndarray] | None = None  # (computed when first needed)
-        self._full_of: dict | None = None  # the held rows ``_full`` was computed from
+        self._full: tuple[np.ndarray, np.ndarray] | None = None
+        self._full_stale = True  # (computed when first needed after the held rows changed)
         self._skip_late = 0
         self._late_pause = PRE_REDUCE_PAUSE // 2
         self.evicted = 0
+        # called with the rows evicted at the cap or the floor (see :class:`Led`)
+        self.on_evict: Callable[[dict], None] | None = None
 
     def __len__(self) -> int:
         return len(self.rows()[self.keys[0]]) if self._held is not None or self._pending else 0
@@ -64,16 +67,17 @@ class KeyedTable:
         if n and self.threshold and self.floor is not None:  # below the floor: dropped on sight
             kept = self.priority(cols) > self.floor
             if not kept.all():
-                self.evicted += int(n - kept.sum())
+                self.evicted += self._refused(cols, ~kept)
                 cols = {k: v[kept] for k, v in cols.items()}
                 n = len(cols[self.keys[0]])
         if n and self._held is not None:
             if self._skip_late:
                 self._skip_late -= 1
-            else:  # adaptive: where few rows are late (keys that hardly repeat), not for longer and longer
+            else:  # adaptive: where few rows are late (keys that hardly repeat), not for a while
                 cols, m = self._drop_late(cols)
-                self._late_pause = 2 * self._late_pause if m > 0.8 * n else PRE_REDUCE_PAUSE // 2
-                self._skip_late = 0 if m <= 0.8 * n else self._late_pause
+                late = m <= 0.8 * n
+                self._late_pause = PRE_REDUCE_PAUSE // 2 if late else min(2 * self._late_pause, LATE_PAUSE_MAX)
+                self._skip_late = 0 if late else self._late_pause
                 n = m
         if not n:
             return
@@ -88,10 +92,18 @@ class KeyedTable:
             self._skip -= 1
         self._append(cols, n)
 
+    def _refused(self, cols: dict[str, np.ndarray], below: np.ndarray) -> int:
+        """How many of the rows ``below`` the floor are of keys not held (a held key's later
+        rows would have gone at the fold without being evictions)."""
+        if self._held is None or not self.order:
+            return int(below.sum())
+        self._note_full()
+        held = self._full[0] if self.keep == 1 and self._full is not None else np.zeros(0, np.uint64)
+        return int((below & ~in_sorted(np, key_ids(cols, self.keys), held)).sum()) if len(held) else int(below.sum())
+
     def _drop_late(self, cols: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
         """``cols`` without the rows of full keys that rank after the last row those keep."""
-        if self._full_of is not self._held:
-            self._note_full(self._held)
+        self._note_full()
         if self._full is None:
             return cols, len(cols[self.keys[0]])
         full, last = self._full
@@ -102,10 +114,13 @@ class KeyedTable:
             cols = {k: v[~late] for k, v in cols.items()}
         return cols, len(cols[self.keys[0]])
 
-    def _note_full(self, cols: dict[str, np.ndarray]) -> None:
-        """Which keys of the held rows ``cols`` (in key order) keep ``keep`` rows, and their last."""
-        self._full, self._full_of = None, cols
-        if not self.order or not len(cols[self.keys[0]]):
+    def _note_full(self) -> None:
+        """Which keys of the held rows (in key order) keep ``keep`` rows, and their last, once
+        per change of the held rows."""
+        if not self._full_stale:
+            return
+        self._full, self._full_stale, cols = None, False, self._held
+        if cols is None or not self.order or not len(cols[self.keys[0]]):
             return
         starts = np.flatnonzero(group_starts(np, [cols[k] for k in self.keys]))
         ends = np.append(starts[1:], len(cols[self.keys[0]]))
@@ -143,6 +158,7 @@ class KeyedTable:
             kept = keep(rows)
             self.evicted += int(len(kept) - kept.sum())
             self._held = {k: v[kept] for k, v in rows.items()}
+            self._full_stale = True
 
     def rows(self) -> dict[str, np.ndarray]:
         """The folded rows, sorted by key and order (empty dict when none were added)."""
@@ -159,9 +175,13 @@ class KeyedTable:
             cols = self._evict(cols, n - self.cap)
         if self.threshold and self.floor is not None:
             kept = self.priority(cols) > self.floor
-            self.evicted += int(len(kept) - kept.sum())
-            cols = {k: v[kept] for k, v in cols.items()}
+            if not kept.all():
+                self.evicted += int(len(kept) - kept.sum())
+                if self.on_evict is not None:
+                    self.on_evict({k: v[~kept] for k, v in cols.items()})
+                cols = {k: v[kept] for k, v in cols.items()}
         self._held = cols
+        self._full_stale = True
 
     def _reduce(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The first ``keep`` rows of each key, in key order."""
@@ -187,6 +207,8 @@ class KeyedTable:
         kept = np.ones(n, bool)
         kept[drop] = False
         self.evicted += excess
+        if self.on_evict is not None:
+            self.on_evict({k: v[drop] for k, v in cols.items()})
         if self.threshold:
             top = rank[drop].max()
             self.floor = top if self.floor is None else max(self.floor, top)
@@ -236,30 +258,31 @@ def key_ids(rows: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
 
 
 class Led:
-    """A leading table and the tables that hold more about its keys (a pair's series, ports,
-    largest upload): once the leader evicts keys, what the followers hold of them leaves too,
-    else a key would later be judged by another's evidence."""
+    """A leading table of one row per key (a :class:`KeyedSums`) and the tables that hold more
+    about its keys (a pair's series, ports, largest upload): when the leader evicts keys, what
+    the followers hold of them leaves at once, else a key that came back would be judged by
+    its earlier evidence."""
 
     def __init__(self, leader: KeyedTable, *followers: KeyedTable):
         self.leader, self.followers = leader, followers
-        self._seen = 0  # the leader's evictions the followers have followed
+        leader.on_evict = self._drop
 
-    def follow(self) -> None:
-        """After an update: the followers brought in line if the leader evicted since (an
-        update that evicted nothing folds nothing here)."""
-        if self.leader.evicted != self._seen:
-            self.rows()
+    def _drop(self, evicted: dict[str, np.ndarray]) -> None:
+        gone = distinct(np, key_ids(evicted, self.leader.keys))
+        for table in self.followers:
+            table.retain(lambda r: ~in_sorted(np, key_ids(r, self.leader.keys), gone))
 
     def rows(self) -> dict[str, np.ndarray]:
-        """The leader's rows, with the followers brought in line."""
-        rows = self.leader.rows()
-        if self.leader.evicted != self._seen:
-            self._seen = self.leader.evicted
-            keys = self.leader.keys
-            held = distinct(np, key_ids(rows, keys))
-            for table in self.followers:
-                table.retain(lambda r: in_sorted(np, key_ids(r, keys), held))
-        return rows
+        """The leader's rows (the followers hold nothing of keys it evicted)."""
+        return self.leader.rows()
+
+    def reconcile(self) -> None:
+        """After a merge (the other side's followers may hold keys this leader evicted while
+        merging): the followers keep only the keys the leader holds."""
+        held = distinct(np, key_ids(self.leader.rows(), self.leader.keys)) if self.leader.rows() \
+            else np.zeros(0, np.uint64)
+        for table in self.followers:
+            table.retain(lambda r: in_sorted(np, key_ids(r, self.leader.keys), held))
 
 
 def key_rows(rows: dict[str, np.ndarray], keys: tuple[str, ...], values: tuple) -> slice:
@@ -322,10 +345,11 @@ class Names:
         if not kept.all():
             self._ids, self._text = self._ids[kept], self._text.filter(pa.array(kept))
 
-    def prune(self, held: Callable[[], list[np.ndarray]]) -> None:
+    def prune(self, held: Callable[[], list[np.ndarray]], at_least: int = 2 * MIN_FOLD) -> None:
         """Forget the text of ids not among ``held()`` (the id columns the tables still hold),
-        once the ids given since the last prune outnumber those it kept (amortised)."""
-        if self._added > max(2 * MIN_FOLD, 8 * self._kept):
+        once the ids given since the last prune outnumber eight times those it kept, and
+        ``at_least`` (amortised: a table that holds millions prunes rarely)."""
+        if self._added > max(at_least, 8 * self._kept):
             self.keep_only(np.concatenate([np.zeros(0, np.uint64), *held()]))
             self._kept, self._added = len(self._ids), 0
 

@@ -57,7 +57,7 @@ from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, count
 from detector.detect.sample import sampled_count
 from detector.detect.services import AMPLIFIER_PORTS
 from detector.l7.events import Events
-from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted
+from kernels.xp_ops import distinct, group_ids, group_starts, in_sorted, mix64
 
 EYEBALL_SAMPLE = 4096  # successful contacts kept per client and port
 ANSWERS_KEPT = 8  # DNS answer times kept per (client, address): the latest
@@ -83,6 +83,12 @@ def _ids_of(texts) -> tuple[np.ndarray, pa.Array]:
     """64-bit ids of text values (Arrow strings or Python strings), and the text as Arrow."""
     arr = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
     return string_ids(arr), arr
+
+
+def _rows_of_mac(cols: dict) -> np.ndarray:
+    """Past ``max_resolved`` rows, the MACs seen with fewest addresses go first (routers' stay)."""
+    ids, first = group_ids(np, cols["mac"])
+    return np.bincount(ids, minlength=len(first))[ids]
 
 
 def _rows_of_source(cols: dict) -> np.ndarray:
@@ -128,13 +134,15 @@ class PortScan(Detector):
         # each address's earliest opening (time, source MAC), and the distinct addresses each MAC
         # opened from (a full MAC is a router's): a host's addresses are those its MAC opened first
         self.opened = KeyedTable(("addr",), ("ts", "mac"), 1, p.max_resolved, self._routers_out)
-        self.macs = KeyedTable(("mac",), ("addr",), ROUTER_ADDRESSES + 1, unique=True)
+        self.macs = KeyedTable(("mac",), ("addr",), ROUTER_ADDRESSES + 1, p.max_resolved, _rows_of_mac, unique=True)
         # failed contacts per target (distributed probing): attempts and span, bottom-k samples
         # of the sources (by crc32, as DistinctSample) and of the ports
         self.inbound = KeyedSums(("dst",), {"attempts": "sum", "first": "min", "last": "max"}, p.max_sources,
                                  _fewest_attempts_out)
         self.inbound_src = KeyedTable(("dst",), ("crc", "src"), INBOUND_SAMPLE + 1, unique=True)
-        self.inbound_ports = KeyedTable(("dst",), ("pp",), INBOUND_SAMPLE + 1, unique=True)
+        # ports ranked by a 32-bit hash of (protocol, port), so that the count past the sample is
+        # the same KMV estimate as the sources'
+        self.inbound_ports = KeyedTable(("dst",), ("rank", "pp"), INBOUND_SAMPLE + 1, unique=True)
         self.led = Led(self.inbound, self.inbound_src, self.inbound_ports)
         self.names = Names()  # the text of the addresses the tables hold
         # the contacts of possible scanners, as dictionaries (see _held_contacts)
@@ -167,6 +175,7 @@ class PortScan(Detector):
                              (self.inbound, other.inbound), (self.inbound_src, other.inbound_src),
                              (self.inbound_ports, other.inbound_ports)):
             mine.merge(theirs)
+        self.led.reconcile()
         self.names.merge(other.names)
         self.dropped += other.dropped
         self._p2p(sorted(other.p2p))
@@ -192,6 +201,7 @@ class PortScan(Detector):
         o = events.initiators
         if len(o):
             self._note_initiators(o)
+        self.names.prune(self._held_ids, self.p.max_contacts)
 
     def _note_initiators(self, o) -> None:
         """Each address's earliest opening (time, source MAC) and each MAC's distinct addresses.
@@ -286,6 +296,7 @@ class PortScan(Detector):
         for name in ("orig_h", "resp_h"):
             self.names.add(*f.named(name, np.r_[probe, used]))
         self._note_inbound(f, np.flatnonzero(contact & failed), code)
+        self.names.prune(self._held_ids, self.p.max_contacts)
 
     def _held_ids(self) -> list[np.ndarray]:
         """The address id columns of the tables (the names worth keeping)."""
@@ -303,8 +314,9 @@ class PortScan(Detector):
         _, src_codes = f.encoded("orig_h")
         self.inbound_src.add({"dst": dst, "crc": f.crc32("orig_h")[src_codes[rows]].astype(np.int64),
                               "src": f.ids("orig_h")[rows]})
-        self.inbound_ports.add({"dst": dst, "pp": code[rows].astype(np.int64) << 16 | f["resp_p"][rows].astype(np.int64)})
-        self.led.follow()
+        pp = code[rows].astype(np.int64) << 16 | f["resp_p"][rows].astype(np.int64)
+        self.inbound_ports.add({"dst": dst, "rank": (mix64(np, pp.astype(np.uint64)) >> np.uint64(32)).astype(np.int64),
+                                "pp": pp})
 
     def _held_contacts(self) -> None:
         """The contacts of the sources that might be scanners, as dictionaries for the judging
@@ -364,7 +376,7 @@ class PortScan(Detector):
         """Contacts dropped at ``max_contacts``, DNS answers and openings at ``max_resolved``,
         targets and peer-to-peer clients at ``max_sources``."""
         return sum(t.evicted for t in (self.failed, self.first, self.connected, self.resolved, self.opened,
-                                       self.inbound)) + self.dropped
+                                       self.macs, self.inbound)) + self.dropped
 
     def _text(self, ids: np.ndarray) -> list[str]:
         return self.names.text(ids) if len(ids) else []
@@ -461,10 +473,10 @@ class PortScan(Detector):
             sources = sample - reported
             # past the sample's size, the share of scanners not reported already scales the estimate
             n_sources = len(sources) if exact else round(total * len(sources) / len(sample))
-            n_ports, _ = sampled_count(P["pp"][pr], INBOUND_SAMPLE)
+            n_ports, _ = sampled_count(P["rank"][pr], INBOUND_SAMPLE)
             if n_sources < p.distributed_min_sources or n_ports < p.distributed_min_ports:
                 continue
-            ports = [f"{PROTO_NAME[v >> 16]}/{v & 0xFFFF}" for v in P["pp"][pr][:INBOUND_SAMPLE].tolist()]
+            ports = [f"{PROTO_NAME[v >> 16]}/{v & 0xFFFF}" for v in np.sort(P["pp"][pr][:INBOUND_SAMPLE]).tolist()]
             (dst,) = self._text(D["dst"][c:c + 1])
             attempts, about = int(D["attempts"][c]), "" if exact else "about "
             out.append(Alert(int(D["first"][c]), int(D["last"][c]), "scan", "distributed_scan", "medium", 0.6,
