@@ -201,19 +201,25 @@ class PortScan(Detector):
         o = events.initiators
         if len(o):
             self._note_initiators(o)
-        self.names.prune(self._held_ids, self.p.max_contacts)
+        self.names.prune(self._held_ids, 4 * self.p.max_contacts)
 
     def _note_initiators(self, o) -> None:
         """Each address's earliest opening (time, source MAC) and each MAC's distinct addresses.
         The rows of MACs already known as routers' (a router, or a spoofed flood) add no name:
-        their addresses stand alone."""
+        their addresses stand alone; once the openings reached ``max_resolved``, they are not
+        taken in at all (they would be the first evicted)."""
         ids, text = _ids_of(o["addr"])
         mac, ts = o["mac"].astype(np.uint64), o["ts"].astype(np.int64)
         self.macs.add({"mac": mac, "addr": ids})
+        hosted = ~in_sorted(np, mac, self._routers())
+        if self.opened.evicted and not hosted.all():
+            self.dropped += int((~hosted).sum())
+            ids, mac, ts, text = ids[hosted], mac[hosted], ts[hosted], text.filter(pa.array(hosted))
+            hosted = hosted[hosted]
         self.opened.add({"addr": ids, "ts": ts, "mac": mac})
-        hosted = np.flatnonzero(~in_sorted(np, mac, self._routers()))
-        if len(hosted):
-            self.names.add(ids[hosted], text.take(pa.array(hosted)))
+        if hosted.any():
+            rows = np.flatnonzero(hosted)
+            self.names.add(ids[rows], text.take(pa.array(rows)))
 
     def _routers(self) -> np.ndarray:
         """The MACs that opened connections from more than ``ROUTER_ADDRESSES`` addresses (sorted)."""
@@ -296,7 +302,7 @@ class PortScan(Detector):
         for name in ("orig_h", "resp_h"):
             self.names.add(*f.named(name, np.r_[probe, used]))
         self._note_inbound(f, np.flatnonzero(contact & failed), code)
-        self.names.prune(self._held_ids, self.p.max_contacts)
+        self.names.prune(self._held_ids, 4 * self.p.max_contacts)
 
     def _held_ids(self) -> list[np.ndarray]:
         """The address id columns of the tables (the names worth keeping)."""
