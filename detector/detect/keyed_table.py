@@ -84,7 +84,7 @@ class KeyedTable:
         if n >= PRE_REDUCE_MIN and not self._skip:
             # a batch reduced on its own first: a flood's rows of one key (its target, its
             # window) collapse before they are held; where keys hardly repeat, not for a while
-            reduced = self._reduce(cols)
+            reduced = self._reduce(dict(cols))  # (a copy: the reduction empties the dict it is given)
             m = len(reduced[self.keys[0]])
             self._skip = PRE_REDUCE_PAUSE if m > 0.8 * n else 0
             cols, n = reduced, m
@@ -168,8 +168,10 @@ class KeyedTable:
 
     def _fold(self) -> None:
         parts = ([self._held] if self._held is not None else []) + self._pending
-        self._pending, self._pending_rows = [], 0
-        cols = self._reduce({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        self._held, self._pending, self._pending_rows = None, [], 0
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        del parts  # (held and pending columns go now, not after the sort: one copy fewer at the peak)
+        cols = self._reduce(cols)
         n = len(cols[self.keys[0]])
         if n > self.cap:
             cols = self._evict(cols, n - self.cap)
@@ -185,17 +187,14 @@ class KeyedTable:
 
     def _reduce(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The first ``keep`` rows of each key, in key order."""
-        sort_keys = [cols[k] for k in reversed(self.order)] + [cols[k] for k in reversed(self.keys)]
-        idx = np.lexsort(sort_keys)
-        cols = {k: v[idx] for k, v in cols.items()}
+        idx = np.lexsort([cols[k] for k in reversed(self.order)] + [cols[k] for k in reversed(self.keys)])
+        cols = _take(cols, idx)
         if self.unique:
-            once = group_starts(np, [cols[k] for k in self.keys + self.order])
-            cols = {k: v[once] for k, v in cols.items()}
+            cols = _take(cols, group_starts(np, [cols[k] for k in self.keys + self.order]))
         starts = group_starts(np, [cols[k] for k in self.keys])
         rank = np.arange(len(starts)) - np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
         if (rank >= self.keep).any():
-            kept = rank < self.keep
-            cols = {k: v[kept] for k, v in cols.items()}
+            cols = _take(cols, rank < self.keep)
         return cols
 
     def _evict(self, cols: dict[str, np.ndarray], excess: int) -> dict[str, np.ndarray]:
@@ -212,7 +211,7 @@ class KeyedTable:
         if self.threshold:
             top = rank[drop].max()
             self.floor = top if self.floor is None else max(self.floor, top)
-        return {k: v[kept] for k, v in cols.items()}
+        return _take(cols, kept)
 
 
 class KeyedSums(KeyedTable):
@@ -230,15 +229,23 @@ class KeyedSums(KeyedTable):
         self.reduce = {k: self._UFUNCS[op] for k, op in reduce.items()}
 
     def _reduce(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        idx = np.lexsort([cols[k] for k in reversed(self.keys)])
-        cols = {k: v[idx] for k, v in cols.items()}
+        cols = _take(cols, np.lexsort([cols[k] for k in reversed(self.keys)]))
         starts = np.flatnonzero(group_starts(np, [cols[k] for k in self.keys]))
-        if len(starts) == len(idx) and None not in self.reduce.values():
+        if len(starts) == len(cols[self.keys[0]]) and None not in self.reduce.values():
             return {k: cols[k] for k in (*self.keys, *self.reduce)}
         out = {k: cols[k][starts] for k in self.keys}
         out.update({k: ufunc.reduceat(cols[k], starts) if ufunc is not None else _bottom_k(cols[k], starts)
                     for k, ufunc in self.reduce.items()})
         return out
+
+
+def _take(cols: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``cols`` at ``rows``, as a new dict; ``cols`` is emptied a column at a time (each old
+    column can go as soon as its new one is made, when nothing else holds it)."""
+    out = {}
+    for k in list(cols):
+        out[k] = cols.pop(k)[rows]
+    return out
 
 
 def _bottom_k(mat: np.ndarray, starts: np.ndarray) -> np.ndarray:

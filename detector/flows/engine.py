@@ -122,6 +122,7 @@ class PacketCounts:
 class FlowEngine:
     def __init__(self, cfg: FlowConfig):
         self.cfg = cfg
+        self._evicted_before_release = 0
         self.threads = cfg.threads or available_cores()
         # two threads: one decodes while the other accounts what was decoded before it, in one
         # flow table; from three, ranges are decoded and shards accounted in parallel
@@ -333,7 +334,14 @@ class FlowEngine:
 
     @property
     def evicted(self) -> int:
-        return sum(s.evicted for s in self.shards)
+        return sum(s.evicted for s in self.shards) + self._evicted_before_release
+
+    def release(self) -> None:
+        """After :meth:`finish_groups` was drained: the flow tables' memory goes while the
+        detectors report (a flood's table is most of a run's peak); the engine takes no more
+        packets, and its counts stay."""
+        self._evicted_before_release = self.evicted
+        self.shards = []
 
     @property
     def fragment_stats(self) -> dict[str, int]:

@@ -179,11 +179,16 @@ class ScanFlowEngine:
     # -- reporting -------------------------------------------------------------------------
     @property
     def active_flows(self) -> int:
-        return self.table.active
+        return self.table.active if self.table is not None else 0
 
     @property
     def evicted(self) -> int:
-        return self.table.evicted
+        return self.table.evicted if self.table is not None else self._evicted_before_release
+
+    def release(self) -> None:
+        """As :meth:`FlowEngine.release`: the table's memory goes, its counts stay."""
+        self._evicted_before_release = self.evicted
+        self.table = None
 
     @property
     def fragment_stats(self) -> dict[str, int]:

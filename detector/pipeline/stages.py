@@ -127,8 +127,10 @@ class Stages:
         self.feed_events(self.tap.ripe(now_ns))
 
     def flush(self) -> None:
-        """End of input: every open flow and stream ends."""
+        """End of input: every open flow and stream ends (and the flow table's memory goes
+        before the detectors report)."""
         self.feed_flows(self.engine.finish_groups())
+        self.engine.release()
         self.feed_events(self.tap.flush())
 
     def close(self) -> None:
