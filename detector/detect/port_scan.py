@@ -38,6 +38,14 @@ above, when:
   (``p2p_client``, category ``anomaly``) with what its attempts would have counted as.
 
 Severity: medium; high from ``port_high`` ports or ``sweep_high`` hosts.
+
+State is columnar and mergeable (issue 21): tables of 64-bit address ids for the failed, first
+and successful contacts (``max_contacts`` rows each; past it, the sources with fewest rows go
+first), the latest DNS answers per (client, address), each address's earliest opening and each
+MAC's addresses (``max_resolved``), and per target the failed attempts with bottom-k samples of
+sources and ports (``max_sources`` targets; past it, those probed least go first). A report
+reads them into dictionaries only for the candidate scanners (those past a threshold before
+excuses, and the peer-to-peer clients). Evictions are counted.
 """
 
 from __future__ import annotations
