@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from detector.alerts import Alert
+from detector.detect.address_columns import ipv4_values
 from detector.detect.base import Detector, ipv4_text, mac_text
 from detector.detect.keyed_table import KeyedSums, KeyedTable, Names
 from detector.l7.events import Events
@@ -208,7 +209,9 @@ class GatewayMac(Detector):
     def _gateways(self, old: set[int]) -> set[int]:
         """Gateway addresses (IPv4 values): configured, bound to one of the ``old`` MACs by its
         own ARP, named as router by DHCP, or asked for by ``gateway_min_askers`` hosts."""
-        out = {_ipv4(ip) for ip in (*self.site.cfg.gateways, *self.dhcp_routers)} - {None}
+        named = pa.array([str(ip) for ip in (*self.site.cfg.gateways, *self.dhcp_routers)], pa.string())
+        is_v4, value = ipv4_values(named)
+        out = set(value[is_v4].tolist())
         C = self.claims.rows()
         if C:
             out |= set(C["ip"][np.isin(C["mac"], np.array(sorted(old), np.uint64))].tolist())
@@ -295,10 +298,3 @@ def _relay(H: dict, rows: np.ndarray) -> tuple[int, int] | None:
 def _take(col, rows: np.ndarray) -> pa.Array:
     """``col`` (Arrow strings or a NumPy array) at ``rows``, as Arrow."""
     return col.take(pa.array(rows)) if isinstance(col, pa.Array) else pa.array(col[rows].tolist(), pa.string())
-
-
-def _ipv4(text: str) -> int | None:
-    parts = str(text).split(".")
-    if len(parts) != 4 or not all(x.isdigit() and int(x) < 256 for x in parts):
-        return None
-    return (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
