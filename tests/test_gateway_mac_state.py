@@ -201,3 +201,14 @@ def test_a_held_hosts_later_frames_past_max_hosts_are_not_evictions():
     det.observe_events(events(later, []))
     det.own.rows()
     assert det.evictions == 1
+
+
+def test_a_configured_gateway_claimed_by_arp_needs_no_askers():
+    claim = [(T + 63 * S, 1, ATT, ipv4("10.0.0.1"), ipv4("10.0.0.5"))]
+    alone = GatewayMac(site=SITE)
+    alone.observe_events(events(victim_moves(), claim))
+    assert alone.finish()[0].evidence["arp_claim"] is None  # nobody asked for 10.0.0.1: no known gateway
+    told = GatewayMac(site=Site(SiteConfig(local_nets=["10.0.0.0/24"], gateways=["10.0.0.1", "fe80::1"])))
+    told.observe_events(events(victim_moves(), claim))
+    (a,) = told.finish()
+    assert a.severity == "high" and a.evidence["arp_claim"]["address"] == "10.0.0.1"
