@@ -21,6 +21,12 @@ Methods:
 
 Severity: medium from ``min_failures`` failures, high from ``high_failures`` (Zeek's default
 limit is 30; its tests use 10).
+
+The SSH state is columnar and mergeable (issue 21): per (client, server, port) the connection
+count (:class:`KeyedSums`, at most ``max_pairs``: those with fewest connections go first) and its
+earliest ``max_series`` failed-looking connections (time, server bytes, uid), at most
+``max_connections`` rows (each pair's latest go first); the densest window is found for all
+pairs at once. FTP and VNC logins are few events, kept per (service, client, server, port).
 """
 
 from __future__ import annotations
@@ -31,15 +37,48 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import Alert
-from detector.detect.base import Detector, FlowView, widen
+from detector.detect.base import Detector, FlowView
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_ids
 from detector.l7.events import Events
+from kernels.xp_ops import group_starts, lexsort
 
 SSH_PORTS = (22, 2222)
+PAIR = ("client", "server", "port")
+
+
+def _fewest_connections_out(cols: dict) -> np.ndarray:
+    return cols["conns"]
+
+
+def _latest_out(cols: dict) -> np.ndarray:
+    """Past ``max_connections``, each pair's latest connections go first, over all pairs."""
+    starts = group_starts(np, [cols[k] for k in PAIR])  # rows come sorted by pair, then time
+    at = np.arange(len(starts))
+    return -(at - np.maximum.accumulate(np.where(starts, at, 0)))
+
+
+def densest_windows(group: np.ndarray, ts: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by ``group`` then ``ts``: each group's first row starting its densest
+    window (most rows within ``window`` of it), and that count; as arrays over the groups in
+    order of appearance."""
+    n = len(group)
+    # how many rows of a row's group start no later than its time + window: each query sorts
+    # after the rows it counts, lexicographically by (group, time)
+    g2, t2 = np.concatenate([group, group]), np.concatenate([ts, ts + window])
+    query = np.concatenate([np.zeros(n, bool), np.ones(n, bool)])
+    order = lexsort(np, (query, t2, g2))
+    rows_before = np.cumsum(~query[order])
+    upto = np.empty(n, np.int64)
+    upto[order[query[order]] - n] = rows_before[query[order]]
+    count = upto - np.arange(n)
+    best = np.lexsort((np.arange(n), -count, group))  # per group: the most rows, the first such row
+    first = best[group_starts(np, [group[best]])]
+    return first, count[first]
 
 
 class BruteForce(Detector):
     name = "bruteforce"
-    version = "1"
+    version = "2"
 
     @dataclass(frozen=True)
     class Params:
@@ -50,19 +89,53 @@ class BruteForce(Detector):
         ssh_size_cv: float = 0.25
         distributed_min_sources: int = 10
         human_response_s: float = 1.0
+        max_pairs: int = 200_000  # (client, server, port) SSH pairs held
+        max_series: int = 4096  # failed-looking connections judged per pair (the earliest)
+        max_connections: int = 2_000_000  # failed-looking connections held over all pairs
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        self.ssh: dict[tuple[str, str, int], list] = defaultdict(list)  # (ts, resp_bytes, uid, cid)
+        p = self.p
+        self.ssh = KeyedSums(PAIR, {"conns": "sum"}, p.max_pairs, _fewest_connections_out)
+        self.small = KeyedTable(PAIR, ("ts", "bytes", "uid"), p.max_series, p.max_connections, _latest_out)
+        self.led = Led(self.ssh, self.small)
+        self.names = Names()
         self.logins: dict[tuple[str, str, str, int], dict] = {}  # (service, client, server, port)
 
+    @property
+    def evictions(self) -> int:
+        return self.ssh.evicted + self.small.evicted
+
+    def merge(self, other: BruteForce) -> None:
+        """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
+        self.ssh.merge(other.ssh)
+        self.small.merge(other.small)
+        self.led.reconcile()
+        self.names.merge(other.names)
+        for key, b in other.logins.items():
+            self._take_logins(key, b)
+
     def observe_flows(self, f: FlowView) -> None:
-        rp, proto = f["resp_p"], f["proto"]
-        for j in np.flatnonzero(np.isin(rp, SSH_PORTS) & (proto == "tcp")).tolist():
-            if int(f["resp_pkts"][j]) == 0:
-                continue  # no answer: scanning, not guessing
-            key = (f["orig_h"][j], f["resp_h"][j], int(rp[j]))
-            self.ssh[key].append((int(f["ts"][j]), int(f["resp_bytes"][j]), f["uid"][j], f["community_id"][j]))
+        rows = np.flatnonzero(np.isin(f["resp_p"], SSH_PORTS) & (f["proto"] == "tcp") & (f["resp_pkts"] > 0))
+        if not len(rows):  # (no answer: scanning, not guessing)
+            return
+        key = {"client": f.ids("orig_h")[rows], "server": f.ids("resp_h")[rows],
+               "port": f["resp_p"][rows].astype(np.int64)}
+        self.ssh.add({**key, "conns": np.ones(len(rows), np.int64)})
+        nbytes = np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64)
+        small = np.flatnonzero(nbytes <= self.p.ssh_fail_max_resp_bytes)
+        at = rows[small]
+        self.small.add({**{k: v[small] for k, v in key.items()}, "ts": f["ts"][at].astype(np.int64),
+                        "bytes": nbytes[small], "uid": f.ids_at("uid", at), "cid": f.ids_at("community_id", at)})
+        for name in ("orig_h", "resp_h"):
+            self.names.add(*f.named(name, rows))
+        for name in ("uid", "community_id"):
+            self.names.add(*f.named(name, at))
+        self.names.prune(self._held_ids)
+
+    def _held_ids(self) -> list[np.ndarray]:
+        P, S = self.led.rows(), self.small.rows()
+        return ([P["client"], P["server"]] if P else []) + ([S["uid"], S["cid"]] if S else [])
 
     def observe_events(self, events: Events) -> None:
         for ev in events.ftp:
@@ -76,39 +149,53 @@ class BruteForce(Detector):
                         ev.response_delay_s)
 
     def _login(self, key: tuple, c, ok: bool, user: str | None, delay_s: float | None) -> None:
-        a = self.logins.setdefault(key, {"first": c.ts_ns, "last": c.ts_ns, "fail": 0, "ok": 0, "users": set(),
-                                         "uid": c.uid, "fast_fail": 0, "delays": []})
-        widen(a, c.ts_ns)
-        if ok:
-            a["ok"] += 1
-        else:
-            a["fail"] += 1
-            if delay_s is not None:
-                a["fast_fail"] += delay_s < self.p.human_response_s
-                if len(a["delays"]) < 20:
-                    a["delays"].append(round(delay_s, 3))
-        if user and len(a["users"]) < 50:
-            a["users"].add(user)
+        timed = not ok and delay_s is not None
+        self._take_logins(key, {"first": c.ts_ns, "last": c.ts_ns, "uid": c.uid, "fail": int(not ok), "ok": int(ok),
+                                "fast_fail": int(timed and delay_s < self.p.human_response_s),
+                                "users": {user} if user else set(),
+                                "delays": [(c.ts_ns, round(delay_s, 3))] if timed else []})
 
-    def _ssh_failures(self, conns: list) -> list:
-        small = [c for c in conns if c[1] <= self.p.ssh_fail_max_resp_bytes]
-        if len(small) < 2:
+    def _take_logins(self, key: tuple, b: dict) -> None:
+        """Add the logins ``b`` of one (service, client, server, port): named by the earliest,
+        the 50 first user names in order and the 20 earliest failures' response delays, in any
+        order of events and merges."""
+        a = self.logins.get(key)
+        if a is None:
+            self.logins[key] = b
+            return
+        a["first"], a["uid"] = min((a["first"], a["uid"]), (b["first"], b["uid"]))
+        a["last"] = max(a["last"], b["last"])
+        for k in ("fail", "ok", "fast_fail"):
+            a[k] += b[k]
+        a["users"] = set(sorted(a["users"] | b["users"])[:50])
+        a["delays"] = sorted(a["delays"] + b["delays"])[:20]
+
+    def _ssh_failures(self) -> list[dict]:
+        """Per pair with two or more failed-looking connections whose server byte counts are
+        alike (coefficient of variation at most ``ssh_size_cv``): its densest window of them."""
+        P, S = self.led.rows(), self.small.rows()
+        if not P or not S:
             return []
-        sizes = np.array([c[1] for c in small], dtype=np.float64)
-        if sizes.mean() == 0 or sizes.std() / sizes.mean() > self.p.ssh_size_cv:
+        pair = key_ids(S, PAIR)
+        starts = np.flatnonzero(group_starts(np, [S[k] for k in PAIR]))
+        counts = np.diff(np.append(starts, len(pair)))
+        group = np.repeat(np.arange(len(starts)), counts)
+        size = S["bytes"].astype(np.float64)
+        mean = np.bincount(group, size) / counts
+        std = np.sqrt(np.bincount(group, (size - mean[group]) ** 2) / counts)
+        alike = (counts >= 2) & (mean > 0) & (std <= self.p.ssh_size_cv * mean)
+        if not alike.any():
             return []
-        # the densest window of failed-looking connections
-        small.sort()
-        ts = np.array([c[0] for c in small])
-        w = int(self.p.window_s * 1e9)
-        best_lo, best = 0, 0
-        hi = 0
-        for lo in range(len(ts)):
-            while hi < len(ts) and ts[hi] - ts[lo] <= w:
-                hi += 1
-            if hi - lo > best:
-                best_lo, best = lo, hi - lo
-        return small[best_lo:best_lo + best]
+        first, best = densest_windows(group, S["ts"], int(self.p.window_s * 1e9))
+        conns = dict(zip(key_ids(P, PAIR).tolist(), P["conns"].tolist()))
+        out = []
+        for g in np.flatnonzero(alike).tolist():
+            a, n = int(first[g]), int(best[g])
+            out.append({"key": tuple(int(S[k][a]) for k in PAIR), "n": n, "first": int(S["ts"][a]),
+                        "last": int(S["ts"][a + n - 1]), "median": int(np.median(S["bytes"][a:a + n])),
+                        "uid": int(S["uid"][a + n - 1]), "cid": int(S["cid"][a + n - 1]),
+                        "conns": conns.get(int(pair[a]), 0)})
+        return out
 
     def _severity(self, n: int) -> tuple[str, float]:
         if n >= self.p.high_failures:
@@ -118,32 +205,36 @@ class BruteForce(Detector):
     def finish(self) -> list[Alert]:
         p = self.p
         out = []
-        weak: dict[tuple[str, int], list] = defaultdict(list)
-        for (client, server, port), conns in self.ssh.items():
-            fails = self._ssh_failures(conns)
-            if len(fails) >= p.min_failures:
-                sev, score = self._severity(len(fails))
-                out.append(Alert(fails[0][0], fails[-1][0], "unauthorized_access", "ssh_bruteforce", sev, score,
-                                 f"{client} made {len(fails)} SSH connections to {server}:{port} that ended after the "
-                                 f"server sent about {int(np.median([x[1] for x in fails]))} bytes, as failed logins "
+        weak: dict[tuple[int, int], list] = defaultdict(list)
+        for fails in self._ssh_failures():
+            client, server, port = fails["key"]
+            if fails["n"] >= p.min_failures:
+                client, server = self.names.text(np.array([client, server], np.uint64))
+                uid, cid = self.names.text(np.array([fails["uid"], fails["cid"]], np.uint64))
+                sev, score = self._severity(fails["n"])
+                out.append(Alert(fails["first"], fails["last"], "unauthorized_access", "ssh_bruteforce", sev, score,
+                                 f"{client} made {fails['n']} SSH connections to {server}:{port} that ended after the "
+                                 f"server sent about {fails['median']} bytes, as failed logins "
                                  "do: password guessing", self.label, self.host_for(server, client), client, server,
                                  None, port, "tcp",
-                                 {"failed_looking_connections": len(fails), "connections": len(conns),
-                                  "server_bytes_median": int(np.median([x[1] for x in fails])),
-                                  "window_s": p.window_s, "uid": fails[-1][2]}, fails[-1][3]))
-            elif fails:
+                                 {"failed_looking_connections": fails["n"], "connections": fails["conns"],
+                                  "server_bytes_median": fails["median"],
+                                  "window_s": p.window_s, "uid": uid}, cid))
+            else:
                 weak[(server, port)].append((client, fails))
-        for (server, port), sources in weak.items():
+        for (server_id, port), sources in weak.items():
             if len(sources) < p.distributed_min_sources:
                 continue
-            total = sum(len(f) for _, f in sources)
-            first = min(f[0][0] for _, f in sources)
-            last = max(f[-1][0] for _, f in sources)
+            (server,) = self.names.text(np.array([server_id], np.uint64))
+            total = sum(f["n"] for _, f in sources)
+            first = min(f["first"] for _, f in sources)
+            last = max(f["last"] for _, f in sources)
+            clients = self.names.text(np.array([c for c, _ in sources], np.uint64))
             out.append(Alert(first, last, "unauthorized_access", "distributed_guessing", "medium", 0.65,
                              f"{len(sources)} sources made {total} failed-looking SSH connections to {server}:{port}, "
                              "each staying under the per-source threshold: distributed password guessing",
                              self.label, self.host_for(server), None, server, None, port, "tcp",
-                             {"sources": sorted(c for c, _ in sources)[:32], "source_count": len(sources),
+                             {"sources": sorted(clients)[:32], "source_count": len(sources),
                               "failed_looking_connections": total}))
         for (service, client, server, port), a in self.logins.items():
             if a["fail"] >= p.min_failures:
@@ -159,9 +250,9 @@ class BruteForce(Detector):
             elif a["fast_fail"] and not a["ok"]:
                 out.append(Alert(a["first"], a["last"], "scan", "credential_probe", "medium", 0.6,
                                  f"{client} tried {a['fail']} {service.upper()} login(s) on {server}:{port}, answering "
-                                 f"the password challenge within {max(a['delays']):.2f} s (a person takes longer than "
+                                 f"the password challenge within {max(d for _, d in a['delays']):.2f} s (a person takes longer than "
                                  f"{p.human_response_s:g} s), and failed: a tool probing for empty or default passwords",
                                  self.label, self.host_for(server, client), client, server, None, port, "tcp",
                                  {"failed_logins": a["fail"], "successful_logins": a["ok"],
-                                  "response_delays_s": a["delays"], "uid": a["uid"]}))
+                                  "response_delays_s": [d for _, d in a["delays"]], "uid": a["uid"]}))
         return out
