@@ -13,6 +13,11 @@ hours too); medium for a local host's outbound connection to an external destina
 site host had contacted before it began (what an implant calling home looks like); raised to
 high by the shared rule (:mod:`detector.detect.corroboration`) when the same pair also shows a
 port/protocol mismatch (``port_mismatch``) or beacons (``beaconing``).
+
+State is columnar and mergeable (issue 21): per five-tuple (address ids, ports, protocol) the
+time its kept records cover (:class:`KeyedSums`; at most ``max_connections``, past which those
+covering least go first), and its earliest ``PIECES`` records as a follower table. A report
+chains only the five-tuples whose records span ``min_duration_s``.
 """
 
 from __future__ import annotations
@@ -20,18 +25,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from detector.alerts import Alert
+from detector.detect.address_columns import string_ids
 from detector.detect.base import Detector, FlowView
 from detector.detect.first_contact import FirstContacts
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_ids
 from detector.flows.services import service_name
+from kernels.xp_ops import group_starts
 
 PIECES = 256  # records kept per five-tuple (a week of 30-minute interim records is 336)
+TUPLE = ("src", "sport", "dst", "dport", "proto")
+PROTO_CODE = {"tcp": 6, "udp": 17}
+
+
+def _least_covered_out(cols: dict) -> np.ndarray:
+    return cols["covered"]
 
 
 class LongConnection(Detector):
     name = "long_connection"
-    version = "1"
+    version = "2"
 
     @dataclass(frozen=True)
     class Params:
@@ -43,83 +58,116 @@ class LongConnection(Detector):
 
     def __init__(self, params=None, site=None):
         super().__init__(params, site)
-        self.pieces: dict[tuple, list[tuple]] = {}  # five-tuple -> its records (start, end, out, in, uid, ...)
+        self.tuples = KeyedSums(TUPLE, {"covered": "sum", "first": "min", "last": "max"}, self.p.max_connections,
+                                _least_covered_out)
+        self.pieces = KeyedTable(TUPLE, ("start", "uid"), PIECES)  # the earliest records of each
+        self.led = Led(self.tuples, self.pieces)
+        self.names = Names()  # addresses, uids, services and community ids
         self.first_contact = FirstContacts(self.p.max_destinations)
-        self.dropped = 0
 
     @property
     def evictions(self) -> int:
-        """Records dropped at ``max_connections`` and the pieces cap; destinations at ``max_destinations``."""
-        return self.dropped + self.first_contact.evicted
+        """Five-tuples dropped at ``max_connections``; destinations at ``max_destinations``."""
+        return self.tuples.evicted + self.first_contact.evicted
+
+    def merge(self, other: LongConnection) -> None:
+        """Take in what ``other`` saw (other batches, partitions or threads of the same input)."""
+        self.tuples.merge(other.tuples)
+        self.pieces.merge(other.pieces)
+        self.led.reconcile()
+        self.names.merge(other.names)
+        self.first_contact.merge(other.first_contact)
 
     def observe_flows(self, f: FlowView) -> None:
         if not len(f):
             return
         self.first_contact.note(f)
         proto = f["proto"]
-        dur = f["duration"].astype(float)
+        dur = np.nan_to_num(f["duration"].astype(float))
         rows = np.flatnonzero(((proto == "tcp") | (proto == "udp")) & (dur >= self.p.track_from_s))
-        has_codes = "first_payload" in f
-        for j in rows.tolist():
-            key = (f["orig_h"][j], int(f["orig_p"][j]), f["resp_h"][j], int(f["resp_p"][j]), proto[j])
-            pieces = self.pieces.get(key)
-            if pieces is None:
-                if len(self.pieces) >= self.p.max_connections:
-                    self.dropped += 1
-                    continue
-                pieces = self.pieces[key] = []
-            elif len(pieces) >= PIECES:  # the earliest are kept, whatever order records come in
-                self.dropped += 1
-                latest = max(range(len(pieces)), key=lambda k: pieces[k][0])
-                if int(f["ts"][j]) >= pieces[latest][0]:
-                    continue
-                pieces.pop(latest)
-            code = int(f["first_payload"][j]) if has_codes else -1
-            start = int(f["ts"][j])
-            pieces.append((start, start + int(dur[j] * 1e9), int(f["orig_bytes"][j]), int(f["resp_bytes"][j]),
-                           f["uid"][j], f["service"][j] or (service_name(code, key[3]) if code > 0 else None),
-                           f["community_id"][j]))
+        if not len(rows):
+            return
+        start = f["ts"][rows].astype(np.int64)
+        end = start + (dur[rows] * 1e9).astype(np.int64)
+        key = {"src": f.ids("orig_h")[rows], "sport": f["orig_p"][rows].astype(np.int64), "dst": f.ids("resp_h")[rows],
+               "dport": f["resp_p"][rows].astype(np.int64),
+               "proto": np.where(proto[rows] == "tcp", PROTO_CODE["tcp"], PROTO_CODE["udp"]).astype(np.int64)}
+        codes = f["first_payload"][rows].astype(np.int64) if "first_payload" in f else np.full(len(rows), -1)
+        service = [s or (service_name(c, p) if c > 0 else None)  # (long records are few)
+                   for s, c, p in zip(f.take("service", rows), codes.tolist(), key["dport"].tolist())]
+        service_text = pa.array(service, pa.string())
+        self.tuples.add({**key, "covered": end - start, "first": start, "last": end})
+        self.pieces.add({**key, "start": start, "end": end,
+                         "out": np.nan_to_num(f["orig_bytes"][rows].astype(float)).astype(np.int64),
+                         "in": np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64),
+                         "uid": f.ids_at("uid", rows), "service": string_ids(service_text),
+                         "cid": f.ids_at("community_id", rows)})
+        self.names.add(string_ids(service_text), service_text)
+        for name in ("orig_h", "resp_h", "uid", "community_id"):
+            self.names.add(*f.named(name, rows))
+        self.names.prune(self._held_ids)
 
-    def _connections(self, pieces: list[tuple]):
-        """The pieces in time order, chained into connections where one starts within
-        ``gap_s`` of the previous one's end (whatever order they arrived in)."""
+    def _held_ids(self) -> list[np.ndarray]:
+        T, P = self.led.rows(), self.pieces.rows()
+        return ([T["src"], T["dst"]] if T else []) + ([P[k] for k in ("uid", "service", "cid")] if P else [])
+
+    def _connections(self, P: dict, rows: slice):
+        """The records ``rows`` of one five-tuple (in time order), chained into connections where
+        one starts within ``gap_s`` of the previous one's end."""
         gap = self.p.gap_s * 1e9
-        chain: list[tuple] = []
+        chain: list[int] = []
         end = 0
-        for piece in sorted(pieces):
-            if chain and piece[0] > end + gap:
+        for j in range(rows.start, rows.stop):
+            if chain and P["start"][j] > end + gap:
                 yield chain
                 chain = []
-            chain.append(piece)
-            end = max(end, piece[1])
+            chain.append(j)
+            end = max(end, int(P["end"][j]))
         if chain:
             yield chain
 
     def finish(self) -> list[Alert]:
+        T = self.led.rows()
+        if not T:
+            return []
+        P = self.pieces.rows()
+        spans = np.flatnonzero(T["last"] - T["first"] >= self.p.min_duration_s * 1e9)  # (a chain spans no more)
+        if not len(spans):
+            return []
+        held = key_ids(P, TUPLE)
+        starts = np.flatnonzero(group_starts(np, [P[k] for k in TUPLE]))
+        ends = np.append(starts[1:], len(held))
+        at = dict(zip(held[starts].tolist(), zip(starts.tolist(), ends.tolist())))
         out = []
-        for (client, cport, server, port, proto), pieces in self.pieces.items():
-            for chain in self._connections(pieces):
-                alert = self._alert(client, cport, server, port, proto, chain)
+        for t in spans.tolist():
+            where = at.get(int(key_ids({k: T[k][t:t + 1] for k in TUPLE}, TUPLE)[0]))
+            if where is None:
+                continue
+            for chain in self._connections(P, slice(*where)):
+                alert = self._alert(T, t, P, chain)
                 if alert is not None:
                     out.append(alert)
         return out
 
-    def _alert(self, client, cport, server, port, proto, chain) -> Alert | None:
+    def _alert(self, T: dict, t: int, P: dict, chain: list[int]) -> Alert | None:
         first = chain[0]
-        c = {"start": first[0], "end": max(p[1] for p in chain), "out": sum(p[2] for p in chain),
-             "in": sum(p[3] for p in chain), "uid": first[4], "service": first[5], "cid": first[6],
-             "records": len(chain)}
-        hours = (c["end"] - c["start"]) / 3.6e12
+        start, end = int(P["start"][first]), int(P["end"][chain].max())
+        hours = (end - start) / 3.6e12
         if hours * 3600 < self.p.min_duration_s:
             return None
+        client, server, uid, service, cid = self.names.text(np.array(
+            [T["src"][t], T["dst"][t], P["uid"][first], P["service"][first], P["cid"][first]], np.uint64))
+        cport, port = int(T["sport"][t]), int(T["dport"][t])
+        proto = "tcp" if int(T["proto"][t]) == PROTO_CODE["tcp"] else "udp"
+        sent, got = int(P["out"][chain].sum()), int(P["in"][chain].sum())
         outbound = self.site.is_local(client) and self.site.is_external(server)
-        new = outbound and self.first_contact.get(server, c["start"]) >= c["start"]
+        new = outbound and self.first_contact.get(server, start) >= start
         return Alert(
-            c["start"], c["end"], "unauthorized_access", "long_connection", "medium" if new else "low",
+            start, end, "unauthorized_access", "long_connection", "medium" if new else "low",
             0.55 if new else 0.3,
             f"{client} kept a connection to {server}:{port}/{proto} open for {hours:.1f} h "
-            f"({c['out']:,} bytes out, {c['in']:,} in{', ' + c['service'] if c['service'] else ''})"
+            f"({sent:,} bytes out, {got:,} in{', ' + service if service else ''})"
             + (", to a destination no site host had contacted before" if new else ""),
             self.label, self.host_for(client, server), client, server, cport, port, proto,
-            {"hours": round(hours, 2), "bytes_out": c["out"], "bytes_in": c["in"], "records": c["records"],
-             "service": c["service"], "new_destination": new, "uid": c["uid"]}, c["cid"])
+            {"hours": round(hours, 2), "bytes_out": sent, "bytes_in": got, "records": len(chain),
+             "service": service, "new_destination": new, "uid": uid}, cid)
