@@ -126,3 +126,13 @@ def test_past_max_pairs_the_pairs_with_fewest_connections_go_and_the_guesser_sta
     (a,) = [x for x in det.finish() if x.technique == "ssh_bruteforce"]
     assert a.src_ip == "198.51.100.66" and a.evidence["failed_looking_connections"] == 12
     assert a.evidence["uid"] == "G11" and det.evictions >= 400 + 1 - 20
+
+
+def test_a_connection_of_unknown_server_bytes_is_not_judged():
+    rows = [{"ts": T + k * S, "uid": f"G{k}", "orig_h": "198.51.100.66", "resp_h": "10.0.0.1", "orig_p": 40000 + k,
+             "resp_p": 22, "proto": "tcp", "community_id": None, "resp_bytes": 745, "resp_pkts": 5} for k in range(12)]
+    rows[5] = dict(rows[5], resp_bytes=None)  # (not 0 bytes: it would spread the sizes past ssh_size_cv)
+    det = BruteForce()
+    det.observe_flows(records(rows))
+    (a,) = det.finish()
+    assert a.evidence["failed_looking_connections"] == 11 and a.evidence["connections"] == 12

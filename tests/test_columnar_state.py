@@ -565,3 +565,22 @@ def test_ids_at_some_rows_are_the_ids_of_the_whole_column_there(values, data):
     rows = np.array(data.draw(st.lists(st.integers(0, len(values) - 1), max_size=20)), np.int64)
     batch = pa.RecordBatch.from_pydict({"uid": pa.array(values, pa.string())})
     assert FlowView(batch).ids_at("uid", rows).tolist() == FlowView(batch).ids("uid")[rows].tolist()
+
+
+def test_followers_hold_no_key_their_leader_evicted_while_taking_in_the_same_update():
+    """A batch large enough to fold the leader inside the update (a flood's batch): the keys
+    it evicts there leave the followers with this update's rows too, in one update or many."""
+    from detector.detect.keyed_table import KeyedSums, Led, key_ids
+
+    rng = np.random.default_rng(5)
+    for updates in (1, 3):
+        leader = KeyedSums(("k",), {"n": "sum"}, cap=100, priority=lambda c: c["n"])
+        follower = KeyedTable(("k",), ("t",), 4)
+        led = Led(leader, follower)
+        for _ in range(updates):
+            keys = np.concatenate([rng.integers(1_000, 10**9, 70_000), np.repeat(np.arange(1, 31), 10)]).astype(np.uint64)
+            led.add({"k": keys, "n": np.ones(len(keys), np.int64)}, {"k": keys, "t": rng.integers(0, 10**6, len(keys))})
+        held = set(led.rows()["k"].tolist())
+        assert len(held) <= 100 and set(range(1, 31)) <= held
+        assert set(follower.rows()["k"].tolist()) <= held
+        assert len(key_ids(follower.rows(), ("k",))) <= 4 * 100

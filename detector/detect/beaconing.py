@@ -177,12 +177,12 @@ class Beaconing(Detector):
         src, dst = f.ids("orig_h")[rows], f.ids("resp_h")[rows]
         ts = f["ts"][rows].astype(np.int64)
         oport, port = f["orig_p"][rows].astype(np.int64), f["resp_p"][rows].astype(np.int64)
-        self.pairs.add({"src": src, "dst": dst, "n": np.ones(len(rows), np.int64), "first": ts, "last": ts})
-        self.series.add({"src": src, "dst": dst, "ts": ts, "oport": oport,
-                         "bytes": np.nan_to_num(f["orig_bytes"][rows].astype(float)).astype(np.int64)})
-        self.earliest.add({"src": src, "dst": dst, "ts": ts, "oport": oport, "uid": f.ids_at("uid", rows),
-                           "cid": f.ids_at("community_id", rows), "port": port, "proto": f.ids_at("proto", rows)})
-        self.ports.add({"src": src, "dst": dst, "port": port})
+        self.led.add({"src": src, "dst": dst, "n": np.ones(len(rows), np.int64), "first": ts, "last": ts},
+                     {"src": src, "dst": dst, "ts": ts, "oport": oport,
+                      "bytes": np.nan_to_num(f["orig_bytes"][rows].astype(float)).astype(np.int64)},
+                     {"src": src, "dst": dst, "ts": ts, "oport": oport, "uid": f.ids_at("uid", rows),
+                      "cid": f.ids_at("community_id", rows), "port": port, "proto": f.ids_at("proto", rows)},
+                     {"src": src, "dst": dst, "port": port})
         for name in ("orig_h", "resp_h", "uid", "community_id", "proto"):
             self.text.add(*f.named(name, rows))
         self.text.prune(self._held_ids)

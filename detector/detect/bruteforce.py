@@ -104,6 +104,7 @@ class BruteForce(Detector):
 
     @property
     def evictions(self) -> int:
+        """Pairs dropped at ``max_pairs`` (with their connections), connections at ``max_connections``."""
         return self.ssh.evicted + self.small.evicted
 
     def merge(self, other: BruteForce) -> None:
@@ -121,12 +122,13 @@ class BruteForce(Detector):
             return
         key = {"client": f.ids("orig_h")[rows], "server": f.ids("resp_h")[rows],
                "port": f["resp_p"][rows].astype(np.int64)}
-        self.ssh.add({**key, "conns": np.ones(len(rows), np.int64)})
-        nbytes = np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64)
-        small = np.flatnonzero(nbytes <= self.p.ssh_fail_max_resp_bytes)
+        resp = f["resp_bytes"][rows].astype(float)
+        small = np.flatnonzero(~np.isnan(resp) & (resp <= self.p.ssh_fail_max_resp_bytes))  # (unknown: not judged)
         at = rows[small]
-        self.small.add({**{k: v[small] for k, v in key.items()}, "ts": f["ts"][at].astype(np.int64),
-                        "bytes": nbytes[small], "uid": f.ids_at("uid", at), "cid": f.ids_at("community_id", at)})
+        self.led.add({**key, "conns": np.ones(len(rows), np.int64)},
+                     {**{k: v[small] for k, v in key.items()}, "ts": f["ts"][at].astype(np.int64),
+                      "bytes": resp[small].astype(np.int64), "uid": f.ids_at("uid", at),
+                      "cid": f.ids_at("community_id", at)})
         for name in ("orig_h", "resp_h"):
             self.names.add(*f.named(name, rows))
         for name in ("uid", "community_id"):

@@ -115,14 +115,14 @@ class BulkUpload(Detector):
         ob = ob_all[rows].astype(np.int64)
         start = f["ts"][rows].astype(np.int64)
         end = start + (np.nan_to_num(f["duration"][rows].astype(float)) * 1e9).astype(np.int64)
-        self.pairs.add({"src": src, "dst": dst, "out": ob, "flows": np.ones(len(rows), np.int64),
-                        "inb": np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64),
-                        "first": start, "last": end})
-        self.biggest.add({"src": src, "dst": dst, "less": -ob, "uid": f.ids_at("uid", rows),
-                          "cid": f.ids_at("community_id", rows)})
-        self.ports.add({"src": src, "dst": dst, "port": rp[rows].astype(np.int64)})
-        if self.site.model is not None:
-            self.windows.add({"src": src, "dst": dst, "w": start // self.window_ns, "out": ob})
+        self.led.add({"src": src, "dst": dst, "out": ob, "flows": np.ones(len(rows), np.int64),
+                      "inb": np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64),
+                      "first": start, "last": end},
+                     {"src": src, "dst": dst, "less": -ob, "uid": f.ids_at("uid", rows),
+                      "cid": f.ids_at("community_id", rows)},
+                     {"src": src, "dst": dst, "port": rp[rows].astype(np.int64)},
+                     {"src": src, "dst": dst, "w": start // self.window_ns, "out": ob}
+                     if self.site.model is not None else None)
         for name in ("orig_h", "resp_h", "uid", "community_id"):
             self.names.add(*f.named(name, rows))
         self.names.prune(self._held_ids)

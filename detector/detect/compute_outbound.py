@@ -82,10 +82,10 @@ class ComputeOutbound(Detector):
         mat = padded(where.combine_chunks() if isinstance(where, pa.ChunkedArray) else where)
         dst_ids = string_ids(mat)
         nbytes = np.nan_to_num(f["orig_bytes"][rows].astype(float)) + np.nan_to_num(f["resp_bytes"][rows].astype(float))
-        self.hosts.add({"src": src, "first": t, "last": t, "bytes": nbytes.astype(np.int64)})
-        self.dsts.add({"src": src, "crc": crc32_column(mat).astype(np.int64), "dst": dst_ids})
-        self.ports.add({"src": src, "port": port})
-        self.example.add({"src": src, "t": t, "uid": f.ids_at("uid", rows), "cid": f.ids_at("community_id", rows)})
+        self.led.add({"src": src, "first": t, "last": t, "bytes": nbytes.astype(np.int64)},
+                     {"src": src, "crc": crc32_column(mat).astype(np.int64), "dst": dst_ids},
+                     {"src": src, "port": port},
+                     {"src": src, "t": t, "uid": f.ids_at("uid", rows), "cid": f.ids_at("community_id", rows)})
         self.names.add(dst_ids, where)
         for name in ("orig_h", "uid", "community_id"):
             self.names.add(*f.named(name, rows))

@@ -139,18 +139,17 @@ class IcmpTunnel(Detector):
         ts = a["ts"][echo].astype(np.int64)
         one = np.ones(len(echo), np.int64)
         key = {"src": np.where(request, sid, did), "dst": np.where(request, did, sid)}  # (the requester first)
-        self.pairs.add({**key, "first": ts, "last": ts, "msgs": one, "bytes": size, "odd": odd.astype(np.int64),
-                        "text": text.astype(np.int64)})
-        self.sizes.add({**key, "size": size})
         rows = np.flatnonzero(text)
+        example = None
         if len(rows):
             examples = pa.array([bytes(payload[j, :lengths[j]]).decode("latin-1") for j in rows.tolist()], pa.string())
             uids = pa.array([str(u) for u in np.asarray(a["uid"], dtype=object)[echo[rows]]], pa.string())
             ex, uid = string_ids(examples), string_ids(uids)
             self.text.add(ex, examples)
             self.text.add(uid, uids)
-            self.example.add({"src": key["src"][rows], "dst": key["dst"][rows], "ts": ts[rows], "example": ex,
-                              "uid": uid})
+            example = {"src": key["src"][rows], "dst": key["dst"][rows], "ts": ts[rows], "example": ex, "uid": uid}
+        self.led.add({**key, "first": ts, "last": ts, "msgs": one, "bytes": size, "odd": odd.astype(np.int64),
+                      "text": text.astype(np.int64)}, {**key, "size": size}, example)
         self.text.prune(self._held_ids)
 
     def _held_ids(self) -> list[np.ndarray]:

@@ -152,11 +152,10 @@ class KeyedTable:
 
     def retain(self, keep: Callable[[dict], np.ndarray]) -> None:
         """Keep only the rows ``keep(rows)`` marks (the rows of keys another table still
-        holds); the others count as evicted."""
+        holds; the others leave with their key, which that table counted as evicted)."""
         rows = self.rows()
         if rows:
             kept = keep(rows)
-            self.evicted += int(len(kept) - kept.sum())
             self._held = {k: v[kept] for k, v in rows.items()}
             self._full_stale = True
 
@@ -278,6 +277,15 @@ class Led:
         gone = distinct(np, key_ids(evicted, self.leader.keys))
         for table in self.followers:
             table.retain(lambda r: ~in_sorted(np, key_ids(r, self.leader.keys), gone))
+
+    def add(self, leader: dict[str, np.ndarray], *followers: dict[str, np.ndarray] | None) -> None:
+        """One update: the followers' rows (None: none for that table) first, then the
+        leader's, so that keys the leader evicts while taking them in leave the followers
+        with this update's rows too."""
+        for table, cols in zip(self.followers, followers):
+            if cols is not None:
+                table.add(cols)
+        self.leader.add(leader)
 
     def rows(self) -> dict[str, np.ndarray]:
         """The leader's rows (the followers hold nothing of keys it evicted)."""

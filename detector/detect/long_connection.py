@@ -96,12 +96,12 @@ class LongConnection(Detector):
         service = [s or (service_name(c, p) if c > 0 else None)  # (long records are few)
                    for s, c, p in zip(f.take("service", rows), codes.tolist(), key["dport"].tolist())]
         service_text = pa.array(service, pa.string())
-        self.tuples.add({**key, "covered": end - start, "first": start, "last": end})
-        self.pieces.add({**key, "start": start, "end": end,
-                         "out": np.nan_to_num(f["orig_bytes"][rows].astype(float)).astype(np.int64),
-                         "in": np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64),
-                         "uid": f.ids_at("uid", rows), "service": string_ids(service_text),
-                         "cid": f.ids_at("community_id", rows)})
+        self.led.add({**key, "covered": end - start, "first": start, "last": end},
+                     {**key, "start": start, "end": end,
+                      "out": np.nan_to_num(f["orig_bytes"][rows].astype(float)).astype(np.int64),
+                      "in": np.nan_to_num(f["resp_bytes"][rows].astype(float)).astype(np.int64),
+                      "uid": f.ids_at("uid", rows), "service": string_ids(service_text),
+                      "cid": f.ids_at("community_id", rows)})
         self.names.add(string_ids(service_text), service_text)
         for name in ("orig_h", "resp_h", "uid", "community_id"):
             self.names.add(*f.named(name, rows))
@@ -114,11 +114,11 @@ class LongConnection(Detector):
     def _connections(self, P: dict, rows: slice):
         """The records ``rows`` of one five-tuple (in time order), chained into connections where
         one starts within ``gap_s`` of the previous one's end."""
-        gap = self.p.gap_s * 1e9
+        gap = round(self.p.gap_s * 1e9)
         chain: list[int] = []
         end = 0
         for j in range(rows.start, rows.stop):
-            if chain and P["start"][j] > end + gap:
+            if chain and int(P["start"][j]) > end + gap:
                 yield chain
                 chain = []
             chain.append(j)

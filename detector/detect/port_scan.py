@@ -324,13 +324,13 @@ class PortScan(Detector):
         if not len(rows):
             return
         dst, t = f.ids("resp_h")[rows], f["ts"][rows].astype(np.int64)
-        self.inbound.add({"dst": dst, "attempts": np.ones(len(rows), np.int64), "first": t, "last": t})
         _, src_codes = f.encoded("orig_h")
-        self.inbound_src.add({"dst": dst, "crc": f.crc32("orig_h")[src_codes[rows]].astype(np.int64),
-                              "src": f.ids("orig_h")[rows]})
         pp = code[rows].astype(np.int64) << 16 | f["resp_p"][rows].astype(np.int64)
-        self.inbound_ports.add({"dst": dst, "rank": (mix64(np, pp.astype(np.uint64)) >> np.uint64(32)).astype(np.int64),
-                                "pp": pp})
+        self.led.add({"dst": dst, "attempts": np.ones(len(rows), np.int64), "first": t, "last": t},
+                     {"dst": dst, "crc": f.crc32("orig_h")[src_codes[rows]].astype(np.int64),
+                      "src": f.ids("orig_h")[rows]},
+                     {"dst": dst, "rank": (mix64(np, pp.astype(np.uint64)) >> np.uint64(32)).astype(np.int64),
+                      "pp": pp})
 
     def _held_contacts(self) -> None:
         """The contacts of the sources that might be scanners, as dictionaries for the judging
