@@ -35,7 +35,7 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
-from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_ids, key_rows
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_ids, key_rows, latest_first
 from detector.l7.events import Events
 from kernels.features import interarrival_stats
 from kernels.xp_ops import distinct, group_starts, in_sorted
@@ -50,14 +50,6 @@ def _pair_ids(rows: dict) -> np.ndarray:
 def _fewest_out(cols: dict) -> np.ndarray:
     """Past ``max_pairs``, the pairs with fewest connections go first: furthest from a beacon."""
     return cols["n"]
-
-
-def _latest_out(cols: dict) -> np.ndarray:
-    """Past ``max_connections``, each pair's latest connections go first, over all pairs (every
-    pair keeps the start of its series)."""
-    starts = group_starts(np, [cols["src"], cols["dst"]])  # rows come sorted by pair, then time
-    at = np.arange(len(starts))
-    return -(at - np.maximum.accumulate(np.where(starts, at, 0)))
 
 
 def _segment_pick(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, num: int, den: int) -> np.ndarray:
@@ -123,7 +115,7 @@ class Beaconing(Detector):
         super().__init__(params, site)
         p = self.p
         self.pairs = KeyedSums(PAIR, {"n": "sum", "first": "min", "last": "max"}, p.max_pairs, _fewest_out)
-        self.series = KeyedTable(PAIR, ("ts", "oport"), p.max_series, p.max_connections, _latest_out)
+        self.series = KeyedTable(PAIR, ("ts", "oport"), p.max_series, p.max_connections, latest_first(PAIR))
         self.earliest = KeyedTable(PAIR, ("ts", "oport", "uid"), 1)  # the connection an alert names
         self.ports = KeyedTable(PAIR, ("port",), p.max_ports + 1, unique=True)
         self.text = Names()  # the text of the addresses, uids, community ids and protocols held

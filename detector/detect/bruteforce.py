@@ -38,7 +38,7 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.detect.base import Detector, FlowView
-from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_ids
+from detector.detect.keyed_table import KeyedSums, KeyedTable, Led, Names, key_ids, latest_first
 from detector.l7.events import Events
 from kernels.xp_ops import group_starts, lexsort
 
@@ -48,13 +48,6 @@ PAIR = ("client", "server", "port")
 
 def _fewest_connections_out(cols: dict) -> np.ndarray:
     return cols["conns"]
-
-
-def _latest_out(cols: dict) -> np.ndarray:
-    """Past ``max_connections``, each pair's latest connections go first, over all pairs."""
-    starts = group_starts(np, [cols[k] for k in PAIR])  # rows come sorted by pair, then time
-    at = np.arange(len(starts))
-    return -(at - np.maximum.accumulate(np.where(starts, at, 0)))
 
 
 def densest_windows(group: np.ndarray, ts: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +90,7 @@ class BruteForce(Detector):
         super().__init__(params, site)
         p = self.p
         self.ssh = KeyedSums(PAIR, {"conns": "sum"}, p.max_pairs, _fewest_connections_out)
-        self.small = KeyedTable(PAIR, ("ts", "bytes", "uid"), p.max_series, p.max_connections, _latest_out)
+        self.small = KeyedTable(PAIR, ("ts", "bytes", "uid"), p.max_series, p.max_connections, latest_first(PAIR))
         self.led = Led(self.ssh, self.small)
         self.names = Names()
         self.logins: dict[tuple[str, str, str, int], dict] = {}  # (service, client, server, port)

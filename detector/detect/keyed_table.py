@@ -15,6 +15,7 @@ of spoofed sources cannot break.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
@@ -190,8 +191,7 @@ class KeyedTable:
         cols = _take(cols, idx)
         if self.unique:
             cols = _take(cols, group_starts(np, [cols[k] for k in self.keys + self.order]))
-        starts = group_starts(np, [cols[k] for k in self.keys])
-        rank = np.arange(len(starts)) - np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
+        rank = _rank_in_key(cols, self.keys)
         if (rank >= self.keep).any():
             cols = _take(cols, rank < self.keep)
         return cols
@@ -236,6 +236,24 @@ class KeyedSums(KeyedTable):
         out.update({k: ufunc.reduceat(cols[k], starts) if ufunc is not None else _bottom_k(cols[k], starts)
                     for k, ufunc in self.reduce.items()})
         return out
+
+
+def _rank_in_key(cols: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
+    """For rows sorted by ``keys`` (then by order): each row's rank within its key."""
+    starts = group_starts(np, [cols[k] for k in keys])
+    at = np.arange(len(starts))
+    return at - np.maximum.accumulate(np.where(starts, at, 0))
+
+
+def _latest_out(cols: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
+    return -_rank_in_key(cols, keys)
+
+
+def latest_first(keys: tuple[str, ...]) -> Callable[[dict], np.ndarray]:
+    """An eviction priority for a table keyed by ``keys``: past its cap, each key's latest rows
+    go first, over all keys (every key keeps the start of its rows). (A partial, not a lambda:
+    detectors stay picklable.)"""
+    return partial(_latest_out, keys=keys)
 
 
 def _take(cols: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
