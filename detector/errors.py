@@ -37,3 +37,17 @@ class OutputError(DetectorError):
     def __init__(self, path: str, message: str):
         self.path = path
         super().__init__(f"{path}: {message}")
+
+
+class TelemetryError(DetectorError):
+    """A telemetry or allocation file that cannot be used at all (not one bad line: those are
+    counted and reported). Names the file and, where there is one, the line."""
+
+    def __init__(self, path: str, line: int | None, message: str):
+        self.path = path
+        self.line = line
+        self.message = message
+        super().__init__(f"{path}: line {line}: {message}" if line else f"{path}: {message}")
+
+    def __reduce__(self):
+        return TelemetryError, (self.path, self.line, self.message)

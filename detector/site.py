@@ -39,6 +39,9 @@ class SiteConfig:
     ssh_host_keys: tuple[str, ...] = ()  # pins: "HOST:PORT=SHA256:..." (learned from traffic too)
     tls_certs: tuple[str, ...] = ()  # pins: "NAME=<sha256 hex>"
     internal_cas: tuple[str, ...] = ()  # the site's own CAs: issuer names ("CN=HPC Root CA") or SHA-256 of CA certs
+    host_names: tuple[str, ...] = ()  # "NAME=ADDRESS": nodes as telemetry and Slurm name them (cn0012=10.10.100.12)
+    gpu_allocations: str = ""  # a GPU allocation map (host gpus start end job), for sites without Slurm
+    timezone: str = "UTC"  # the zone of local times without one (nvidia-smi timestamps)
 
     def validate(self, path: str | None = None) -> SiteConfig:
         from detector.errors import ConfigError
@@ -60,7 +63,28 @@ class SiteConfig:
         for value in self.ssh_host_keys + self.tls_certs:
             if "=" not in value:
                 raise ConfigError(f"{value!r}: a pin is written KEY=VALUE", path, "site.ssh_host_keys / site.tls_certs")
+        for value in self.host_names:
+            name, eq, addr = value.partition("=")
+            try:
+                ipaddress.ip_address(addr.strip())
+            except ValueError:
+                raise ConfigError(f"{value!r}: write NAME=ADDRESS (cn0012=10.10.100.12)", path,
+                                  "site.host_names") from None
+            if not eq or not name.strip():
+                raise ConfigError(f"{value!r}: write NAME=ADDRESS (cn0012=10.10.100.12)", path, "site.host_names")
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{self.timezone!r} is not a time zone (an IANA name: UTC, Europe/Berlin)", path,
+                              "site.timezone") from None
         return self
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """``host_names`` as name -> address."""
+        return {n.strip(): a.strip() for n, _, a in (v.partition("=") for v in self.host_names)}
 
 
 class NetSet:

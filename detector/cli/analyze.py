@@ -25,6 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="MODEL", help="a site model from detector train (baselines, anomaly scores)")
     add_backend_argument(p)
     p.add_argument("--config", metavar="FILE", help="TOML configuration ([flows], [site], [detect.*])")
+    p.add_argument("--gpu-log", action="append", default=[], metavar="PATH[@HOST]",
+                   help="an nvidia-smi CSV log (--query-gpu or --query-compute-apps, --format=csv) of node HOST "
+                        "(default: the file name's stem), or detector's own telemetry log (JSON lines); a folder: "
+                        "every .csv and .jsonl in it, each named by its stem; repeatable")
+    p.add_argument("--slurm", action="append", default=[], metavar="PATH",
+                   help="Slurm's allocations: an sacct --json, squeue --json or scontrol show job -d --json dump; "
+                        "repeatable")
     p.add_argument("--min-severity", choices=("low", "medium", "high", "critical"), default="low",
                    help="write only alerts of this severity or above (default: all)")
     p.add_argument("--stats", metavar="FILE", help="also write the run's summary as JSON")
@@ -78,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         extra.append(collector)
     if args.work_dir and not args.cluster:
         return fail("--work-dir is used with --cluster only", 2)
+    from detector.pipeline.telemetry_stage import TelemetryArgs
+
+    telemetry = TelemetryArgs(tuple(args.gpu_log), tuple(args.slurm))
+    if telemetry and args.cluster:
+        return fail("--gpu-log and --slurm are not yet read with --cluster: analyse them in one process", 2)
     try:
         if args.cluster:
             from detector.dist.job import run_distributed
@@ -88,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                                      DETECTORS if args.report else ())
         else:
             result = run_analyze(args.inputs, cfg, args.output, args.flows_out, flows_fmt, backend, args.progress,
-                                 min_severity=args.min_severity, model=model, extra_detectors=extra)
+                                 min_severity=args.min_severity, model=model, extra_detectors=extra,
+                                 telemetry=telemetry)
     except DetectorError as exc:
         return fail(str(exc), 2)
     print_problems(result)

@@ -1,6 +1,8 @@
 """``detector synth SCENARIO... -o DIR`` writes ``DIR/SCENARIO.pcap``, ``DIR/labels.json`` (each
-scenario's incidents: category, technique, hosts, time span) and ``DIR/site.toml`` (the synthetic
-site's configuration, for ``detector analyze --config``)."""
+scenario's incidents: category, technique, hosts, time span), ``DIR/site.toml`` (the synthetic
+site's configuration, for ``detector analyze --config``) and ``DIR/telemetry/SCENARIO/`` (its
+GPU partition's nvidia-smi logs and sacct dump, for ``--gpu-log`` and ``--slurm``; see
+:mod:`detector.synth.telemetry`)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ ATTACK_NAMES = (
     "exfil-dns-tunnel", "exfil-icmp-tunnel", "exfil-bulk-upload", "exfil-reverse-ssh", "exfil-login-upload",
     "mitm-arp-spoof", "mitm-arp-request", "mitm-icmp-redirect", "mitm-rogue-dhcp", "mitm-dns-spoof", "mitm-ssh-hostkey", "mitm-tls-cert",
     "mitm-tcp-hijack", "mitm-tls-name",
-    "theft-stratum", "theft-beaconing", "theft-compute-outbound",
+    "theft-stratum", "theft-beaconing", "theft-compute-outbound", "theft-gpu-unallocated", "theft-gpu-foreign",
     "access-ssh-bruteforce", "access-distributed-guessing", "access-remote-shell", "access-c2-port80",
     "scan-ports", "scan-sweep", "scan-arp-sweep",
     "dos-syn-flood", "dos-reflection", "dos-dhcp-starvation",
@@ -43,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("pcap", "pcapng"), default="pcap")
     p.add_argument("--nanosecond", action="store_true", help="nanosecond timestamps")
     p.add_argument("--snaplen", type=int, default=262144, help="cut records to this many bytes (default 262144)")
+    p.add_argument("--no-telemetry", dest="telemetry", action="store_false",
+                   help="write no GPU telemetry (DIR/telemetry/SCENARIO/)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             return fail(f"{path}: cannot write: {exc.strerror}", 2)
         sc.labels.update({"file": os.path.basename(path), "packets": len(sc.packets)})
+        if args.telemetry and name not in BENCH_NAMES:
+            failed = _write_telemetry(args.output, sc, args.seed)
+            if failed:
+                return failed
         labels[name] = sc.labels
         print(f"detector synth: {path}: {len(sc.packets):,} packets, {len(data) / 1e6:.1f} MB "
               f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -83,4 +91,19 @@ def run(args: argparse.Namespace) -> int:
                 fh.write(text)
         except OSError as exc:
             return fail(f"{path}: cannot write: {exc.strerror}", 2)
+    return 0
+
+
+def _write_telemetry(folder: str, sc, seed: int) -> int:
+    import pathlib
+
+    from detector.synth import telemetry
+
+    target = pathlib.Path(folder) / "telemetry" / sc.name
+    incident = next((i for i in sc.labels["incidents"] if i["category"] == "compute_theft"), None)
+    ts = sc.packets.ts_ns
+    try:
+        telemetry.write(target, sc.name, int(ts.min()), int(ts.max()), incident, seed)
+    except OSError as exc:
+        return fail(f"{target}: cannot write telemetry: {exc.strerror}", 2)
     return 0

@@ -12,6 +12,7 @@ from detector.detect.dns_spoof import DnsSpoof
 from detector.detect.dns_tunnel import DnsTunnel
 from detector.detect.floods import Floods
 from detector.detect.gateway_mac import GatewayMac
+from detector.detect.gpu_theft import TELEMETRY_DETECTORS
 from detector.detect.host_anomaly import HostAnomaly
 from detector.detect.http_upload import HttpUpload
 from detector.detect.icmp_redirect import IcmpRedirect
@@ -40,7 +41,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     Floods,
     HostAnomaly,
 )
-BY_NAME = {d.name: d for d in DETECTORS}
+BY_NAME = {d.name: d for d in DETECTORS + TELEMETRY_DETECTORS}  # (telemetry ones: see gpu_theft)
 
 
 def build_detectors(site: Site, params: dict[str, object] | None = None,

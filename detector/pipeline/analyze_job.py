@@ -22,9 +22,10 @@ from detector.config import Config
 from detector.errors import OutputError
 from detector.flows.engine import spare_core, walk_threads
 from detector.output.flow_writers import open_flow_writer
+from detector.pipeline import telemetry_stage
 from detector.pipeline.flows_job import close_outputs, outcome
 from detector.pipeline.ingest import Ingest
-from detector.pipeline.stages import Stages
+from detector.pipeline.stages import Stages, time_ordered
 from detector.progress import Progress
 from detector.sources.batch import RawBatch
 from detector.sources.parallel_walk import WalkPlan
@@ -77,13 +78,16 @@ def _head(b: RawBatch, k: int) -> RawBatch:
 def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, flows_out: str | None = None,
                 flows_format: str = "parquet", backend: Backend = CPU, progress: bool | None = None,
                 extra_detectors=(), min_severity: str = "low", until_ns: int | None = None,
-                model=None) -> AnalyzeResult:
+                model=None, telemetry=None) -> AnalyzeResult:
     """Analyse ``inputs``; alerts of ``min_severity`` and above go to ``alerts_out`` ("-" for
     stdout, None for nowhere); the result holds them all. With ``until_ns``, reading stops at
     the first packet stamped later (what a live sensor would have seen by then). ``model`` is a
     learned :class:`~detector.baseline.site_model.SiteModel`; ``extra_detectors`` are factories
-    called with the run's :class:`Site` (detectors beyond the configured ones)."""
+    called with the run's :class:`Site` (detectors beyond the configured ones). ``telemetry``
+    (a :class:`~detector.pipeline.telemetry_stage.TelemetryArgs`) adds GPU logs and allocations,
+    read before the captures (an unusable file stops the run before any work)."""
     t0 = time.perf_counter()
+    gpu = telemetry_stage.load(telemetry, cfg) if telemetry else None
     ingest = Ingest(inputs, cfg.flows.batch_size)
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None
@@ -111,6 +115,8 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
             interrupted = True
         stages.flush()
         alerts = stages.report()
+        if gpu is not None:
+            alerts = time_ordered(telemetry_stage.judge(gpu, alerts, cfg))
         if sink is not None:
             sink.write_all(alerts, min_severity)
     except OutputError as exc:
@@ -121,8 +127,14 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
             stages.close()
         finally:
             output_error = close_outputs((sink, flow_writer), output_error)
-    return analysis_result(ingest, engine.counts, stages, alerts, time.perf_counter() - t0, backend, model,
-                           output_error, interrupted)
+    result = analysis_result(ingest, engine.counts, stages, alerts, time.perf_counter() - t0, backend, model,
+                             output_error, interrupted)
+    if gpu is not None:
+        result.summary["gpu_telemetry"] = telemetry_stage.summary(gpu)
+        result.warnings += gpu.telemetry.problems
+        if gpu.telemetry.bad_lines > len(gpu.telemetry.problems):
+            result.warnings.append(f"GPU logs: {gpu.telemetry.bad_lines} bad line(s) in all, skipped")
+    return result
 
 
 def analysis_result(inputs, counts, stages: Stages, alerts: list[Alert], elapsed: float, backend: Backend, model,
@@ -169,6 +181,12 @@ def summary_text(s: dict, alerts: list[Alert]) -> str:
         share = c["shared_packets"] / max(s["packets"], 1)
         lines.append(f"  cluster: {c['workers']} worker(s), {c['partitions']} partition(s) ({c['reused_partitions']} "
                      f"reused), {share:.0%} of the packets in flows that cross files (stitched)")
+    if s.get("gpu_telemetry"):
+        g = s["gpu_telemetry"]
+        held = ("no allocations given: gpu_unallocated and gpu_foreign_process judged nothing"
+                if g["allocations"] is None else f"{g['allocations']:,} allocation(s)")
+        lines.append(f"  GPU telemetry: {g['gpus']:,} GPU(s) of {g['hosts']:,} host(s), {g['gpu_samples']:,} GPU and "
+                     f"{g['process_samples']:,} process sample(s), {g['bad_lines']:,} bad line(s); {held}")
     if s.get("model"):
         m = s["model"]
         lines.append(f"  site model: {m['windows_trained']:,} training windows of {m['hosts']:,} hosts")

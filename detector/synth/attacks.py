@@ -442,6 +442,23 @@ def stratum(st: Stage) -> dict:
                     "XMRig mining from cn0012 to a pool proxy on port 443")
 
 
+def gpu_unallocated(st: Stage) -> dict:
+    """A miner started from an SSH session on cn0004, a GPU node no job holds: all four GPUs at
+    full load for 20 minutes (the telemetry: :mod:`detector.synth.telemetry`). Its pool
+    connection goes through the site proxy, so the wire shows nothing new."""
+    node = st.peer(st.host("cn0004"))
+    return incident("compute_theft", "gpu_unallocated", [node.text], st.t0, st.t0 + 20 * 60 * S,
+                    "a GPU miner on cn0004 outside any job")
+
+
+def gpu_foreign(st: Stage) -> dict:
+    """A user of job 81232 on cn0003 starts a miner from an SSH session, outside the job's
+    cgroup, on one of the job's GPUs, for 15 minutes beside the job's own work."""
+    node = st.peer(st.host("cn0003"))
+    return incident("compute_theft", "gpu_foreign_process", [node.text], st.t0, st.t0 + 15 * 60 * S,
+                    "a miner outside job 81232 on its GPU 2 of cn0003")
+
+
 def beaconing(st: Stage) -> dict:
     """A login node implant checks in every 60 s (+-1.5 s jitter) over HTTPS for 45 minutes,
     each time with the same small request and reply."""
@@ -662,6 +679,7 @@ ATTACKS = {
     "mitm-dns-spoof": dns_spoof, "mitm-ssh-hostkey": ssh_hostkey, "mitm-tls-cert": tls_cert,
     "mitm-tcp-hijack": tcp_hijack, "mitm-tls-name": tls_name,
     "theft-stratum": stratum, "theft-beaconing": beaconing, "theft-compute-outbound": compute_outbound,
+    "theft-gpu-unallocated": gpu_unallocated, "theft-gpu-foreign": gpu_foreign,
     "access-ssh-bruteforce": ssh_bruteforce, "access-distributed-guessing": distributed_guessing,
     "access-remote-shell": remote_shell, "access-c2-port80": c2_port80,
     "scan-ports": port_scan, "scan-sweep": address_sweep, "scan-arp-sweep": arp_sweep,

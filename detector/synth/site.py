@@ -93,6 +93,8 @@ class Site:
             f'compute_nets = {arr(["10.10.100.0/22"])}',
             f"proxies = {arr(proxies)}",
             f'partner_dtns = {arr(["198.51.100.0/24", "2001:db8:51::/48"])}',
+            f"host_names = {arr(f'{h.name}={h.ipv4}' for h in self.hosts)}",
+            'timezone = "Europe/Berlin"  # nvidia-smi writes local time',
             "",
         ])
 

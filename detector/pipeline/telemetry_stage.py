@@ -1,0 +1,79 @@
+"""GPU telemetry in ``detector analyze``: read the logs and allocations given, judge them with
+the telemetry detectors, and join their alerts with the network's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.alerts import Alert
+from detector.config import Config
+from detector.detect.gpu_theft import TELEMETRY_DETECTORS, GpuInputs, join_network
+from detector.errors import TelemetryError
+from detector.telemetry.allocations import OPEN_END, read_map
+from detector.telemetry.holdings import Holdings
+from detector.telemetry.nvidia_smi import LogSpec, read_log
+from detector.telemetry.record_log import is_record_log, read_record_log
+from detector.telemetry.samples import Telemetry
+from detector.telemetry.slurm import read_slurm
+
+
+@dataclass(frozen=True)
+class TelemetryArgs:
+    """The telemetry an analysis was given: ``--gpu-log PATH[@HOST]`` and ``--slurm PATH``."""
+
+    gpu_logs: tuple[str, ...] = ()
+    slurm: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.gpu_logs or self.slurm)
+
+
+def load(args: TelemetryArgs, cfg: Config) -> GpuInputs:
+    """Everything given, read; a file that cannot be used raises
+    :class:`~detector.errors.TelemetryError` (bad lines in a log are counted instead)."""
+    telemetry = Telemetry()
+    for spec in (s for text in args.gpu_logs for s in _specs(text)):
+        if is_record_log(spec.path):
+            read_record_log(spec.path, spec.host, telemetry)
+        else:
+            read_log(spec, telemetry, cfg.site.timezone)
+    allocations, coverage = [], []
+    for path in args.slurm:
+        found, span = read_slurm(path)
+        allocations += found
+        coverage.append(span)
+    if cfg.site.gpu_allocations:
+        allocations += read_map(cfg.site.gpu_allocations, cfg.site.timezone)
+        coverage.append((-OPEN_END, OPEN_END))
+    holdings = Holdings(allocations, coverage) if coverage else None
+    return GpuInputs(telemetry, holdings, cfg.site.addresses)
+
+
+def _specs(text: str) -> list[LogSpec]:
+    """One ``--gpu-log`` argument: a file, or a folder of logs named by node."""
+    import os
+
+    if not os.path.isdir(text):
+        return [LogSpec.parse(text)]
+    found = sorted(os.path.join(d, f) for d, _, files in os.walk(text) for f in files
+                   if f.endswith((".csv", ".jsonl")))
+    if not found:
+        raise TelemetryError(text, None, "a folder without .csv or .jsonl GPU logs")
+    return [LogSpec.parse(path) for path in found]
+
+
+def judge(inputs: GpuInputs, alerts: list[Alert], cfg: Config) -> list[Alert]:
+    """The network's alerts plus the telemetry detectors', joined (:func:`join_network`)."""
+    found = [a for cls in TELEMETRY_DETECTORS if cls.name not in cfg.disabled_detectors
+             for a in cls(cfg.detect.get(cls.name)).judge(inputs)]
+    return join_network(alerts + found)
+
+
+def summary(inputs: GpuInputs) -> dict:
+    """For the run's summary: what was read, and what could not be judged."""
+    t = inputs.telemetry
+    gpus = t.gpus
+    return {"hosts": len(t.hosts), "gpus": len(set(zip(gpus.host.tolist(), gpus.gpu.tolist()))),
+            "gpu_samples": len(gpus.ts_ns), "process_samples": len(t.processes.ts_ns), "bad_lines": t.bad_lines,
+            "allocations": None if inputs.holdings is None else len(inputs.holdings.allocations),
+            "problems": t.problems[:20]}

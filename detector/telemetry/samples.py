@@ -1,0 +1,116 @@
+"""Telemetry as columns: GPU samples and compute-process samples, one row per reading.
+
+Hosts are small integer ids into :attr:`Telemetry.hosts`; a GPU is (host, index). Readings a
+tool could not take (``[N/A]``, ``[Not Supported]``) are NaN, never zero: an idle GPU and an
+unreadable one must not look alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+NO_JOB = -1  # the process is in no Slurm job (its cgroup is known and names none)
+UNKNOWN_JOB = -2  # its cgroup was not read (nvidia-smi logs do not give it)
+
+
+class GpuSamples(NamedTuple):
+    host: np.ndarray  # int32 id into Telemetry.hosts
+    gpu: np.ndarray  # int16 index on the host; -1 when only the UUID is known
+    uuid: np.ndarray  # object: str or None
+    ts_ns: np.ndarray  # int64, UTC
+    util: np.ndarray  # float64 SM utilisation, percent
+    mem_util: np.ndarray  # memory-controller utilisation, percent
+    mem_used_mib: np.ndarray
+    power_w: np.ndarray
+    sm_mhz: np.ndarray
+    mem_mhz: np.ndarray
+
+    @classmethod
+    def empty(cls) -> GpuSamples:
+        return cls(np.empty(0, np.int32), np.empty(0, np.int16), np.empty(0, object), np.empty(0, np.int64),
+                   *(np.empty(0) for _ in range(6)))
+
+
+class ProcessSamples(NamedTuple):
+    host: np.ndarray  # int32
+    gpu: np.ndarray  # int16, -1 when only the UUID is known
+    uuid: np.ndarray  # object
+    ts_ns: np.ndarray  # int64
+    pid: np.ndarray  # int64
+    name: np.ndarray  # object: the command
+    used_mib: np.ndarray  # float64
+    job: np.ndarray  # int64 Slurm job id, or NO_JOB / UNKNOWN_JOB
+
+    @classmethod
+    def empty(cls) -> ProcessSamples:
+        return cls(np.empty(0, np.int32), np.empty(0, np.int16), np.empty(0, object), np.empty(0, np.int64),
+                   np.empty(0, np.int64), np.empty(0, object), np.empty(0), np.empty(0, np.int64))
+
+
+def epoch_ns(t: dt.datetime) -> int:
+    """An aware datetime as integer ns since the epoch (exactly: no float on the way)."""
+    return (t - _EPOCH) // dt.timedelta(microseconds=1) * 1000
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def concat(parts: list, empty):
+    """The rows of ``parts`` (NamedTuples of arrays of one type) as one."""
+    if not parts:
+        return empty
+    return type(empty)(*(np.concatenate(cols) for cols in zip(*parts)))
+
+
+def take(samples, rows: np.ndarray):
+    return type(samples)(*(col[rows] for col in samples))
+
+
+@dataclass
+class Telemetry:
+    """Everything read: samples of every host, and the lines that could not be used."""
+
+    hosts: list[str] = field(default_factory=list)
+    gpu_parts: list[GpuSamples] = field(default_factory=list)
+    process_parts: list[ProcessSamples] = field(default_factory=list)
+    bad_lines: int = 0
+    problems: list[str] = field(default_factory=list)  # "FILE: line N: why", the first few per file
+
+    def host_id(self, name: str) -> int:
+        try:
+            return self.hosts.index(name)
+        except ValueError:
+            self.hosts.append(name)
+            return len(self.hosts) - 1
+
+    @property
+    def gpus(self) -> GpuSamples:
+        return _indexed(concat(self.gpu_parts, GpuSamples.empty()), self._uuid_index())
+
+    @property
+    def processes(self) -> ProcessSamples:
+        return _indexed(concat(self.process_parts, ProcessSamples.empty()), self._uuid_index())
+
+    def _uuid_index(self) -> dict[tuple[int, str], int]:
+        """(host, UUID) -> index, from the GPU logs that give both (process logs give UUIDs)."""
+        found: dict[tuple[int, str], int] = {}
+        for part in self.gpu_parts:
+            known = np.flatnonzero((part.gpu >= 0) & (part.uuid != None))
+            for h, u, g in set(zip(part.host[known].tolist(), part.uuid[known].tolist(), part.gpu[known].tolist())):
+                found[(h, u)] = g
+        return found
+
+
+def _indexed(samples, index: dict):
+    """``samples`` with the GPU index filled in from ``index`` where only the UUID was known."""
+    missing = np.flatnonzero(samples.gpu < 0)
+    if not len(missing) or not index:
+        return samples
+    gpu = samples.gpu.copy()
+    gpu[missing] = [index.get((h, u), -1) for h, u in zip(samples.host[missing].tolist(),
+                                                          samples.uuid[missing].tolist())]
+    return samples._replace(gpu=gpu)
