@@ -29,6 +29,15 @@ def analyze(path, config=None, **kw):
     return run_analyze([str(path)], load_config(str(config) if config else None), None, progress=False, **kw).alerts
 
 
+def with_telemetry(path, config):
+    """A scenario analysed with its GPU partition's telemetry and Slurm accounting."""
+    from detector.pipeline.telemetry_stage import TelemetryArgs
+
+    folder = path.parent / "telemetry" / path.stem
+    return analyze(path, config, telemetry=TelemetryArgs((str(folder / "gpu"), str(folder / "processes.jsonl")),
+                                                         (str(folder / "sacct.json"),)))
+
+
 def strong(alerts):
     return [a for a in alerts if a.severity_rank >= MEDIUM]
 
@@ -42,7 +51,7 @@ def test_scenario_names_match_the_registry():
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_each_synthetic_attack_is_detected(synth_dir, labels, name):
     (incident,) = labels[name]["incidents"]
-    alerts = strong(analyze(synth_dir / f"{name}.pcap", synth_dir / "site.toml"))
+    alerts = strong(with_telemetry(synth_dir / f"{name}.pcap", synth_dir / "site.toml"))
     hits = [a for a in alerts if a.category == incident["category"] and a.technique == incident["technique"]]
     assert len(hits) == 1, f"{name}: expected one {incident['category']}/{incident['technique']}, got {alerts}"
     hit = hits[0]
@@ -50,7 +59,11 @@ def test_each_synthetic_attack_is_detected(synth_dir, labels, name):
     assert {hit.src_ip, hit.dst_ip, hit.host} & set(incident["hosts"]), (hit, incident["hosts"])
     assert hit.ts_ns <= incident["end_ns"] + 10**9 and hit.ts_end_ns >= incident["start_ns"] - 10**9
     # nothing else of medium or above: the background and the attack's side effects are quiet
-    assert [a for a in alerts if a is not hit] == [] or name in ("theft-stratum",), alerts
+    others = [a for a in alerts if a is not hit]
+    if name == "theft-stratum":  # its miner also keeps cn0012's GPUs busy outside any job: one joined incident
+        assert {a.technique for a in others} <= {"gpu_unallocated", "compute_outbound"} and hit.severity == "critical"
+    else:
+        assert others == [], alerts
 
 
 def test_alerts_do_not_depend_on_the_order_flow_records_arrive_in(synth_dir, monkeypatch):
@@ -70,7 +83,7 @@ def test_alerts_do_not_depend_on_the_order_flow_records_arrive_in(synth_dir, mon
 @pytest.mark.parametrize("name", BENIGN_NAMES)
 def test_benign_scenarios_raise_nothing_of_medium_or_above(synth_dir, labels, name):
     assert labels[name]["benign"] is True
-    assert strong(analyze(synth_dir / f"{name}.pcap", synth_dir / "site.toml")) == []
+    assert strong(with_telemetry(synth_dir / f"{name}.pcap", synth_dir / "site.toml")) == []
 
 
 def test_partner_allowlist_is_what_keeps_backups_quiet(synth_dir):

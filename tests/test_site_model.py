@@ -66,7 +66,7 @@ def test_every_attack_is_still_found_with_a_model(days, synth_dir, tmp_path):
     model = SiteModel.load(train(days[0], tmp_path, "--config", str(days[0] / "site.toml")))
     labels = json.loads((synth_dir / "labels.json").read_text())
     for name, label in labels.items():
-        if label["benign"]:
+        if label["benign"] or label["incidents"][0].get("seen_in") == "telemetry":
             continue
         found = {c for c, _, _ in strong(synth_dir / f"{name}.pcap", synth_dir / "site.toml", model)}
         assert label["incidents"][0]["category"] in found, (name, found)

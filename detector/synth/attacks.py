@@ -442,13 +442,16 @@ def stratum(st: Stage) -> dict:
                     "XMRig mining from cn0012 to a pool proxy on port 443")
 
 
+TELEMETRY_ONLY = {"seen_in": "telemetry"}  # the capture shows nothing of it: only the GPU logs do
+
+
 def gpu_unallocated(st: Stage) -> dict:
     """A miner started from an SSH session on cn0004, a GPU node no job holds: all four GPUs at
     full load for 20 minutes (the telemetry: :mod:`detector.synth.telemetry`). Its pool
     connection goes through the site proxy, so the wire shows nothing new."""
     node = st.peer(st.host("cn0004"))
     return incident("compute_theft", "gpu_unallocated", [node.text], st.t0, st.t0 + 20 * 60 * S,
-                    "a GPU miner on cn0004 outside any job")
+                    "a GPU miner on cn0004 outside any job") | TELEMETRY_ONLY
 
 
 def gpu_foreign(st: Stage) -> dict:
@@ -456,7 +459,7 @@ def gpu_foreign(st: Stage) -> dict:
     cgroup, on one of the job's GPUs, for 15 minutes beside the job's own work."""
     node = st.peer(st.host("cn0003"))
     return incident("compute_theft", "gpu_foreign_process", [node.text], st.t0, st.t0 + 15 * 60 * S,
-                    "a miner outside job 81232 on its GPU 2 of cn0003")
+                    "a miner outside job 81232 on its GPU 2 of cn0003") | TELEMETRY_ONLY
 
 
 def beaconing(st: Stage) -> dict:

@@ -156,11 +156,15 @@ def _rows(path: str, header: list[str], header_line: int) -> tuple[pa.Table, np.
     lines = lines[~np.isin(lines, np.fromiter(skipped, np.int64, len(skipped)))]
     # a restarted nvidia-smi appended to the same file writes its header again: not data, not bad
     again = np.ones(table.num_rows, bool)
+    blank = np.ones(table.num_rows, bool)  # (Arrow reads an empty line as a row of empty fields)
     for k, h in enumerate(header):
-        again &= pc.equal(pc.utf8_trim_whitespace(table.column(k)), h).to_numpy(zero_copy_only=False)
-    if again.any():
-        table = table.filter(pa.array(~again))
-        lines = lines[~again]
+        text = pc.utf8_trim_whitespace(table.column(k))
+        again &= pc.equal(text, h).to_numpy(zero_copy_only=False)
+        blank &= pc.equal(text, "").to_numpy(zero_copy_only=False)
+    skip = again | blank
+    if skip.any():
+        table = table.filter(pa.array(~skip))
+        lines = lines[~skip]
     return table, lines, {n: why for n, why in skipped.items() if why}
 
 

@@ -1,0 +1,234 @@
+"""gpu_unallocated, gpu_foreign_process and their join with the network's signs of theft, on
+telemetry built here sample by sample, and end to end on the synthetic GPU partition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector.alerts import Alert
+from detector.detect.gpu_theft import GpuForeignProcess, GpuInputs, GpuUnallocated, join_network
+from detector.telemetry.allocations import OPEN_END, Allocation
+from detector.telemetry.holdings import Holdings
+from detector.telemetry.samples import NO_JOB, UNKNOWN_JOB, GpuSamples, ProcessSamples, Telemetry
+
+NS = 10**9
+T0 = 1_793_606_400 * NS
+ALL_TIME = [(-OPEN_END, OPEN_END)]
+
+
+class Node:
+    """Telemetry of one node, written as what each GPU did when."""
+
+    def __init__(self, t: Telemetry, name: str, gpus: int = 4, seconds: int = 1200, every: int = 10):
+        self.t, self.name, self.every = t, name, every
+        self.host = t.host_id(name)
+        self.times = T0 + np.arange(0, seconds, every) * NS
+        self.util = np.zeros((gpus, len(self.times)))
+
+    def busy(self, gpu: int, start_s: float, end_s: float, util: float = 100.0) -> Node:
+        on = (self.times >= T0 + start_s * NS) & (self.times < T0 + end_s * NS)
+        self.util[gpu, on] = util
+        return self
+
+    def drop(self, start_s: float, end_s: float) -> Node:
+        """The telemetry stops (nvidia-smi not running)."""
+        keep = ~((self.times >= T0 + start_s * NS) & (self.times < T0 + end_s * NS))
+        self.times, self.util = self.times[keep], self.util[:, keep]
+        return self
+
+    def done(self) -> None:
+        gpus, n = self.util.shape
+        gpu = np.repeat(np.arange(gpus), n).astype(np.int16)
+        nan = np.full(gpus * n, np.nan)
+        self.t.gpu_parts.append(GpuSamples(np.full(gpus * n, self.host, np.int32), gpu, np.full(gpus * n, None, object),
+                                           np.tile(self.times, gpus), self.util.ravel(), nan, nan, nan, nan, nan))
+
+
+def process(t: Telemetry, node: str, gpu: int, pid: int, job: int, start_s: float, end_s: float, every: int = 30,
+            name: str = "xmrig") -> None:
+    times = T0 + np.arange(start_s, end_s, every).astype(np.int64) * NS
+    n = len(times)
+    t.process_parts.append(ProcessSamples(np.full(n, t.host_id(node), np.int32), np.full(n, gpu, np.int16),
+                                          np.full(n, None, object), times, np.full(n, pid), np.full(n, name, object),
+                                          np.full(n, 2210.0), np.full(n, job)))
+
+
+def alloc(host, gpus, start_s, end_s, job, count=None):
+    return Allocation(host, gpus, len(gpus) if gpus else count, T0 + int(start_s * NS),
+                      OPEN_END if end_s is None else T0 + int(end_s * NS), job, str(job))
+
+
+def unallocated(t, allocations, coverage=ALL_TIME, **params):
+    inputs = GpuInputs(t, Holdings(allocations, coverage), {"cn1": "10.0.0.1"})
+    return GpuUnallocated(GpuUnallocated.Params(**params) if params else None).judge(inputs)
+
+
+def foreign(t, allocations, coverage=ALL_TIME):
+    return GpuForeignProcess().judge(GpuInputs(t, Holdings(allocations, coverage), {}))
+
+
+def test_a_busy_gpu_no_job_holds_is_one_alert_per_incident():
+    t = Telemetry()
+    Node(t, "cn1").busy(1, 100, 700).busy(2, 150, 800).done()  # two GPUs of one miner: one incident
+    Node(t, "cn2").busy(0, 0, 1200).done()  # held
+    process(t, "cn1", 1, 4242, NO_JOB, 100, 700)
+    [a] = unallocated(t, [alloc("cn2", (0,), 0, None, 7)])
+    assert (a.technique, a.severity, a.host, a.src_ip) == ("gpu_unallocated", "high", "10.0.0.1", "10.0.0.1")
+    assert a.evidence["gpus"] == [1, 2] and a.evidence["node"] == "cn1"
+    assert (a.ts_ns, a.ts_end_ns) == (T0 + 100 * NS, T0 + 790 * NS)
+    assert a.evidence["busy_s"] == 640 and a.evidence["processes"][0]["pid"] == 4242
+    assert a.evidence["processes"][0]["job"] == "none"
+
+
+def test_held_gpus_by_index_every_gpu_or_count_are_quiet():
+    t = Telemetry()
+    Node(t, "cn1").busy(0, 0, 1200).busy(3, 0, 1200).done()
+    Node(t, "cn2").busy(0, 0, 1200).busy(1, 0, 1200).done()
+    Node(t, "cn3").busy(2, 0, 1200).done()
+    allocations = [alloc("cn1", (0, 3), -10, None, 1), alloc("cn2", None, -10, 2000, 2, count=-1),
+                   alloc("cn3", None, -10, None, 3, count=1)]
+    assert unallocated(t, allocations) == []
+    # the job on GPU 3 of cn1 ended at 400 s: its GPU stayed busy 800 s more without it
+    [a] = unallocated(t, [alloc("cn1", (0,), -10, None, 1), alloc("cn1", (3,), -10, 400, 4)] + allocations[1:])
+    assert a.evidence["gpus"] == [3] and a.ts_ns == T0 + 400 * NS
+
+
+def test_gpus_of_unknown_index_cover_the_first_busy_ones_of_each_second():
+    """sacct says 'two GPUs of cn1' without saying which: three busy GPUs leave one out."""
+    t = Telemetry()
+    Node(t, "cn1").busy(0, 0, 1200).busy(1, 0, 1200).busy(3, 0, 1200).done()
+    assert unallocated(t, [alloc("cn1", None, -10, None, 5, count=3)]) == []
+    [a] = unallocated(t, [alloc("cn1", None, -10, None, 5, count=2)])
+    assert a.evidence["gpus"] == [3]
+
+
+def test_the_threshold_the_minimum_time_and_gaps():
+    t = Telemetry()
+    Node(t, "cn1").busy(0, 0, 300).busy(1, 0, 310).busy(2, 0, 1200, util=49.0).busy(3, 0, 1200).drop(500, 560).done()
+    # GPU 0: 290 s between its first and last busy sample; GPU 1: 300 s; GPU 2: under busy_util;
+    # GPU 3: busy throughout, but the telemetry stops for 60 s: two runs of 490 and 630 s
+    alerts = unallocated(t, [])
+    assert [(a.evidence["gpus"], a.evidence["busy_s"]) for a in alerts] == [([1, 3], 490), ([3], 630)]
+    assert [a.evidence["busy_s"] for a in unallocated(t, [], max_gap_s=120.0)] == [1190]
+    assert unallocated(t, [], busy_min_s=700.0) == []
+    assert [a.evidence["gpus"] for a in unallocated(t, [], busy_util=49.0, max_gap_s=120.0)] == [[1, 2, 3]]
+
+
+def test_only_the_time_the_allocations_speak_for_is_judged():
+    t = Telemetry()
+    Node(t, "cn1").busy(0, 0, 1200).done()
+    assert unallocated(t, [], coverage=[(T0 + 900 * NS, T0 + 2000 * NS)]) == []  # 300 s judged: under busy_min_s
+    [a] = unallocated(t, [], coverage=[(T0 + 600 * NS, T0 + 2000 * NS)])
+    assert a.ts_ns == T0 + 600 * NS
+    assert GpuUnallocated().judge(GpuInputs(t, None, {})) == []  # no allocation source: nothing judged
+
+
+def test_foreign_processes():
+    t = Telemetry()
+    allocations = [alloc("cn1", (0, 1), 0, None, 10), alloc("cn1", (2,), 0, None, 11), alloc("cn2", None, 0, None, 12, 2)]
+    process(t, "cn1", 0, 100, 10, 0, 600, name="python3")  # its own job: fine
+    process(t, "cn1", 1, 101, NO_JOB, 60, 600)  # from an SSH session: foreign
+    process(t, "cn1", 2, 102, 10, 0, 600, name="python3")  # job 10's process on job 11's GPU
+    process(t, "cn1", 3, 103, NO_JOB, 0, 600)  # on a GPU nobody holds: gpu_unallocated's to tell
+    process(t, "cn1", 1, 104, UNKNOWN_JOB, 0, 600)  # cgroup not read: not judged
+    process(t, "cn2", 1, 105, 12, 0, 600, name="python3")  # counts only: any GPU of the job's node
+    process(t, "cn2", 0, 106, 99, 0, 600)  # a job that holds nothing on cn2
+    process(t, "cn2", 0, 107, NO_JOB, 0, 600, name="/usr/bin/nv-hostengine")  # monitoring
+    alerts = {a.evidence["pid"]: a for a in foreign(t, allocations)}
+    assert sorted(alerts) == [101, 102, 106]
+    assert alerts[101].evidence["process_job"] is None and alerts[101].evidence["jobs_holding"] == ["10", "11"]
+    assert "in no job" in alerts[101].summary and alerts[101].ts_ns == T0 + 60 * NS
+    assert alerts[102].evidence["process_job"] == 10 and alerts[102].evidence["gpus"] == [2]
+    assert "of job 99" in alerts[106].summary and alerts[106].technique == "gpu_foreign_process"
+    # the job ends at 300 s: process 100 is on a GPU nobody holds from then on, not a foreign one
+    ended = [alloc("cn1", (0, 1), 0, 300, 10)] + allocations[1:]
+    assert sorted(a.evidence["pid"] for a in foreign(t, ended)) == [101, 102, 106]
+
+
+def _net(technique, src, start_s, end_s):
+    return Alert(T0 + start_s * NS, T0 + end_s * NS, "compute_theft", technique, "high", 0.9, technique, "x", src,
+                 src_ip=src)
+
+
+def _gpu(start_s, end_s, host="10.0.0.1", node="cn1"):
+    return Alert(T0 + start_s * NS, T0 + end_s * NS, "compute_theft", "gpu_unallocated", "high", 0.85, "gpu",
+                 "gpu_unallocated/1", host, src_ip=host if host != node else None, evidence={"node": node})
+
+
+def test_join_with_the_network_makes_both_critical():
+    stratum, far, other = _net("stratum", "10.0.0.1", 100, 200), _net("beaconing", "10.0.0.1", 5000, 6000), \
+        _net("compute_outbound", "10.0.0.9", 100, 200)
+    port_scan = Alert(T0, T0, "scan", "port_scan", "medium", 0.5, "scan", "x", "10.0.0.1", src_ip="10.0.0.1")
+    gpu = _gpu(150, 1000)
+    alerts = [stratum, far, other, port_scan, gpu]
+    out = join_network(alerts)
+    assert [a.severity for a in out] == ["critical", "high", "high", "medium", "critical"]
+    assert out[0].evidence["joined_with"][0]["technique"] == "gpu_unallocated"
+    assert [j["technique"] for j in out[4].evidence["joined_with"]] == ["stratum"]
+    assert gpu.severity == "high" and "joined_with" not in stratum.evidence  # copies, not changed in place
+    # a node known by name only meets the network's alerts by that name
+    assert join_network([stratum, _gpu(150, 1000, host="cn1")])[0].severity == "high"
+    assert join_network([_net("stratum", "cn1", 0, 10), _gpu(150, 1000, host="cn1")])[1].severity == "critical"
+    assert join_network([stratum]) == [stratum]
+
+
+# -- end to end: the synthetic GPU partition ------------------------------------------------
+@pytest.fixture(scope="module")
+def gpu_site(tmp_path_factory):
+    from detector.cli import main
+
+    d = tmp_path_factory.mktemp("gpu")
+    assert main(["synth", "theft-gpu-unallocated", "theft-gpu-foreign", "theft-stratum", "benign-dtn", "-o", str(d),
+                 "--packets", "2000", "--seed", "3"]) == 0
+    return d
+
+
+def _analyze(d, name, *extra):
+    from detector.cli import main
+
+    out = d / f"{name}.jsonl"
+    tel = d / "telemetry" / name
+    code = main(["analyze", str(d / f"{name}.pcap"), "--config", str(d / "site.toml"), "-o", str(out), "-q",
+                 "--gpu-log", str(tel / "gpu"), "--gpu-log", str(tel / "processes.jsonl"), *extra])
+    import json
+
+    return code, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_synthetic_gpu_partition_end_to_end(gpu_site):
+    d = gpu_site
+    slurm = ("--slurm", str(d / "telemetry" / "theft-gpu-unallocated" / "sacct.json"))
+    code, alerts = _analyze(d, "theft-gpu-unallocated", *slurm)
+    assert code == 0 and [(a["technique"], a["host"], a["evidence"]["gpus"]) for a in alerts] == [
+        ("gpu_unallocated", "10.10.100.4", [0, 1, 2, 3])]
+    code, alerts = _analyze(d, "theft-gpu-foreign", "--slurm", str(d / "telemetry" / "theft-gpu-foreign" / "sacct.json"))
+    assert [(a["technique"], a["evidence"]["pid"], a["evidence"]["gpus"]) for a in alerts] == [
+        ("gpu_foreign_process", 66877, [2])]
+    code, alerts = _analyze(d, "theft-stratum", "--slurm", str(d / "telemetry" / "theft-stratum" / "sacct.json"))
+    by = {a["technique"]: a for a in alerts}
+    assert by["gpu_unallocated"]["severity"] == by["stratum"]["severity"] == "critical"
+    assert "stratum" in [j["technique"] for j in by["gpu_unallocated"]["evidence"]["joined_with"]]
+    code, alerts = _analyze(d, "benign-dtn", "--slurm", str(d / "telemetry" / "benign-dtn" / "sacct.json"))
+    # training that breathes, an idle node, a job ending: quiet
+    assert code == 0 and [a for a in alerts if a["category"] == "compute_theft"] == []
+    # without allocations nothing is judged (every busy GPU would look stolen), and the summary says so
+    code, alerts = _analyze(d, "theft-gpu-unallocated")
+    assert alerts == []
+
+
+def test_a_missing_or_bad_telemetry_file_stops_with_a_message(gpu_site, capsys):
+    from detector.cli import main
+
+    d = gpu_site
+    assert main(["analyze", str(d / "benign-dtn.pcap"), "-q", "--gpu-log", str(d / "nope.csv")]) == 2
+    assert f"{d / 'nope.csv'}: cannot read" in capsys.readouterr().err
+    bad = d / "sacct-bad.json"
+    bad.write_text("{")
+    assert main(["analyze", str(d / "benign-dtn.pcap"), "-q", "--slurm", str(bad)]) == 2
+    assert f"{bad}: line 1: not JSON" in capsys.readouterr().err
+    log = d / "cn0099.csv"
+    log.write_text("timestamp, index, utilization.gpu [%]\n2026/11/02 09:00:01.000, 0, 5 %\nbroken line\n")
+    out = d / "warn.jsonl"
+    assert main(["analyze", str(d / "benign-dtn.pcap"), "-q", "-o", str(out), "--gpu-log", str(log)]) == 0
+    assert f"warning: {log}: line 3:" in capsys.readouterr().err
