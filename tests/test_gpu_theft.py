@@ -39,10 +39,9 @@ class Node:
 
     def done(self) -> None:
         gpus, n = self.util.shape
-        gpu = np.repeat(np.arange(gpus), n).astype(np.int16)
-        nan = np.full(gpus * n, np.nan)
-        self.t.gpu_parts.append(GpuSamples(np.full(gpus * n, self.host, np.int32), gpu, np.full(gpus * n, None, object),
-                                           np.tile(self.times, gpus), self.util.ravel(), nan, nan, nan, nan, nan))
+        self.t.gpu_parts.append(GpuSamples.of(np.full(gpus * n, self.host), np.repeat(np.arange(gpus), n),
+                                              np.full(gpus * n, None), np.tile(self.times, gpus),
+                                              {"util": self.util.ravel()}))
 
 
 def process(t: Telemetry, node: str, gpu: int, pid: int, job: int, start_s: float, end_s: float, every: int = 30,

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pcap-dir", metavar="DIR", help="process the rotating captures written to this folder")
     p.add_argument("--zeek-log", metavar="FILE", action="append", default=[],
                    help="follow a Zeek conn.log or dns.log (TSV or JSON; repeatable)")
+    p.add_argument("--gpu-telemetry", action="store_true", default=None,
+                   help="sample this node's GPUs through NVML and judge them against Slurm's allocations")
     p.add_argument("--alerts", metavar="FILE", help="append alerts to this JSONL file")
     p.add_argument("--stdout", action="store_true", default=None, help="also write alerts to stdout")
     p.add_argument("--metrics", metavar="ADDR:PORT", help="prometheus endpoint (default 127.0.0.1:9108; '' for none)")
@@ -28,7 +30,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
     """The flags given, as ``[daemon]`` keys."""
     out = {}
     for flag, key in (("iface", "iface"), ("bpf", "bpf"), ("pcap_dir", "pcap_dir"), ("alerts", "alerts"),
-                      ("stdout", "stdout"), ("metrics", "metrics"), ("state", "state"), ("model", "model")):
+                      ("stdout", "stdout"), ("metrics", "metrics"), ("state", "state"), ("model", "model"),
+                      ("gpu_telemetry", "gpu_telemetry")):
         value = getattr(args, flag)
         if value is not None:
             out[key] = value

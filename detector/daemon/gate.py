@@ -11,7 +11,12 @@ from detector.alerts import Alert
 
 
 def incident_key(a: Alert) -> str:
-    return "|".join(str(x) for x in (a.detector, a.category, a.technique, a.host, a.src_ip, a.dst_ip, a.dst_port))
+    """What makes an incident itself; ``evidence.incident`` tells apart the incidents a detector
+    finds between the same endpoints (two foreign processes on one node)."""
+    parts = [a.detector, a.category, a.technique, a.host, a.src_ip, a.dst_ip, a.dst_port]
+    if "incident" in a.evidence:
+        parts.append(a.evidence["incident"])
+    return "|".join(str(x) for x in parts)
 
 
 @dataclass

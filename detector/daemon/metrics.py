@@ -37,6 +37,14 @@ class Metrics:
         self.state_errors = Counter("detector_state_errors", "Failed writes to the state database", registry=r)
         self.outbox = Gauge("detector_outbox_alerts", "Alerts waiting for delivery", registry=r)
         self.up = Gauge("detector_start_time_seconds", "When the daemon started", registry=r)
+        self.gpu_util = Gauge("detector_gpu_utilization", "SM utilisation of a GPU, percent (last sample)",
+                              ["host", "gpu"], registry=r)
+        self.gpu_power = Gauge("detector_gpu_power_watts", "Power drawn by a GPU (last sample)", ["host", "gpu"],
+                               registry=r)
+        self.gpu_unallocated = Counter("detector_gpu_unallocated_seconds", "Seconds a GPU was busy while no job "
+                                       "held it", ["host", "gpu"], registry=r)
+        self.telemetry_errors = Counter("detector_telemetry_errors", "GPU telemetry or Slurm reads that failed",
+                                        ["source"], registry=r)
 
     def serve(self, addr: str) -> None:
         host, port = addr.rsplit(":", 1)

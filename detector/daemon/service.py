@@ -43,7 +43,8 @@ from detector.daemon.state import State
 from detector.daemon.zeek import ZeekLog, conn_batch, dns_events
 from detector.errors import CaptureError, ConfigError, DetectorError
 from detector.l7.events import Events
-from detector.pipeline.stages import Stages
+from detector.detect.gpu_theft import join_network
+from detector.pipeline.stages import Stages, time_ordered
 from detector.sources import open_capture
 
 log = logging.getLogger("detector.daemon")
@@ -59,8 +60,9 @@ class Daemon:
         self.model_key = model_key
         d = cfg.daemon
         if not d.sources:
-            raise ConfigError("no source: set daemon.iface, daemon.pcap_dir, daemon.zeek_conn or daemon.zeek_dns "
-                              "(or --iface, --pcap-dir, --zeek-log)", config_path, "daemon")
+            raise ConfigError("no source: set daemon.iface, daemon.pcap_dir, daemon.zeek_conn, daemon.zeek_dns, "
+                              "daemon.gpu_telemetry or daemon.dcgm_url (or --iface, --pcap-dir, --zeek-log, "
+                              "--gpu-telemetry)", config_path, "daemon")
         self.state = State(d.state_path())
         self.model = self._starting_model(d.model, model_key)
         # inline: every batch's metrics read the detectors' eviction counts, and site inference
@@ -75,6 +77,11 @@ class Daemon:
         self.metrics = Metrics()
         self.metrics.backend.labels(backend.name, backend.device or "cpu").set(1)
         self.metrics.up.set(time.time())
+        self.gpu = None
+        if d.gpu_telemetry or d.dcgm_url:
+            from detector.daemon.gpu_watch import GpuWatch
+
+            self.gpu = GpuWatch(cfg, self.metrics)
         self.sinks = open_sinks(d)
         self.sent_upto = {s.name: self.state.sink_progress(s.name) for s in self.sinks}
         self.folder = RotatingFolder(d.pcap_dir, d.pcap_glob, self.state, d.settle_s) if d.pcap_dir else None
@@ -132,6 +139,8 @@ class Daemon:
             self.capture = LiveCapture(d.iface, d.snaplen, d.bpf, d.promisc, d.ring_mb, d.batch_packets, d.batch_s)
             self.capture_thread = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
             self.capture_thread.start()
+        if self.gpu is not None:
+            self.gpu.start(self.stop)
         log.info("detector run: %s; state %s; backend %s", ", ".join(d.sources), self.state.path, self.backend.name)
 
     def _capture_loop(self) -> None:
@@ -299,7 +308,10 @@ class Daemon:
         """New alerts into the outbox, with the state that goes with them, in one transaction;
         then delivery."""
         d = self.cfg.daemon
-        alerts = self.gate.admit(self.stages.report(), time.time_ns())
+        found = self.stages.report()
+        if self.gpu is not None:
+            found = time_ordered(join_network(found + self.gpu.judge(self.cfg)))
+        alerts = self.gate.admit(found, time.time_ns())
         floor = SEVERITY_RANK[d.min_severity]
         alerts = [a for a in alerts if a.severity_rank >= floor]
         for a in alerts:
@@ -470,6 +482,8 @@ class Daemon:
                 self._process(batch)
         if self.capture_thread is not None:
             self.capture_thread.join(timeout=1.0)
+        if self.gpu is not None:
+            self.gpu.close()
         open_flows = self.stages.engine.active_flows
         self.stages.flush()
         self.stages.site.clock_ns = None  # every window is judged at the end
@@ -498,7 +512,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self.reload_asked.set())
 
 
-SOURCE_KEYS = ("iface", "pcap_dir", "zeek_conn", "zeek_dns", "state")
+SOURCE_KEYS = ("iface", "pcap_dir", "zeek_conn", "zeek_dns", "gpu_telemetry", "dcgm_url", "gpu_log", "gpu_host", "state")
 
 
 def _sources(d) -> tuple:

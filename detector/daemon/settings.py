@@ -28,6 +28,13 @@ class DaemonConfig:
     poll_s: float = 1.0  # how often the folder and Zeek logs are looked at
     zeek_conn: str = ""  # Zeek conn.log to follow (TSV or JSON)
     zeek_dns: str = ""  # Zeek dns.log to follow
+    gpu_telemetry: bool = False  # sample this node's GPUs through NVML (the 'telemetry' extra)
+    dcgm_url: str = ""  # scrape a DCGM exporter (http://127.0.0.1:9400/metrics)
+    gpu_sample_s: float = 1.0
+    gpu_keep_s: float = 3600.0  # GPU samples and Slurm snapshots kept for judging
+    gpu_log: str = ""  # append every GPU and process sample here (JSON lines, for detector analyze --gpu-log)
+    gpu_host: str = ""  # this node's name as Slurm and [site] host_names know it (default: the short hostname)
+    slurm_poll_s: float = 30.0  # poll Slurm's allocations (scontrol/squeue --json) when on the PATH; 0: never
     # streaming
     batch_packets: int = 65536  # a micro-batch closes at this many packets ...
     batch_s: float = 1.0  # ... or after this long, whichever comes first
@@ -81,6 +88,15 @@ class DaemonConfig:
             bad("metrics", "must be HOST:PORT (e.g. 127.0.0.1:9108), or empty to turn metrics off")
         if self.metrics and not 0 < int(ADDR.match(self.metrics).group(2)) < 65536:
             bad("metrics", "port out of range")
+        for key in ("gpu_sample_s", "gpu_keep_s"):
+            if not getattr(self, key) > 0:
+                bad(key, "must be a positive number of seconds")
+        if self.slurm_poll_s < 0:
+            bad("slurm_poll_s", "must be 0 (never) or a number of seconds")
+        if self.gpu_keep_s < 2 * self.gpu_sample_s:
+            bad("gpu_keep_s", "must hold at least two samples (2 x gpu_sample_s)")
+        if self.dcgm_url and not re.match(r"^https?://", self.dcgm_url):
+            bad("dcgm_url", "must be an http:// or https:// URL (http://127.0.0.1:9400/metrics)")
         if self.window_flows_max < 1000:
             bad("window_flows_max", "must be at least 1000")
         if self.pcap_dir and not os.path.isdir(self.pcap_dir):
@@ -90,7 +106,8 @@ class DaemonConfig:
     @property
     def sources(self) -> list[str]:
         return [name for name, on in (("iface", self.iface), ("pcap_dir", self.pcap_dir),
-                                      ("zeek_conn", self.zeek_conn), ("zeek_dns", self.zeek_dns)) if on]
+                                      ("zeek_conn", self.zeek_conn), ("zeek_dns", self.zeek_dns),
+                                      ("gpu_telemetry", self.gpu_telemetry), ("dcgm_url", self.dcgm_url)) if on]
 
     def state_path(self) -> str:
         if self.state:

@@ -77,9 +77,7 @@ class GpuUnallocated(TelemetryDetector):
         if holdings is None or not len(g.ts_ns):
             return []
         g = take(g, np.flatnonzero(g.gpu >= 0))
-        by_index, by_count = holdings.held(g.host, g.gpu, g.ts_ns, t.hosts)
-        free = (g.util >= self.p.busy_util) & holdings.covered(g.ts_ns) & (by_index == 0)
-        _unknown_indices_hold(free, g, by_count)
+        free = busy_unheld(g, t.hosts, holdings, self.p.busy_util)
         runs = _runs(g, free, int(self.p.max_gap_s * NS))
         runs = runs[(runs["last"] - runs["first"]) >= int(self.p.busy_min_s * NS)]
         out = []
@@ -146,7 +144,7 @@ class GpuForeignProcess(TelemetryDetector):
             out.append(self._alert(inputs, node, (lo, hi), self.name,
                                    f"process {pid} ({command}) {whose} computes on {_gpus_text(gpus)} of {node}, "
                                    f"held by job{'s' if len(holders) > 1 else ''} {', '.join(holders)}",
-                                   {"pid": pid, "command": command, "process_job": None if job == NO_JOB else job,
+                                   {"incident": f"pid {pid}", "pid": pid, "command": command, "process_job": None if job == NO_JOB else job,
                                     "gpus": gpus, "jobs_holding": holders,
                                     "max_memory_used_mib": float(np.nanmax(p.used_mib[rows]))
                                     if np.isfinite(p.used_mib[rows]).any() else None,
@@ -155,6 +153,14 @@ class GpuForeignProcess(TelemetryDetector):
 
 
 TELEMETRY_DETECTORS: tuple[type[TelemetryDetector], ...] = (GpuUnallocated, GpuForeignProcess)
+
+
+def busy_unheld(g, hosts: list[str], holdings: Holdings, busy_util: float) -> np.ndarray:
+    """Which samples (of GPUs of known index) are busy, judged, and of a GPU no job holds."""
+    by_index, by_count = holdings.held(g.host, g.gpu, g.ts_ns, hosts)
+    free = (g.util >= busy_util) & holdings.covered(g.ts_ns) & (by_index == 0)
+    _unknown_indices_hold(free, g, by_count)
+    return free
 
 
 def _unknown_indices_hold(free: np.ndarray, g, by_count: np.ndarray) -> None:

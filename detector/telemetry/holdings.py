@@ -44,6 +44,8 @@ class Holdings:
         """For samples (host id, GPU index, time): how many allocations name that GPU (by index,
         or every GPU of the host), and how many GPUs of unknown index are held on the host at
         that time (``sacct`` gives counts, not indices)."""
+        if not len(ts_ns):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         order = lexsort(np, (ts_ns, gpu, host))
         h, g, t = host[order], gpu[order], ts_ns[order]
         starts = np.flatnonzero(group_starts(np, [h, g]))
@@ -55,7 +57,7 @@ class Holdings:
         # a host's samples in time order, for the GPUs of unknown index
         horder = lexsort(np, (ts_ns, host))
         hh, ht = host[horder], ts_ns[horder]
-        hstarts = np.flatnonzero(np.r_[True, hh[1:] != hh[:-1]])
+        hstarts = np.flatnonzero(group_starts(np, [hh]))
         hspan = {hosts[hh[s]]: (s, e) for s, e in zip(hstarts.tolist(), np.r_[hstarts[1:], len(hh)].tolist())}
         named = np.zeros(len(t) + 1, np.int64)
         counted = np.zeros(len(t) + 1, np.int64)

@@ -85,12 +85,8 @@ def read_log(spec: LogSpec, telemetry: Telemetry, zone: str = "UTC") -> str:
         cols = {col: rows.number(names.index(f), col) for f, col in GPU_FIELDS.items() if f in names}
         gpu = rows.integer(names.index("index")) if "index" in names else np.full(len(lines), -1)
         uuid = rows.text(names.index("uuid")) if "uuid" in names else np.full(len(lines), None, object)
-        keep = rows.kept()
-        nan = np.full(len(lines), np.nan)
-        samples = GpuSamples(host, gpu.astype(np.int16), uuid, ts,
-                             *(cols.get(c, nan) for c in ("util", "mem_util", "mem_used_mib", "power_w", "sm_mhz",
-                                                          "mem_mhz")))
-        telemetry.gpu_parts.append(GpuSamples(*(c[keep] for c in samples)))
+        samples = GpuSamples.of(host, gpu, uuid, ts, cols)
+        telemetry.gpu_parts.append(GpuSamples(*(c[rows.kept()] for c in samples)))
     else:
         pid = rows.integer(names.index("pid"))
         used = next((rows.number(names.index(f), col) for f, col in APP_FIELDS.items() if f in names),

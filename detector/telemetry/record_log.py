@@ -24,15 +24,14 @@ import numpy as np
 
 from detector.alerts import rfc3339
 from detector.errors import TelemetryError
-from detector.telemetry.samples import NO_JOB, UNKNOWN_JOB, GpuSamples, ProcessSamples, Telemetry, epoch_ns
+from detector.telemetry.samples import NO_JOB, READINGS, UNKNOWN_JOB, GpuSamples, ProcessSamples, Telemetry, epoch_ns
 
-GPU_READINGS = ("util", "mem_util", "mem_used_mib", "power_w", "sm_mhz", "mem_mhz")
 MAX_NAMED = 5
 
 
 def gpu_line(ts_ns: int, host: str, gpu: int, uuid: str | None, readings: dict) -> str:
     return json.dumps({"ts": rfc3339(ts_ns), "host": host, "kind": "gpu", "gpu": gpu, "uuid": uuid,
-                       **{k: readings.get(k) for k in GPU_READINGS}}, separators=(",", ":"))
+                       **{k: readings.get(k) for k in READINGS}}, separators=(",", ":"))
 
 
 def process_line(ts_ns: int, host: str, gpu: int, uuid: str | None, pid: int, command: str | None,
@@ -58,7 +57,7 @@ def is_record_log(path: str) -> bool:
 
 def read_record_log(path: str, default_host: str, telemetry: Telemetry) -> None:
     """Read one log into ``telemetry``; lines that do not parse are counted and named."""
-    gpu: dict[str, list] = {k: [] for k in ("host", "gpu", "uuid", "ts", *GPU_READINGS)}
+    gpu: dict[str, list] = {k: [] for k in ("host", "gpu", "uuid", "ts", *READINGS)}
     proc: dict[str, list] = {k: [] for k in ("host", "gpu", "uuid", "ts", "pid", "command", "used_mib", "job")}
     bad = 0
     try:
@@ -71,7 +70,7 @@ def read_record_log(path: str, default_host: str, telemetry: Telemetry) -> None:
                     common = (telemetry.host_id(str(r.get("host") or default_host)), int(r.get("gpu", -1)),
                               r.get("uuid"), _ns(r["ts"]))
                     if r["kind"] == "gpu":
-                        values = [_number(r.get(k)) for k in GPU_READINGS]
+                        values = [_number(r.get(k)) for k in READINGS]
                         for key, v in zip(gpu, (*common, *values)):
                             gpu[key].append(v)
                     elif r["kind"] == "process":
@@ -90,9 +89,8 @@ def read_record_log(path: str, default_host: str, telemetry: Telemetry) -> None:
         raise TelemetryError(path, None, f"cannot read: {exc.strerror}") from None
     telemetry.bad_lines += bad
     if gpu["ts"]:
-        telemetry.gpu_parts.append(GpuSamples(
-            np.array(gpu["host"], np.int32), np.array(gpu["gpu"], np.int16), np.array(gpu["uuid"], object),
-            np.array(gpu["ts"], np.int64), *(np.array(gpu[k], float) for k in GPU_READINGS)))
+        telemetry.gpu_parts.append(GpuSamples.of(gpu["host"], gpu["gpu"], gpu["uuid"], gpu["ts"],
+                                                 {k: gpu[k] for k in READINGS}))
     if proc["ts"]:
         telemetry.process_parts.append(ProcessSamples(
             np.array(proc["host"], np.int32), np.array(proc["gpu"], np.int16), np.array(proc["uuid"], object),

@@ -28,11 +28,23 @@ class GpuSamples(NamedTuple):
     power_w: np.ndarray
     sm_mhz: np.ndarray
     mem_mhz: np.ndarray
+    pcie_tx_kbs: np.ndarray  # PCIe throughput, KB/s (NVML, DCGM; nvidia-smi's CSV does not give it)
+    pcie_rx_kbs: np.ndarray
 
     @classmethod
     def empty(cls) -> GpuSamples:
-        return cls(np.empty(0, np.int32), np.empty(0, np.int16), np.empty(0, object), np.empty(0, np.int64),
-                   *(np.empty(0) for _ in range(6)))
+        return cls.of(np.empty(0, np.int32), np.empty(0, np.int16), np.empty(0, object), np.empty(0, np.int64), {})
+
+    @classmethod
+    def of(cls, host, gpu, uuid, ts_ns, readings: dict) -> GpuSamples:
+        """Samples with the ``READINGS`` given (arrays by name); the others are NaN."""
+        n = len(ts_ns)
+        return cls(np.asarray(host, np.int32), np.asarray(gpu, np.int16), np.asarray(uuid, object),
+                   np.asarray(ts_ns, np.int64),
+                   *(np.asarray(readings[k], float) if k in readings else np.full(n, np.nan) for k in READINGS))
+
+
+READINGS = GpuSamples._fields[4:]  # util ... pcie_rx_kbs: what a GPU sample measures
 
 
 class ProcessSamples(NamedTuple):

@@ -46,6 +46,14 @@ def read_slurm(path: str) -> tuple[list[Allocation], tuple[int, int]]:
         raise TelemetryError(path, None, f"cannot read: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TelemetryError(path, getattr(exc, "lineno", None), f"not JSON: {exc}") from None
+    return parse_doc(doc, written, path)
+
+
+def parse_doc(doc, written_ns: int, source: str, snapshot_s: float = SNAPSHOT_S) -> tuple[list[Allocation],
+                                                                                         tuple[int, int]]:
+    """A parsed dump (``source`` names it in errors) written at ``written_ns``; a snapshot
+    speaks for ``snapshot_s`` after it was taken."""
+    path, written = source, written_ns
     jobs = doc.get("jobs") if isinstance(doc, dict) else None
     if not isinstance(jobs, list):
         raise TelemetryError(path, None, "not Slurm JSON: no 'jobs' list (expected sacct/squeue/scontrol --json)")
@@ -63,7 +71,7 @@ def read_slurm(path: str) -> tuple[list[Allocation], tuple[int, int]]:
         return out, (-OPEN_END, latest)
     taken = _number(doc.get("last_update"))
     snap = taken * 10**9 if taken else written
-    return out, (snap, snap + SNAPSHOT_S * 10**9)
+    return out, (snap, snap + int(snapshot_s * 10**9))
 
 
 def _number(value) -> int | None:

@@ -1,0 +1,194 @@
+"""The daemon's GPU telemetry: NVML and/or a DCGM exporter sampled every ``gpu_sample_s`` on a
+thread of its own, Slurm polled every ``slurm_poll_s``; the samples and snapshots of the last
+``gpu_keep_s`` are kept (bounded in time), judged by the telemetry detectors at every report,
+exported as metrics and, with ``gpu_log``, appended to a telemetry log ``detector analyze
+--gpu-log`` reads."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from detector.alerts import Alert
+from detector.config import Config
+from detector.detect.gpu_theft import TELEMETRY_DETECTORS, GpuInputs, GpuUnallocated, busy_unheld
+from detector.errors import DetectorError, TelemetryError
+from detector.telemetry import slurm_live
+from detector.telemetry.allocations import OPEN_END, read_map
+from detector.telemetry.dcgm import DcgmScraper, job_allocations
+from detector.telemetry.holdings import Holdings
+from detector.telemetry.record_log import gpu_line, process_line
+from detector.telemetry.samples import READINGS, GpuSamples, ProcessSamples, Telemetry, take
+
+log = logging.getLogger("detector.gpu")
+
+
+class GpuWatch:
+    def __init__(self, cfg: Config, metrics, nvml=None):
+        d = cfg.daemon
+        self.cfg, self.metrics = cfg, metrics
+        self.host = d.gpu_host or socket.gethostname().split(".")[0]
+        self.keep_ns = int(d.gpu_keep_s * 1e9)
+        self.nvml = None
+        if d.gpu_telemetry:
+            from detector.telemetry.nvml import NvmlSampler
+
+            self.nvml = NvmlSampler(nvml)
+        self.dcgm = DcgmScraper(d.dcgm_url, self.host) if d.dcgm_url else None
+        self.slurm = slurm_live.available() if d.slurm_poll_s > 0 else None
+        self.static = read_map(cfg.site.gpu_allocations, cfg.site.timezone) if cfg.site.gpu_allocations else None
+        self.lock = threading.Lock()
+        self.gpus: deque = deque()  # (ts_ns, host, reading dict)
+        self.procs: deque = deque()  # (ts_ns, host, process dict)
+        self.snapshots: deque = deque()  # (allocations, (start, end))
+        self.counted_upto: dict[tuple[str, int], int] = {}  # unallocated seconds exported up to this sample
+        self.log_fh = open(d.gpu_log, "a", encoding="utf-8") if d.gpu_log else None  # noqa: SIM115 (kept open)
+        self.thread: threading.Thread | None = None
+        if self.nvml is None and self.dcgm is None:
+            raise TelemetryError("daemon", None, "GPU telemetry needs gpu_telemetry = true or dcgm_url")
+        log.info("GPU telemetry of %s: %s; allocations: %s", self.host,
+                 " and ".join(x for x, on in (("NVML", self.nvml), ("DCGM", self.dcgm)) if on),
+                 " + ".join(x for x, on in ((" ".join(self.slurm or ()), self.slurm),
+                                            (cfg.site.gpu_allocations, self.static)) if on) or "none (nothing judged)")
+
+    def start(self, stop: threading.Event) -> None:
+        self.thread = threading.Thread(target=self._loop, args=(stop,), name="gpu-telemetry", daemon=True)
+        self.thread.start()
+
+    def _loop(self, stop: threading.Event) -> None:
+        d = self.cfg.daemon
+        next_poll = 0.0
+        while not stop.is_set():
+            began = time.monotonic()
+            self.sample(time.time_ns())
+            if self.slurm and began >= next_poll:
+                next_poll = began + d.slurm_poll_s
+                self.poll_slurm()
+            stop.wait(max(0.0, d.gpu_sample_s - (time.monotonic() - began)))
+
+    def sample(self, now_ns: int) -> None:
+        """One reading of every source, kept (and logged); a source that fails is counted."""
+        gpus, procs, jobs = [], [], []
+        if self.nvml is not None:
+            g, p = self.nvml.sample()
+            gpus += [(self.host, x) for x in g]
+            procs += [(self.host, x) for x in p]
+        if self.dcgm is not None:
+            try:
+                g, jobs, bad = self.dcgm.scrape()
+                gpus += [(x.pop("host"), x) for x in g]
+                if bad:
+                    self.metrics.telemetry_errors.labels("dcgm").inc(bad)
+            except (OSError, ValueError) as exc:
+                self.metrics.telemetry_errors.labels("dcgm").inc()
+                log.warning("DCGM exporter %s: %s", self.dcgm.url, exc)
+        with self.lock:
+            self.gpus.extend((now_ns, h, x) for h, x in gpus)
+            self.procs.extend((now_ns, h, x) for h, x in procs)
+            if jobs:
+                span = (now_ns, now_ns + int(2 * self.cfg.daemon.gpu_sample_s * 1e9))
+                self.snapshots.append((job_allocations(jobs, *span), span))
+            self._trim(now_ns)
+        for host, x in gpus:
+            self.metrics.gpu_util.labels(host, str(x["gpu"])).set(x.get("util", float("nan")))
+            self.metrics.gpu_power.labels(host, str(x["gpu"])).set(x.get("power_w", float("nan")))
+        if self.log_fh is not None:
+            self._log(now_ns, gpus, procs)
+
+    def poll_slurm(self) -> None:
+        try:
+            found, span = slurm_live.poll(self.slurm, self.cfg.daemon.slurm_poll_s)
+        except TelemetryError as exc:
+            self.metrics.telemetry_errors.labels("slurm").inc()
+            log.warning("%s", exc)
+            return
+        with self.lock:
+            self.snapshots.append((found, span))
+
+    def _trim(self, now_ns: int) -> None:
+        horizon = now_ns - self.keep_ns
+        for q in (self.gpus, self.procs):
+            while q and q[0][0] < horizon:
+                q.popleft()
+        while self.snapshots and self.snapshots[0][1][1] < horizon:
+            self.snapshots.popleft()
+
+    def _log(self, now_ns: int, gpus, procs) -> None:
+        try:
+            for host, x in gpus:
+                self.log_fh.write(gpu_line(now_ns, host, x["gpu"], x.get("uuid"), x) + "\n")
+            for host, x in procs:
+                self.log_fh.write(process_line(now_ns, host, x["gpu"], x.get("uuid"), x["pid"], x.get("command"),
+                                               x.get("used_mib"), x["job"], None) + "\n")
+            self.log_fh.flush()
+        except OSError as exc:
+            self.metrics.telemetry_errors.labels("gpu_log").inc()
+            log.error("%s: cannot write the GPU log: %s", self.cfg.daemon.gpu_log, exc.strerror)
+
+    def inputs(self) -> GpuInputs:
+        """What is kept, as the telemetry detectors take it."""
+        t = Telemetry()
+        with self.lock:
+            gpus, procs, snapshots = list(self.gpus), list(self.procs), list(self.snapshots)
+        if gpus:
+            t.gpu_parts.append(GpuSamples.of([t.host_id(h) for _, h, _ in gpus], [x["gpu"] for *_, x in gpus],
+                                             [x.get("uuid") for *_, x in gpus], [ts for ts, *_ in gpus],
+                                             {k: [x.get(k, np.nan) for *_, x in gpus] for k in READINGS}))
+        if procs:
+            t.process_parts.append(ProcessSamples(
+                np.array([t.host_id(h) for _, h, _ in procs], np.int32), np.array([x["gpu"] for *_, x in procs], np.int16),
+                np.array([x.get("uuid") for *_, x in procs], object), np.array([ts for ts, *_ in procs], np.int64),
+                np.array([x["pid"] for *_, x in procs], np.int64), np.array([x.get("command") for *_, x in procs], object),
+                np.array([x.get("used_mib", np.nan) for *_, x in procs], float),
+                np.array([x["job"] for *_, x in procs], np.int64)))
+        allocations = [a for found, _ in snapshots for a in found]
+        coverage = [span for _, span in snapshots]
+        if self.static is not None:
+            allocations += self.static
+            coverage.append((-OPEN_END, OPEN_END))
+        holdings = Holdings(allocations, coverage) if coverage else None
+        return GpuInputs(t, holdings, self.cfg.site.addresses)
+
+    def judge(self, cfg: Config) -> list[Alert]:
+        """The telemetry detectors' alerts over what is kept; also exports the unallocated seconds."""
+        inputs = self.inputs()
+        self._count_unallocated(inputs, cfg)
+        out = []
+        for cls in TELEMETRY_DETECTORS:
+            if cls.name in cfg.disabled_detectors:
+                continue
+            try:
+                out += cls(cfg.detect.get(cls.name)).judge(inputs)
+            except DetectorError as exc:  # pragma: no cover - a detector's own error, reported
+                log.error("%s: %s", cls.name, exc)
+        return out
+
+    def _count_unallocated(self, inputs: GpuInputs, cfg: Config) -> None:
+        g, holdings = inputs.telemetry.gpus, inputs.holdings
+        if holdings is None or not len(g.ts_ns):
+            return
+        g = take(g, np.flatnonzero(g.gpu >= 0))
+        p = cfg.detect.get(GpuUnallocated.name) or GpuUnallocated.Params()
+        free = busy_unheld(g, inputs.telemetry.hosts, holdings, p.busy_util)
+        step = self.cfg.daemon.gpu_sample_s
+        for h, gpu in set(zip(g.host.tolist(), g.gpu.tolist())):
+            key = (inputs.telemetry.hosts[h], gpu)
+            mine = (g.host == h) & (g.gpu == gpu) & (g.ts_ns > self.counted_upto.get(key, -1))
+            if mine.any():
+                self.counted_upto[key] = int(g.ts_ns[mine].max())
+                n = int((free & mine).sum())
+                if n:
+                    self.metrics.gpu_unallocated.labels(key[0], str(gpu)).inc(n * step)
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout=2.0)
+        if self.nvml is not None:
+            self.nvml.close()
+        if self.log_fh is not None:
+            self.log_fh.close()
