@@ -231,3 +231,70 @@ def test_a_missing_or_bad_telemetry_file_stops_with_a_message(gpu_site, capsys):
     out = d / "warn.jsonl"
     assert main(["analyze", str(d / "benign-dtn.pcap"), "-q", "-o", str(out), "--gpu-log", str(log)]) == 0
     assert f"warning: {log}: line 3:" in capsys.readouterr().err
+
+
+# -- gpu_profile -----------------------------------------------------------------------------
+def test_gpu_windows_features():
+    from detector.telemetry.gpu_windows import GPU_FEATURES, gpu_windows
+
+    t = Telemetry()
+    Node(t, "cn1", gpus=2, seconds=1200, every=10).busy(0, 0, 600).busy(1, 0, 1200, util=80.0).busy(1, 0, 100).done()
+    process(t, "cn1", 1, 7, 5, 0, 600, every=10)
+    process(t, "cn1", 1, 8, 5, 300, 400, every=10)
+    nodes, gpus, starts, X = gpu_windows(t, 600 * NS)
+    f = {name: X[:, k] for k, name in enumerate(GPU_FEATURES)}
+    assert nodes == ["cn1"] * 4 and gpus.tolist() == [0, 0, 1, 1] and (starts - T0).tolist() == [0, 600 * NS] * 2
+    assert f["util_mean"].tolist() == [100, 0, pytest.approx((10 * 100 + 50 * 80) / 60), 80]
+    assert f["util_std"][0] == 0 and f["util_p10"].tolist() == [100, 0, 80, 80] and f["busy_share"].tolist() == [1, 0, 1, 1]
+    assert f["processes"].tolist() == [0, 0, 2, 0]
+
+
+@pytest.fixture(scope="module")
+def gpu_model(gpu_site):
+    """A site model trained on 8 hours of the GPU partition's benign telemetry (10-minute windows)."""
+    from detector.cli import main
+    from detector.synth import telemetry as tel
+    from detector.synth.scenarios import T0_NS
+
+    d = gpu_site
+    tel.write(d / "train-telemetry", "hpc-mix", T0_NS - 86400 * NS, T0_NS - 86400 * NS, None, 11, before_s=0,
+              after_s=8 * 3600)
+    model = d / "gpu.model"
+    assert main(["train", str(d / "benign-dtn.pcap"), "--config", str(d / "site.toml"), "-o", str(model), "-q",
+                 "--gpu-log", str(d / "train-telemetry" / "gpu"), "--gpu-log",
+                 str(d / "train-telemetry" / "processes.jsonl"), "--gpu-window", "600"]) == 0
+    return model
+
+
+def test_gpu_profile_finds_miners_and_folds_into_the_theft_it_corroborates(gpu_site, gpu_model, tmp_path):
+    from detector.baseline.site_model import SiteModel
+
+    d = gpu_site
+    assert SiteModel.load(str(gpu_model)).gpu.windows_trained == 20 * 48  # 20 GPUs, 8 h of 10-minute windows
+    off = tmp_path / "off.toml"
+    off.write_text('[detect]\ndisabled = ["gpu_unallocated", "gpu_foreign_process"]\n\n' + (d / "site.toml").read_text())
+    for name, node, gpus in (("theft-gpu-unallocated", "cn0004", [0, 1, 2, 3]), ("theft-gpu-foreign", "cn0003", [2])):
+        slurm = ("--slurm", str(d / "telemetry" / name / "sacct.json"))
+        code, alerts = _analyze(d, name, "--model", str(gpu_model), *slurm, "--config", str(off))
+        [a] = alerts
+        assert (a["technique"], a["evidence"]["node"], a["evidence"]["gpus"], a["severity"]) == (
+            "gpu_profile", node, gpus, "medium")
+        assert a["evidence"]["deviations"] and "unlike the site's busy GPUs" in a["summary"]
+        code, alerts = _analyze(d, name, "--model", str(gpu_model), *slurm)
+        [a] = alerts  # one incident: the profile corroborates the theft
+        assert a["technique"] != "gpu_profile" and a["evidence"]["corroborated_by"][0]["technique"] == "gpu_profile"
+    code, alerts = _analyze(d, "benign-dtn", "--model", str(gpu_model), "--slurm",
+                            str(d / "telemetry" / "benign-dtn" / "sacct.json"))
+    assert [a for a in alerts if a["category"] == "compute_theft"] == []
+
+
+def test_site_models_without_a_gpu_profile_still_load(gpu_site, tmp_path):
+    from detector.baseline.site_model import SiteModel
+    from detector.cli import main
+
+    d = gpu_site
+    plain = tmp_path / "plain.model"
+    assert main(["train", str(d / "benign-dtn.pcap"), "-o", str(plain), "-q"]) == 0
+    assert SiteModel.load(str(plain)).gpu is None
+    code, alerts = _analyze(d, "theft-gpu-unallocated", "--model", str(plain))
+    assert code == 0

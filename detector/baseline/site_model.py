@@ -19,6 +19,8 @@ What it learns from traffic taken as normal:
 - pins: ARP bindings, SSH host keys, TLS certificates and the hop counts of known peers, as
   the MITM detectors learned them, so that the analysed traffic is compared with them from its
   first packet;
+- with GPU telemetry (``detector train --gpu-log``), how the site's GPUs work
+  (:mod:`detector.baseline.gpu_profile`);
 - the alert thresholds, from the training scores: a window is anomalous when its Isolation
   Forest score is below the ``if_quantile`` quantile of the training windows and one of its
   features is at least ``z_alert`` robust standard deviations from its baseline; or when a
@@ -44,6 +46,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from detector.baseline.flow_features import FLOW_FEATURES
+from detector.baseline.gpu_profile import GpuProfileModel
 from detector.baseline.windows import FEATURES
 from models.isolation_forest import IsolationForest
 from models.knn import KnnDistance
@@ -81,6 +84,7 @@ class SiteModel:
         self.pins: dict[str, dict] = {}  # detector name -> what it pinned (ARP bindings, keys, certificates, TTLs)
         self.windows_trained = 0
         self.frozen = False  # a frozen model is never updated online
+        self.gpu: GpuProfileModel | None = None  # how the site's GPUs work (detector train --gpu-log)
 
     # -- learning ------------------------------------------------------------------------------
     def fit_flows(self, flows: np.ndarray) -> SiteModel:
@@ -210,6 +214,10 @@ class SiteModel:
                 "if_threshold": self.if_threshold, "windows_trained": self.windows_trained, "frozen": self.frozen,
                 "z": z.meta, "role": r.meta, "if": f.meta, "hours": self.hours,
                 "destinations": [[s, d, b] for (s, d), b in self.destinations.items()], "pins": self.pins}
+        if self.gpu is not None:
+            gmeta, garrays = self.gpu.to_parts()
+            meta["gpu"] = gmeta
+            arrays.update({f"gpu.{k}": v for k, v in garrays.items()})
         save(path, ModelFile(KIND, VERSION, list(FEATURES), meta, arrays), key)
 
     @classmethod
@@ -237,6 +245,9 @@ class SiteModel:
             model.hours = {str(h): [float(x) for x in v] for h, v in dict(m["hours"]).items()}
             model.destinations = {(str(s), str(d)): float(b) for s, d, b in _triples(m["destinations"])}
             model.pins = {str(k): dict(v) for k, v in dict(m["pins"]).items()}
+            if m.get("gpu"):  # (models trained without GPU telemetry have none)
+                model.gpu = GpuProfileModel.from_parts(
+                    m["gpu"], {k[4:]: v for k, v in mf.arrays.items() if k.startswith("gpu.")}, path)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(path, f"incomplete site model: {exc}") from None
         return model

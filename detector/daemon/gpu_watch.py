@@ -16,8 +16,8 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.config import Config
-from detector.detect.gpu_theft import TELEMETRY_DETECTORS, GpuInputs, GpuUnallocated, busy_unheld
-from detector.errors import DetectorError, TelemetryError
+from detector.detect.gpu_theft import GpuInputs, GpuUnallocated, busy_unheld, judge_telemetry
+from detector.errors import TelemetryError
 from detector.telemetry import slurm_live
 from detector.telemetry.allocations import OPEN_END, read_map
 from detector.telemetry.dcgm import DcgmScraper, job_allocations
@@ -65,7 +65,11 @@ class GpuWatch:
         next_poll = 0.0
         while not stop.is_set():
             began = time.monotonic()
-            self.sample(time.time_ns())
+            try:
+                self.sample(time.time_ns())
+            except (OSError, ValueError, TypeError) as exc:  # a source's odd answer: counted, and on
+                self.metrics.telemetry_errors.labels("sample").inc()
+                log.warning("GPU sample failed: %s", exc)
             if self.slurm and began >= next_poll:
                 next_poll = began + d.slurm_poll_s
                 self.poll_slurm()
@@ -130,7 +134,7 @@ class GpuWatch:
             self.metrics.telemetry_errors.labels("gpu_log").inc()
             log.error("%s: cannot write the GPU log: %s", self.cfg.daemon.gpu_log, exc.strerror)
 
-    def inputs(self) -> GpuInputs:
+    def inputs(self, model=None) -> GpuInputs:
         """What is kept, as the telemetry detectors take it."""
         t = Telemetry()
         with self.lock:
@@ -152,21 +156,13 @@ class GpuWatch:
             allocations += self.static
             coverage.append((-OPEN_END, OPEN_END))
         holdings = Holdings(allocations, coverage) if coverage else None
-        return GpuInputs(t, holdings, self.cfg.site.addresses)
+        return GpuInputs(t, holdings, self.cfg.site.addresses, model, time.time_ns())
 
-    def judge(self, cfg: Config) -> list[Alert]:
+    def judge(self, cfg: Config, model=None) -> list[Alert]:
         """The telemetry detectors' alerts over what is kept; also exports the unallocated seconds."""
-        inputs = self.inputs()
+        inputs = self.inputs(model)
         self._count_unallocated(inputs, cfg)
-        out = []
-        for cls in TELEMETRY_DETECTORS:
-            if cls.name in cfg.disabled_detectors:
-                continue
-            try:
-                out += cls(cfg.detect.get(cls.name)).judge(inputs)
-            except DetectorError as exc:  # pragma: no cover - a detector's own error, reported
-                log.error("%s: %s", cls.name, exc)
-        return out
+        return judge_telemetry(inputs, cfg.detect, cfg.disabled_detectors)
 
     def _count_unallocated(self, inputs: GpuInputs, cfg: Config) -> None:
         g, holdings = inputs.telemetry.gpus, inputs.holdings

@@ -41,9 +41,9 @@ from detector.daemon.metrics import Metrics
 from detector.daemon.sinks import SinkError, open_sinks
 from detector.daemon.state import State
 from detector.daemon.zeek import ZeekLog, conn_batch, dns_events
+from detector.detect.gpu_theft import join_network
 from detector.errors import CaptureError, ConfigError, DetectorError
 from detector.l7.events import Events
-from detector.detect.gpu_theft import join_network
 from detector.pipeline.stages import Stages, time_ordered
 from detector.sources import open_capture
 
@@ -310,7 +310,7 @@ class Daemon:
         d = self.cfg.daemon
         found = self.stages.report()
         if self.gpu is not None:
-            found = time_ordered(join_network(found + self.gpu.judge(self.cfg)))
+            found = time_ordered(join_network(found + self.gpu.judge(self.cfg, self.model)))
         alerts = self.gate.admit(found, time.time_ns())
         floor = SEVERITY_RANK[d.min_severity]
         alerts = [a for a in alerts if a.severity_rank >= floor]

@@ -61,6 +61,8 @@ RULES: dict[str, Rule] = {
     "tls_name_misconfigured": Rule("medium", {"tls_cert_change": "server"}),
     "long_connection": Rule("high", {"port_mismatch": "pair", "beaconing": "pair"}),
     "port_mismatch": Rule("high", {"long_connection": "pair"}),
+    # a GPU that works like no training window, on a node where a GPU is busy outside any job
+    "gpu_profile": Rule("high", {"gpu_unallocated": "address", "gpu_foreign_process": "address"}),
 }
 PRECEDENCE = {t: k for k, t in enumerate(RULES)}
 WINDOW_NS = 600 * 10**9

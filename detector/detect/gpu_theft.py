@@ -11,8 +11,13 @@
   is out of place: ``gpu_unallocated`` tells that, naming the processes) (the process list of ``nvidia-smi --query-compute-apps`` or NVML,
   and ``/proc/PID/cgroup``; the cgroup layout is Slurm's own). One alert per process. High.
 
-Both judge only samples in the time the allocation sources speak for (``Holdings.coverage``),
-and nothing without an allocation source: a node without a scheduler has no "unallocated".
+- ``gpu_profile``: a node's GPU windows that the site model's GPU profile finds unlike the
+  training (:mod:`detector.baseline.gpu_profile`: Isolation Forest and robust baselines,
+  explained feature by feature). Medium. Needs a model trained with ``--gpu-log``.
+
+The first two judge only samples in the time the allocation sources speak for
+(``Holdings.coverage``), and nothing without an allocation source: a node without a scheduler
+has no "unallocated".
 
 When the host of a GPU alert also raised a network sign of theft (``stratum``,
 ``mining_pool_domain``, ``beaconing``, ``compute_outbound``) within ``JOIN_WINDOW_S`` of it,
@@ -29,23 +34,27 @@ import numpy as np
 
 from detector.alerts import Alert
 from detector.detect.base import Detector
+from detector.detect.corroboration import settle
 from detector.telemetry.holdings import Holdings
 from detector.telemetry.samples import NO_JOB, UNKNOWN_JOB, Telemetry, take
 from kernels.xp_ops import group_starts, lexsort
 
 NETWORK_SIGNS = ("stratum", "mining_pool_domain", "beaconing", "compute_outbound")
-GPU_TECHNIQUES = ("gpu_unallocated", "gpu_foreign_process")
+GPU_TECHNIQUES = ("gpu_unallocated", "gpu_foreign_process", "gpu_profile")
 JOIN_WINDOW_S = 900
 NS = 10**9
 
 
 class GpuInputs(NamedTuple):
     """What the telemetry detectors judge: the samples, the allocations (None: no source was
-    given) and the site's node names -> addresses (to name the host as the network does)."""
+    given), the site's node names -> addresses (to name the host as the network does), the site
+    model (its GPU profile) and, live, the time now (only GPU windows ended by then are judged)."""
 
     telemetry: Telemetry
     holdings: Holdings | None
     addresses: dict[str, str]
+    model: object = None  # a SiteModel
+    now_ns: int | None = None
 
 
 class TelemetryDetector(Detector):
@@ -152,7 +161,53 @@ class GpuForeignProcess(TelemetryDetector):
         return out
 
 
-TELEMETRY_DETECTORS: tuple[type[TelemetryDetector], ...] = (GpuUnallocated, GpuForeignProcess)
+class GpuProfile(TelemetryDetector):
+    name = "gpu_profile"
+    version = "1"
+
+    def judge(self, inputs: GpuInputs) -> list[Alert]:
+        from detector.telemetry.gpu_windows import gpu_windows
+
+        model = getattr(inputs.model, "gpu", None)
+        if model is None:
+            return []
+        window_ns = int(model.window_s * NS)
+        nodes, gpus, starts, X = gpu_windows(inputs.telemetry, window_ns)
+        if inputs.now_ns is not None:
+            ended = starts + window_ns <= inputs.now_ns
+            nodes, gpus, starts, X = [n for n, k in zip(nodes, ended.tolist()) if k], gpus[ended], starts[ended], X[ended]
+        found: dict[str, list] = {}
+        for i, verdict in enumerate(model.judge(X)):
+            if verdict is not None:
+                found.setdefault(nodes[i], []).append((int(starts[i]), int(gpus[i]), verdict))
+        out = []
+        for node, windows in found.items():
+            worst = min(windows, key=lambda w: w[2]["score"])[2]
+            lo, hi = min(w[0] for w in windows), max(w[0] for w in windows) + window_ns
+            gpu_list = sorted({w[1] for w in windows})
+            what = ", ".join(f"{d['feature']} {d['value']:g} against a usual {d['baseline']:g} (z {d['z']:+.1f})"
+                             for d in worst["deviations"][:3])
+            alert = self._alert(inputs, node, (lo, hi), self.name,
+                                f"{_gpus_text(gpu_list)} of {node} worked unlike the site's {worst['kind']} GPUs in "
+                                f"{len(windows)} window(s) of {model.window_s:.0f} s: {what}",
+                                {"gpus": gpu_list, "windows": len(windows), "kind": worst["kind"],
+                                 "isolation_score": round(worst["score"], 4),
+                                 "threshold": round(model.if_threshold, 4), "deviations": worst["deviations"],
+                                 "node_in_training": node in model.nodes})
+            alert.severity, alert.score = "medium", 0.6
+            out.append(alert)
+        return out
+
+
+TELEMETRY_DETECTORS: tuple[type[TelemetryDetector], ...] = (GpuUnallocated, GpuForeignProcess, GpuProfile)
+
+
+def judge_telemetry(inputs: GpuInputs, params: dict, disabled: tuple[str, ...] = ()) -> list[Alert]:
+    """Every enabled telemetry detector's alerts (``params``: name -> Params), with the
+    corroboration rule applied among them (a GPU profile unlike the training, on a node whose
+    GPU is busy outside any job, is one incident: see ``corroboration.RULES``)."""
+    return settle([a for cls in TELEMETRY_DETECTORS if cls.name not in disabled
+                   for a in cls(params.get(cls.name)).judge(inputs)])
 
 
 def busy_unheld(g, hosts: list[str], holdings: Holdings, busy_util: float) -> np.ndarray:

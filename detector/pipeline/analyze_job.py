@@ -87,7 +87,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     (a :class:`~detector.pipeline.telemetry_stage.TelemetryArgs`) adds GPU logs and allocations,
     read before the captures (an unusable file stops the run before any work)."""
     t0 = time.perf_counter()
-    gpu = telemetry_stage.load(telemetry, cfg) if telemetry else None
+    gpu = telemetry_stage.load(telemetry, cfg, model) if telemetry else None
     ingest = Ingest(inputs, cfg.flows.batch_size)
     sink = AlertSink(alerts_out) if alerts_out is not None else None
     flow_writer = open_flow_writer(flows_out, flows_format) if flows_out else None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from detector.alerts import Alert
 from detector.config import Config
-from detector.detect.gpu_theft import TELEMETRY_DETECTORS, GpuInputs, join_network
+from detector.detect.gpu_theft import GpuInputs, join_network, judge_telemetry
 from detector.errors import TelemetryError
 from detector.telemetry.allocations import OPEN_END, read_map
 from detector.telemetry.holdings import Holdings
@@ -28,7 +28,7 @@ class TelemetryArgs:
         return bool(self.gpu_logs or self.slurm)
 
 
-def load(args: TelemetryArgs, cfg: Config) -> GpuInputs:
+def load(args: TelemetryArgs, cfg: Config, model=None) -> GpuInputs:
     """Everything given, read; a file that cannot be used raises
     :class:`~detector.errors.TelemetryError` (bad lines in a log are counted instead)."""
     telemetry = Telemetry()
@@ -46,7 +46,7 @@ def load(args: TelemetryArgs, cfg: Config) -> GpuInputs:
         allocations += read_map(cfg.site.gpu_allocations, cfg.site.timezone)
         coverage.append((-OPEN_END, OPEN_END))
     holdings = Holdings(allocations, coverage) if coverage else None
-    return GpuInputs(telemetry, holdings, cfg.site.addresses)
+    return GpuInputs(telemetry, holdings, cfg.site.addresses, model)
 
 
 def _specs(text: str) -> list[LogSpec]:
@@ -64,9 +64,7 @@ def _specs(text: str) -> list[LogSpec]:
 
 def judge(inputs: GpuInputs, alerts: list[Alert], cfg: Config) -> list[Alert]:
     """The network's alerts plus the telemetry detectors', joined (:func:`join_network`)."""
-    found = [a for cls in TELEMETRY_DETECTORS if cls.name not in cfg.disabled_detectors
-             for a in cls(cfg.detect.get(cls.name)).judge(inputs)]
-    return join_network(alerts + found)
+    return join_network(alerts + judge_telemetry(inputs, cfg.detect, cfg.disabled_detectors))
 
 
 def summary(inputs: GpuInputs) -> dict:

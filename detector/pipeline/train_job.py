@@ -19,6 +19,7 @@ from detector.config import Config
 from detector.detect.registry import BY_NAME
 from detector.errors import DetectorError
 from detector.pipeline.analyze_job import run_analyze
+from detector.pipeline import telemetry_stage
 from detector.pipeline.flows_job import EXIT_PARTIAL, EXIT_UNUSABLE, JobResult
 
 PINNING = ("arp_spoof", "key_pins", "ttl_change")
@@ -29,8 +30,12 @@ class TrainingError(DetectorError):
 
 
 def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend = CPU, progress: bool | None = None,
-              window_s: float = 600.0, key: bytes | None = None, freeze: bool = False) -> JobResult:
+              window_s: float = 600.0, key: bytes | None = None, freeze: bool = False, gpu_logs: tuple[str, ...] = (),
+              gpu_window_s: float = 3600.0) -> JobResult:
+    """With ``gpu_logs`` (``--gpu-log`` arguments), the model also learns how the site's GPUs
+    work, per window of ``gpu_window_s``."""
     t0 = time.perf_counter()
+    telemetry = telemetry_stage.load(telemetry_stage.TelemetryArgs(tuple(gpu_logs)), cfg) if gpu_logs else None
     collectors: list[WindowCollector] = []
 
     def collector(site):
@@ -51,6 +56,7 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
         roles = [c.site.role(h) for h in hosts]
         model.fit(hosts, starts, X, c.destinations(), pins, roles)
         model.frozen = freeze
+        gpu_windows_n = _fit_gpu(model, telemetry, gpu_window_s) if telemetry is not None else None
     except ValueError as exc:
         raise TrainingError(f"{', '.join(inputs)}: {exc}") from None
     model.save(model_out, key)
@@ -59,6 +65,19 @@ def run_train(inputs: list[str], cfg: Config, model_out: str, backend: Backend =
                "hosts": len(set(hosts)), "trimmed_windows": model.baseline.trimmed_,
                "destinations": len(model.destinations), "window_s": window_s,
                "pins": {name: sum(len(v) for v in p.values()) for name, p in model.pins.items()}, "model": model_out,
-               "seconds": round(time.perf_counter() - t0, 3), "site_inferred": result.summary["site_inferred"]}
+               "seconds": round(time.perf_counter() - t0, 3), "site_inferred": result.summary["site_inferred"],
+               "gpu_windows": gpu_windows_n}
+    if telemetry is not None:
+        result.warnings += telemetry.telemetry.problems
     code = EXIT_PARTIAL if result.errors or result.warnings else 0
     return JobResult(code, summary, result.errors, result.warnings)
+
+
+def _fit_gpu(model: SiteModel, inputs, window_s: float) -> int:
+    """The model's GPU profile, from the telemetry's windows; returns how many."""
+    from detector.baseline.gpu_profile import GpuProfileModel
+    from detector.telemetry.gpu_windows import gpu_windows
+
+    nodes, _, _, X = gpu_windows(inputs.telemetry, int(window_s * 1e9))
+    model.gpu = GpuProfileModel(window_s).fit(nodes, X)
+    return len(X)

@@ -101,10 +101,12 @@ def miners(scenario: str, t0: int, incident: dict | None) -> list[Work]:
     return []
 
 
-def write(folder, scenario: str, t_start: int, t_end: int, incident: dict | None, seed: int) -> None:
-    """Write the scenario's telemetry under ``folder`` (a pathlib.Path, created)."""
-    t0 = t_start - BEFORE_S * NS
-    times = np.arange(t0, t_end + AFTER_S * NS, INTERVAL_S * NS, dtype=np.int64)
+def write(folder, scenario: str, t_start: int, t_end: int, incident: dict | None, seed: int,
+          before_s: float = BEFORE_S, after_s: float = AFTER_S) -> None:
+    """Write the scenario's telemetry under ``folder`` (a pathlib.Path, created), from
+    ``before_s`` before its capture starts to ``after_s`` after it ends."""
+    t0 = t_start - int(before_s * NS)
+    times = np.arange(t0, t_end + int(after_s * NS), INTERVAL_S * NS, dtype=np.int64)
     jobs, work = partition(t_start)
     work += miners(scenario, t_start, incident)
     rng = np.random.default_rng([seed, zlib.crc32(scenario.encode())])

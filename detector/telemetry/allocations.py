@@ -19,6 +19,7 @@ file (``[site] gpu_allocations``), one allocation per line, fields separated by 
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -60,7 +61,7 @@ def parse_indices(text: str) -> tuple[int, ...]:
 def parse_time(text: str, zone: str) -> int:
     """ISO 8601 or Unix seconds to ns; a time without a zone is in ``zone``."""
     if text.replace(".", "", 1).isdigit():
-        return int(round(float(text) * 1e9))
+        return int(decimal.Decimal(text) * 10**9)
     t = dt.datetime.fromisoformat(text)
     if t.tzinfo is None:
         t = t.replace(tzinfo=ZoneInfo(zone))
