@@ -298,3 +298,19 @@ def test_site_models_without_a_gpu_profile_still_load(gpu_site, tmp_path):
     assert SiteModel.load(str(plain)).gpu is None
     code, alerts = _analyze(d, "theft-gpu-unallocated", "--model", str(plain))
     assert code == 0
+
+
+def test_report_draws_each_nodes_gpus_over_the_jobs_holding_them(gpu_site):
+    import re
+
+    d = gpu_site
+    report = d / "gpu-report.html"
+    code, alerts = _analyze(d, "theft-gpu-unallocated", "--slurm", str(d / "telemetry" / "theft-gpu-unallocated" /
+                                                                        "sacct.json"), "--report", str(report))
+    page = report.read_text()
+    section = page[page.index('id="gpus"'):]
+    titles = re.findall(r'aria-label="([^"]+): SM utilisation"', section)
+    assert titles[0] == "cn0004 (alert)" and sorted(titles[1:]) == ["cn0001", "cn0002", "cn0003", "cn0012"]
+    spans = re.findall(r'<rect class="span"[^>]*><title>([^<]+)</title>', section)
+    assert sorted(spans) == ["job 81230", "job 81230", "job 81231", "job 81232"]  # cn0001, cn0002; two on cn0003
+    assert section.count('class="series"') == 5 * 4  # a line per GPU

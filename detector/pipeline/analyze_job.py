@@ -41,6 +41,7 @@ class AnalyzeResult:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     detectors: list = field(default_factory=list)  # as they ended (what they learned, for training)
+    telemetry: object = None  # the GPU telemetry judged (GpuInputs), for the report
 
 
 class AlertSink:
@@ -130,6 +131,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     result = analysis_result(ingest, engine.counts, stages, alerts, time.perf_counter() - t0, backend, model,
                              output_error, interrupted)
     if gpu is not None:
+        result.telemetry = gpu
         result.summary["gpu_telemetry"] = telemetry_stage.summary(gpu)
         result.warnings += gpu.telemetry.problems
         if gpu.telemetry.bad_lines > len(gpu.telemetry.problems):

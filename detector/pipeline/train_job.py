@@ -18,8 +18,8 @@ from detector.baseline.windows import FEATURES
 from detector.config import Config
 from detector.detect.registry import BY_NAME
 from detector.errors import DetectorError
-from detector.pipeline.analyze_job import run_analyze
 from detector.pipeline import telemetry_stage
+from detector.pipeline.analyze_job import run_analyze
 from detector.pipeline.flows_job import EXIT_PARTIAL, EXIT_UNUSABLE, JobResult
 
 PINNING = ("arp_spoof", "key_pins", "ttl_change")

@@ -4,7 +4,8 @@ charts as inline SVG (:mod:`detector.report.svg`), nothing fetched from the netw
 Sections: summary (with the inputs that could not be read), alerts (a table sortable by any
 column, each alert's evidence under it), a timeline of alerts by category, bytes in and out per
 host over time, top talkers, DNS domains by unique names, beaconing candidates with their
-inter-arrival histograms, and MAC/IP binding changes.
+inter-arrival histograms, MAC/IP binding changes, and with GPU telemetry each node's GPU
+utilisation with the jobs that held its GPUs drawn under it.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def build(result, collector, inputs: list[str], title: str | None = None) -> str
     parts.append(_domains(collector))
     parts.append(_beacons(detectors.get("beaconing")))
     parts.append(_bindings(detectors.get("arp_spoof")))
+    if getattr(result, "telemetry", None) is not None:
+        parts.append(_gpu_nodes(result.telemetry, alerts))
     parts.append(f"<script>{SCRIPT}</script></body></html>\n")
     return "".join(parts)
 
@@ -242,3 +245,44 @@ def write(path: str, result, collector, inputs: list[str], title: str | None = N
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+MAX_GPU_NODES = 12
+
+
+def _gpu_nodes(inputs, alerts) -> str:
+    """Per node (those with GPU alerts first, then the busiest): each GPU's utilisation over
+    time, and under it the jobs that held GPUs there."""
+    import numpy as np
+
+    t = inputs.telemetry
+    g = t.gpus
+    out = ['<h2 id="gpus">GPU utilisation per node, with the jobs holding its GPUs</h2>']
+    if not len(g.ts_ns):
+        return out[0] + "<p>No GPU samples.</p>"
+    flagged = {a.evidence.get("node") for a in alerts if a.category == "compute_theft" and a.evidence.get("node")}
+    busy = {h: float(np.nanmean(g.util[g.host == k])) if (g.host == k).any() else 0.0 for k, h in enumerate(t.hosts)}
+    nodes = sorted(t.hosts, key=lambda h: (h not in flagged, -busy[h], h))[:MAX_GPU_NODES]
+    if len(t.hosts) > MAX_GPU_NODES:
+        out.append(f'<p class="note">{MAX_GPU_NODES} of {len(t.hosts)} nodes: those with GPU alerts, then the '
+                   "busiest.</p>")
+    by_host = {} if inputs.holdings is None else inputs.holdings.by_host
+    charts = []
+    for node in nodes:
+        k = t.hosts.index(node)
+        series = {}
+        for gpu in sorted(set(g.gpu[g.host == k].tolist())):
+            rows = np.flatnonzero((g.host == k) & (g.gpu == gpu))
+            rows = rows[np.argsort(g.ts_ns[rows], kind="stable")]
+            step = -(-len(rows) // MAX_POINTS)  # averaged in groups of step samples
+            rows = rows[:len(rows) // step * step]
+            util = np.nan_to_num(g.util[rows], nan=0.0).reshape(-1, step).mean(axis=1)
+            ts = g.ts_ns[rows[::step]]
+            series[f"GPU {gpu}" if gpu >= 0 else "GPU ?"] = (ts.tolist(), util.tolist())
+        spans = [(f"job {a.label or a.job}", a.start_ns, a.end_ns) for a in by_host.get(node, ())]
+        mark = " (alert)" if node in flagged else ""
+        charts.append(svg.lines_over_spans(series, spans, f"{node}{mark}: SM utilisation"))
+    if inputs.holdings is None:
+        out.append('<p class="note">No allocations were given (--slurm, [site] gpu_allocations).</p>')
+    out.append('<div class="charts">' + "".join(charts) + "</div>")
+    return "".join(out)

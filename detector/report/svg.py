@@ -151,3 +151,59 @@ def histogram(values: list[float], title: str, bins: int = 30, width: int = 340,
     body.append(f'<text x="{left - 4}" y="{top + 8}" {FONT} text-anchor="end">{cmax}</text>')
     return _frame(width, height, body, title)
 
+
+
+def lines_over_spans(series: dict[str, tuple[list[int], list[float]]], spans: list[tuple[str, int, int]], title: str,
+                     width: int = 720, unit: str = "%", y_max: float = 100.0) -> str:
+    """Time series on a fixed y scale (0..``y_max``), with labelled time spans drawn under them
+    on the same time axis, one lane per label (a node's GPU utilisation, and the jobs that held
+    its GPUs)."""
+    left, right, top, plot_h, lane_h = 60, 150, 26, 150, 16
+    labels = list(dict.fromkeys(label for label, _, _ in spans))
+    height = top + plot_h + 24 + lane_h * max(len(labels), 1) + 24
+    body = [f'<text x="8" y="16" {FONT} font-weight="bold">{_e(title)}</text>']
+    xs_all = [x for xs, _ in series.values() for x in xs]
+    if not xs_all:
+        body.append(f'<text x="{left}" y="{top + 20}" {FONT}>nothing to show</text>')
+        return _frame(width, height, body, title)
+    x0, x1 = min(xs_all), max(xs_all)
+    x1 = x1 if x1 > x0 else x0 + 1
+    pw = width - left - right
+
+    def sx(x):
+        return left + pw * (min(max(x, x0), x1) - x0) / (x1 - x0)
+
+    def sy(y):
+        return top + plot_h - plot_h * min(max(y, 0.0), y_max) / y_max
+
+    body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + pw}" y2="{top + plot_h}" stroke="#888"/>')
+    body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#888"/>')
+    for k in range(5):
+        yv = y_max * k / 4
+        body.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" {FONT} text-anchor="end">{_e(human(yv))}{unit}</text>')
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(zip(xs, ys)))
+        body.append(f'<polyline class="series" points="{path}" fill="none" stroke="{colour}" stroke-width="1.4">'
+                    f'<title>{_e(name)} ({_e(unit)})</title></polyline>')
+        body.append(f'<rect x="{left + pw + 10}" y="{top + 14 * i}" width="10" height="10" fill="{colour}"/>')
+        body.append(f'<text x="{left + pw + 24}" y="{top + 14 * i + 9}" {FONT}>{_e(name[:20])}</text>')
+    lanes_top = top + plot_h + 24
+    if not labels:
+        body.append(f'<text x="{left}" y="{lanes_top + 12}" {FONT}>no job held a GPU here</text>')
+    for i, label in enumerate(labels):
+        y = lanes_top + i * lane_h
+        body.append(f'<text x="{left - 4}" y="{y + 11}" {FONT} text-anchor="end">{_e(label[:12])}</text>')
+    for label, start, end in spans:
+        if end < x0 or start > x1:
+            continue
+        y = lanes_top + labels.index(label) * lane_h
+        a, b = sx(start), sx(end)
+        body.append(f'<rect class="span" x="{a:.1f}" y="{y + 2}" width="{max(b - a, 1.0):.1f}" height="{lane_h - 4}" '
+                    f'fill="{PALETTE[2]}" fill-opacity="0.7"><title>{_e(label)}</title></rect>')
+    base = lanes_top + lane_h * max(len(labels), 1) + 14
+    for k in range(5):
+        xv = x0 + (x1 - x0) * k / 4
+        body.append(f'<text x="{sx(xv):.1f}" y="{base}" {FONT} text-anchor="middle">'
+                    f'{_e(_time_label(int(xv), x1 - x0))}</text>')
+    return _frame(width, height, body, title)
