@@ -11,6 +11,11 @@
 # Not by default: `aot` (detector aot, about 2-4 minutes: the CPU kernels compiled ahead, so
 # that the steps after it run the GPU path beside compiled-ahead CPU kernels, e.g.
 # STEPS="aot tests"; it needs a C compiler there, and says so when there is none).
+# Not by default: `telemetry` (STEPS="telemetry", about 2 minutes; copy nvidia-ml-py there first:
+#   pip download --no-deps -d .whl nvidia-ml-py): the `gpu` tests of GPU telemetry (a CuPy kernel
+#   keeps GPU 0 busy about 90 s; the daemon's NVML source must raise gpu_unallocated within
+#   busy_min_s plus two samples), while nvidia-smi logs --query-gpu and --query-compute-apps each
+#   second -> $OUT/nvidia-smi-*.csv (real logs to commit as test data, with the card named).
 # Not by default: `resources` (STEPS="resources"); `cache` is a default step:
 #   `resources`: every CUDA kernel compiled for the GPU's compute capability (CC, default 90),
 #     its registers and local-memory spills from ptxas -> $OUT/kernel-resources.json;
@@ -95,6 +100,19 @@ run_flows() {
 run_resources() {
   timeout "${RESOURCES_LIMIT:-150}" python3 -m kernels.cuda_compile_check --cc "${CC:-90}" \
     --json "$OUT/kernel-resources.json" 2>&1 | tail -20
+}
+
+run_telemetry() {
+  nvidia-smi --query-gpu=name,driver_version --format=csv >"$OUT/nvidia-smi-card.csv" 2>&1
+  nvidia-smi --query-gpu=timestamp,index,uuid,utilization.gpu,utilization.memory,memory.used,power.draw,clocks.sm,clocks.mem \
+    --format=csv -l 1 >"$OUT/nvidia-smi-query-gpu.csv" 2>&1 &
+  local gpu_log=$!
+  nvidia-smi --query-compute-apps=timestamp,gpu_uuid,pid,process_name,used_gpu_memory --format=csv -l 1 \
+    >"$OUT/nvidia-smi-compute-apps.csv" 2>&1 &
+  local apps_log=$!
+  timeout "${TELEMETRY_LIMIT:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_live.py \
+    2>&1 | tee "$OUT/telemetry-tests.log" | tail -20
+  kill "$gpu_log" "$apps_log" 2>/dev/null
 }
 
 run_cache() {

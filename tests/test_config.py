@@ -23,10 +23,10 @@ def test_example_config_is_valid():
 
 def test_example_config_lists_every_detector_with_its_defaults():
     """The shipped example documents every threshold: its values are the code's defaults."""
-    from detector.detect.registry import DETECTORS
+    from detector.detect.registry import BY_NAME
 
     cfg = load_config(str(REPO / "deploy" / "detector.example.toml"))
-    for d in DETECTORS:
+    for d in BY_NAME.values():
         if dataclasses.fields(d.Params):
             assert cfg.detect[d.name] == d.Params(), d.name
 

@@ -202,3 +202,56 @@ def test_daemon_on_a_gpu_node_raises_gpu_unallocated(tmp_path, monkeypatch):
     assert (first["technique"], first["host"], first["severity"]) == ("gpu_unallocated", "10.0.0.17", "high")
     assert nvml.calls["shutdown"] == 1
     assert os.path.exists(tmp_path / "state.db")
+
+
+@pytest.mark.gpu
+def test_daemon_sees_a_real_gpu_kept_busy(tmp_path):
+    """On a GPU machine: a CuPy kernel keeps GPU 0 busy for about 90 s, no job holds it (an empty
+    allocation map); the daemon's NVML source sees it and raises gpu_unallocated within
+    busy_min_s plus two samples (and the report that follows)."""
+    cupy = pytest.importorskip("cupy")
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        pytest.skip("no NVIDIA driver here")
+    from detector.backend import CPU
+    from detector.daemon.service import Daemon
+
+    busy_min_s, sample_s, report_s = 10.0, 1.0, 1.0
+    cfg = _gpu_config(tmp_path, gpu_sample_s=sample_s, report_s=report_s)
+    cfg = dataclasses.replace(cfg, detect={"gpu_unallocated": dataclasses.replace(_params(), busy_min_s=busy_min_s)})
+    stop_kernel = threading.Event()
+    started = []
+
+    def burn():
+        a = cupy.random.random((4096, 4096), dtype=cupy.float32)
+        began = time.monotonic()
+        while not stop_kernel.is_set() and time.monotonic() - began < 90:
+            for _ in range(20):
+                a = a @ a
+                a /= cupy.linalg.norm(a)
+            cupy.cuda.runtime.deviceSynchronize()
+            if not started:
+                started.append(time.time_ns())
+
+    kernel = threading.Thread(target=burn)
+    kernel.start()
+    daemon = Daemon(cfg, CPU)
+    daemon.start()
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    alerts = tmp_path / "alerts.jsonl"
+    try:
+        while kernel.is_alive() and not (alerts.exists() and alerts.read_text()):
+            time.sleep(0.2)
+        seen_ns = time.time_ns()
+    finally:
+        daemon.stop.set()
+        runner.join(30)
+        stop_kernel.set()
+        kernel.join(30)
+    [first, *_] = [json.loads(x) for x in alerts.read_text().splitlines()]
+    assert first["technique"] == "gpu_unallocated" and 0 in first["evidence"]["gpus"]
+    assert (seen_ns - started[0]) / 1e9 <= busy_min_s + 2 * sample_s + report_s + 2.0  # + the daemon's start
