@@ -169,7 +169,7 @@ def test_gpu_watch_judges_and_counts(tmp_path):
                                              {"host": "node17", "gpu": "1"}) == pytest.approx(0.5)
     for k in range(5, 60):  # the window is bounded: 3 s of samples kept
         watch.sample(t0 + k * NS // 10)
-    assert len(watch.gpus) == 2 * 31
+    assert sum(len(c.ts_ns) for c in watch.gpus) == 2 * 31
     watch.close()
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == 60 * 3 and {x["kind"] for x in lines} == {"gpu", "process"}

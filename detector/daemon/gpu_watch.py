@@ -23,7 +23,7 @@ from detector.telemetry.allocations import OPEN_END, read_map
 from detector.telemetry.dcgm import DcgmScraper, job_allocations
 from detector.telemetry.holdings import Holdings
 from detector.telemetry.record_log import gpu_line, process_line
-from detector.telemetry.samples import READINGS, GpuSamples, ProcessSamples, Telemetry, take
+from detector.telemetry.samples import READINGS, GpuSamples, ProcessSamples, Telemetry, concat, take
 
 log = logging.getLogger("detector.gpu")
 
@@ -43,9 +43,10 @@ class GpuWatch:
         self.slurm = slurm_live.available() if d.slurm_poll_s > 0 else None
         self.static = read_map(cfg.site.gpu_allocations, cfg.site.timezone) if cfg.site.gpu_allocations else None
         self.lock = threading.Lock()
-        self.gpus: deque = deque()  # (ts_ns, host, reading dict)
-        self.procs: deque = deque()  # (ts_ns, host, process dict)
-        self.snapshots: deque = deque()  # (allocations, (start, end))
+        self.names = Telemetry(hosts=[self.host])  # host ids of the samples kept
+        self.gpus: deque[GpuSamples] = deque()  # one small chunk per sample, in time order
+        self.procs: deque[ProcessSamples] = deque()
+        self.snapshots: deque = deque()  # (allocations of the hosts sampled, (start, end))
         self.counted_upto: dict[tuple[str, int], int] = {}  # unallocated seconds exported up to this sample
         self.log_fh = open(d.gpu_log, "a", encoding="utf-8") if d.gpu_log else None  # noqa: SIM115 (kept open)
         self.thread: threading.Thread | None = None
@@ -92,8 +93,18 @@ class GpuWatch:
                 self.metrics.telemetry_errors.labels("dcgm").inc()
                 log.warning("DCGM exporter %s: %s", self.dcgm.url, exc)
         with self.lock:
-            self.gpus.extend((now_ns, h, x) for h, x in gpus)
-            self.procs.extend((now_ns, h, x) for h, x in procs)
+            if gpus:
+                self.gpus.append(GpuSamples.of([self.names.host_id(h) for h, _ in gpus], [x["gpu"] for _, x in gpus],
+                                               [x.get("uuid") for _, x in gpus], [now_ns] * len(gpus),
+                                               {k: [x.get(k, np.nan) for _, x in gpus] for k in READINGS}))
+            if procs:
+                self.procs.append(ProcessSamples(
+                    np.array([self.names.host_id(h) for h, _ in procs], np.int32),
+                    np.array([x["gpu"] for _, x in procs], np.int16), np.array([x.get("uuid") for _, x in procs], object),
+                    np.full(len(procs), now_ns, np.int64), np.array([x["pid"] for _, x in procs], np.int64),
+                    np.array([x.get("command") for _, x in procs], object),
+                    np.array([x.get("used_mib", np.nan) for _, x in procs], float),
+                    np.array([x["job"] for _, x in procs], np.int64)))
             if jobs:
                 span = (now_ns, now_ns + int(2 * self.cfg.daemon.gpu_sample_s * 1e9))
                 self.snapshots.append((job_allocations(jobs, *span), span))
@@ -112,12 +123,13 @@ class GpuWatch:
             log.warning("%s", exc)
             return
         with self.lock:
-            self.snapshots.append((found, span))
+            mine = set(self.names.hosts)  # a cluster's other nodes are not judged here
+            self.snapshots.append(([a for a in found if a.host in mine], span))
 
     def _trim(self, now_ns: int) -> None:
         horizon = now_ns - self.keep_ns
         for q in (self.gpus, self.procs):
-            while q and q[0][0] < horizon:
+            while q and q[0].ts_ns[0] < horizon:
                 q.popleft()
         while self.snapshots and self.snapshots[0][1][1] < horizon:
             self.snapshots.popleft()
@@ -136,20 +148,10 @@ class GpuWatch:
 
     def inputs(self, model=None) -> GpuInputs:
         """What is kept, as the telemetry detectors take it."""
-        t = Telemetry()
         with self.lock:
-            gpus, procs, snapshots = list(self.gpus), list(self.procs), list(self.snapshots)
-        if gpus:
-            t.gpu_parts.append(GpuSamples.of([t.host_id(h) for _, h, _ in gpus], [x["gpu"] for *_, x in gpus],
-                                             [x.get("uuid") for *_, x in gpus], [ts for ts, *_ in gpus],
-                                             {k: [x.get(k, np.nan) for *_, x in gpus] for k in READINGS}))
-        if procs:
-            t.process_parts.append(ProcessSamples(
-                np.array([t.host_id(h) for _, h, _ in procs], np.int32), np.array([x["gpu"] for *_, x in procs], np.int16),
-                np.array([x.get("uuid") for *_, x in procs], object), np.array([ts for ts, *_ in procs], np.int64),
-                np.array([x["pid"] for *_, x in procs], np.int64), np.array([x.get("command") for *_, x in procs], object),
-                np.array([x.get("used_mib", np.nan) for *_, x in procs], float),
-                np.array([x["job"] for *_, x in procs], np.int64)))
+            t = Telemetry(hosts=list(self.names.hosts), gpu_parts=[concat(list(self.gpus), GpuSamples.empty())],
+                          process_parts=[concat(list(self.procs), ProcessSamples.empty())])
+            snapshots = list(self.snapshots)
         allocations = [a for found, _ in snapshots for a in found]
         coverage = [span for _, span in snapshots]
         if self.static is not None:

@@ -90,6 +90,7 @@ class GpuUnallocated(TelemetryDetector):
         runs = _runs(g, free, int(self.p.max_gap_s * NS))
         runs = runs[(runs["last"] - runs["first"]) >= int(self.p.busy_min_s * NS)]
         out = []
+        procs = t.processes
         for incident in _overlapping(runs, int(self.p.max_gap_s * NS)):
             node = t.hosts[int(incident["host"][0])]
             lo, hi = int(incident["first"].min()), int(incident["last"].max())
@@ -105,7 +106,7 @@ class GpuUnallocated(TelemetryDetector):
                                     "mean_memory_used_mib": _mean(incident["mem"], incident["n"]),
                                     "samples": int(incident["n"].sum()),
                                     "jobs_on_node": holdings.jobs_at(node, lo, hi),
-                                    "processes": _processes(t, node, gpus, (lo, hi)),
+                                    "processes": _processes(t, procs, node, gpus, (lo, hi)),
                                     "busy_util_pct": self.p.busy_util, "busy_min_s": self.p.busy_min_s}))
         return out
 
@@ -283,10 +284,9 @@ def _mean(values: np.ndarray, weights: np.ndarray) -> float | None:
     return float(np.average(values[known], weights=weights[known])) if known.any() else None
 
 
-def _processes(t: Telemetry, node: str, gpus: list[int], span: tuple[int, int], limit: int = 8) -> list[dict]:
-    """The compute processes seen on ``gpus`` of ``node`` during ``span`` (the evidence of
-    what ran)."""
-    p = t.processes
+def _processes(t: Telemetry, p, node: str, gpus: list[int], span: tuple[int, int], limit: int = 8) -> list[dict]:
+    """The compute processes (``p``, of ``t``) seen on ``gpus`` of ``node`` during ``span``
+    (the evidence of what ran)."""
     if not len(p.ts_ns) or node not in t.hosts:
         return []
     rows = np.flatnonzero((p.host == t.hosts.index(node)) & (p.ts_ns >= span[0]) & (p.ts_ns <= span[1])

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from detector.errors import TelemetryError
-from detector.telemetry.samples import UNKNOWN_JOB, GpuSamples, ProcessSamples, Telemetry
+from detector.telemetry.samples import UNKNOWN_JOB, GpuSamples, ProcessSamples, Telemetry, take
 
 # field (as given to --query-gpu, and its aliases) -> column; unit accepted -> factor to the column's unit
 GPU_FIELDS = {
@@ -85,8 +85,7 @@ def read_log(spec: LogSpec, telemetry: Telemetry, zone: str = "UTC") -> str:
         cols = {col: rows.number(names.index(f), col) for f, col in GPU_FIELDS.items() if f in names}
         gpu = rows.integer(names.index("index")) if "index" in names else np.full(len(lines), -1)
         uuid = rows.text(names.index("uuid")) if "uuid" in names else np.full(len(lines), None, object)
-        samples = GpuSamples.of(host, gpu, uuid, ts, cols)
-        telemetry.gpu_parts.append(GpuSamples(*(c[rows.kept()] for c in samples)))
+        telemetry.gpu_parts.append(rows.keep(GpuSamples.of(host, gpu, uuid, ts, cols)))
     else:
         pid = rows.integer(names.index("pid"))
         used = next((rows.number(names.index(f), col) for f, col in APP_FIELDS.items() if f in names),
@@ -94,10 +93,8 @@ def read_log(spec: LogSpec, telemetry: Telemetry, zone: str = "UTC") -> str:
         name_field = next((f for f in ("process_name", "name") if f in names), None)
         cmd = rows.text(names.index(name_field)) if name_field else np.full(len(lines), None, object)
         uuid = rows.text(names.index("gpu_uuid")) if "gpu_uuid" in names else np.full(len(lines), None, object)
-        keep = rows.kept()
-        samples = ProcessSamples(host, np.full(len(lines), -1, np.int16), uuid, ts, pid, cmd, used,
-                                 np.full(len(lines), UNKNOWN_JOB, np.int64))
-        telemetry.process_parts.append(ProcessSamples(*(c[keep] for c in samples)))
+        telemetry.process_parts.append(rows.keep(ProcessSamples(host, np.full(len(lines), -1, np.int16), uuid, ts, pid,
+                                                                cmd, used, np.full(len(lines), UNKNOWN_JOB, np.int64))))
     telemetry.bad_lines += rows.bad_count()
     telemetry.problems.extend(rows.named_problems())
     return kind
@@ -125,18 +122,46 @@ def _split_header(path: str, line: int, text: str) -> tuple[str, str]:
 def _rows(path: str, header: list[str], header_line: int) -> tuple[pa.Table, np.ndarray, dict[int, str]]:
     """The data rows as text columns, the line number of each, and the lines skipped (line ->
     why; blank lines are not among them)."""
-    skipped: dict[int, str] = {}
+    table, skipped = _read(path, header, header_line, threads=True)
+    if None in skipped:  # a parallel read may not know where a bad line was: read again to say
+        table, skipped = _read(path, header, header_line, threads=False)
+    table = table.combine_chunks()
+    total = table.num_rows + len(skipped)
+    lines = np.arange(header_line + 1, header_line + 1 + total)
+    if skipped:
+        lines = lines[~np.isin(lines, np.fromiter(skipped, np.int64, len(skipped)))]
+    # a restarted nvidia-smi appended to the same file writes its header again: not data, not
+    # bad; and Arrow reads an empty line as a row of empty fields
+    first = pc.utf8_trim_whitespace(table.column(0).combine_chunks())
+    maybe = np.flatnonzero(pc.is_in(first, pa.array([header[0], ""])).to_numpy(zero_copy_only=False))
+    if len(maybe):
+        rows = table.take(pa.array(maybe))
+        again = np.ones(len(maybe), bool)
+        blank = np.ones(len(maybe), bool)
+        for k, h in enumerate(header):
+            text = pc.utf8_trim_whitespace(rows.column(k).combine_chunks())
+            again &= pc.equal(text, h).to_numpy(zero_copy_only=False)
+            blank &= pc.equal(text, "").to_numpy(zero_copy_only=False)
+        drop = maybe[again | blank]
+        if len(drop):
+            keep = np.ones(table.num_rows, bool)
+            keep[drop] = False
+            table = table.filter(pa.array(keep))
+            lines = lines[keep]
+    return table, lines, {n: why for n, why in skipped.items() if why}
+
+
+def _read(path: str, header: list[str], header_line: int, threads: bool) -> tuple[pa.Table, dict]:
+    skipped: dict = {}
 
     def invalid(row) -> str:
-        if row.text.strip():
-            skipped[row.number] = f"{row.actual_columns} fields where the header has {row.expected_columns}"
-        else:
-            skipped[row.number] = ""
+        why = f"{row.actual_columns} fields where the header has {row.expected_columns}" if row.text.strip() else ""
+        skipped[row.number] = why
         return "skip"
 
     names = [f"c{k}" for k in range(len(header))]
     try:
-        table = pv.read_csv(path, read_options=pv.ReadOptions(use_threads=False, column_names=names,
+        table = pv.read_csv(path, read_options=pv.ReadOptions(use_threads=threads, column_names=names,
                                                               skip_rows=header_line, encoding="utf8"),
                             parse_options=pv.ParseOptions(invalid_row_handler=invalid, ignore_empty_lines=False,
                                                           quote_char=False),
@@ -146,22 +171,7 @@ def _rows(path: str, header: list[str], header_line: int) -> tuple[pa.Table, np.
         raise TelemetryError(path, None, f"not readable as CSV: {exc}") from None
     except OSError as exc:
         raise TelemetryError(path, None, f"cannot read: {exc}") from None
-    table = table.combine_chunks()
-    total = table.num_rows + len(skipped)
-    lines = np.arange(header_line + 1, header_line + 1 + total)
-    lines = lines[~np.isin(lines, np.fromiter(skipped, np.int64, len(skipped)))]
-    # a restarted nvidia-smi appended to the same file writes its header again: not data, not bad
-    again = np.ones(table.num_rows, bool)
-    blank = np.ones(table.num_rows, bool)  # (Arrow reads an empty line as a row of empty fields)
-    for k, h in enumerate(header):
-        text = pc.utf8_trim_whitespace(table.column(k))
-        again &= pc.equal(text, h).to_numpy(zero_copy_only=False)
-        blank &= pc.equal(text, "").to_numpy(zero_copy_only=False)
-    skip = again | blank
-    if skip.any():
-        table = table.filter(pa.array(~skip))
-        lines = lines[~skip]
-    return table, lines, {n: why for n, why in skipped.items() if why}
+    return table, skipped
 
 
 class _Rows:
@@ -174,7 +184,7 @@ class _Rows:
         self.skipped = len(skipped)
 
     def _text(self, k: int) -> pa.Array:
-        return pc.utf8_trim_whitespace(self.table.column(k).combine_chunks())
+        return pc.utf8_trim_whitespace(self.table.column(k).combine_chunks())  # (an Array: no pandas)
 
     def _fail(self, bad: np.ndarray, reason: str) -> None:
         for line in self.lines[bad][:MAX_NAMED].tolist():
@@ -232,8 +242,9 @@ class _Rows:
             out[idx] = to_utc(naive, zone)
         return out
 
-    def kept(self) -> np.ndarray:
-        return ~self.failed
+    def keep(self, samples):
+        """``samples`` (columns of these rows) without the rows that failed."""
+        return samples if not self.failed.any() else take(samples, np.flatnonzero(~self.failed))
 
     def bad_count(self) -> int:
         return int(self.failed.sum()) + self.skipped

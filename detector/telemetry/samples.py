@@ -91,13 +91,16 @@ class Telemetry:
     process_parts: list[ProcessSamples] = field(default_factory=list)
     bad_lines: int = 0
     problems: list[str] = field(default_factory=list)  # "FILE: line N: why", the first few per file
+    _ids: dict[str, int] = field(default_factory=dict, repr=False)
 
     def host_id(self, name: str) -> int:
-        try:
-            return self.hosts.index(name)
-        except ValueError:
+        if len(self._ids) != len(self.hosts):  # (hosts given to the constructor)
+            self._ids = {h: k for k, h in enumerate(self.hosts)}
+        k = self._ids.get(name)
+        if k is None:
+            k = self._ids[name] = len(self.hosts)
             self.hosts.append(name)
-            return len(self.hosts) - 1
+        return k
 
     @property
     def gpus(self) -> GpuSamples:
