@@ -134,9 +134,9 @@ def _gpu_config(tmp_path, **daemon) -> Config:
         cfg, site=dataclasses.replace(cfg.site, gpu_allocations=str(empty), host_names=("node17=10.0.0.17",)),
         detect={"gpu_unallocated": dataclasses.replace(cfg.detect.get("gpu_unallocated") or _params(), busy_min_s=0.3,
                                                        max_gap_s=1.0)},
-        daemon=dataclasses.replace(cfg.daemon, gpu_telemetry=True, gpu_host="node17", metrics="", slurm_poll_s=0,
-                                   state=str(tmp_path / "state.db"), alerts=str(tmp_path / "alerts.jsonl"),
-                                   **daemon).validate())
+        daemon=dataclasses.replace(cfg.daemon, **{
+            "gpu_telemetry": True, "gpu_host": "node17", "metrics": "", "slurm_poll_s": 0,
+            "state": str(tmp_path / "state.db"), "alerts": str(tmp_path / "alerts.jsonl"), **daemon}).validate())
 
 
 def _params():
@@ -255,3 +255,49 @@ def test_daemon_sees_a_real_gpu_kept_busy(tmp_path):
     [first, *_] = [json.loads(x) for x in alerts.read_text().splitlines()]
     assert first["technique"] == "gpu_unallocated" and 0 in first["evidence"]["gpus"]
     assert (seen_ns - started[0]) / 1e9 <= busy_min_s + 2 * sample_s + report_s + 2.0  # + the daemon's start
+
+
+def test_gpu_watch_scrapes_a_dcgm_exporter(tmp_path):
+    """A DCGM exporter over HTTP: its GPUs are sampled under the host names its labels give, its
+    hpc_job labels hold GPUs, and an exporter that cannot be reached is counted, not fatal."""
+    import http.server
+
+    from detector.daemon.gpu_watch import GpuWatch
+
+    class Exporter(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = EXPOSITION.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        cfg = _gpu_config(tmp_path, gpu_telemetry=False, dcgm_url=url, gpu_sample_s=0.1, gpu_host="scraped-host")
+        cfg = dataclasses.replace(cfg, site=dataclasses.replace(cfg.site, gpu_allocations=""))
+        metrics = Metrics()
+        watch = GpuWatch(cfg, metrics)
+        t0 = time.time_ns() - 10 * NS
+        for k in range(5):
+            watch.sample(t0 + k * NS // 10)
+        alerts = watch.judge(cfg)
+        # node17's GPU 0 is held by job 81234 (its hpc_job label); GPU 1, busy, is held by nobody
+        assert [(a.technique, a.evidence["node"], a.evidence["gpus"]) for a in alerts] == [
+            ("gpu_unallocated", "node17", [1])]
+        assert metrics.registry.get_sample_value("detector_gpu_power_watts", {"host": "node17", "gpu": "0"}) == \
+            pytest.approx(412.37)
+        errors = metrics.registry.get_sample_value("detector_telemetry_errors_total", {"source": "dcgm"})
+        assert errors == 5 * 2  # the two lines of each scrape that are not metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+    watch.sample(t0 + NS)  # the exporter is gone
+    assert metrics.registry.get_sample_value("detector_telemetry_errors_total", {"source": "dcgm"}) == errors + 1
+    watch.close()

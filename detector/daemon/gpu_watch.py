@@ -26,6 +26,7 @@ from detector.telemetry.record_log import gpu_line, process_line
 from detector.telemetry.samples import READINGS, GpuSamples, ProcessSamples, Telemetry, concat, take
 
 log = logging.getLogger("detector.gpu")
+WARN_EVERY_S = 60.0
 
 
 class GpuWatch:
@@ -50,6 +51,7 @@ class GpuWatch:
         self.counted_upto: dict[tuple[str, int], int] = {}  # unallocated seconds exported up to this sample
         self.log_fh = open(d.gpu_log, "a", encoding="utf-8") if d.gpu_log else None  # noqa: SIM115 (kept open)
         self.thread: threading.Thread | None = None
+        self.warned: dict[str, float] = {}
         if self.nvml is None and self.dcgm is None:
             raise TelemetryError("daemon", None, "GPU telemetry needs gpu_telemetry = true or dcgm_url")
         log.info("GPU telemetry of %s: %s; allocations: %s", self.host,
@@ -70,7 +72,7 @@ class GpuWatch:
                 self.sample(time.time_ns())
             except (OSError, ValueError, TypeError) as exc:  # a source's odd answer: counted, and on
                 self.metrics.telemetry_errors.labels("sample").inc()
-                log.warning("GPU sample failed: %s", exc)
+                self._warn("sample", f"GPU sample failed: {exc}")
             if self.slurm and began >= next_poll:
                 next_poll = began + d.slurm_poll_s
                 self.poll_slurm()
@@ -91,7 +93,7 @@ class GpuWatch:
                     self.metrics.telemetry_errors.labels("dcgm").inc(bad)
             except (OSError, ValueError) as exc:
                 self.metrics.telemetry_errors.labels("dcgm").inc()
-                log.warning("DCGM exporter %s: %s", self.dcgm.url, exc)
+                self._warn("dcgm", f"DCGM exporter {self.dcgm.url}: {exc}")
         with self.lock:
             if gpus:
                 self.gpus.append(GpuSamples.of([self.names.host_id(h) for h, _ in gpus], [x["gpu"] for _, x in gpus],
@@ -120,11 +122,18 @@ class GpuWatch:
             found, span = slurm_live.poll(self.slurm, self.cfg.daemon.slurm_poll_s)
         except TelemetryError as exc:
             self.metrics.telemetry_errors.labels("slurm").inc()
-            log.warning("%s", exc)
+            self._warn("slurm", str(exc))
             return
         with self.lock:
             mine = set(self.names.hosts)  # a cluster's other nodes are not judged here
             self.snapshots.append(([a for a in found if a.host in mine], span))
+
+    def _warn(self, source: str, message: str) -> None:
+        """Log a failing source once a minute, not at every sample (the metric counts each)."""
+        now = time.monotonic()
+        if now - self.warned.get(source, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self.warned[source] = now
+            log.warning("%s", message)
 
     def _trim(self, now_ns: int) -> None:
         horizon = now_ns - self.keep_ns
