@@ -231,9 +231,11 @@ def test_squeue_and_scontrol_give_indices(tmp_path):
     path.write_text(json.dumps({"jobs": jobs, "last_update": _set(T + 30)}))
     allocs, span = read_slurm(str(path))
     got = sorted((a.host, a.gpus, a.count, a.start_ns, a.end_ns, a.label) for a in allocs)
-    assert got == [("cn01", (0, 1), 2, T * NS, OPEN_END, "20"), ("cn02", (0, 2, 3), 3, T * NS, OPEN_END, "20"),
-                   ("cn03", None, 2, T * NS, OPEN_END, "21"), ("cn05", None, 2, T * NS, OPEN_END, "23+1")]
-    assert span == ((T + 30) * NS, (T + 30 + 120) * NS)  # a snapshot speaks for the time after it
+    # a snapshot speaks for the time after it, and its jobs hold their GPUs from their start to then
+    end = (T + 30 + 120) * NS
+    assert got == [("cn01", (0, 1), 2, T * NS, end, "20"), ("cn02", (0, 2, 3), 3, T * NS, end, "20"),
+                   ("cn03", None, 2, T * NS, end, "21"), ("cn05", None, 2, T * NS, end, "23+1")]
+    assert span == ((T + 30) * NS, end)
 
 
 def test_gres_detail_entries():
@@ -259,12 +261,12 @@ def test_allocation_map(tmp_path):
     path = tmp_path / "gpus.map"
     path.write_text("# host gpus start end job\n"
                     "cn0012  0-1,3  2025-03-04T09:15:02Z  2025-03-04T10:15:02Z  81234\n"
-                    "cn[0013-0014]  *  2025-03-04T10:15:02  -  81235_7   # local time, still running\n"
+                    "cn[0013-0014]  *  2025-03-04T10:15:02  -  81235   # local time, still running\n"
                     "cn0020  n=2  1741079702  1741083302.5  81236\n")
     got = [(a.host, a.gpus, a.count, a.start_ns, a.end_ns, a.job, a.label) for a in read_map(str(path), "Europe/Berlin")]
     assert got == [("cn0012", (0, 1, 3), 3, T * NS, (T + 3600) * NS, 81234, "81234"),
-                   ("cn0013", None, -1, (T + 3600 - 3600) * NS, OPEN_END, 81235, "81235_7"),
-                   ("cn0014", None, -1, (T + 3600 - 3600) * NS, OPEN_END, 81235, "81235_7"),
+                   ("cn0013", None, -1, (T + 3600 - 3600) * NS, OPEN_END, 81235, "81235"),
+                   ("cn0014", None, -1, (T + 3600 - 3600) * NS, OPEN_END, 81235, "81235"),
                    ("cn0020", None, 2, T * NS, int((T + 3600.5) * NS), 81236, "81236")]
     assert parse_indices("3,0-1") == (0, 1, 3)
 
@@ -274,7 +276,9 @@ def test_allocation_map(tmp_path):
     ("cn1 x 2025-03-04T09:15:02Z - 5", "not GPU indices"),
     ("cn1 0 yesterday - 5", "Invalid isoformat"),
     ("cn1 0 1741083302 1741079702 5", "ends before it starts"),
-    ("cn1 0 1741079702 - job5", "invalid literal"),
+    ("cn1 0 1741079702 - job5", "the job id as cgroups name it"),
+    ("cn1 0 1741079702 - 81230_4", "an array task's own id"),
+    ("cn1 n=-1 1741079702 - 5", "not GPU indices"),
 ])
 def test_bad_allocation_map_lines_are_errors_naming_the_line(tmp_path, line, why):
     path = tmp_path / "gpus.map"

@@ -75,8 +75,8 @@ def test_a_busy_gpu_no_job_holds_is_one_alert_per_incident():
     [a] = unallocated(t, [alloc("cn2", (0,), 0, None, 7)])
     assert (a.technique, a.severity, a.host, a.src_ip) == ("gpu_unallocated", "high", "10.0.0.1", "10.0.0.1")
     assert a.evidence["gpus"] == [1, 2] and a.evidence["node"] == "cn1"
-    assert (a.ts_ns, a.ts_end_ns) == (T0 + 100 * NS, T0 + 790 * NS)
-    assert a.evidence["busy_s"] == 640 and a.evidence["processes"][0]["pid"] == 4242
+    assert (a.ts_ns, a.ts_end_ns) == (T0 + 100 * NS, T0 + 800 * NS)  # the last sample stands for its 10 s
+    assert a.evidence["busy_s"] == 650 and a.evidence["processes"][0]["pid"] == 4242
     assert a.evidence["processes"][0]["job"] == "none"
 
 
@@ -105,19 +105,37 @@ def test_gpus_of_unknown_index_cover_the_first_busy_ones_of_each_second():
 def test_the_threshold_the_minimum_time_and_gaps():
     t = Telemetry()
     Node(t, "cn1").busy(0, 0, 300).busy(1, 0, 310).busy(2, 0, 1200, util=49.0).busy(3, 0, 1200).drop(500, 560).done()
-    # GPU 0: 290 s between its first and last busy sample; GPU 1: 300 s; GPU 2: under busy_util;
-    # GPU 3: busy throughout, but the telemetry stops for 60 s: two runs of 490 and 630 s
+    # GPU 0: 30 busy samples of 10 s, 300 s; GPU 1: 310 s; GPU 2: under busy_util; GPU 3: busy
+    # throughout, but the telemetry stops for 60 s: two runs, of 500 and 640 s
     alerts = unallocated(t, [])
-    assert [(a.evidence["gpus"], a.evidence["busy_s"]) for a in alerts] == [([1, 3], 490), ([3], 630)]
-    assert [a.evidence["busy_s"] for a in unallocated(t, [], max_gap_s=120.0)] == [1190]
+    assert [(a.evidence["gpus"], a.evidence["busy_s"]) for a in alerts] == [([0, 1, 3], 500), ([3], 640)]
+    assert [a.evidence["gpus"] for a in unallocated(t, [], busy_min_s=301.0)] == [[1, 3], [3]]
+    assert [a.evidence["busy_s"] for a in unallocated(t, [], max_gap_s=120.0)] == [1200]
     assert unallocated(t, [], busy_min_s=700.0) == []
-    assert [a.evidence["gpus"] for a in unallocated(t, [], busy_util=49.0, max_gap_s=120.0)] == [[1, 2, 3]]
+    assert [a.evidence["gpus"] for a in unallocated(t, [], busy_util=49.0, max_gap_s=120.0)] == [[0, 1, 2, 3]]
+
+
+def test_slow_sampling_is_not_a_gap_and_rounds_hold_counted_gpus():
+    """nvidia-smi -l 60: samples a minute apart are one run (max_gap_s is at least 2.5 intervals);
+    one loop's rows, milliseconds apart across a second boundary, are one round for the GPUs a
+    job holds by count."""
+    t = Telemetry()
+    Node(t, "cn1", gpus=2, seconds=3600, every=60).busy(0, 0, 3600).busy(1, 0, 3600).done()
+    [a] = unallocated(t, [])
+    assert a.evidence["busy_s"] == 3600
+    t = Telemetry()
+    node = Node(t, "cn1", gpus=2, seconds=3600, every=5)
+    node.times = node.times + int(0.98 * NS)  # GPU 0 stamped at x.980 s ...
+    node.busy(0, 0, 3700).busy(1, 0, 3700).done()
+    t.gpu_parts[0].ts_ns[len(node.times):] += 50 * 10**6  # ... GPU 1 at x+1.030 s
+    [a] = unallocated(t, [alloc("cn1", None, -10, None, 5, count=1)])
+    assert a.evidence["gpus"] == [1]
 
 
 def test_only_the_time_the_allocations_speak_for_is_judged():
     t = Telemetry()
     Node(t, "cn1").busy(0, 0, 1200).done()
-    assert unallocated(t, [], coverage=[(T0 + 900 * NS, T0 + 2000 * NS)]) == []  # 300 s judged: under busy_min_s
+    assert unallocated(t, [], coverage=[(T0 + 910 * NS, T0 + 2000 * NS)]) == []  # 290 s judged: under busy_min_s
     [a] = unallocated(t, [], coverage=[(T0 + 600 * NS, T0 + 2000 * NS)])
     assert a.ts_ns == T0 + 600 * NS
     assert GpuUnallocated().judge(GpuInputs(t, None, {})) == []  # no allocation source: nothing judged
@@ -314,3 +332,44 @@ def test_report_draws_each_nodes_gpus_over_the_jobs_holding_them(gpu_site):
     spans = re.findall(r'<rect class="span"[^>]*><title>([^<]+)</title>', section)
     assert sorted(spans) == ["job 81230", "job 81230", "job 81231", "job 81232"]  # cn0001, cn0002; two on cn0003
     assert section.count('class="series"') == 5 * 4  # a line per GPU
+
+
+def test_successive_snapshots_and_one_job_from_two_sources(tmp_path):
+    """squeue snapshots every 120 s: a job in the first and gone from the next holds its GPU
+    only until the next one; the same job from sacct (a count) and from scontrol (indices) is
+    counted once."""
+    import json
+
+    from detector.telemetry.slurm import parse_doc
+
+    def snapshot(at_s, jobs):
+        doc = {"jobs": [{"job_id": j, "nodes": "cn1", "job_state": ["RUNNING"], "start_time": int(T0 // NS) - 60,
+                         "gres_detail": [f"gpu:1(IDX:{g})"]} for j, g in jobs]}
+        return parse_doc(json.loads(json.dumps(doc)), T0 + at_s * NS, "squeue", snapshot_s=120.0)
+
+    t = Telemetry()
+    Node(t, "cn1", gpus=2).busy(0, 130, 1200).busy(1, 0, 1200).done()  # a miner on GPU 0 after job 7 ends
+    snaps = [snapshot(0, [(7, 0), (8, 1)])] + [snapshot(s, [(8, 1)]) for s in range(120, 1200, 120)]
+    holdings = Holdings([a for found, _ in snaps for a in found], [span for _, span in snaps])
+    [a] = GpuUnallocated().judge(GpuInputs(t, holdings, {}))
+    assert a.evidence["gpus"] == [0] and a.ts_ns == T0 + 130 * NS
+    # job 8 from sacct (1 GPU, index unknown) and from a snapshot (GPU 1): a miner on GPU 0 still shows
+    counted = alloc("cn1", None, -60, None, 8, count=1)
+    [a] = unallocated(t, [counted] + [x for found, _ in snaps for x in found if x.job == 8])
+    assert a.evidence["gpus"] == [0] and a.ts_ns == T0 + 130 * NS
+
+
+def test_a_node_given_by_its_address_is_the_node_slurm_names(gpu_site, tmp_path):
+    """--gpu-log FILE@ADDRESS: [site] host_names maps the address to the node Slurm allocates."""
+    import shutil
+
+    from detector.cli import main
+
+    d = gpu_site
+    tel = d / "telemetry" / "benign-dtn"
+    log = tmp_path / "anything.csv"
+    shutil.copy(tel / "gpu" / "cn0003.csv", log)  # jobs 81231 and 81232 keep its GPUs busy
+    out = tmp_path / "alerts.jsonl"
+    assert main(["analyze", str(d / "benign-dtn.pcap"), "--config", str(d / "site.toml"), "-q", "-o", str(out),
+                 "--gpu-log", f"{log}@10.10.100.3", "--slurm", str(tel / "sacct.json")]) == 0
+    assert "gpu_" not in out.read_text()

@@ -219,22 +219,42 @@ def busy_unheld(g, hosts: list[str], holdings: Holdings, busy_util: float) -> np
     return free
 
 
+def sample_interval(g) -> int:
+    """The telemetry's sampling interval (ns): the median time between two samples of one GPU."""
+    order = lexsort(np, (g.ts_ns, g.gpu, g.host))
+    same = ~group_starts(np, [g.host[order], g.gpu[order]])
+    steps = np.diff(g.ts_ns[order])[same[1:]]
+    steps = steps[steps > 0]
+    return int(np.median(steps)) if len(steps) else NS
+
+
 def _unknown_indices_hold(free: np.ndarray, g, by_count: np.ndarray) -> None:
-    """Where jobs hold K GPUs of unknown index on a host (sacct), the first K of the host's
-    otherwise free busy GPUs in each second (by index) are theirs: clear them in ``free``."""
+    """Where jobs hold K GPUs of unknown index on a host (sacct), the first K (by index) of the
+    host's otherwise free busy GPUs in each sampling round are theirs: clear them in ``free``.
+    A round is the samples of a host closer together than half the sampling interval (one loop
+    of nvidia-smi stamps its GPUs milliseconds apart)."""
     rows = np.flatnonzero(free & (by_count > 0))
     if not len(rows):
         return
-    second = g.ts_ns[rows] // NS
-    order = lexsort(np, (g.gpu[rows], second, g.host[rows]))
-    starts = group_starts(np, [g.host[rows][order], second[order]])
-    first = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
-    rank = np.arange(len(order)) - first
-    free[rows[order][rank < by_count[rows][order]]] = False
+    order = lexsort(np, (g.ts_ns, g.host))
+    ts = g.ts_ns[order]
+    new_round = group_starts(np, [g.host[order]]) | np.r_[True, np.diff(ts) > sample_interval(g) // 2]
+    round_of = np.empty(len(order), np.int64)
+    round_of[order] = np.cumsum(new_round)
+    r = round_of[rows]
+    by = lexsort(np, (g.gpu[rows], r))
+    starts = group_starts(np, [r[by]])
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(by)), 0))
+    rank = np.arange(len(by)) - first
+    free[rows[by][rank < by_count[rows][by]]] = False
 
 
 def _runs(g, free: np.ndarray, max_gap_ns: int) -> np.ndarray:
-    """Runs of free busy samples per GPU: host, gpu, first, last, n and the sums to average."""
+    """Runs of free busy samples per GPU: host, gpu, first, last (the end of the last sample's
+    interval), n and the sums to average. Samples further apart than ``max_gap_ns``, or than
+    2.5 sampling intervals, break a run."""
+    interval = sample_interval(g)
+    max_gap_ns = max(max_gap_ns, int(2.5 * interval))
     order = lexsort(np, (g.ts_ns, g.gpu, g.host))
     f, ts = free[order], g.ts_ns[order]
     new_gpu = group_starts(np, [g.host[order], g.gpu[order]])
@@ -251,7 +271,7 @@ def _runs(g, free: np.ndarray, max_gap_ns: int) -> np.ndarray:
     firsts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
     out["host"], out["gpu"] = g.host[rows[firsts]], g.gpu[rows[firsts]]
     out["first"] = g.ts_ns[rows[firsts]]
-    out["last"] = g.ts_ns[rows[np.r_[firsts[1:], len(rows)] - 1]]
+    out["last"] = g.ts_ns[rows[np.r_[firsts[1:], len(rows)] - 1]] + interval  # each sample stands for its interval
     out["n"] = np.bincount(run, minlength=n_runs)
     for col, src in (("util", g.util), ("power", g.power_w), ("mem", g.mem_used_mib)):
         v = src[rows]

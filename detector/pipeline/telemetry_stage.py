@@ -37,6 +37,8 @@ def load(args: TelemetryArgs, cfg: Config, model=None) -> GpuInputs:
             read_record_log(spec.path, spec.host, telemetry)
         else:
             read_log(spec, telemetry, cfg.site.timezone)
+    # a node given by its address is the node Slurm names
+    telemetry.rename({addr: name for name, addr in cfg.site.addresses.items()})
     allocations, coverage = [], []
     for path in args.slurm:
         found, span = read_slurm(path)

@@ -13,7 +13,7 @@ file (``[site] gpu_allocations``), one allocation per line, fields separated by 
   indices are not known (what ``sacct`` gives);
 - start and end: ISO 8601 (without a zone: the site's ``timezone``) or Unix seconds; ``-`` for
   an end not reached (the job still runs);
-- job: the job id (a number, as cgroups name it).
+- job: the job id, a number, as cgroups name it (``SLURM_JOB_ID``: an array task's own id).
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def read_map(path: str, zone: str = "UTC") -> list[Allocation]:
             text = fh.read()
     except OSError as exc:
         raise TelemetryError(path, None, f"cannot read the GPU allocation map: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TelemetryError(path, None, f"not UTF-8 text: byte {exc.start}") from None
     out: list[Allocation] = []
     for number, line in enumerate(text.splitlines(), 1):
         fields = line.split("#", 1)[0].split()
@@ -88,14 +90,17 @@ def read_map(path: str, zone: str = "UTC") -> list[Allocation]:
             names = expand(hosts)
             if gpus == "*":
                 indices, count = None, -1
-            elif gpus.startswith("n="):
+            elif gpus.startswith("n=") and gpus[2:].isdigit():
                 indices, count = None, int(gpus[2:])
             else:
                 indices = parse_indices(gpus)
                 count = len(indices)
             t0 = parse_time(start, zone)
             t1 = OPEN_END if end == "-" else parse_time(end, zone)
-            job_id = int(job.split("_")[0].split("+")[0])
+            if not job.isdigit():
+                raise ValueError(f"job {job!r}: the job id as cgroups name it (SLURM_JOB_ID: an array task's own "
+                                 "id, not 81230_4)")
+            job_id = int(job)
         except (ValueError, KeyError) as exc:
             raise TelemetryError(path, number, str(exc)) from None
         if t1 < t0:

@@ -23,7 +23,7 @@ FIELDS = {"DCGM_FI_DEV_GPU_UTIL": ("util", 1.0), "DCGM_FI_DEV_MEM_COPY_UTIL": ("
           "DCGM_FI_PROF_PCIE_TX_BYTES": ("pcie_tx_kbs", 1000.0), "DCGM_FI_PROF_PCIE_RX_BYTES": ("pcie_rx_kbs", 1000.0)}
 _LINE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\d+)?\s*$")
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
-MAX_JOB = 2**62
+UNNAMED_JOB = -3  # an hpc_job label that is not a job id
 
 
 def parse_exposition(text: str, default_host: str) -> tuple[list[dict], list[tuple[str, int, int]], int]:
@@ -52,9 +52,9 @@ def parse_exposition(text: str, default_host: str) -> tuple[list[dict], list[tup
         row = gpus.setdefault((host, gpu), {"host": host, "gpu": gpu, "uuid": labels.get("UUID") or labels.get("uuid")})
         name, scale = field
         row[name] = value / scale if math.isfinite(value) else math.nan
-        job = labels.get("hpc_job", "")
-        if job.split("_")[0].split("+")[0].isdigit():
-            jobs.add((host, gpu, int(job.split("_")[0].split("+")[0])))
+        job = labels.get("hpc_job", "").strip()
+        if job:  # the id cgroups name (SLURM_JOB_ID); any other label still holds the GPU
+            jobs.add((host, gpu, int(job) if job.isdigit() else UNNAMED_JOB))
     return list(gpus.values()), sorted(jobs), bad
 
 

@@ -28,6 +28,11 @@ class Holdings:
     by_host: dict = field(init=False)
 
     def __post_init__(self):
+        # the same job from sacct (a count) and from squeue (indices): the indices tell more, and
+        # counting both would hold twice its GPUs
+        indexed = {(a.host, a.job) for a in self.allocations if a.gpus is not None}
+        self.allocations = [a for a in self.allocations
+                            if not (a.gpus is None and a.count >= 0 and (a.host, a.job) in indexed)]
         self.by_host_job = defaultdict(list)
         self.by_host = defaultdict(list)
         for a in self.allocations:

@@ -92,6 +92,7 @@ class Telemetry:
     bad_lines: int = 0
     problems: list[str] = field(default_factory=list)  # "FILE: line N: why", the first few per file
     _ids: dict[str, int] = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def host_id(self, name: str) -> int:
         if len(self._ids) != len(self.hosts):  # (hosts given to the constructor)
@@ -102,21 +103,45 @@ class Telemetry:
             self.hosts.append(name)
         return k
 
+    def rename(self, names: dict[str, str]) -> None:
+        """Call hosts by other names (a log given as ``@10.10.100.12`` is node cn0012, as Slurm
+        knows it); two names that become one are one host."""
+        if not any(h in names for h in self.hosts):
+            return
+        old, self.hosts, self._ids = self.hosts, [], {}
+        new_id = np.array([self.host_id(names.get(h, h)) for h in old], np.int32)
+        self.gpu_parts = [p._replace(host=new_id[p.host]) for p in self.gpu_parts]
+        self.process_parts = [p._replace(host=new_id[p.host]) for p in self.process_parts]
+        self._cache.clear()
+
     @property
     def gpus(self) -> GpuSamples:
-        return _indexed(concat(self.gpu_parts, GpuSamples.empty()), self._uuid_index())
+        """Every GPU sample (concatenated once, until parts are added)."""
+        return self._cached("gpus", self.gpu_parts, GpuSamples.empty())
 
     @property
     def processes(self) -> ProcessSamples:
-        return _indexed(concat(self.process_parts, ProcessSamples.empty()), self._uuid_index())
+        return self._cached("processes", self.process_parts, ProcessSamples.empty())
+
+    def _cached(self, key: str, parts: list, empty):
+        stamp = (len(self.gpu_parts), len(self.process_parts), tuple(map(id, parts)))
+        hit = self._cache.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = self._cache[key] = (stamp, _indexed(concat(parts, empty), self._uuid_index()))
+        return hit[1]
 
     def _uuid_index(self) -> dict[tuple[int, str], int]:
         """(host, UUID) -> index, from the GPU logs that give both (process logs give UUIDs)."""
         found: dict[tuple[int, str], int] = {}
         for part in self.gpu_parts:
             known = np.flatnonzero((part.gpu >= 0) & (part.uuid != None))
-            for h, u, g in set(zip(part.host[known].tolist(), part.uuid[known].tolist(), part.gpu[known].tolist())):
-                found[(h, u)] = g
+            if not len(known):
+                continue
+            # one row per (GPU, UUID) pair: a UUID's rows repeat every sample
+            key = part.host[known].astype(np.int64) << 16 | part.gpu[known].astype(np.int64)
+            _, first = np.unique(key, return_index=True)
+            for r in known[first].tolist():
+                found[(int(part.host[r]), part.uuid[r])] = int(part.gpu[r])
         return found
 
 

@@ -12,7 +12,9 @@ v0.0.42; field names from Slurm's ``src/plugins/data_parser/*/parsers.c``).
   file's time), with ``gres_detail`` giving each node's GPU indices (``gpu:a100:2(IDX:0-1)``,
   one entry per node of ``nodes``; ``scontrol -d`` fills it, ``squeue`` only in newer
   releases), else ``tres_alloc_str``'s ``gres/gpu=K`` count. A snapshot speaks for the
-  ``SNAPSHOT_S`` after it: dumps taken that often (the daemon polls) cover a period.
+  ``SNAPSHOT_S`` after it, and its jobs hold their GPUs from their start to the end of that
+  time: dumps taken that often (the daemon polls) cover a period, and a job gone from the
+  next one no longer holds anything.
 
 Times are Unix seconds, plain integers or ``{"set": true, "number": T}`` objects; states are
 strings (v0.0.39) or lists of a base state and flags (v0.0.40+).
@@ -64,14 +66,17 @@ def parse_doc(doc, written_ns: int, source: str, snapshot_s: float = SNAPSHOT_S)
             raise TelemetryError(path, None, f"jobs[{k}] is not an object")
         try:
             out.extend(_accounted(job) if accounting else _alive(job))
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise TelemetryError(path, None, f"jobs[{k}] (job {job.get('job_id')}): {exc}") from None
     if accounting:
         latest = max([written] + [max(a.start_ns, a.end_ns if a.end_ns < OPEN_END else 0) for a in out])
         return out, (-OPEN_END, latest)
     taken = _number(doc.get("last_update"))
     snap = taken * 10**9 if taken else written
-    return out, (snap, snap + int(snapshot_s * 10**9))
+    span = (snap, snap + int(snapshot_s * 10**9))
+    # a job alive at the snapshot held its GPUs from its start to the snapshot, and is taken to
+    # hold them for the time the snapshot speaks for; the next snapshot says whether it still does
+    return [a._replace(end_ns=span[1]) for a in out], span
 
 
 def _number(value) -> int | None:
@@ -132,6 +137,8 @@ def _alive(job: dict) -> list[Allocation]:
     if not start or not nodes:
         return []
     detail = job.get("gres_detail") or []
+    if isinstance(detail, str):
+        detail = [detail]
     out = []
     counted = _TRES_GPU.findall(job.get("tres_alloc_str") or "")
     per_node = math.ceil(sum(int(c) for c in counted) / len(nodes)) if counted else 0
