@@ -286,3 +286,37 @@ def test_bad_allocation_map_lines_are_errors_naming_the_line(tmp_path, line, why
     with pytest.raises(TelemetryError, match=why) as err:
         read_map(str(path))
     assert f"{path}: line 2:" in str(err.value)
+
+
+def test_odd_values_are_bad_lines_not_wrong_ones(tmp_path):
+    text = ("timestamp, index, utilization.gpu [%]\n"
+            "2026/02/30 10:00:00.000, 0, 5 %\n"  # no such day (strptime would read 2 March)
+            "2026/02/28 10:00:00.000, 40000, 5 %\n"  # no such GPU index (an int16 would wrap)
+            "2026/02/28 10:00:01.000, 1, 5 %\n")
+    t = read(tmp_path, text)
+    assert t.gpus.gpu.tolist() == [1] and t.bad_lines == 2
+    assert "not a valid date" in t.problems[0] and "up to 4095" in t.problems[1]
+
+
+def test_a_process_name_in_another_encoding_is_read(tmp_path):
+    path = tmp_path / "apps.csv"
+    path.write_bytes(b"timestamp, gpu_uuid, pid, process_name, used_gpu_memory [MiB]\n"
+                     b"2025/03/04 09:15:03.101, GPU-x, 48213, /home/j\xfcrgen/train.py, 28790 MiB\n")
+    t = Telemetry()
+    read_log(LogSpec.parse(str(path)), t)
+    assert t.processes.name.tolist() == ["/home/j\ufffdrgen/train.py"] and t.bad_lines == 0
+
+
+def test_record_log_writes_json_and_refuses_out_of_range_values(tmp_path):
+    from detector.telemetry.record_log import gpu_line
+
+    line = gpu_line(T * NS, "cn1", 0, None, {"util": 5.0, "power_w": math.nan})
+    assert json.loads(line)["power_w"] is None and "NaN" not in line
+    path = tmp_path / "log.jsonl"
+    path.write_text("\n".join([line,
+                               '{"ts": "2026-11-02T08:00:00Z", "host": "cn1", "kind": "gpu", "gpu": 70000}',
+                               '{"ts": "2026-11-02T08:00:00Z", "host": "cn1", "kind": "process", "pid": 99999999999}',
+                               '{"ts": "9999-12-31T00:00:00Z", "host": "cn1", "kind": "gpu", "gpu": 0}']) + "\n")
+    t = Telemetry()
+    read_record_log(str(path), "x", t)
+    assert len(t.gpus.ts_ns) == 1 and t.bad_lines == 3 and math.isnan(t.gpus.power_w[0])

@@ -373,3 +373,18 @@ def test_a_node_given_by_its_address_is_the_node_slurm_names(gpu_site, tmp_path)
     assert main(["analyze", str(d / "benign-dtn.pcap"), "--config", str(d / "site.toml"), "-q", "-o", str(out),
                  "--gpu-log", f"{log}@10.10.100.3", "--slurm", str(tel / "sacct.json")]) == 0
     assert "gpu_" not in out.read_text()
+
+
+def test_what_cannot_be_judged_is_said(gpu_site, tmp_path, capsys):
+    from detector.cli import main
+
+    d = gpu_site
+    uuid_only = tmp_path / "cn0007.csv"
+    uuid_only.write_text("timestamp, uuid, utilization.gpu [%]\n2026/11/02 09:00:01.000, GPU-abc, 100 %\n")
+    mig = tmp_path / "cn0008.csv"
+    mig.write_text("timestamp, index, utilization.gpu [%]\n2026/11/02 09:00:01.000, 0, [N/A]\n"
+                   "2026/11/02 09:00:02.000, 0, [N/A]\n")
+    assert main(["analyze", str(d / "benign-dtn.pcap"), "-q", "-o", str(tmp_path / "a.jsonl"), "--gpu-log",
+                 str(uuid_only), "--gpu-log", str(mig)]) == 0
+    err = capsys.readouterr().err
+    assert "1 GPU sample(s) give no index" in err and "never reported their utilisation (cn0008 GPU 0" in err

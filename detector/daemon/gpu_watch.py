@@ -6,6 +6,7 @@ exported as metrics and, with ``gpu_log``, appended to a telemetry log ``detecto
 
 from __future__ import annotations
 
+import http.client
 import logging
 import socket
 import threading
@@ -50,8 +51,9 @@ class GpuWatch:
         self.snapshots: deque = deque()  # (allocations of the hosts sampled, (start, end))
         self.counted_upto: dict[tuple[str, int], int] = {}  # unallocated seconds exported up to this sample
         self.log_fh = open(d.gpu_log, "a", encoding="utf-8") if d.gpu_log else None  # noqa: SIM115 (kept open)
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
         self.warned: dict[str, float] = {}
+        self.last_dcgm = None  # the job labels of the last DCGM snapshot, and which it is
         if self.nvml is None and self.dcgm is None:
             raise TelemetryError("daemon", None, "GPU telemetry needs gpu_telemetry = true or dcgm_url")
         log.info("GPU telemetry of %s: %s; allocations: %s", self.host,
@@ -60,23 +62,32 @@ class GpuWatch:
                                             (cfg.site.gpu_allocations, self.static)) if on) or "none (nothing judged)")
 
     def start(self, stop: threading.Event) -> None:
-        self.thread = threading.Thread(target=self._loop, args=(stop,), name="gpu-telemetry", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._sample_loop, args=(stop,), name="gpu-telemetry", daemon=True)]
+        if self.slurm:  # scontrol may take seconds on a large cluster: never in the sampler's way
+            self.threads.append(threading.Thread(target=self._slurm_loop, args=(stop,), name="slurm-poll", daemon=True))
+        for t in self.threads:
+            t.start()
 
-    def _loop(self, stop: threading.Event) -> None:
-        d = self.cfg.daemon
-        next_poll = 0.0
+    def _sample_loop(self, stop: threading.Event) -> None:
+        step = self.cfg.daemon.gpu_sample_s
         while not stop.is_set():
             began = time.monotonic()
-            try:
-                self.sample(time.time_ns())
-            except (OSError, ValueError, TypeError) as exc:  # a source's odd answer: counted, and on
-                self.metrics.telemetry_errors.labels("sample").inc()
-                self._warn("sample", f"GPU sample failed: {exc}")
-            if self.slurm and began >= next_poll:
-                next_poll = began + d.slurm_poll_s
-                self.poll_slurm()
-            stop.wait(max(0.0, d.gpu_sample_s - (time.monotonic() - began)))
+            self._guarded("sample", lambda: self.sample(time.time_ns()))
+            stop.wait(max(0.0, step - (time.monotonic() - began)))
+
+    def _slurm_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._guarded("slurm", self.poll_slurm)
+            stop.wait(self.cfg.daemon.slurm_poll_s)
+
+    def _guarded(self, source: str, step) -> None:
+        """Run one step of a loop; whatever a source answers (an HTTP reply that is not one, a
+        driver error), the thread lives on: the failure is counted and logged."""
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 (a thread that dies would stop sampling unseen)
+            self.metrics.telemetry_errors.labels(source).inc()
+            self._warn(source, f"GPU telemetry ({source}) failed: {type(exc).__name__}: {exc}")
 
     def sample(self, now_ns: int) -> None:
         """One reading of every source, kept (and logged); a source that fails is counted."""
@@ -91,7 +102,7 @@ class GpuWatch:
                 gpus += [(x.pop("host"), x) for x in g]
                 if bad:
                     self.metrics.telemetry_errors.labels("dcgm").inc(bad)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 self.metrics.telemetry_errors.labels("dcgm").inc()
                 self._warn("dcgm", f"DCGM exporter {self.dcgm.url}: {exc}")
         with self.lock:
@@ -108,14 +119,24 @@ class GpuWatch:
                     np.array([x.get("used_mib", np.nan) for _, x in procs], float),
                     np.array([x["job"] for _, x in procs], np.int64)))
             if jobs:
-                span = (now_ns, now_ns + int(2 * self.cfg.daemon.gpu_sample_s * 1e9))
-                self.snapshots.append((job_allocations(jobs, *span), span))
+                self._dcgm_jobs(jobs, now_ns)
             self._trim(now_ns)
         for host, x in gpus:
             self.metrics.gpu_util.labels(host, str(x["gpu"])).set(x.get("util", float("nan")))
             self.metrics.gpu_power.labels(host, str(x["gpu"])).set(x.get("power_w", float("nan")))
         if self.log_fh is not None:
             self._log(now_ns, gpus, procs)
+
+    def _dcgm_jobs(self, jobs: list, now_ns: int) -> None:
+        """The exporter's job labels as allocations: while they stay the same, the last
+        snapshot's time is stretched rather than a snapshot kept per sample."""
+        end = now_ns + int(2 * self.cfg.daemon.gpu_sample_s * 1e9)
+        if self.snapshots and self.last_dcgm == (jobs, id(self.snapshots[-1])):
+            found, (start, _) = self.snapshots[-1]
+            self.snapshots[-1] = ([a._replace(end_ns=end) for a in found], (start, end))
+        else:
+            self.snapshots.append((job_allocations(jobs, now_ns, end), (now_ns, end)))
+        self.last_dcgm = (jobs, id(self.snapshots[-1]))
 
     def poll_slurm(self) -> None:
         try:
@@ -167,7 +188,8 @@ class GpuWatch:
             allocations += self.static
             coverage.append((-OPEN_END, OPEN_END))
         holdings = Holdings(allocations, coverage) if coverage else None
-        return GpuInputs(t, holdings, self.cfg.site.addresses, model, time.time_ns())
+        now = time.time_ns()
+        return GpuInputs(t, holdings, self.cfg.site.addresses, model, now, now - self.keep_ns)
 
     def judge(self, cfg: Config, model=None) -> list[Alert]:
         """The telemetry detectors' alerts over what is kept; also exports the unallocated seconds."""
@@ -193,8 +215,8 @@ class GpuWatch:
                     self.metrics.gpu_unallocated.labels(key[0], str(gpu)).inc(n * step)
 
     def close(self) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout=2.0)
+        for t in self.threads:
+            t.join(timeout=2.0)
         if self.nvml is not None:
             self.nvml.close()
         if self.log_fh is not None:

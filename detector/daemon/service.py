@@ -82,6 +82,11 @@ class Daemon:
             from detector.daemon.gpu_watch import GpuWatch
 
             self.gpu = GpuWatch(cfg, self.metrics)
+            profile = getattr(self.model, "gpu", None)
+            if profile is not None and d.gpu_keep_s < 2 * profile.window_s:
+                log.warning("daemon.gpu_keep_s (%.0f s) keeps less than two GPU windows of the model (%.0f s): "
+                            "gpu_profile judges only windows whose samples are all kept", d.gpu_keep_s,
+                            profile.window_s)
         self.sinks = open_sinks(d)
         self.sent_upto = {s.name: self.state.sink_progress(s.name) for s in self.sinks}
         self.folder = RotatingFolder(d.pcap_dir, d.pcap_glob, self.state, d.settle_s) if d.pcap_dir else None

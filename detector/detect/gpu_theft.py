@@ -48,13 +48,15 @@ NS = 10**9
 class GpuInputs(NamedTuple):
     """What the telemetry detectors judge: the samples, the allocations (None: no source was
     given), the site's node names -> addresses (to name the host as the network does), the site
-    model (its GPU profile) and, live, the time now (only GPU windows ended by then are judged)."""
+    model (its GPU profile) and, live, the time now and that of the oldest sample kept (GPU
+    windows are judged once ended, and only while all their samples are kept)."""
 
     telemetry: Telemetry
     holdings: Holdings | None
     addresses: dict[str, str]
     model: object = None  # a SiteModel
     now_ns: int | None = None
+    kept_from_ns: int | None = None  # live: samples older than this were let go
 
 
 class TelemetryDetector(Detector):
@@ -174,8 +176,8 @@ class GpuProfile(TelemetryDetector):
             return []
         window_ns = int(model.window_s * NS)
         nodes, gpus, starts, X = gpu_windows(inputs.telemetry, window_ns)
-        if inputs.now_ns is not None:
-            ended = starts + window_ns <= inputs.now_ns
+        if inputs.now_ns is not None:  # live: windows that ended, and whose samples are all still kept
+            ended = (starts + window_ns <= inputs.now_ns) & (starts >= (inputs.kept_from_ns or 0))
             nodes, gpus, starts, X = [n for n, k in zip(nodes, ended.tolist()) if k], gpus[ended], starts[ended], X[ended]
         found: dict[str, list] = {}
         for i, verdict in enumerate(model.judge(X)):

@@ -133,7 +133,7 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     if gpu is not None:
         result.telemetry = gpu
         result.summary["gpu_telemetry"] = telemetry_stage.summary(gpu)
-        result.warnings += gpu.telemetry.problems
+        result.warnings += gpu.telemetry.problems + telemetry_stage.unjudged(gpu)
         if gpu.telemetry.bad_lines > len(gpu.telemetry.problems):
             result.warnings.append(f"GPU logs: {gpu.telemetry.bad_lines} bad line(s) in all, skipped")
     return result

@@ -69,6 +69,30 @@ def judge(inputs: GpuInputs, alerts: list[Alert], cfg: Config) -> list[Alert]:
     return join_network(alerts + judge_telemetry(inputs, cfg.detect, cfg.disabled_detectors))
 
 
+def unjudged(inputs: GpuInputs) -> list[str]:
+    """What the telemetry holds that no detector can judge, for the run's warnings."""
+    import numpy as np
+
+    t = inputs.telemetry
+    g = t.gpus
+    out = []
+    nameless = int((g.gpu < 0).sum())
+    if nameless:
+        out.append(f"GPU logs: {nameless:,} GPU sample(s) give no index (no index field, and a UUID no --query-gpu "
+                   "log names): not judged")
+    known = g.gpu >= 0
+    if known.any():
+        key = g.host[known].astype(np.int64) << 16 | g.gpu[known].astype(np.int64)
+        read = np.isfinite(g.util[known])
+        ids, inverse = np.unique(key, return_inverse=True)
+        never = ids[np.bincount(inverse.ravel(), read, len(ids)) == 0]
+        if len(never):
+            gpus = ", ".join(f"{t.hosts[k >> 16]} GPU {k & 0xFFFF}" for k in never[:8].tolist())
+            out.append(f"GPU logs: {len(never)} GPU(s) never reported their utilisation ({gpus}"
+                       f"{', ...' if len(never) > 8 else ''}; MIG instances report none): not judged")
+    return out
+
+
 def summary(inputs: GpuInputs) -> dict:
     """For the run's summary: what was read, and what could not be judged."""
     t = inputs.telemetry

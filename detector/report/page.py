@@ -248,6 +248,7 @@ def write(path: str, result, collector, inputs: list[str], title: str | None = N
 
 
 MAX_GPU_NODES = 12
+MAX_JOB_LANES = 16
 
 
 def _gpu_nodes(inputs, alerts) -> str:
@@ -279,7 +280,14 @@ def _gpu_nodes(inputs, alerts) -> str:
             util = np.nan_to_num(g.util[rows], nan=0.0).reshape(-1, step).mean(axis=1)
             ts = g.ts_ns[rows[::step]]
             series[f"GPU {gpu}" if gpu >= 0 else "GPU ?"] = (ts.tolist(), util.tolist())
-        spans = [(f"job {a.label or a.job}", a.start_ns, a.end_ns) for a in by_host.get(node, ())]
+        lo, hi = int(g.ts_ns[g.host == k].min()), int(g.ts_ns[g.host == k].max())
+        spans = [(f"job {a.label or a.job}", a.start_ns, a.end_ns) for a in by_host.get(node, ())
+                 if a.start_ns <= hi and a.end_ns >= lo]
+        jobs = list(dict.fromkeys(label for label, _, _ in spans))
+        if len(jobs) > MAX_JOB_LANES:  # a week of sacct: the jobs that held GPUs longest
+            held = {j: sum(min(e, hi) - max(s, lo) for label, s, e in spans if label == j) for j in jobs}
+            keep = set(sorted(jobs, key=lambda j: -held[j])[:MAX_JOB_LANES])
+            spans = [x for x in spans if x[0] in keep]
         mark = " (alert)" if node in flagged else ""
         charts.append(svg.lines_over_spans(series, spans, f"{node}{mark}: SM utilisation"))
     if inputs.holdings is None:

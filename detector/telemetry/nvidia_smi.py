@@ -21,6 +21,7 @@ the zone is the site's (``[site] timezone``, default UTC).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from detector.errors import TelemetryError
-from detector.telemetry.samples import UNKNOWN_JOB, GpuSamples, ProcessSamples, Telemetry, take
+from detector.telemetry.samples import MAX_GPU, MAX_PID, UNKNOWN_JOB, GpuSamples, ProcessSamples, Telemetry, take
 
 # field (as given to --query-gpu, and its aliases) -> column; unit accepted -> factor to the column's unit
 GPU_FIELDS = {
@@ -83,11 +84,11 @@ def read_log(spec: LogSpec, telemetry: Telemetry, zone: str = "UTC") -> str:
     host = np.full(len(lines), telemetry.host_id(spec.host), np.int32)
     if kind == "gpu":
         cols = {col: rows.number(names.index(f), col) for f, col in GPU_FIELDS.items() if f in names}
-        gpu = rows.integer(names.index("index")) if "index" in names else np.full(len(lines), -1)
+        gpu = rows.integer(names.index("index"), MAX_GPU) if "index" in names else np.full(len(lines), -1)
         uuid = rows.text(names.index("uuid")) if "uuid" in names else np.full(len(lines), None, object)
         telemetry.gpu_parts.append(rows.keep(GpuSamples.of(host, gpu, uuid, ts, cols)))
     else:
-        pid = rows.integer(names.index("pid"))
+        pid = rows.integer(names.index("pid"), MAX_PID)
         used = next((rows.number(names.index(f), col) for f, col in APP_FIELDS.items() if f in names),
                     np.full(len(lines), np.nan))
         name_field = next((f for f in ("process_name", "name") if f in names), None)
@@ -168,7 +169,18 @@ def _read(path: str, header: list[str], header_line: int, threads: bool) -> tupl
                             convert_options=pv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
                                                               strings_can_be_null=False, quoted_strings_can_be_null=False))
     except pa.ArrowInvalid as exc:
-        raise TelemetryError(path, None, f"not readable as CSV: {exc}") from None
+        if "utf8" not in str(exc).lower():
+            raise TelemetryError(path, None, f"not readable as CSV: {exc}") from None
+        # a process name in another encoding: read the text with the odd bytes replaced
+        skipped.clear()
+        with open(path, "rb") as fh:
+            text = io.BytesIO(fh.read().decode("utf-8", "replace").encode("utf-8"))
+        table = pv.read_csv(text, read_options=pv.ReadOptions(use_threads=threads, column_names=names,
+                                                              skip_rows=header_line),
+                            parse_options=pv.ParseOptions(invalid_row_handler=invalid, ignore_empty_lines=False,
+                                                          quote_char=False),
+                            convert_options=pv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
+                                                              strings_can_be_null=False, quoted_strings_can_be_null=False))
     except OSError as exc:
         raise TelemetryError(path, None, f"cannot read: {exc}") from None
     return table, skipped
@@ -208,12 +220,14 @@ class _Rows:
                    f"field {k + 1}: not a number in {'/'.join(UNITS[col])}")
         return np.where(matched & known_unit, value * factor, np.nan)
 
-    def integer(self, k: int) -> np.ndarray:
+    def integer(self, k: int, most: int) -> np.ndarray:
         text = self._text(k)
-        ok = pc.match_substring_regex(text, r"^\d{1,9}$").to_numpy(zero_copy_only=False)
-        self._fail(~ok, f"field {k + 1}: not an integer")
+        ok = pc.match_substring_regex(text, r"^\d{1,10}$").to_numpy(zero_copy_only=False)
         out = np.full(len(text), -1, np.int64)
         out[ok] = pc.cast(text.filter(pa.array(ok)), pa.int64()).to_numpy()
+        ok &= out <= most
+        out[~ok] = -1
+        self._fail(~ok, f"field {k + 1}: not an integer up to {most}")
         return out
 
     def text(self, k: int) -> np.ndarray:
@@ -234,7 +248,10 @@ class _Rows:
                                   error_is_null=True)
             frac = pc.utf8_rpad(pc.if_else(pc.equal(pc.struct_field(m, "frac"), ""), "0",
                                            pc.struct_field(m, "frac")), 9, "0")
-            valid = pc.is_valid(seconds).to_numpy(zero_copy_only=False)
+            # strptime takes 2026/02/30 for March 2: a date must read back as it was written
+            again = pc.strftime(pc.fill_null(seconds, 0), format="%Y/%m/%d %H:%M:%S")
+            valid = pc.and_(pc.is_valid(seconds), pc.equal(again, pc.struct_field(m, "date")))
+            valid = pc.fill_null(valid, False).to_numpy(zero_copy_only=False)
             naive = (pc.cast(pc.fill_null(seconds, 0), pa.int64()).to_numpy() * 10**9
                      + pc.cast(frac, pa.int64()).to_numpy())
             idx = np.flatnonzero(ok)

@@ -19,26 +19,42 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
 import numpy as np
 
 from detector.alerts import rfc3339
 from detector.errors import TelemetryError
-from detector.telemetry.samples import NO_JOB, READINGS, UNKNOWN_JOB, GpuSamples, ProcessSamples, Telemetry, epoch_ns
+from detector.telemetry.samples import (
+    MAX_GPU,
+    MAX_PID,
+    NO_JOB,
+    READINGS,
+    UNKNOWN_JOB,
+    GpuSamples,
+    ProcessSamples,
+    Telemetry,
+    epoch_ns,
+)
 
 MAX_NAMED = 5
 
 
 def gpu_line(ts_ns: int, host: str, gpu: int, uuid: str | None, readings: dict) -> str:
     return json.dumps({"ts": rfc3339(ts_ns), "host": host, "kind": "gpu", "gpu": gpu, "uuid": uuid,
-                       **{k: readings.get(k) for k in READINGS}}, separators=(",", ":"))
+                       **{k: _json(readings.get(k)) for k in READINGS}}, separators=(",", ":"))
+
+
+def _json(value):
+    """A reading as JSON has it: NaN (not taken) is null, as the format says."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def process_line(ts_ns: int, host: str, gpu: int, uuid: str | None, pid: int, command: str | None,
                  used_mib: float | None, job: int | None, cgroup: str | None) -> str:
     """``job``: the Slurm job id, NO_JOB or UNKNOWN_JOB (cgroup not read: the key is left out)."""
     record = {"ts": rfc3339(ts_ns), "host": host, "kind": "process", "gpu": gpu, "uuid": uuid, "pid": pid,
-              "command": command, "used_mib": used_mib}
+              "command": command, "used_mib": _json(used_mib)}
     if job != UNKNOWN_JOB:
         record["job"] = None if job == NO_JOB else job
         record["cgroup"] = cgroup
@@ -67,20 +83,26 @@ def read_record_log(path: str, default_host: str, telemetry: Telemetry) -> None:
                     continue
                 try:
                     r = json.loads(line)
-                    common = (telemetry.host_id(str(r.get("host") or default_host)), int(r.get("gpu", -1)),
-                              r.get("uuid"), _ns(r["ts"]))
+                    index = int(r.get("gpu", -1))
+                    if not -1 <= index <= MAX_GPU:
+                        raise ValueError(f"GPU index {index} out of range")
+                    common = (telemetry.host_id(str(r.get("host") or default_host)), index, r.get("uuid"),
+                              _ns(r["ts"]))
                     if r["kind"] == "gpu":
                         values = [_number(r.get(k)) for k in READINGS]
                         for key, v in zip(gpu, (*common, *values)):
                             gpu[key].append(v)
                     elif r["kind"] == "process":
                         job = UNKNOWN_JOB if "job" not in r else NO_JOB if r["job"] is None else int(r["job"])
-                        values = [int(r["pid"]), r.get("command"), _number(r.get("used_mib")), job]
+                        pid = int(r["pid"])
+                        if not 0 <= pid <= MAX_PID or not NO_JOB <= job < 2**62 and job != UNKNOWN_JOB:
+                            raise ValueError(f"pid {pid} or job {job} out of range")
+                        values = [pid, r.get("command"), _number(r.get("used_mib")), job]
                         for key, v in zip(proc, (*common, *values)):
                             proc[key].append(v)
                     else:
                         raise ValueError(f"unknown kind {r['kind']!r}")
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
                     bad += 1
                     if bad <= MAX_NAMED:
                         why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
@@ -106,4 +128,7 @@ def _ns(text: str) -> int:
     t = dt.datetime.fromisoformat(text)
     if t.tzinfo is None:
         raise ValueError(f"time without a zone: {text!r}")
-    return epoch_ns(t)
+    ns = epoch_ns(t)
+    if not 0 <= ns < 2**62:
+        raise ValueError(f"time out of range: {text!r}")
+    return ns

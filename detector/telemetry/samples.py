@@ -15,6 +15,8 @@ import numpy as np
 
 NO_JOB = -1  # the process is in no Slurm job (its cgroup is known and names none)
 UNKNOWN_JOB = -2  # its cgroup was not read (nvidia-smi logs do not give it)
+MAX_GPU = 4095  # GPU indices are int16 columns
+MAX_PID = 2**31 - 1
 
 
 class GpuSamples(NamedTuple):
