@@ -3,13 +3,14 @@
 - ``gpu_unallocated``: a GPU busy (SM utilisation >= ``busy_util``) for ``busy_min_s`` or more
   while no job holds it. Method: site policy, as in Slurm's own accounting: on a scheduled
   cluster every GPU-second belongs to a job (NVIDIA's DCGM job statistics and Slurm's
-  ``gres/gpu`` accounting rest on the same rule). A run of busy samples breaks at a gap of
-  more than ``max_gap_s`` (the telemetry stopped: nothing is said of the time not seen). The
-  GPUs of one host busy at overlapping times are one incident. High.
-- ``gpu_foreign_process``: a compute process on a GPU whose cgroup is not the job holding
-  that GPU, or is in no job, while some job holds the GPU (on a GPU no job holds, any process
-  is out of place: ``gpu_unallocated`` tells that, naming the processes) (the process list of ``nvidia-smi --query-compute-apps`` or NVML,
-  and ``/proc/PID/cgroup``; the cgroup layout is Slurm's own). One alert per process. High.
+  ``gres/gpu`` accounting rest on the same rule). Each sample stands for its sampling
+  interval; a run of busy samples breaks at a gap of more than ``max_gap_s`` or 2.5 sampling
+  intervals, whichever is longer (the telemetry stopped: nothing is said of the time not seen).
+  The GPUs of one host busy at overlapping times are one incident. High.
+- ``gpu_foreign_process``: a compute process on a GPU some job holds, whose cgroup is in no
+  job or in another job (the process list of NVML or ``nvidia-smi --query-compute-apps``, and
+  ``/proc/PID/cgroup``, whose layout is Slurm's own). On a GPU no job holds, any process is out
+  of place: ``gpu_unallocated`` tells that, naming the processes. One alert per process. High.
 
 - ``gpu_profile``: a node's GPU windows that the site model's GPU profile finds unlike the
   training (:mod:`detector.baseline.gpu_profile`: Isolation Forest and robust baselines,
