@@ -177,3 +177,101 @@ def test_biflow_reverse_counts_and_ipv6():
     assert (r["orig_h"], r["resp_h"], r["orig_pkts"], r["orig_ip_bytes"], r["resp_pkts"], r["resp_ip_bytes"]) == (
         "2001:db8::1", "2001:db8::2", 10, 1500, 8, 9000)
     assert r["duration"] == 10.0 and r["orig_bytes"] == 1500 - 10 * 40
+
+
+def test_two_directions_are_one_connection():
+    """softflowd and most NetFlow exporters send each direction alone: the two become one
+    connection, originated by the side that started first, with Zeek's state from the flags."""
+    fields = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (2, 4), (1, 4), (152, 8), (153, 8)]
+
+    def rec(src, dst, sport, dport, flags, packets, start, size=60):
+        return struct.pack(">IIHHBBIIQQ", src, dst, sport, dport, 6, flags, packets, packets * size, start, start + 900)
+
+    t0 = 1_799_999_000_000
+    client, server = 0x0A0A010A, 0xC6336410
+    records = [rec(server, client, 22, 50000, 0x12 | 0x01 | 0x08, 8, t0 + 1),  # the server's answer, second
+               rec(client, server, 50000, 22, 0x02 | 0x10 | 0x01 | 0x08, 9, t0),  # the client, first
+               rec(client, server, 50001, 23, 0x02, 1, t0, 40),  # nobody answered
+               rec(client, server, 50002, 25, 0x02, 1, t0, 40), rec(server, client, 25, 50002, 0x14, 1, t0 + 1, 40)]
+    tset = template_set(302, fields)
+    d, cols = decode([ipfix(1, [tset, data_set(302, records)])])
+    rows = {r["resp_p"]: r for r in flow_batch(cols, d.exporters).to_pylist()}
+    assert sorted(rows) == [22, 23, 25]
+    ssh = rows[22]
+    assert (ssh["orig_h"], ssh["orig_p"], ssh["orig_pkts"], ssh["resp_pkts"]) == ("10.10.1.10", 50000, 9, 8)
+    assert (ssh["conn_state"], ssh["history"]) == ("SF", "ShADdFf") and ssh["duration"] == pytest.approx(0.901)
+    assert rows[23]["conn_state"] == "S0" and (rows[25]["conn_state"], rows[25]["history"]) == ("REJ", "Sar")
+
+
+@pytest.fixture(scope="module")
+def attacks(tmp_path_factory):
+    from detector.cli import main
+
+    d = tmp_path_factory.mktemp("export-attacks")
+    assert main(["synth", "scan-ports", "access-ssh-bruteforce", "exfil-bulk-upload", "-o", str(d), "--packets", "3000",
+                 "--no-telemetry"]) == 0
+    return d
+
+
+@pytest.mark.parametrize("name, technique", [("scan-ports", "port_scan"), ("access-ssh-bruteforce", "ssh_bruteforce"),
+                                             ("exfil-bulk-upload", "bulk_upload")])
+def test_attacks_are_found_in_saved_ipfix_exports(attacks, name, technique, tmp_path):
+    """The same detectors over softflowd's IPFIX export of an attack, saved as an IPFIX file
+    (RFC 5655) and read with analyze --flows: no capture given."""
+    import json
+
+    from detector.cli import main
+
+    saved = tmp_path / f"{name}.ipfix"
+    saved.write_bytes(b"".join(softflowd(attacks / f"{name}.pcap", 10)))
+    out = tmp_path / "alerts.jsonl"
+    assert main(["analyze", "--flows", str(saved), "--config", str(attacks / "site.toml"), "-o", str(out), "-q",
+                 "--min-severity", "medium"]) == 0
+    assert technique in [json.loads(x)["technique"] for x in out.read_text().splitlines()]
+
+
+def test_a_cut_ipfix_file_is_read_to_the_cut(attacks, tmp_path, capsys):
+    from detector.cli import main
+
+    data = b"".join(softflowd(attacks / "scan-ports.pcap", 10))
+    cut = tmp_path / "cut.ipfix"
+    cut.write_bytes(data[:-50])
+    assert main(["analyze", "--flows", str(cut), "-o", str(tmp_path / "a.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert f"warning: {cut}: offset " in err and "cut short" in err
+    not_flows = tmp_path / "notes.txt"
+    not_flows.write_text("hello")
+    assert main(["analyze", "--flows", str(not_flows), "-o", str(tmp_path / "a.jsonl")]) == 2
+    assert "not an IPFIX file nor an nfcapd file" in capsys.readouterr().err
+
+
+def test_nfcapd_files_through_nfdump(capture, ours, tmp_path):
+    """nfdump's collector (nfcapd) receives softflowd's NetFlow v9; its file, read with
+    analyze --flows through nfdump -o json, counts what our flows count."""
+    import time
+
+    if shutil.which("nfcapd") is None or shutil.which("nfdump") is None:
+        pytest.skip("nfdump is not installed (Debian package nfdump; .ci/run installs it)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    collector = subprocess.Popen(["nfcapd", "-p", str(port), "-b", "127.0.0.1", "-l", str(tmp_path), "-t", "3600"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        subprocess.run(["softflowd", "-r", str(capture), "-v", "9", "-n", f"127.0.0.1:{port}"], capture_output=True,
+                       timeout=120, check=True)
+        time.sleep(1.0)
+    finally:
+        collector.terminate()
+        collector.wait(10)
+    [saved] = [p for p in tmp_path.iterdir() if p.name.startswith("nfcapd.")]
+    from detector.exports.files import read_flows
+
+    problems = []
+    batches = list(read_flows(str(saved), problems))
+    import pyarrow as pa
+
+    table = pa.Table.from_batches(batches)
+    keep = pa.compute.is_in(table["ip_proto"], pa.array([6, 17], pa.uint8()))
+    assert problems == [] and directional(table.filter(keep)) == ours

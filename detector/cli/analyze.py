@@ -10,8 +10,11 @@ from detector.cli.common import add_backend_argument, fail, print_problems, reso
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="pcap, pcapng, a .gz/.bz2/.xz of either, a folder (recursed, in time order) or - (stdin)")
+    p.add_argument("--flows", action="append", default=[], metavar="FILE",
+                   help="saved flow exports: an IPFIX file (RFC 5655) or an nfcapd file (read with nfdump); their "
+                        "records meet the same detectors; repeatable")
     p.add_argument("-o", "--output", metavar="ALERTS", default="-",
                    help="alerts, one JSON object per line (default: stdout)")
     p.add_argument("--flows-out", metavar="FILE", help="also write the flow records (Parquet, CSV or Zeek by suffix)")
@@ -44,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from detector.config import load_config
     from detector.errors import ConfigError, DetectorError
 
+    if not args.inputs and not args.flows:
+        return fail("nothing to analyse: give captures (INPUT) or saved flow exports (--flows)", 2)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -88,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     from detector.pipeline.telemetry_stage import TelemetryArgs
 
     telemetry = TelemetryArgs(tuple(args.gpu_log), tuple(args.slurm))
-    if telemetry and args.cluster:
-        return fail("--gpu-log and --slurm are not yet read with --cluster: analyse them in one process", 2)
+    if (telemetry or args.flows) and args.cluster:
+        return fail("--gpu-log, --slurm and --flows are not yet read with --cluster: analyse them in one process", 2)
     try:
         if args.cluster:
             from detector.dist.job import run_distributed
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = run_analyze(args.inputs, cfg, args.output, args.flows_out, flows_fmt, backend, args.progress,
                                  min_severity=args.min_severity, model=model, extra_detectors=extra,
-                                 telemetry=telemetry)
+                                 telemetry=telemetry, flow_files=tuple(args.flows))
     except DetectorError as exc:
         return fail(str(exc), 2)
     print_problems(result)

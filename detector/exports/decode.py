@@ -79,6 +79,7 @@ class Decoder:
     init_ms: list = field(default_factory=list)  # per source: when the exporter booted (-1: not told)
     sampling: list = field(default_factory=list)  # per source: 1 in N packets sampled
     _out: list = field(default_factory=list)
+    taken: int = 0  # records handed out so far (their numbers make uids)
 
     def source_id(self, exporter: str, domain: int) -> int:
         """An id for (exporter, observation domain): what options records describe."""
@@ -226,35 +227,21 @@ class Decoder:
 
     def _v5(self, data: bytes, exporter: str) -> None:
         count, uptime, secs, nsecs = struct.unpack_from(">HIII", data, 2)
-        sampling = struct.unpack_from(">H", data, 22)[0] & 0x3FFF
+        engine, sampling = struct.unpack_from(">HH", data, 20)
         if len(data) < 24 + 48 * count:
             self.counts["dropped: truncated message"] += 1
-            count = (len(data) - 24) // 48
-        if count <= 0:
             return
-        rows = np.frombuffer(data, np.uint8, 48 * count, 24).reshape(count, 48)
-        n = count
-
-        def col(o, k):
-            return _be(rows, o, k)
-
-        export_ms = secs * 1000 + nsecs // 1_000_000
-        engine = struct.unpack_from(">H", data, 20)[0]
-        cols = {"src4": col(0, 4), "dst4": col(4, 4), "packets": col(16, 4), "octets": col(20, 4),
-                "start_uptime": col(24, 4), "end_uptime": col(28, 4), "sport": col(32, 2), "dport": col(34, 2),
-                "tcp_flags": col(37, 1), "proto": col(38, 1),
-                "sampling": np.full(n, max(sampling, 1), np.uint64)}
-        info = np.array([(self.exporter_id(exporter), export_ms, uptime, self.source_id(exporter, engine))],
-                        np.int64).repeat(n, axis=0)
-        self._out.append(self._finish(cols, info))
-        self.counts["records"] += n
+        source = self.source_id(exporter, engine)
+        self.sampling[source] = max(sampling & 0x3FFF, 1)
+        info = (self.exporter_id(exporter), secs * 1000 + nsecs // 1_000_000, uptime, source)
+        self._pending.setdefault(V5_KEY, []).append((data[24:24 + 48 * count], info))
 
     # -- decoding ------------------------------------------------------------------------------
     def take(self, now_ns: int) -> Columns | None:
         """Everything fed since the last call, decoded (a template's data sets in one pass;
         options records first: they say when exporters booted and how they sample)."""
         self._expire_held(now_ns)
-        pending = [(self.templates.get(key), chunks) for key, chunks in self._pending.items()]
+        pending = [(V5 if key == V5_KEY else self.templates.get(key), chunks) for key, chunks in self._pending.items()]
         self._pending = {}
         for t, chunks in sorted((x for x in pending if x[0] is not None), key=lambda x: not x[0].options):
             cols, info = (self._fixed if t.record_len else self._variable)(t, chunks)
@@ -269,8 +256,9 @@ class Decoder:
         if not out:
             return None
         n = [len(c["exporter"]) for c in out]
-        cols = {}
-        for name in set().union(*(c.keys() for c in out)):
+        first, self.taken = self.taken, self.taken + sum(n)
+        cols = {"seq": np.arange(first, first + sum(n), dtype=np.int64)}  # the records' numbers, for uids
+        for name in set().union(*(c.keys() for c in out)) - {"seq"}:
             like = next(c[name] for c in out if name in c)  # (IPv6 addresses are two words a row)
             cols[name] = np.concatenate([c[name] if name in c else np.zeros((k,) + like.shape[1:], like.dtype)
                                          for c, k in zip(out, n)])
@@ -363,6 +351,13 @@ class Decoder:
         if "sampling" not in cols:
             cols["sampling"] = np.array(self.sampling, np.int64)[source]
         return cols
+
+
+# NetFlow v5's fixed record, as the IPFIX elements it holds (0: padding)
+V5 = Template(tuple(Field(ie, n, 0) for ie, n in (
+    (8, 4), (12, 4), (15, 4), (10, 2), (14, 2), (2, 4), (1, 4), (22, 4), (21, 4), (7, 2), (11, 2), (0, 1), (6, 1),
+    (4, 1), (5, 1), (16, 2), (17, 2), (9, 1), (13, 1), (0, 2))), 48, 0, False)
+V5_KEY = ("NetFlow v5",)
 
 
 def _column(f: Field) -> str | None:

@@ -3,14 +3,16 @@ that the same detectors read them.
 
 What an exporter does not say is filled the way Zeek fills a connection it saw only in part:
 
-- a record is one direction (NetFlow, most IPFIX): the originator is its source, the
-  responder's counts are zero; a biflow (RFC 5103) gives the responder's from its reverse
-  elements;
+- a record is one direction (NetFlow, most IPFIX): the two directions of a connection are
+  paired into one record (:func:`pair_directions`), its originator the side that started first;
+  a direction alone has zero counts the other way; a biflow (RFC 5103) gives the responder's
+  counts from its reverse elements;
 - counts are multiplied by the sampling rate (1 in N packets), so that thresholds compare
   estimates of the real traffic;
 - payload bytes are the IP bytes less 40 (TCP) or 28 (UDP) bytes of headers per packet;
-- TCP flags are the OR over the flow: each flag counts once; a flow whose only flag is SYN is
-  ``S0`` (an attempt nobody answered, as far as this record tells), every other ``OTH``;
+- TCP flags are the OR over the flow: each flag counts once, and the connection state and
+  history are what the flags of each direction tell (:func:`tcp_state`: ``S0``, ``REJ``,
+  ``S1``, ``SF``, ``RSTO``, ``RSTR``, else ``OTH``);
 - ICMP's type and code are the ports; the end reason comes from ``flowEndReason`` (136) where
   given, else ``idle``; there are no per-packet sizes, gaps or TTLs (those columns are 0).
 """
@@ -21,11 +23,13 @@ import ipaddress
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from detector import arrowutil as au
 from detector.exports.decode import Columns
 from detector.flows.records import _PROTO_CODE, _PROTO_DICT, _REASON_DICT, _STATE_DICT, FLOW_SCHEMA
 from kernels.tcp_state import CONN_STATES
+from kernels.xp_ops import group_ids, group_starts, lexsort
 
 MAPPED = np.uint64(0xFFFF << 32)
 HEADERS = {6: 40, 17: 28, 132: 32}  # IPv4 + transport header bytes per packet
@@ -50,17 +54,71 @@ def addresses(cols: dict, side: str) -> tuple[np.ndarray, np.ndarray]:
 
 def address_text(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
     """Addresses as text, each distinct one formatted once."""
-    pairs = np.stack([hi, lo], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    text = [str(ipaddress.ip_address(int(h) << 64 | int(low)).ipv4_mapped or ipaddress.ip_address(int(h) << 64 | int(low)))
-            for h, low in uniq.tolist()]
-    return pa.array(text, pa.string()).take(pa.array(inverse.ravel()))
+    ids, first = group_ids(np, hi, lo)
+    text = []
+    for h, low in zip(hi[first].tolist(), lo[first].tolist()):
+        a = ipaddress.ip_address(h << 64 | low)
+        text.append(str(a.ipv4_mapped or a))
+    return pa.array(text, pa.string()).take(pa.array(ids))
+
+
+PAIR_SLACK_NS = 2 * 10**9  # the two directions of a connection, as two records, overlap within this
+
+
+def pair_directions(cols: dict) -> dict:
+    """Unidirectional records joined into connections: the two directions of one 5-tuple whose
+    times overlap (within ``PAIR_SLACK_NS``) become one record, its originator the side that
+    started first (at a tie, the side whose destination port is the lower: the server's). The
+    k-th record of each direction of a 5-tuple is paired with the other direction's k-th (an
+    exporter's timeouts cut both the same way). Biflows (RFC 5103) are left as they are."""
+    n = len(cols["exporter"])
+    if not n or "rev_packets" in cols:
+        return cols
+    s_hi, s_lo = addresses(cols, "src")
+    d_hi, d_lo = addresses(cols, "dst")
+    sp, dp = cols.get("sport", np.zeros(n, np.uint64)), cols.get("dport", np.zeros(n, np.uint64))
+    proto = cols.get("proto", np.zeros(n, np.uint64))
+    back = (s_hi > d_hi) | ((s_hi == d_hi) & ((s_lo > d_lo) | ((s_lo == d_lo) & (sp > dp))))
+    key = [np.where(back, d_hi, s_hi), np.where(back, d_lo, s_lo), np.where(back, dp, sp),
+           np.where(back, s_hi, d_hi), np.where(back, s_lo, d_lo), np.where(back, sp, dp), proto]
+    start, end = cols["start_ns"], cols["end_ns"]
+    order = lexsort(np, (start, back, *reversed(key)))
+    group = np.cumsum(group_starts(np, [k[order] for k in key]))
+    side = np.cumsum(group_starts(np, [group, back[order]]))  # (group, direction)
+    first_of_side = np.flatnonzero(group_starts(np, [side]))
+    rank = np.arange(n) - np.repeat(first_of_side, np.diff(np.r_[first_of_side, n]))
+    # candidates: the same group and rank, one of each direction
+    fwd = order[~back[order]]
+    rev = order[back[order]]
+    fkey = dict(zip(zip(group[~back[order]].tolist(), rank[~back[order]].tolist()), fwd.tolist()))
+    pairs = [(fkey[k], r) for k, r in zip(zip(group[back[order]].tolist(), rank[back[order]].tolist()), rev.tolist())
+             if k in fkey]
+    if not pairs:
+        return cols
+    a, b = np.array(pairs, np.int64).T
+    near = (start[a] <= end[b] + PAIR_SLACK_NS) & (start[b] <= end[a] + PAIR_SLACK_NS)
+    a, b = a[near], b[near]
+    # the originator: the earlier start; at a tie, the side sending to the lower (server) port
+    a_first = (start[a] < start[b]) | ((start[a] == start[b]) & (dp[a] <= dp[b]))
+    orig, resp = np.where(a_first, a, b), np.where(a_first, b, a)
+    alone = np.ones(n, bool)
+    alone[orig] = alone[resp] = False
+    rows = np.r_[orig, np.flatnonzero(alone)]
+    out = {name: col[rows] for name, col in cols.items()}
+    k = len(orig)
+    for name, src in (("rev_packets", "packets"), ("rev_octets", "octets"), ("rev_tcp_flags", "tcp_flags")):
+        if src in cols:
+            out[name] = np.r_[cols[src][resp], np.zeros(n - 2 * k, cols[src].dtype)]
+    out["start_ns"] = np.r_[np.minimum(start[orig], start[resp]), start[alone]]
+    out["end_ns"] = np.r_[np.maximum(end[orig], end[resp]), end[alone]]
+    return out
 
 
 def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
-    """Records of ``c`` as one batch of :data:`FLOW_SCHEMA`."""
-    cols = c.cols
-    n = len(c)
+    """Records of ``c`` as one batch of :data:`FLOW_SCHEMA` (directions paired:
+    :func:`pair_directions`)."""
+    cols = pair_directions(c.cols)
+    n = len(cols["exporter"])
     proto = cols.get("proto", np.zeros(n, np.uint64)).astype(np.uint8)
     sampling = np.maximum(cols.get("sampling", np.ones(n)), 1).astype(np.int64)
     pkts = cols.get("packets", np.zeros(n)).astype(np.int64) * sampling
@@ -83,9 +141,8 @@ def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
     elif is_icmp.any():  # NetFlow v5/v9 probes put type << 8 | code in the destination port
         sport, dport = np.where(is_icmp, dport >> 8, sport), np.where(is_icmp, dport & 0xFF, dport)
     start, end = cols["start_ns"], np.maximum(cols["end_ns"], cols["start_ns"])
-    states = list(CONN_STATES)
-    s0 = (proto == 6) & (flags == 0x02) & (rpkts == 0)
-    state = np.where(s0, states.index("S0"), states.index("OTH")).astype(np.int8)
+    state, history = tcp_state(proto, flags, rflags, rpkts, ip_bytes - pkts * header[proto] > 0,
+                               rbytes - rpkts * header[proto] > 0)
     reason_names = list(_REASON_DICT.to_pylist())
     reason = np.full(n, reason_names.index("idle"), np.int8)
     if "end_reason" in cols:
@@ -93,7 +150,7 @@ def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
             reason[cols["end_reason"] == code] = reason_names.index(name)
     data = {
         "ts": pa.array(start, pa.timestamp("ns", tz="UTC")),
-        "uid": pa.array([f"X{e}x{k:x}" for e, k in zip(cols["exporter"].tolist(), range(n))], pa.string()),
+        "uid": pc.binary_join_element_wise("X", pa.array(cols["seq"]).cast(pa.string()), ""),  # X<record number>
         "orig_h": address_text(*addresses(cols, "src")), "resp_h": address_text(*addresses(cols, "dst")),
         "orig_p": sport.astype(np.uint16), "resp_p": dport.astype(np.uint16),
         "proto": au.dictionary(_PROTO_CODE[proto], _PROTO_DICT), "ip_proto": proto,
@@ -102,6 +159,7 @@ def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
         "orig_bytes": np.maximum(ip_bytes - pkts * header[proto], 0),
         "resp_bytes": np.maximum(rbytes - rpkts * header[proto], 0),
         "conn_state": au.dictionary(state, _STATE_DICT), "end_reason": au.dictionary(reason, _REASON_DICT),
+        "history": pa.array(history, pa.string()),
         "vlan": cols.get("vlan", np.zeros(n)).astype(np.uint16),
         "orig_size_mean": ip_bytes / np.maximum(pkts, 1), "resp_size_mean": rbytes / np.maximum(rpkts, 1),
     }
@@ -118,3 +176,27 @@ def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
             a = pa.array(a, f.type)
         arrays.append(a)
     return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
+
+
+def tcp_state(proto, flags, rflags, rpkts, odata, rdata) -> tuple[np.ndarray, list[str]]:
+    """Zeek's connection state and history, as far as the flags seen each way tell (each flag
+    once: an exporter ORs them over the flow)."""
+    syn, ack, fin, rst = 0x02, 0x10, 0x01, 0x04
+    states = list(CONN_STATES)
+    tcp = proto == 6
+    o_syn, r_syn = (flags & syn) > 0, (rflags & syn) > 0
+    code = np.full(len(proto), states.index("OTH"), np.int8)
+    code[tcp & o_syn & (rpkts == 0)] = states.index("S0")
+    code[tcp & o_syn & (rpkts > 0) & r_syn] = states.index("S1")
+    code[tcp & o_syn & (rpkts > 0) & r_syn & ((flags & fin) > 0) & ((rflags & fin) > 0)] = states.index("SF")
+    code[tcp & o_syn & r_syn & ((flags & rst) > 0)] = states.index("RSTO")
+    code[tcp & o_syn & r_syn & ((rflags & rst) > 0) & ((flags & rst) == 0)] = states.index("RSTR")
+    code[tcp & o_syn & ~r_syn & ((rflags & rst) > 0)] = states.index("REJ")
+    letters = [("S", tcp & o_syn), ("h", tcp & r_syn & ((rflags & ack) > 0)), ("A", tcp & ((flags & ack) > 0)),
+               ("a", tcp & ((rflags & ack) > 0) & ~r_syn), ("D", tcp & odata), ("d", tcp & rdata),
+               ("F", tcp & ((flags & fin) > 0)), ("f", tcp & ((rflags & fin) > 0)),
+               ("R", tcp & ((flags & rst) > 0)), ("r", tcp & ((rflags & rst) > 0))]
+    history = np.full(len(proto), "", object)
+    for letter, on in letters:
+        history[on] = history[on] + letter
+    return code, history.tolist()

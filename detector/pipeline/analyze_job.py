@@ -20,6 +20,7 @@ from detector.alerts import SEVERITY_RANK, Alert
 from detector.backend import CPU, Backend
 from detector.config import Config
 from detector.errors import OutputError
+from detector.exports.files import read_flows
 from detector.flows.engine import spare_core, walk_threads
 from detector.output.flow_writers import open_flow_writer
 from detector.pipeline import telemetry_stage
@@ -79,14 +80,16 @@ def _head(b: RawBatch, k: int) -> RawBatch:
 def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, flows_out: str | None = None,
                 flows_format: str = "parquet", backend: Backend = CPU, progress: bool | None = None,
                 extra_detectors=(), min_severity: str = "low", until_ns: int | None = None,
-                model=None, telemetry=None) -> AnalyzeResult:
+                model=None, telemetry=None, flow_files: tuple[str, ...] = ()) -> AnalyzeResult:
     """Analyse ``inputs``; alerts of ``min_severity`` and above go to ``alerts_out`` ("-" for
     stdout, None for nowhere); the result holds them all. With ``until_ns``, reading stops at
     the first packet stamped later (what a live sensor would have seen by then). ``model`` is a
     learned :class:`~detector.baseline.site_model.SiteModel`; ``extra_detectors`` are factories
     called with the run's :class:`Site` (detectors beyond the configured ones). ``telemetry``
     (a :class:`~detector.pipeline.telemetry_stage.TelemetryArgs`) adds GPU logs and allocations,
-    read before the captures (an unusable file stops the run before any work)."""
+    read before the captures (an unusable file stops the run before any work); ``flow_files`` are
+    saved flow exports (IPFIX, nfcapd: :mod:`detector.exports.files`), whose records meet the
+    detectors beside the captures' own."""
     t0 = time.perf_counter()
     gpu = telemetry_stage.load(telemetry, cfg, model) if telemetry else None
     ingest = Ingest(inputs, cfg.flows.batch_size)
@@ -100,7 +103,11 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
     output_error = None
     interrupted = False
     alerts: list[Alert] = []
+    flow_problems: list[str] = []
     try:
+        for path in flow_files:
+            for rb in read_flows(path, flow_problems):
+                stages.feed_records(rb)
         try:
             for batch in ingest.batches():
                 last = False
@@ -130,6 +137,11 @@ def run_analyze(inputs: list[str], cfg: Config, alerts_out: str | None = None, f
             output_error = close_outputs((sink, flow_writer), output_error)
     result = analysis_result(ingest, engine.counts, stages, alerts, time.perf_counter() - t0, backend, model,
                              output_error, interrupted)
+    if flow_files:
+        result.summary["flow_files"] = len(flow_files)
+    if flow_problems:  # part of a saved export could not be read: the rest was
+        result.warnings += flow_problems
+        result.exit_code = max(result.exit_code, 1)
     if gpu is not None:
         result.telemetry = gpu
         result.summary["gpu_telemetry"] = telemetry_stage.summary(gpu)
@@ -166,7 +178,8 @@ def analysis_result(inputs, counts, stages: Stages, alerts: list[Alert], elapsed
 
 
 def summary_text(s: dict, alerts: list[Alert]) -> str:
-    lines = [f"{s['packets']:,} packets, {s['flows']:,} flows from {s['inputs']} input(s) in {s['seconds']:.2f} s "
+    exports = f" and {s['flow_files']} flow export file(s)" if s.get("flow_files") else ""
+    lines = [f"{s['packets']:,} packets, {s['flows']:,} flows from {s['inputs']} input(s){exports} in {s['seconds']:.2f} s "
              f"({s['packets_per_s'] / 1e6:.2f} M packets/s, {s['backend']}): {s['alerts']} alert(s)"]
     if alerts:
         sev = s["alerts_by_severity"]
