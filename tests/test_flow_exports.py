@@ -275,3 +275,98 @@ def test_nfcapd_files_through_nfdump(capture, ours, tmp_path):
     table = pa.Table.from_batches(batches)
     keep = pa.compute.is_in(table["ip_proto"], pa.array([6, 17], pa.uint8()))
     assert problems == [] and directional(table.filter(keep)) == ours
+
+
+# -- the collector and the daemon --------------------------------------------------------------
+def test_collector_takes_udp_datagrams_and_ipfix_over_tcp():
+    import threading
+    import time
+
+    from detector.exports.collector import Collector
+
+    stop = threading.Event()
+    c = Collector(["udp://127.0.0.1:0", "tcp://127.0.0.1:0"])
+    c.start(stop)
+    try:
+        (_, udp_port), (_, tcp_port) = c.addresses
+        message = ipfix(1, [template_set(300, FIELDS), data_set(300, [record(1, 2, 3)])])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.sendto(message, ("127.0.0.1", udp_port))
+        with socket.create_connection(("127.0.0.1", tcp_port)) as t:
+            t.sendall(message + message[:10])  # one whole message, then a piece of the next ...
+            time.sleep(0.3)
+            t.sendall(message[10:])  # ... and its rest
+            time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        got = []
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += c.drain()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        c.close()
+    assert sorted(len(d) for d, _, _ in got) == [len(message)] * 3 and {p for _, p, _ in got} == {"127.0.0.1"}
+
+
+@pytest.mark.slow
+def test_a_flood_of_a_million_datagrams_costs_bounded_memory():
+    """10^6 datagrams on loopback, nobody draining: the queue stays under its cap and what does
+    not fit is counted."""
+    import threading
+    import time
+
+    from detector.exports.collector import Collector
+
+    stop = threading.Event()
+    c = Collector(["udp://127.0.0.1:0"], max_queued_bytes=4 << 20)
+    c.start(stop)
+    message = ipfix(1, [data_set(300, [record(1, 2, 3)] * 30)])  # 1 kB each
+    try:
+        port = c.addresses[0][1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            for _ in range(1_000_000):
+                u.sendto(message, ("127.0.0.1", port))
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        c.close()
+    assert c.most_queued <= 4 << 20 and c.counts["dropped: queue full"] > 0
+    assert c.counts["messages"] * len(message) <= 4 << 20
+
+
+def test_daemon_collects_softflowd_exports_and_detects(attacks, tmp_path):
+    """detector run --flow-listen: softflowd sends its IPFIX export of an SSH password-guessing
+    capture; the daemon reports ssh_bruteforce from the exports alone."""
+    import dataclasses
+    import json
+    import threading
+    import time
+
+    from detector.backend import CPU
+    from detector.config import load_config
+    from detector.daemon.service import Daemon
+
+    cfg = load_config(str(attacks / "site.toml"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    alerts = tmp_path / "alerts.jsonl"
+    cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(
+        cfg.daemon, flow_listen=(f"udp://127.0.0.1:{port}",), metrics="", state=str(tmp_path / "state.db"),
+        alerts=str(alerts), poll_s=0.2, report_s=0.5).validate())
+    daemon = Daemon(cfg, CPU)
+    daemon.start()
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        subprocess.run(["softflowd", "-r", str(attacks / "access-ssh-bruteforce.pcap"), "-v", "10", "-n",
+                        f"127.0.0.1:{port}"], capture_output=True, timeout=120, check=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "ssh_bruteforce" not in (alerts.read_text() if alerts.exists() else ""):
+            time.sleep(0.2)
+    finally:
+        daemon.stop.set()
+        runner.join(30)
+    found = [json.loads(x) for x in alerts.read_text().splitlines()]
+    assert "ssh_bruteforce" in [a["technique"] for a in found]
+    assert daemon.metrics.registry.get_sample_value("detector_export_records_total") > 100

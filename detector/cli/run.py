@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pcap-dir", metavar="DIR", help="process the rotating captures written to this folder")
     p.add_argument("--zeek-log", metavar="FILE", action="append", default=[],
                    help="follow a Zeek conn.log or dns.log (TSV or JSON; repeatable)")
+    p.add_argument("--flow-listen", metavar="URL", action="append", default=[],
+                   help="collect flow exports: udp://HOST:PORT (NetFlow v5/v9, IPFIX) or tcp://HOST:PORT (IPFIX); "
+                        "repeatable")
     p.add_argument("--gpu-telemetry", action="store_true", default=None,
                    help="sample this node's GPUs through NVML and judge them against Slurm's allocations")
     p.add_argument("--alerts", metavar="FILE", help="append alerts to this JSONL file")
@@ -35,6 +38,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
         value = getattr(args, flag)
         if value is not None:
             out[key] = value
+    if args.flow_listen:
+        out["flow_listen"] = tuple(args.flow_listen)
     for path in args.zeek_log:
         name = os.path.basename(path).lower()
         if "conn" in name:

@@ -43,6 +43,10 @@ class Metrics:
                                registry=r)
         self.gpu_unallocated = Counter("detector_gpu_unallocated_seconds", "Seconds a GPU was busy while no job "
                                        "held it", ["host", "gpu"], registry=r)
+        self.export_records = Counter("detector_export_records", "Flow records received as exports (NetFlow, IPFIX)",
+                                      registry=r)
+        self.export_drops = Counter("detector_export_dropped", "Flow export messages, sets or records dropped, by why",
+                                    ["why"], registry=r)
         self.telemetry_errors = Counter("detector_telemetry_errors", "GPU telemetry or Slurm reads that failed",
                                         ["source"], registry=r)
 

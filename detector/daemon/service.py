@@ -37,6 +37,7 @@ from detector.backend import Backend
 from detector.config import Config, load_config
 from detector.daemon.folder import CaptureFile, RotatingFolder
 from detector.daemon.gate import AlertGate
+from detector.daemon.exports import ExportInput
 from detector.daemon.metrics import Metrics
 from detector.daemon.sinks import SinkError, open_sinks
 from detector.daemon.state import State
@@ -61,8 +62,8 @@ class Daemon:
         d = cfg.daemon
         if not d.sources:
             raise ConfigError("no source: set daemon.iface, daemon.pcap_dir, daemon.zeek_conn, daemon.zeek_dns, "
-                              "daemon.gpu_telemetry or daemon.dcgm_url (or --iface, --pcap-dir, --zeek-log, "
-                              "--gpu-telemetry)", config_path, "daemon")
+                              "daemon.flow_listen, daemon.gpu_telemetry or daemon.dcgm_url (or --iface, --pcap-dir, "
+                              "--zeek-log, --flow-listen, --gpu-telemetry)", config_path, "daemon")
         self.state = State(d.state_path())
         self.model = self._starting_model(d.model, model_key)
         # inline: every batch's metrics read the detectors' eviction counts, and site inference
@@ -77,6 +78,7 @@ class Daemon:
         self.metrics = Metrics()
         self.metrics.backend.labels(backend.name, backend.device or "cpu").set(1)
         self.metrics.up.set(time.time())
+        self.exports = ExportInput(d, self.metrics) if d.flow_listen else None
         self.gpu = None
         if d.gpu_telemetry or d.dcgm_url:
             from detector.daemon.gpu_watch import GpuWatch
@@ -146,6 +148,8 @@ class Daemon:
             self.capture_thread.start()
         if self.gpu is not None:
             self.gpu.start(self.stop)
+        if self.exports is not None:
+            self.exports.collector.start(self.stop)
         log.info("detector run: %s; state %s; backend %s", ", ".join(d.sources), self.state.path, self.backend.name)
 
     def _capture_loop(self) -> None:
@@ -195,6 +199,8 @@ class Daemon:
                 last_poll = now
                 self._poll_files()
                 self._poll_zeek()
+                if self.exports is not None:
+                    self.exports.poll(self.stages)
             if now - last_report >= d.report_s:
                 last_report = now
                 self.report(save_pins=now - last_pins >= PINS_EVERY_S)
@@ -489,6 +495,9 @@ class Daemon:
             self.capture_thread.join(timeout=1.0)
         if self.gpu is not None:
             self.gpu.close()
+        if self.exports is not None:
+            self.exports.collector.close()
+            self.exports.poll(self.stages)  # what was received before the stop
         open_flows = self.stages.engine.active_flows
         self.stages.flush()
         self.stages.site.clock_ns = None  # every window is judged at the end
@@ -517,7 +526,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self.reload_asked.set())
 
 
-SOURCE_KEYS = ("iface", "pcap_dir", "zeek_conn", "zeek_dns", "gpu_telemetry", "dcgm_url", "gpu_log", "gpu_host", "state")
+SOURCE_KEYS = ("iface", "pcap_dir", "zeek_conn", "zeek_dns", "flow_listen", "gpu_telemetry", "dcgm_url", "gpu_log",
+               "gpu_host", "state")
 
 
 def _sources(d) -> tuple:

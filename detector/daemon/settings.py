@@ -35,6 +35,8 @@ class DaemonConfig:
     gpu_log: str = ""  # append every GPU and process sample here (JSON lines, for detector analyze --gpu-log)
     gpu_host: str = ""  # this node's name as Slurm and [site] host_names know it (default: the short hostname)
     slurm_poll_s: float = 30.0  # poll Slurm's allocations (scontrol/squeue --json) when on the PATH; 0: never
+    flow_listen: tuple[str, ...] = ()  # collect flow exports: "udp://0.0.0.0:4739" (NetFlow v5/v9, IPFIX), "tcp://..." (IPFIX)
+    flow_queue_mb: int = 64  # exports waiting to be decoded; beyond, they are dropped (counted)
     # streaming
     batch_packets: int = 65536  # a micro-batch closes at this many packets ...
     batch_s: float = 1.0  # ... or after this long, whichever comes first
@@ -97,6 +99,15 @@ class DaemonConfig:
             bad("gpu_keep_s", "must hold at least two samples (2 x gpu_sample_s)")
         if self.dcgm_url and not re.match(r"^https?://", self.dcgm_url):
             bad("dcgm_url", "must be an http:// or https:// URL (http://127.0.0.1:9400/metrics)")
+        for url in self.flow_listen:
+            from detector.exports.collector import parse_listen
+
+            try:
+                parse_listen(url)
+            except ValueError as exc:
+                bad("flow_listen", str(exc))
+        if not 1 <= self.flow_queue_mb <= 4096:
+            bad("flow_queue_mb", "must be between 1 and 4096")
         if self.window_flows_max < 1000:
             bad("window_flows_max", "must be at least 1000")
         if self.pcap_dir and not os.path.isdir(self.pcap_dir):
@@ -107,7 +118,8 @@ class DaemonConfig:
     def sources(self) -> list[str]:
         return [name for name, on in (("iface", self.iface), ("pcap_dir", self.pcap_dir),
                                       ("zeek_conn", self.zeek_conn), ("zeek_dns", self.zeek_dns),
-                                      ("gpu_telemetry", self.gpu_telemetry), ("dcgm_url", self.dcgm_url)) if on]
+                                      ("gpu_telemetry", self.gpu_telemetry), ("dcgm_url", self.dcgm_url),
+                                      ("flow_listen", self.flow_listen)) if on]
 
     def state_path(self) -> str:
         if self.state:
