@@ -370,3 +370,90 @@ def test_daemon_collects_softflowd_exports_and_detects(attacks, tmp_path):
     found = [json.loads(x) for x in alerts.read_text().splitlines()]
     assert "ssh_bruteforce" in [a["technique"] for a in found]
     assert daemon.metrics.registry.get_sample_value("detector_export_records_total") > 100
+
+
+# -- IPFIX out ---------------------------------------------------------------------------------
+def test_our_ipfix_export_reads_back_and_nfdump_reads_it(capture, ours, tmp_path):
+    """Our flow records as IPFIX biflows: our decoder reads them back with every count, and
+    nfdump's collector (a real one) reads the same counts, the responder's as its out_ fields."""
+    import json
+    import os
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from detector.exports.ipfix_out import MAX_MESSAGE, IpfixEncoder
+
+    table = pq.read_table(capture.parent / "flows.parquet")
+    rb = table.combine_chunks().to_batches()[0]
+    enc = IpfixEncoder(template_every_s=60)
+    messages = enc.messages(rb, 1_800_000_000.0)
+    later = enc.messages(rb.slice(0, 5), 1_800_000_030.0)
+    assert all(len(m) <= MAX_MESSAGE for m in messages + later)
+    assert sum(m[16:18] == b"\x00\x02" for m in messages + later) == 1  # templates once until the refresh is due
+    assert enc.messages(rb.slice(0, 1), 1_800_000_061.0)[0][16:18] == b"\x00\x02"
+    d, cols = decode(messages)
+    back = flow_batch(cols, d.exporters)
+    assert back.num_rows == rb.num_rows
+    keep = pa.compute.is_in(back.column("ip_proto"), pa.array([6, 17], pa.uint8()))
+    assert directional(back.filter(keep)) == ours
+    if shutil.which("nfcapd") is None:
+        pytest.skip("nfdump is not installed (Debian package nfdump; .ci/run installs it)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    collector = subprocess.Popen(["nfcapd", "-p", str(port), "-b", "127.0.0.1", "-l", str(tmp_path), "-t", "3600"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            for m in IpfixEncoder().messages(rb, time.time()):
+                u.sendto(m, ("127.0.0.1", port))
+                time.sleep(0.001)
+        time.sleep(1.0)
+    finally:
+        collector.terminate()
+        collector.wait(10)
+    [saved] = [p for p in tmp_path.iterdir() if p.name.startswith("nfcapd.")]
+    records = json.loads(subprocess.run(["nfdump", "-r", str(saved), "-o", "json"], capture_output=True, check=True,
+                                        env={**os.environ, "TZ": "UTC"}).stdout)
+    assert len(records) == rb.num_rows
+    assert sum(r["in_packets"] + r.get("out_packets", 0) for r in records) == \
+        sum(rb.column("orig_pkts").to_pylist()) + sum(rb.column("resp_pkts").to_pylist())
+
+
+def test_daemon_sends_its_flow_records_as_ipfix(capture, tmp_path):
+    """[daemon] ipfix_export: the flow records of a capture the daemon reads (a rotating
+    folder) reach a collector (ours, listening on loopback)."""
+    import dataclasses
+    import threading
+    import time
+
+    from detector.backend import CPU
+    from detector.config import load_config
+    from detector.daemon.service import Daemon
+    from detector.exports.collector import Collector
+
+    stop = threading.Event()
+    collector = Collector(["udp://127.0.0.1:0"])
+    collector.start(stop)
+    folder = tmp_path / "ring"
+    folder.mkdir()
+    shutil.copy(capture, folder / "a.pcap")
+    cfg = load_config(None)
+    cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(
+        cfg.daemon, pcap_dir=str(folder), settle_s=0.2, poll_s=0.2, metrics="", state=str(tmp_path / "state.db"),
+        ipfix_export=f"udp://127.0.0.1:{collector.addresses[0][1]}").validate())
+    daemon = Daemon(cfg, CPU)
+    daemon.start()
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    time.sleep(3.0)
+    daemon.stop.set()
+    runner.join(30)
+    time.sleep(0.5)
+    stop.set()
+    collector.close()
+    d, cols = decode([m for m, _, _ in collector.drain()])
+    assert len(cols) == daemon.stages.flows_seen > 100

@@ -68,7 +68,17 @@ class Daemon:
         self.model = self._starting_model(d.model, model_key)
         # inline: every batch's metrics read the detectors' eviction counts, and site inference
         # on the first batch changes what they read (overlap here is a named follow-up)
-        self.stages = Stages(cfg, backend, self.model, detect_thread=False)
+        self.ipfix = None
+        if d.ipfix_export:
+            from detector.exports.ipfix_out import IpfixExporter
+
+            try:
+                self.ipfix = IpfixExporter(d.ipfix_export, template_every_s=d.ipfix_template_s)
+            except OSError as exc:
+                raise ConfigError(f"{d.ipfix_export}: cannot reach the collector: {exc.strerror or exc}", config_path,
+                                  "daemon.ipfix_export") from None
+        # flow records, also sent as IPFIX to the site's collector when configured
+        self.stages = Stages(cfg, backend, self.model, detect_thread=False, flow_writer=self.ipfix)
         self.stages.site.clock_ns = time.time_ns() if d.iface else None
         self.stages.site.window_flows_max = d.window_flows_max
         self.pins = self._merged_pins(self.state.pins())
@@ -511,6 +521,8 @@ class Daemon:
         if self.capture is not None:
             self.capture.close()
         self.state.close()
+        if self.ipfix is not None:
+            self.ipfix.close()
         c = self.stages.engine.counts
         print(f"detector run: stopped: {c.records:,} packets, {self.stages.flows_seen:,} flows ({open_flows:,} "
               f"open flows flushed at exit), {self.alerts_sent:,} alerts, {self.files_done:,} files", file=sys.stderr,
@@ -526,8 +538,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self.reload_asked.set())
 
 
-SOURCE_KEYS = ("iface", "pcap_dir", "zeek_conn", "zeek_dns", "flow_listen", "gpu_telemetry", "dcgm_url", "gpu_log",
-               "gpu_host", "state")
+SOURCE_KEYS = ("iface", "pcap_dir", "zeek_conn", "zeek_dns", "flow_listen", "ipfix_export", "ipfix_template_s",
+               "gpu_telemetry", "dcgm_url", "gpu_log", "gpu_host", "state")
 
 
 def _sources(d) -> tuple:

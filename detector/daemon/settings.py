@@ -37,6 +37,8 @@ class DaemonConfig:
     slurm_poll_s: float = 30.0  # poll Slurm's allocations (scontrol/squeue --json) when on the PATH; 0: never
     flow_listen: tuple[str, ...] = ()  # collect flow exports: "udp://0.0.0.0:4739" (NetFlow v5/v9, IPFIX), "tcp://..." (IPFIX)
     flow_queue_mb: int = 64  # exports waiting to be decoded; beyond, they are dropped (counted)
+    ipfix_export: str = ""  # send every flow record as IPFIX to a collector: "udp://collector:4739" (or tcp://)
+    ipfix_template_s: float = 60.0  # over UDP, templates are sent again this often
     # streaming
     batch_packets: int = 65536  # a micro-batch closes at this many packets ...
     batch_s: float = 1.0  # ... or after this long, whichever comes first
@@ -106,6 +108,15 @@ class DaemonConfig:
                 parse_listen(url)
             except ValueError as exc:
                 bad("flow_listen", str(exc))
+        if self.ipfix_export:
+            from detector.exports.collector import parse_listen
+
+            try:
+                parse_listen(self.ipfix_export)
+            except ValueError as exc:
+                bad("ipfix_export", str(exc).replace("udp://0.0.0.0:4739", "udp://collector:4739"))
+        if not self.ipfix_template_s > 0:
+            bad("ipfix_template_s", "must be a positive number of seconds")
         if not 1 <= self.flow_queue_mb <= 4096:
             bad("flow_queue_mb", "must be between 1 and 4096")
         if self.window_flows_max < 1000:
