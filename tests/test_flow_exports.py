@@ -40,6 +40,28 @@ def softflowd(pcap, version: int) -> list[bytes]:
     return got
 
 
+def pmacct(pcap, version: int, tmp_path) -> list[bytes]:
+    """The datagrams pmacct's nfprobe plugin (``pmacctd`` reading ``pcap``) sends to a socket of ours."""
+    if shutil.which("pmacctd") is None:
+        pytest.skip("pmacct is not installed (Debian package pmacct; .ci/run installs it)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(1.0)
+        conf = tmp_path / f"pmacctd-{version}.conf"
+        conf.write_text(f"daemonize: false\npcap_savefile: {pcap}\nplugins: nfprobe\n"
+                        f"nfprobe_receiver: 127.0.0.1:{s.getsockname()[1]}\nnfprobe_version: {version}\n")
+        done = subprocess.run(["pmacctd", "-f", str(conf)], capture_output=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        got = []
+        try:
+            while True:
+                got.append(s.recv(65535))
+        except TimeoutError:
+            pass
+    return got
+
+
 def decode(datagrams: list[bytes], decoder: Decoder | None = None):
     d = decoder or Decoder()
     for k, data in enumerate(datagrams):
@@ -104,6 +126,15 @@ def test_softflowd_exports_count_what_our_flows_count(capture, ours, version):
     # the 32-bit uptime wraps, and is unwrapped)
     ts = batch.column("ts").to_numpy().astype(np.int64)
     assert ts.min() >= 1_793_606_400 * NS - 5 * NS and ts.max() <= 1_793_606_400 * NS + 3600 * NS
+
+
+@pytest.mark.parametrize("version", [9, 10])
+def test_pmacct_nfprobe_exports_count_what_our_flows_count(capture, ours, version, tmp_path):
+    """The same comparison with pmacct's exporter (nfprobe), NetFlow v9 and IPFIX."""
+    d, cols = decode(pmacct(capture, version, tmp_path))
+    assert not [k for k in d.counts if k.startswith("dropped")], d.counts
+    batch = flow_batch(cols, d.exporters)
+    assert directional(batch.filter(np.isin(batch.column("ip_proto").to_numpy(), [6, 17]))) == ours
 
 
 def ipfix(domain: int, sets: list[bytes], export_s: int = 1_800_000_000) -> bytes:
