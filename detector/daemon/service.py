@@ -74,8 +74,8 @@ class Daemon:
 
             try:
                 self.ipfix = IpfixExporter(d.ipfix_export, template_every_s=d.ipfix_template_s)
-            except OSError as exc:
-                raise ConfigError(f"{d.ipfix_export}: cannot reach the collector: {exc.strerror or exc}", config_path,
+            except OSError as exc:  # (UDP: a name that does not resolve; TCP connects when it sends)
+                raise ConfigError(f"{d.ipfix_export}: {exc.strerror or exc}", config_path,
                                   "daemon.ipfix_export") from None
         # flow records, also sent as IPFIX to the site's collector when configured
         self.stages = Stages(cfg, backend, self.model, detect_thread=False, flow_writer=self.ipfix)

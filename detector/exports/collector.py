@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger("detector.exports")
 MAX_MESSAGE = 65535
+ITEM_OVERHEAD = 200  # bytes a queued message costs beyond its data (the tuple, the bytes object)
 
 
 def parse_listen(url: str) -> tuple[str, str, int]:
@@ -79,12 +80,13 @@ class Collector:
                     elif kind == "tcp":
                         conn, peer = key.fileobj.accept()
                         conn.setblocking(False)
-                        self.selector.register(conn, selectors.EVENT_READ, ("stream", peer[0]))
+                        self.selector.register(conn, selectors.EVENT_READ, ("stream", f"{peer[0]}:{peer[1]}/tcp"))
                         self.streams[conn] = b""
                     else:
                         self._stream(key.fileobj, kind[1])
                 except OSError as exc:
-                    self.counts["receive errors"] += 1
+                    with self.lock:
+                        self.counts["receive errors"] += 1
                     log.warning("flow collector: %s", exc)
 
     def _datagrams(self, s: socket.socket) -> None:
@@ -93,7 +95,7 @@ class Collector:
                 data, peer = s.recvfrom(MAX_MESSAGE)
             except BlockingIOError:
                 return
-            self._put(data, peer[0])
+            self._put(data, f"{peer[0]}:{peer[1]}", False)
 
     def _stream(self, conn: socket.socket, peer: str) -> None:
         chunk = conn.recv(1 << 20)
@@ -101,7 +103,8 @@ class Collector:
             self.selector.unregister(conn)
             rest = self.streams.pop(conn, b"")
             if rest:
-                self.counts["dropped: stream ended inside a message"] += 1
+                with self.lock:
+                    self.counts["dropped: stream ended inside a message"] += 1
             conn.close()
             return
         buf = self.streams[conn] + chunk
@@ -109,33 +112,40 @@ class Collector:
         while len(buf) - off >= 4:
             version, length = struct.unpack_from(">HH", buf, off)
             if version != 10 or length < 16:  # IPFIX over TCP only: a stream out of step is closed
-                self.counts["dropped: stream out of step"] += 1
+                with self.lock:
+                    self.counts["dropped: stream out of step"] += 1
                 self.selector.unregister(conn)
                 self.streams.pop(conn, None)
                 conn.close()
                 return
             if len(buf) - off < length:
                 break
-            self._put(buf[off:off + length], peer)
+            self._put(buf[off:off + length], peer, True)
             off += length
         self.streams[conn] = buf[off:]
 
-    def _put(self, data: bytes, peer: str) -> None:
+    def _put(self, data: bytes, session: str, stream: bool) -> None:
+        cost = len(data) + ITEM_OVERHEAD
         with self.lock:
-            if self.queued_bytes + len(data) > self.max_queued_bytes:
+            if self.queued_bytes + cost > self.max_queued_bytes:
                 self.counts["dropped: queue full"] += 1
                 return
-            self.queue.append((data, peer, time.time_ns()))
-            self.queued_bytes += len(data)
+            self.queue.append((data, session, time.time_ns(), stream))
+            self.queued_bytes += cost
             self.most_queued = max(self.most_queued, self.queued_bytes)
             self.counts["messages"] += 1
 
-    def drain(self) -> list[tuple[bytes, str, int]]:
+    def drain(self) -> list[tuple[bytes, str, int, bool]]:
+        """What arrived: (message, transport session, arrival ns, over TCP)."""
         with self.lock:
             out = list(self.queue)
             self.queue.clear()
             self.queued_bytes = 0
         return out
+
+    def counted(self) -> Counter:
+        with self.lock:
+            return Counter(self.counts)
 
     def close(self) -> None:
         if self.thread is not None:

@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import subprocess
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -75,11 +76,11 @@ def _ipfix_file(path: str, problems: list[str]) -> Iterator[pa.RecordBatch]:
 def _batches(d: Decoder) -> Iterator[pa.RecordBatch]:
     cols = d.take(0)
     if cols is not None and len(cols):
-        yield flow_batch(cols, d.exporters)
+        yield flow_batch(cols, d.exporters, d.run)
 
 
 def _report(path: str, d: Decoder, problems: list[str]) -> None:
-    held = len(d._held)
+    held = d.held()
     if held:
         d.counts["dropped: no template"] += held
     dropped = {k: v for k, v in d.counts.items() if k.startswith("dropped")}
@@ -109,6 +110,13 @@ def _nfcapd(path: str, problems: list[str]) -> Iterator[pa.RecordBatch]:
     rows = [r for r in records if isinstance(r, dict) and r.get("type", "FLOW") == "FLOW"]
     if not rows:
         return
+    try:
+        yield _nfdump_batch(rows, path, problems)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise FlowFileError(path, None, f"nfdump gave a record this version cannot read: {exc}") from None
+
+
+def _nfdump_batch(rows: list[dict], path: str, problems: list[str]) -> pa.RecordBatch:
     n = len(rows)
     cols: dict[str, np.ndarray] = {"exporter": np.zeros(n, np.int64), "seq": np.arange(n, dtype=np.int64)}
     bad = 0
@@ -119,6 +127,8 @@ def _nfcapd(path: str, problems: list[str]) -> Iterator[pa.RecordBatch]:
         if col in ("src", "dst"):
             continue
         cols[col] = np.array([int(r.get(field) or 0) for r in rows], np.int64)
+    icmp = [int(r.get("icmp_type") or 0) << 8 | int(r.get("icmp_code") or 0) for r in rows]
+    cols["icmp"] = np.array(icmp, np.int64)
     flags = [str(r.get("tcp_flags") or "") for r in rows]
     cols["tcp_flags"] = np.array([_flags(f) for f in flags], np.int64)
     for edge, field in (("start", "first"), ("end", "last")):
@@ -127,7 +137,7 @@ def _nfcapd(path: str, problems: list[str]) -> Iterator[pa.RecordBatch]:
         cols[f"{edge}_ns"] = np.where(np.isnat(times), 0, times.astype(np.int64))
     if bad:
         problems.append(f"{path}: {bad} record time(s) nfdump did not give")
-    yield flow_batch(Columns(cols), [path])
+    return flow_batch(Columns(cols), [path], f"{zlib.crc32(path.encode()):x}")
 
 
 def _words(text: list[str]) -> np.ndarray:

@@ -91,12 +91,12 @@ class IpfixEncoder:
             for k in range(0, len(rec), per):
                 chunk = data[k * size:(k + per) * size]
                 out.append(self._message([struct.pack(">HH", tid, 4 + len(chunk)) + chunk], now_s))
-                self.sequence += len(chunk) // size
+                self.sequence = (self.sequence + len(chunk) // size) & 0xFFFFFFFF  # RFC 7011 3.1: modulo 2^32
         return out
 
     def _message(self, sets: list[bytes], now_s: float) -> bytes:
         body = b"".join(sets)
-        return struct.pack(">HHIII", 10, 16 + len(body), int(now_s), self.sequence, self.domain) + body
+        return struct.pack(">HHIII", 10, 16 + len(body), int(now_s) & 0xFFFFFFFF, self.sequence, self.domain) + body
 
 
 def _by_family(rb: pa.RecordBatch):
@@ -144,23 +144,47 @@ def _records(rb: pa.RecordBatch, rows: np.ndarray, v6: bool) -> np.ndarray:
 
 
 class IpfixExporter:
-    """A flow writer (``write(batch)``, ``close()``) that sends the records to a collector."""
+    """A flow writer (``write(batch)``, ``close()``) that sends the records to a collector.
+
+    Over UDP what cannot be sent is lost, as with any exporter. Over TCP a collector that is
+    down or stalls is given ``SEND_TIMEOUT_S`` at most, then the connection is dropped and tried
+    again after ``RETRY_S`` (with its templates again): the daemon never waits on it longer, and
+    what could not be sent meanwhile is counted (``lost``)."""
+
+    SEND_TIMEOUT_S = 0.5
+    RETRY_S = 10.0
 
     def __init__(self, url: str, domain: int = 1, template_every_s: float = 60.0):
-        scheme, host, port = parse_listen(url)
+        scheme, self.host, self.port = parse_listen(url)
         self.tcp = scheme == "tcp"
-        self.encoder = IpfixEncoder(domain, template_every_s)
-        if self.tcp:
-            self.encoder.template_every_s = float("inf")  # RFC 7011 8.3: once per connection
-            self.sock = socket.create_connection((host, port), timeout=5)
-        else:
-            self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.connect((host, port))
+        self.encoder = IpfixEncoder(domain, float("inf") if self.tcp else template_every_s)  # TCP: once per connection
+        self.sock: socket.socket | None = None
+        self.retry_at = 0.0
         self.sent = 0
-        self.errors = 0
+        self.lost = 0
+        if not self.tcp:
+            self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.connect((self.host, self.port))
+
+    def _connect(self) -> bool:
+        if self.sock is not None:
+            return True
+        if time.monotonic() < self.retry_at:
+            return False
+        try:
+            self.sock = socket.create_connection((self.host, self.port), timeout=self.SEND_TIMEOUT_S)
+            self.encoder.templates_sent_at = None  # a new connection gets the templates first
+            return True
+        except OSError:
+            self.retry_at = time.monotonic() + self.RETRY_S
+            return False
 
     def write(self, rb: pa.RecordBatch) -> None:
-        for message in self.encoder.messages(rb, time.time()):
+        if self.tcp and not self._connect():
+            self.lost += rb.num_rows
+            return
+        messages = self.encoder.messages(rb, time.time())
+        for k, message in enumerate(messages):
             try:
                 if self.tcp:
                     self.sock.sendall(message)
@@ -168,7 +192,14 @@ class IpfixExporter:
                     self.sock.send(message)
                 self.sent += 1
             except OSError:
-                self.errors += 1  # a collector down: UDP loses, as exporters do; counted
+                self.lost += 1
+                if self.tcp:  # the stream may hold half a message now: start a new one later
+                    self.sock.close()
+                    self.sock = None
+                    self.retry_at = time.monotonic() + self.RETRY_S
+                    self.lost += len(messages) - k - 1
+                    return
 
     def close(self) -> None:
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()

@@ -53,13 +53,17 @@ def addresses(cols: dict, side: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def address_text(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
-    """Addresses as text, each distinct one formatted once."""
+    """Addresses as text: IPv4 ones in one vectorised pass, each distinct other one formatted
+    once."""
+    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    quads = [pa.array(((lo >> np.uint64(s)) & np.uint64(255)).astype(np.int64)).cast(pa.string()) for s in (24, 16, 8, 0)]
+    text = pc.binary_join_element_wise(*quads, ".")
+    if v4.all():
+        return text
     ids, first = group_ids(np, hi, lo)
-    text = []
-    for h, low in zip(hi[first].tolist(), lo[first].tolist()):
-        a = ipaddress.ip_address(h << 64 | low)
-        text.append(str(a.ipv4_mapped or a))
-    return pa.array(text, pa.string()).take(pa.array(ids))
+    other = [str(ipaddress.IPv6Address(h << 64 | low)) for h, low in zip(hi[first].tolist(), lo[first].tolist())]
+    six = pa.array(other, pa.string()).take(pa.array(ids))
+    return pc.if_else(pa.array(v4), text, six)
 
 
 PAIR_SLACK_NS = 2 * 10**9  # the two directions of a connection, as two records, overlap within this
@@ -72,15 +76,18 @@ def pair_directions(cols: dict) -> dict:
     k-th record of each direction of a 5-tuple is paired with the other direction's k-th (an
     exporter's timeouts cut both the same way). Biflows (RFC 5103) are left as they are."""
     n = len(cols["exporter"])
-    if not n or "rev_packets" in cols:
+    if not n:
         return cols
+    lone = cols["rev_packets"] == 0 if "rev_packets" in cols else np.ones(n, bool)  # biflows stay as they are
     s_hi, s_lo = addresses(cols, "src")
     d_hi, d_lo = addresses(cols, "dst")
     sp, dp = cols.get("sport", np.zeros(n, np.uint64)), cols.get("dport", np.zeros(n, np.uint64))
     proto = cols.get("proto", np.zeros(n, np.uint64))
     back = (s_hi > d_hi) | ((s_hi == d_hi) & ((s_lo > d_lo) | ((s_lo == d_lo) & (sp > dp))))
+    # a biflow's key is its own: it pairs with nothing
     key = [np.where(back, d_hi, s_hi), np.where(back, d_lo, s_lo), np.where(back, dp, sp),
-           np.where(back, s_hi, d_hi), np.where(back, s_lo, d_lo), np.where(back, sp, dp), proto]
+           np.where(back, s_hi, d_hi), np.where(back, s_lo, d_lo), np.where(back, sp, dp), proto,
+           np.where(lone, -1, np.arange(n))]
     start, end = cols["start_ns"], cols["end_ns"]
     order = lexsort(np, (start, back, *reversed(key)))
     group = np.cumsum(group_starts(np, [k[order] for k in key]))
@@ -108,13 +115,14 @@ def pair_directions(cols: dict) -> dict:
     k = len(orig)
     for name, src in (("rev_packets", "packets"), ("rev_octets", "octets"), ("rev_tcp_flags", "tcp_flags")):
         if src in cols:
-            out[name] = np.r_[cols[src][resp], np.zeros(n - 2 * k, cols[src].dtype)]
+            rest = cols[name][alone] if name in cols else np.zeros(n - 2 * k, cols[src].dtype)
+            out[name] = np.r_[cols[src][resp], rest.astype(cols[src].dtype)]
     out["start_ns"] = np.r_[np.minimum(start[orig], start[resp]), start[alone]]
     out["end_ns"] = np.r_[np.maximum(end[orig], end[resp]), end[alone]]
     return out
 
 
-def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
+def flow_batch(c: Columns, exporters: list[str], run: str = "") -> pa.RecordBatch:
     """Records of ``c`` as one batch of :data:`FLOW_SCHEMA` (directions paired:
     :func:`pair_directions`)."""
     cols = pair_directions(c.cols)
@@ -131,18 +139,18 @@ def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
     header[[1, 58]] = 28
     flags = cols.get("tcp_flags", np.zeros(n)).astype(np.int64) & 0xFF
     rflags = cols.get("rev_tcp_flags", np.zeros(n)).astype(np.int64) & 0xFF
-    icmp = cols.get("icmp", cols.get("icmp6"))
+    icmp = np.zeros(n, np.int64)
+    for name in ("icmp6", "icmp"):  # type << 8 | code
+        if name in cols:
+            icmp = np.where(icmp == 0, cols[name].astype(np.int64), icmp)
     sport = cols.get("sport", np.zeros(n)).astype(np.int64)
     dport = cols.get("dport", np.zeros(n)).astype(np.int64)
     is_icmp = (proto == 1) | (proto == 58)
-    if icmp is not None:  # type << 8 | code
-        sport = np.where(is_icmp, icmp.astype(np.int64) >> 8, sport)
-        dport = np.where(is_icmp, icmp.astype(np.int64) & 0xFF, dport)
-    elif is_icmp.any():  # NetFlow v5/v9 probes put type << 8 | code in the destination port
-        sport, dport = np.where(is_icmp, dport >> 8, sport), np.where(is_icmp, dport & 0xFF, dport)
+    # where no ICMP element says it, NetFlow probes put type << 8 | code in the destination port
+    icmp = np.where(icmp == 0, dport, icmp)
+    sport, dport = np.where(is_icmp, icmp >> 8, sport), np.where(is_icmp, icmp & 0xFF, dport)
     start, end = cols["start_ns"], np.maximum(cols["end_ns"], cols["start_ns"])
-    state, history = tcp_state(proto, flags, rflags, rpkts, ip_bytes - pkts * header[proto] > 0,
-                               rbytes - rpkts * header[proto] > 0)
+    state, history = tcp_state(proto, flags, rflags, pkts, rpkts)
     reason_names = list(_REASON_DICT.to_pylist())
     reason = np.full(n, reason_names.index("idle"), np.int8)
     if "end_reason" in cols:
@@ -150,7 +158,8 @@ def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
             reason[cols["end_reason"] == code] = reason_names.index(name)
     data = {
         "ts": pa.array(start, pa.timestamp("ns", tz="UTC")),
-        "uid": pc.binary_join_element_wise("X", pa.array(cols["seq"]).cast(pa.string()), ""),  # X<record number>
+        # X<the decoder's run>.<record number>: unique across runs and files
+        "uid": pc.binary_join_element_wise(f"X{run}", pa.array(cols["seq"]).cast(pa.string()), "."),
         "orig_h": address_text(*addresses(cols, "src")), "resp_h": address_text(*addresses(cols, "dst")),
         "orig_p": sport.astype(np.uint16), "resp_p": dport.astype(np.uint16),
         "proto": au.dictionary(_PROTO_CODE[proto], _PROTO_DICT), "ip_proto": proto,
@@ -178,24 +187,29 @@ def flow_batch(c: Columns, exporters: list[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
-def tcp_state(proto, flags, rflags, rpkts, odata, rdata) -> tuple[np.ndarray, list[str]]:
+def tcp_state(proto, flags, rflags, pkts, rpkts) -> tuple[np.ndarray, list[str]]:
     """Zeek's connection state and history, as far as the flags seen each way tell (each flag
-    once: an exporter ORs them over the flow)."""
-    syn, ack, fin, rst = 0x02, 0x10, 0x01, 0x04
+    once: an exporter ORs them over the flow). Data (``D``/``d``) is told by PSH."""
+    syn, ack, fin, rst, psh = 0x02, 0x10, 0x01, 0x04, 0x08
     states = list(CONN_STATES)
     tcp = proto == 6
-    o_syn, r_syn = (flags & syn) > 0, (rflags & syn) > 0
+
+    def has(f, bit):
+        return tcp & ((f & bit) > 0)
+
+    o_syn, r_syn = has(flags, syn) & ~has(flags, ack) | (has(flags, syn) & (pkts > 1)), has(rflags, syn)
     code = np.full(len(proto), states.index("OTH"), np.int8)
-    code[tcp & o_syn & (rpkts == 0)] = states.index("S0")
-    code[tcp & o_syn & (rpkts > 0) & r_syn] = states.index("S1")
-    code[tcp & o_syn & (rpkts > 0) & r_syn & ((flags & fin) > 0) & ((rflags & fin) > 0)] = states.index("SF")
-    code[tcp & o_syn & r_syn & ((flags & rst) > 0)] = states.index("RSTO")
-    code[tcp & o_syn & r_syn & ((rflags & rst) > 0) & ((flags & rst) == 0)] = states.index("RSTR")
-    code[tcp & o_syn & ~r_syn & ((rflags & rst) > 0)] = states.index("REJ")
-    letters = [("S", tcp & o_syn), ("h", tcp & r_syn & ((rflags & ack) > 0)), ("A", tcp & ((flags & ack) > 0)),
-               ("a", tcp & ((rflags & ack) > 0) & ~r_syn), ("D", tcp & odata), ("d", tcp & rdata),
-               ("F", tcp & ((flags & fin) > 0)), ("f", tcp & ((rflags & fin) > 0)),
-               ("R", tcp & ((flags & rst) > 0)), ("r", tcp & ((rflags & rst) > 0))]
+    code[o_syn & (rpkts == 0)] = states.index("S0")
+    code[o_syn & (rpkts > 0) & r_syn] = states.index("S1")
+    code[o_syn & r_syn & has(flags, fin) & has(rflags, fin)] = states.index("SF")
+    code[o_syn & r_syn & has(flags, rst)] = states.index("RSTO")
+    code[o_syn & r_syn & has(rflags, rst) & ~has(flags, rst)] = states.index("RSTR")
+    code[o_syn & ~r_syn & has(rflags, rst)] = states.index("REJ")
+    # the responder's plain ACKs: more than its SYN-ACK, or than a lone RST
+    r_acks = has(rflags, ack) & ~((r_syn | has(rflags, rst)) & (rpkts <= 1))
+    letters = [("S", o_syn), ("h", r_syn & has(rflags, ack)), ("A", has(flags, ack)), ("a", r_acks),
+               ("D", has(flags, psh)), ("d", has(rflags, psh)), ("F", has(flags, fin)), ("f", has(rflags, fin)),
+               ("R", has(flags, rst)), ("r", has(rflags, rst))]
     history = np.full(len(proto), "", object)
     for letter, on in letters:
         history[on] = history[on] + letter
