@@ -20,16 +20,16 @@ NS = 10**9
 NOW = 1_800_000_000 * NS
 
 
-def softflowd(pcap, version: int) -> list[bytes]:
-    """The datagrams ``softflowd -r PCAP -v VERSION`` sends to a socket of ours."""
-    if shutil.which("softflowd") is None:
-        pytest.skip("softflowd is not installed (Debian package softflowd; .ci/run installs it)")
+def exported(tool: str, package: str, command) -> list[bytes]:
+    """The datagrams ``command(port)`` (an exporter's command line) makes ``tool`` send to a
+    socket of ours."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (Debian package {package}; .ci/run installs it)")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         s.bind(("127.0.0.1", 0))
         s.settimeout(1.0)
-        done = subprocess.run(["softflowd", "-r", str(pcap), "-v", str(version), "-n",
-                               f"127.0.0.1:{s.getsockname()[1]}"], capture_output=True, timeout=120, check=False)
+        done = subprocess.run(command(s.getsockname()[1]), capture_output=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         got = []
         try:
@@ -38,28 +38,54 @@ def softflowd(pcap, version: int) -> list[bytes]:
         except TimeoutError:
             pass
     return got
+
+
+def softflowd(pcap, version: int) -> list[bytes]:
+    """What ``softflowd -r PCAP -v VERSION`` exports."""
+    return exported("softflowd", "softflowd",
+                    lambda port: ["softflowd", "-r", str(pcap), "-v", str(version), "-n", f"127.0.0.1:{port}"])
 
 
 def pmacct(pcap, version: int, tmp_path) -> list[bytes]:
-    """The datagrams pmacct's nfprobe plugin (``pmacctd`` reading ``pcap``) sends to a socket of ours."""
-    if shutil.which("pmacctd") is None:
-        pytest.skip("pmacct is not installed (Debian package pmacct; .ci/run installs it)")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(1.0)
-        conf = tmp_path / f"pmacctd-{version}.conf"
+    """What pmacct's nfprobe plugin (``pmacctd`` reading ``pcap``) exports."""
+    conf = tmp_path / f"pmacctd-{version}.conf"
+
+    def command(port):
         conf.write_text(f"daemonize: false\npcap_savefile: {pcap}\nplugins: nfprobe\n"
-                        f"nfprobe_receiver: 127.0.0.1:{s.getsockname()[1]}\nnfprobe_version: {version}\n")
-        done = subprocess.run(["pmacctd", "-f", str(conf)], capture_output=True, timeout=120, check=False)
-        assert done.returncode == 0, done.stderr
-        got = []
-        try:
-            while True:
-                got.append(s.recv(65535))
-        except TimeoutError:
-            pass
-    return got
+                        f"nfprobe_receiver: 127.0.0.1:{port}\nnfprobe_version: {version}\n")
+        return ["pmacctd", "-f", str(conf)]
+
+    return exported("pmacctd", "pmacct", command)
+
+
+def nfcapd(folder, send) -> str:
+    """The file nfdump's collector writes from what ``send(port)`` sends it on loopback."""
+    import time
+
+    if shutil.which("nfcapd") is None or shutil.which("nfdump") is None:
+        pytest.skip("nfdump is not installed (Debian package nfdump; .ci/run installs it)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    collector = subprocess.Popen(["nfcapd", "-p", str(port), "-b", "127.0.0.1", "-l", str(folder), "-t", "3600"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        send(port)
+        time.sleep(1.0)
+    finally:
+        collector.terminate()
+        collector.wait(10)
+    [saved] = [p for p in folder.iterdir() if p.name.startswith("nfcapd.")]
+    return str(saved)
+
+
+def softflowd_to(pcap, version: int):
+    """A ``send`` for :func:`nfcapd`: softflowd exporting ``pcap``."""
+    def send(port):
+        subprocess.run(["softflowd", "-r", str(pcap), "-v", str(version), "-n", f"127.0.0.1:{port}"],
+                       capture_output=True, timeout=120, check=True)
+    return send
 
 
 def decode(datagrams: list[bytes], decoder: Decoder | None = None):
@@ -279,28 +305,11 @@ def test_a_cut_ipfix_file_is_read_to_the_cut(attacks, tmp_path, capsys):
 def test_nfcapd_files_through_nfdump(capture, ours, tmp_path):
     """nfdump's collector (nfcapd) receives softflowd's NetFlow v9; its file, read with
     analyze --flows through nfdump -o json, counts what our flows count."""
-    import time
-
-    if shutil.which("nfcapd") is None or shutil.which("nfdump") is None:
-        pytest.skip("nfdump is not installed (Debian package nfdump; .ci/run installs it)")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    collector = subprocess.Popen(["nfcapd", "-p", str(port), "-b", "127.0.0.1", "-l", str(tmp_path), "-t", "3600"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)
-        subprocess.run(["softflowd", "-r", str(capture), "-v", "9", "-n", f"127.0.0.1:{port}"], capture_output=True,
-                       timeout=120, check=True)
-        time.sleep(1.0)
-    finally:
-        collector.terminate()
-        collector.wait(10)
-    [saved] = [p for p in tmp_path.iterdir() if p.name.startswith("nfcapd.")]
+    saved = nfcapd(tmp_path, softflowd_to(capture, 9))
     from detector.exports.files import read_flows
 
     problems = []
-    batches = list(read_flows(str(saved), problems))
+    batches = list(read_flows(saved, problems))
     import pyarrow as pa
 
     table = pa.Table.from_batches(batches)
@@ -436,24 +445,14 @@ def test_our_ipfix_export_reads_back_and_nfdump_reads_it(capture, ours, tmp_path
     assert back.num_rows == rb.num_rows
     keep = pa.compute.is_in(back.column("ip_proto"), pa.array([6, 17], pa.uint8()))
     assert directional(back.filter(keep)) == ours
-    if shutil.which("nfcapd") is None:
-        pytest.skip("nfdump is not installed (Debian package nfdump; .ci/run installs it)")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    collector = subprocess.Popen(["nfcapd", "-p", str(port), "-b", "127.0.0.1", "-l", str(tmp_path), "-t", "3600"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)
+
+    def send(port):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             for m in IpfixEncoder().messages(rb, time.time()):
                 u.sendto(m, ("127.0.0.1", port))
                 time.sleep(0.001)
-        time.sleep(1.0)
-    finally:
-        collector.terminate()
-        collector.wait(10)
-    [saved] = [p for p in tmp_path.iterdir() if p.name.startswith("nfcapd.")]
+
+    saved = nfcapd(tmp_path, send)
     records = json.loads(subprocess.run(["nfdump", "-r", str(saved), "-o", "json"], capture_output=True, check=True,
                                         env={**os.environ, "TZ": "UTC"}).stdout)
     assert len(records) == rb.num_rows
@@ -581,27 +580,10 @@ def test_a_tcp_collector_that_is_down_never_holds_the_daemon(capture, ours):
 
 def test_nfcapd_records_are_paired_into_connections(capture, tmp_path):
     """nfdump gives each direction alone too: they are paired as our flows are."""
-    import time
-
-    if shutil.which("nfcapd") is None:
-        pytest.skip("nfdump is not installed (Debian package nfdump; .ci/run installs it)")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    collector = subprocess.Popen(["nfcapd", "-p", str(port), "-b", "127.0.0.1", "-l", str(tmp_path), "-t", "3600"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)
-        subprocess.run(["softflowd", "-r", str(capture), "-v", "10", "-n", f"127.0.0.1:{port}"], capture_output=True,
-                       timeout=120, check=True)
-        time.sleep(1.0)
-    finally:
-        collector.terminate()
-        collector.wait(10)
-    [saved] = [p for p in tmp_path.iterdir() if p.name.startswith("nfcapd.")]
+    saved = nfcapd(tmp_path, softflowd_to(capture, 10))
     from detector.exports.files import read_flows
 
-    [rb] = list(read_flows(str(saved), []))
+    [rb] = list(read_flows(saved, []))
     both = np.asarray(rb.column("resp_pkts")) > 0
     tcp = np.asarray(rb.column("ip_proto")) == 6
     assert both[tcp].mean() > 0.8  # (the rest: SYNs nobody answered)
